@@ -1,0 +1,44 @@
+"""The state of one running emulator: settings, metadata store, object store and job runner.
+
+Service functions receive a Backend instead of reaching for globals, so that several emulators
+(e.g. one per pytest fixture) can live in one process.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from emulator.config import Settings
+from emulator.jobs import RECOVERY_HOOKS, JobRunner
+from emulator.s3 import ObjectStore, object_store_for
+from emulator.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Backend:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.db_path)
+        self.objects: ObjectStore = object_store_for(settings)
+        self.jobs = JobRunner(settings.job_workers)
+
+    def arn(self, resource: str) -> str:
+        """ARN of a resource path such as ``project/name`` or ``model/name/1``."""
+        return f"arn:aws:lookoutvision:{self.settings.region}:{self.settings.account_id}:{resource}"
+
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
+    def start(self) -> None:
+        """Import every service module (tables, handlers) and recover interrupted work."""
+        import emulator.services  # noqa: F401
+
+        for hook in RECOVERY_HOOKS:
+            hook(self)
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+        self.store.close()

@@ -1,0 +1,42 @@
+"""Run-time settings of one emulator instance.
+
+Everything a server needs to know is collected here so that the CLI, the pytest fixture and the
+Docker entrypoint build the same object and nothing reads the environment behind their back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5010
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT_ID = "123456789012"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one server. `data_dir` holds the SQLite metadata and model artifacts."""
+
+    data_dir: Path = field(default_factory=lambda: Path("./lookout-data"))
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    region: str = DEFAULT_REGION
+    account_id: str = DEFAULT_ACCOUNT_ID
+    # None: serve an embedded S3 on the same port; otherwise read/write that external store.
+    s3_endpoint_url: str | None = None
+    # Worker threads that run long jobs (dataset import, training, packaging).
+    job_workers: int = 2
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "metadata.sqlite3"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def s3_dir(self) -> Path:
+        """Where the embedded S3 mirrors its buckets so that they survive a restart."""
+        return self.data_dir / "s3"

@@ -1,0 +1,58 @@
+"""ClientToken idempotency: the same token with the same input returns the first call's result.
+
+A retry with the same token but different input is a client error (ConflictException, as the real
+service answers). Results are kept for 8 hours, like AWS's idempotency window.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from emulator.errors import ConflictException
+
+if TYPE_CHECKING:
+    from emulator.backend import Backend
+
+TOKEN_TTL_SECONDS = 8 * 3600
+# Striped locks: concurrent retries of one token serialise without a lock per token ever created.
+_LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
+def _lock_for(operation: str, token: str) -> threading.Lock:
+    return _LOCKS[hash((operation, token)) % len(_LOCKS)]
+
+
+def run_once(backend: "Backend", operation: str, token: str, fingerprint: str,
+             run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run `run` unless an earlier call with this token already succeeded; then replay its result."""
+    with _lock_for(operation, token):
+        now = backend.now()
+        row = backend.store.query_one(
+            "SELECT input_hash, response FROM client_tokens WHERE operation=? AND token=? AND created_at>?",
+            (operation, token, now - TOKEN_TTL_SECONDS),
+        )
+        if row is not None:
+            if row["input_hash"] != fingerprint:
+                raise ConflictException(
+                    f"ClientToken {token} was already used for a {operation} request with different parameters."
+                )
+            return json.loads(row["response"])
+        result = run()
+        with backend.store.transaction() as db:
+            db.execute("DELETE FROM client_tokens WHERE created_at<=?", (now - TOKEN_TTL_SECONDS,))
+            db.execute(
+                "INSERT OR REPLACE INTO client_tokens(operation, token, input_hash, response, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (operation, token, fingerprint, json.dumps(result, default=_json_default), now),
+            )
+        return result
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        raise TypeError("binary results are not replayable")
+    if hasattr(value, "timestamp"):
+        return value.timestamp()
+    raise TypeError(type(value))

