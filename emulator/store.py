@@ -28,6 +28,58 @@ CREATE TABLE IF NOT EXISTS client_tokens (
     created_at  REAL NOT NULL,
     PRIMARY KEY (operation, token)
 );
+CREATE TABLE IF NOT EXISTS datasets (
+    project        TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+    dataset_type   TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    status_message TEXT,
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL,
+    PRIMARY KEY (project, dataset_type)
+);
+CREATE TABLE IF NOT EXISTS dataset_entries (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    project       TEXT NOT NULL,
+    dataset_type  TEXT NOT NULL,
+    source_ref    TEXT NOT NULL,
+    line          TEXT NOT NULL,          -- the JSON line as stored (ListDatasetEntries returns it)
+    label         TEXT,                   -- 'normal' / 'anomaly' / NULL (unlabelled)
+    created_at    REAL NOT NULL,
+    UNIQUE (project, dataset_type, source_ref),
+    FOREIGN KEY (project, dataset_type) REFERENCES datasets(project, dataset_type) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS models (
+    project             TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+    version             INTEGER NOT NULL,
+    arn                 TEXT NOT NULL UNIQUE,
+    status              TEXT NOT NULL,
+    status_message      TEXT,
+    description         TEXT,
+    kms_key_id          TEXT,
+    output_bucket       TEXT NOT NULL,
+    output_prefix       TEXT,
+    created_at          REAL NOT NULL,
+    performance         TEXT,             -- JSON {F1Score, Recall, Precision}
+    evaluation_manifest TEXT,             -- JSON {Bucket, Key}
+    evaluation_result   TEXT,             -- JSON {Bucket, Key}
+    evaluation_end      REAL,
+    min_inference_units INTEGER,
+    max_inference_units INTEGER,
+    PRIMARY KEY (project, version)
+);
+CREATE TABLE IF NOT EXISTS packaging_jobs (
+    project        TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+    job_name       TEXT NOT NULL,
+    model_version  INTEGER NOT NULL,
+    status         TEXT NOT NULL,
+    status_message TEXT,
+    description    TEXT,
+    configuration  TEXT NOT NULL,         -- JSON ModelPackagingConfiguration as given
+    output_details TEXT,                  -- JSON ModelPackagingOutputDetails
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL,
+    PRIMARY KEY (project, job_name)
+);
 CREATE TABLE IF NOT EXISTS tags (
     resource_arn TEXT NOT NULL,
     key          TEXT NOT NULL,
