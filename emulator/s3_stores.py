@@ -50,6 +50,26 @@ class EmbeddedObjectStore:
         except MissingBucket:
             raise ObjectNotFound(f"bucket {bucket} does not exist") from None
 
+    def create_bucket(self, bucket: str) -> None:
+        """Create `bucket` unless it exists (the web console's bucket is made on first use)."""
+        from moto.s3.exceptions import BucketAlreadyExists
+
+        try:
+            self._backend().create_bucket(bucket, self.settings.region)
+        except BucketAlreadyExists:
+            pass
+
+    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every key under `prefix`, sorted."""
+        from moto.s3.exceptions import MissingBucket
+
+        try:
+            found = self._backend().get_bucket(bucket)
+        except MissingBucket:
+            raise ObjectNotFound(f"bucket {bucket} does not exist") from None
+        keys, _, _, _ = self._backend().list_objects(found, prefix or None, None, None, None)
+        return [key.name for key in keys]
+
 
 class ExternalObjectStore:
     """Any S3-compatible endpoint (MinIO, AWS) given with --s3-endpoint-url."""
@@ -75,3 +95,20 @@ class ExternalObjectStore:
             self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
         except botocore.exceptions.ClientError as exc:
             raise ObjectNotFound(f"s3://{bucket}/{key}: {exc.response['Error'].get('Message', exc)}") from None
+
+    def create_bucket(self, bucket: str) -> None:
+        region = self.client.meta.region_name
+        where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        try:
+            self.client.create_bucket(Bucket=bucket, **where)
+        except self.client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        except botocore.exceptions.ClientError as exc:
+            raise ObjectNotFound(f"bucket {bucket}: {exc.response['Error'].get('Message', exc)}") from None
+
+    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            return [item["Key"] for page in pages for item in page.get("Contents", [])]
+        except botocore.exceptions.ClientError as exc:
+            raise ObjectNotFound(f"s3://{bucket}/{prefix}: {exc.response['Error'].get('Message', exc)}") from None
