@@ -86,6 +86,34 @@ CREATE TABLE IF NOT EXISTS tags (
     value        TEXT NOT NULL,
     PRIMARY KEY (resource_arn, key)
 );
+CREATE TABLE IF NOT EXISTS console_settings (  -- web console state that is not an API resource
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trial_detections (  -- web console trial detection tasks, kept until the project goes
+    project        TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+    name           TEXT NOT NULL,
+    model_version  INTEGER NOT NULL,
+    source         TEXT NOT NULL,         -- 'upload' or the s3:// prefix the images came from
+    status         TEXT NOT NULL,         -- IN_PROGRESS / COMPLETED / FAILED
+    status_message TEXT,
+    created_at     REAL NOT NULL,
+    PRIMARY KEY (project, name)
+);
+CREATE TABLE IF NOT EXISTS trial_images (
+    project      TEXT NOT NULL,
+    trial        TEXT NOT NULL,
+    source_ref   TEXT NOT NULL,           -- s3:// URI of the image
+    is_anomalous INTEGER,                 -- the prediction (NULL until detected)
+    confidence   REAL,
+    mask_ref     TEXT,                    -- s3:// URI of the predicted anomaly mask (segmentation models)
+    anomalies    TEXT,                    -- JSON Anomalies of a segmentation prediction
+    error        TEXT,                    -- why detection failed on this image
+    verified     TEXT,                    -- label the user confirmed: 'normal' / 'anomaly' / NULL
+    added        INTEGER NOT NULL DEFAULT 0,  -- 1 once copied into the training dataset
+    PRIMARY KEY (project, trial, source_ref),
+    FOREIGN KEY (project, trial) REFERENCES trial_detections(project, name) ON DELETE CASCADE
+);
 """
 
 
