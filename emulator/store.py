@@ -67,6 +67,11 @@ CREATE TABLE IF NOT EXISTS models (
     max_inference_units INTEGER,
     PRIMARY KEY (project, version)
 );
+-- Last model version handed out per project: versions are never reused after a DeleteModel.
+CREATE TABLE IF NOT EXISTS model_versions (
+    project      TEXT PRIMARY KEY REFERENCES projects(name) ON DELETE CASCADE,
+    last_version INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS packaging_jobs (
     project        TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
     job_name       TEXT NOT NULL,
