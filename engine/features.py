@@ -1,0 +1,56 @@
+"""Patch descriptors: frozen backbone levels -> locally aggregated, concatenated features on a /8 grid.
+
+As in PatchCore, each level is average-pooled over a 3x3 neighbourhood (a patch "sees" a little
+context, which makes descriptors robust to small misalignment), the coarser level is upsampled to the
+finest grid, and levels are concatenated. A /8 grid at the default working resolution (longer side
+384 px) gives one descriptor per 8x8 working pixels -- fine enough for small cracks and pinholes.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .backbone import NORMALISATION, Trunk
+from .images import to_tensor_batch
+
+
+class PatchFeatureExtractor:
+    """Turns uint8 RGB images (already validated, all of one size) into (B, D, gh, gw) descriptors."""
+
+    STRIDE = 8
+
+    def __init__(self, backbone: str, trunk_sd: dict[str, torch.Tensor], work_size: tuple[int, int]) -> None:
+        self.backbone = backbone
+        self.trunk = Trunk(backbone, trunk_sd)
+        self.work_w, self.work_h = work_size
+        mean, std = NORMALISATION[backbone]
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(gh, gw) of the descriptor grid."""
+        return self.work_h // self.STRIDE, self.work_w // self.STRIDE
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence[np.ndarray], batch_size: int = 4) -> torch.Tensor:
+        """Descriptors for ``images``; batched to bound activation memory (~100 MB per batch)."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = to_tensor_batch(list(images[i : i + batch_size]), self.work_w, self.work_h)
+            x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+            out.append(self._describe(self.trunk(x)))
+        return torch.cat(out, 0)
+
+    def _describe(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        gh, gw = self.grid
+        feats = []
+        for m in maps:
+            m = F.avg_pool2d(m.float(), 3, stride=1, padding=1, count_include_pad=False)
+            if m.shape[-2:] != (gh, gw):
+                m = F.interpolate(m, size=(gh, gw), mode="bilinear", align_corners=False)
+            feats.append(m)
+        return torch.cat(feats, 1).contiguous()

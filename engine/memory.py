@@ -1,0 +1,64 @@
+"""PatchCore-style memory bank of normal patch descriptors and k-NN patch scoring.
+
+The bank is a greedy (farthest-point) coreset of a random subsample of normal patches, so its size --
+and therefore memory, artifact size and inference cost -- is bounded by ``memory_bank_size`` whatever
+the number of training images. Every bank entry remembers which training image it came from, which
+lets training score a normal image "as if held out" by masking its own entries (cheap
+leave-one-image-out cross-validation without rebuilding the bank).
+"""
+from __future__ import annotations
+
+import torch
+
+_PROJ_DIM = 48  # coreset distances are computed on a random projection (Johnson-Lindenstrauss)
+
+
+def greedy_coreset(x: torch.Tensor, m: int, seed: int) -> torch.Tensor:
+    """Indices of ``m`` rows of ``x`` chosen by farthest-point sampling (exactly ``m - 1`` steps).
+
+    Farthest-point sampling keeps rare-but-normal patches (edges, specular spots) that plain random
+    sampling would drop, which is what keeps false positives down.
+    """
+    n, d = x.shape
+    if n <= m:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(int(seed))
+    if d > _PROJ_DIM:
+        proj = torch.randn(d, _PROJ_DIM, generator=g) / _PROJ_DIM**0.5
+        z = x @ proj
+    else:
+        z = x
+    z = z.contiguous()
+    sq = (z * z).sum(1)
+    idx = torch.empty(m, dtype=torch.long)
+    first = int(torch.randint(n, (1,), generator=g))
+    idx[0] = first
+    mind = (sq - 2 * (z @ z[first]) + sq[first]).clamp_min_(0)
+    for i in range(1, m):
+        j = int(torch.argmax(mind))
+        idx[i] = j
+        torch.minimum(mind, (sq - 2 * (z @ z[j]) + sq[j]).clamp_min_(0), out=mind)
+    return idx
+
+
+def knn_distance(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    bank_sq: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+    chunk: int = 4096,
+) -> torch.Tensor:
+    """Euclidean distance of each query row to its nearest bank row.
+
+    ``exclude`` (bool, len(bank)) masks bank rows out -- used to score a training normal without its
+    own patches. Queries are chunked to bound the (queries x bank) distance matrix.
+    """
+    out = torch.empty(queries.shape[0], dtype=torch.float32)
+    for s in range(0, queries.shape[0], chunk):
+        q = queries[s : s + chunk]
+        d2 = torch.addmm(bank_sq.unsqueeze(0), q, bank.T, beta=1.0, alpha=-2.0)
+        d2.add_((q * q).sum(1, keepdim=True))
+        if exclude is not None:
+            d2[:, exclude] = float("inf")
+        out[s : s + chunk] = d2.min(1).values.clamp_min_(0).sqrt_()
+    return out

@@ -1,0 +1,200 @@
+"""The trained model: inference, evaluation and (via artifact.py) persistence.
+
+A Model is fully described by a JSON-safe ``config`` dict and a dict of named tensors; both ``fit``
+and ``load_model`` construct it the same way from those two, which is what makes the save/load round
+trip bit-exact.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import EngineError
+from .features import PatchFeatureExtractor
+from .images import decode_mask, parse_hex, to_rgb_uint8
+from .memory import knn_distance
+from .metrics import Metrics, SegmentationAccumulator, classification_metrics
+from .scoring import smooth, upsample
+from .segmentation import label_regions, render
+from .supervised import LinearHead, pooled
+from .threshold import ScoreNormaliser
+from .types import Item, Prediction
+
+FORMAT = "lookout-emulator-engine-model"
+FORMAT_VERSION = 1
+CANDIDATES = ("oneclass", "supervised", "combined")
+
+
+class Model:
+    """A trained anomaly detector (classification, or segmentation when trained with masks).
+
+    Attributes:
+        image_size: (width, height) the model was trained on; predict() requires exactly this size.
+        is_segmentation: True when trained with masks; predictions then carry mask/anomalies.
+        label_colors: anomaly label -> "#RRGGBB" (empty for classification).
+        test_metrics: metrics on the test items given to fit(), if any.
+        training_report: what training chose and measured by cross-validation on training data
+            (candidate, CV AUROC per candidate, threshold, seg IoU CV, counts, timings).
+    """
+
+    def __init__(self, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.config = config
+        self.tensors = tensors
+        self.image_size: tuple[int, int] = (int(config["image_size"][0]), int(config["image_size"][1]))
+        self.is_segmentation = bool(config["is_segmentation"])
+        self._labels: list[str] = list(config["labels"])
+        self._colours: list[str] = list(config["colours"])
+        self.label_colors: dict[str, str] = dict(zip(self._labels, self._colours))
+        self.test_metrics: Metrics | None = None
+        self.training_report: dict = dict(config.get("training", {}))
+        self.candidate: str = config["candidate"]
+        if self.candidate not in CANDIDATES:
+            raise EngineError(f"model artifact has unknown candidate {self.candidate!r}")
+
+        trunk = {k[len("trunk."):]: v for k, v in tensors.items() if k.startswith("trunk.")}
+        self._extractor = PatchFeatureExtractor(config["backbone"], trunk, tuple(config["work_size"]))
+        self._feat_mean = tensors["feat_mean"].view(1, -1, 1, 1)
+        self._feat_std = tensors["feat_std"].view(1, -1, 1, 1)
+        self._bank = tensors["bank"]
+        self._bank_sq = (self._bank * self._bank).sum(1)
+        self._sigma = float(config["map_sigma"])
+        self._image_norm = ScoreNormaliser.from_dict(config["image_norm"])
+        self._pixel_norm = ScoreNormaliser.from_dict(config["pixel_norm"])
+        self._head: LinearHead | None = None
+        if self.candidate != "oneclass":
+            self._head = LinearHead(
+                tensors["head_mean"].numpy(), tensors["head_scale"].numpy(), tensors["head_coef"].numpy(),
+                float(config["head_intercept"]),
+            )
+        self._combo = config.get("combo")
+        self._centroids = tensors.get("label_centroids")
+
+    # ------------------------------------------------------------------ features and raw scores
+    def standardised_features(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """(B, D, gh, gw) descriptors, standardised with the training normals' channel statistics."""
+        return (self._extractor(images) - self._feat_mean) / self._feat_std
+
+    def distance_maps(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, gh, gw) smoothed nearest-neighbour distances to the normal memory bank."""
+        b, d, gh, gw = feats.shape
+        q = feats.permute(0, 2, 3, 1).reshape(-1, d)
+        dist = knn_distance(q, self._bank, self._bank_sq).view(b, gh, gw)
+        return smooth(dist, self._sigma)
+
+    def raw_scores(self, oneclass: np.ndarray, pooled_feats: np.ndarray | None) -> np.ndarray:
+        """The selected candidate's raw image score from its ingredients."""
+        if self.candidate == "oneclass":
+            return oneclass
+        sup = self._head.logit(pooled_feats)
+        if self.candidate == "supervised":
+            return sup
+        c = self._combo
+        return 0.5 * ((oneclass - c["oc_center"]) / c["oc_scale"] + (sup - c["sup_center"]) / c["sup_scale"])
+
+    def _check_images(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        w, h = self.image_size
+        for i, im in enumerate(images):
+            what = f"image {i}" if len(images) > 1 else "image"
+            a = to_rgb_uint8(im, what)
+            if a.shape[:2] != (h, w):
+                raise EngineError(
+                    f"{what} is {a.shape[1]}x{a.shape[0]} but the model was trained on {w}x{h} images; "
+                    "resize it to the training size"
+                )
+            out.append(a)
+        return out
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, image: np.ndarray) -> Prediction:
+        """Classify (and segment) one (H, W, 3) uint8 RGB image of the training size."""
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray], batch_size: int = 4) -> list[Prediction]:
+        """Predict several images; batched so activation memory stays bounded."""
+        return [p for p, _ in self._predict_with_index(images, batch_size)]
+
+    def _predict_with_index(self, images: Sequence[np.ndarray], batch_size: int = 4):
+        images = self._check_images(list(images))
+        w, h = self.image_size
+        results = []
+        for s in range(0, len(images), batch_size):
+            chunk = images[s : s + batch_size]
+            feats = self.standardised_features(chunk)
+            dmaps = self.distance_maps(feats)
+            oc = dmaps.flatten(1).amax(1).double().numpy()
+            pf = pooled(feats).double().numpy() if self._head is not None else None
+            raw = self.raw_scores(oc, pf)
+            scores = self._image_norm(raw)
+            full = upsample(dmaps, h, w).numpy()
+            cells = self._cell_labels(feats) if self.is_segmentation else None
+            for j in range(len(chunk)):
+                score = float(scores[j])
+                is_anom = bool(raw[j] >= self._image_norm.threshold)
+                amap = self._pixel_norm(full[j]).astype(np.float32)
+                mask, anomalies, index = None, [], None
+                if self.is_segmentation:
+                    index = label_regions(amap, is_anom, None if cells is None else cells[j])
+                    mask, anomalies = render(index, self._labels, self._colours)
+                conf = score if is_anom else 1.0 - score
+                results.append((Prediction(is_anom, float(conf), score, amap, mask, anomalies), index))
+        return results
+
+    def _cell_labels(self, feats: torch.Tensor) -> np.ndarray | None:
+        """(B, gh, gw) nearest label centroid per grid cell; None with a single label."""
+        if self._centroids is None or len(self._labels) < 2:
+            return None
+        b, d, gh, gw = feats.shape
+        q = feats.permute(0, 2, 3, 1).reshape(-1, d)
+        dist = torch.cdist(q, self._centroids)
+        return dist.argmin(1).view(b, gh, gw).numpy()
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, items: Sequence[Item]) -> Metrics:
+        """Metrics on labelled items (unlabelled ones are ignored). Masks, when present on a
+        segmentation model's items, give the per-label pixel metrics and IoU."""
+        names, labels, images, gts = [], [], [], []
+        palette = [parse_hex(c, "label colour") for c in self._colours]
+        w, h = self.image_size
+        for i, it in enumerate(items):
+            if not isinstance(it, Item):
+                raise EngineError(f"item {i}: expected engine.Item, got {type(it).__name__}")
+            if it.label is None:
+                continue
+            what = f"item {i} ({it.name})" if it.name else f"item {i}"
+            if it.label not in ("normal", "anomaly"):
+                raise EngineError(f"{what}: label must be 'normal', 'anomaly' or None, got {it.label!r}")
+            img = to_rgb_uint8(it.image, what)
+            if img.shape[:2] != (h, w):
+                raise EngineError(f"{what}: image is {img.shape[1]}x{img.shape[0]}, the model expects {w}x{h}")
+            gt = None
+            if self.is_segmentation:
+                if it.mask is not None:
+                    gt = decode_mask(it.mask, (h, w), palette, what)
+                elif it.label == "normal":
+                    gt = np.zeros((h, w), dtype=np.uint8)
+            names.append(it.name)
+            labels.append(it.label)
+            images.append(img)
+            gts.append(gt)
+        if not images:
+            raise EngineError("no labelled items to evaluate")
+        out = self._predict_with_index(images)
+        metrics = classification_metrics(names, labels, [p for p, _ in out])
+        if self.is_segmentation:
+            acc = SegmentationAccumulator(self._labels)
+            for gt, (_, index) in zip(gts, out):
+                if gt is not None:
+                    acc.add(gt, index)
+            metrics.per_label, metrics.mean_iou = acc.result()
+        return metrics
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> None:
+        """Write a self-contained artifact (model.json + tensors.safetensors; no pickle)."""
+        from .artifact import save_model
+
+        save_model(self, directory)

@@ -1,0 +1,65 @@
+"""Training options. Defaults are chosen to be robust on unseen products, not tuned to one dataset."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .errors import EngineError
+
+
+@dataclass
+class FitOptions:
+    """Knobs for ``fit``. Every loop in training is bounded by a step count derived from these, so the
+    resulting model does not depend on machine load; ``max_train_seconds`` is only a safety cap
+    (exceeding it raises EngineError rather than silently returning a different model)."""
+
+    seed: int = 0
+    backbone: str = "efficientnet_lite0"  # or "resnet18" / "wide_resnet50_2" (weights from a local file)
+    backbone_weights: str | None = None  # path; default: installed Lite0 package / env LOOKOUT_BACKBONE_WEIGHTS
+    max_train_seconds: float = 120.0
+
+    # Working resolution: images are resized (aspect kept) so the longer side is ``resolution`` px;
+    # small images are upscaled to at least ``min_resolution`` on the shorter side so the /8 feature
+    # grid keeps enough cells. Higher = smaller defects visible, slower.
+    resolution: int = 384
+    min_resolution: int = 160
+
+    # Memory bank of normal patch features (PatchCore-style greedy coreset). Bounded regardless of
+    # the number of images so memory and inference cost stay flat.
+    memory_bank_size: int = 4096
+    max_bank_candidates: int = 120_000  # random patch subsample the coreset is drawn from
+
+    # Supervised component on pooled features: used only when the training set has at least this
+    # many labelled anomalies and normals; picked or combined by cross-validation.
+    min_anomalies_for_supervised: int = 8
+    cv_folds: int = 5
+    max_cv_images: int = 240  # cap on images scored in leave-out CV (bounds fit time on big sets)
+
+    # Anomaly-map smoothing (in feature-grid cells) before the image score is taken as its max.
+    map_sigma: float = 1.0
+
+    def validate(self) -> None:
+        """Reject nonsensical values early, with the offending field named."""
+        if self.resolution < 64 or self.resolution > 2048:
+            raise EngineError("FitOptions.resolution must be in [64, 2048]")
+        if self.min_resolution < 32 or self.min_resolution > self.resolution:
+            raise EngineError("FitOptions.min_resolution must be in [32, resolution]")
+        if self.memory_bank_size < 16:
+            raise EngineError("FitOptions.memory_bank_size must be >= 16")
+        if self.max_bank_candidates < self.memory_bank_size:
+            raise EngineError("FitOptions.max_bank_candidates must be >= memory_bank_size")
+        if self.cv_folds < 2:
+            raise EngineError("FitOptions.cv_folds must be >= 2")
+        if self.max_train_seconds <= 0:
+            raise EngineError("FitOptions.max_train_seconds must be > 0")
+        if self.map_sigma < 0:
+            raise EngineError("FitOptions.map_sigma must be >= 0")
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict (stored in the model artifact for provenance)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitOptions":
+        """Inverse of to_dict; unknown keys are ignored so old artifacts keep loading."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,76 @@
+"""Segmentation: anomaly map -> labelled regions -> RGB mask and per-label area fractions.
+
+The mask is the set of pixels whose normalised anomaly map is >= 0.5 (the pixel threshold was chosen
+on the training masks, see training.py), painted only when the image itself is predicted anomalous
+(a normal verdict with painted defects would contradict itself). Each connected region gets one
+label: the label whose training-mask descriptors (centroids) are closest to the region's cells,
+weighted by anomaly strength -- with a single label this is trivial.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .images import BACKGROUND_HEX, parse_hex
+
+# If an image is judged anomalous but no pixel reaches the pixel threshold (e.g. the supervised
+# head fired), paint the strongest region: pixels within this fraction of the map's maximum.
+FALLBACK_FRACTION = 0.9
+
+
+def label_regions(
+    map01: np.ndarray, is_anomalous: bool, cell_labels: np.ndarray | None, cell_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """(H, W) label index map: 0 = background, i+1 = label i.
+
+    cell_labels: (gh, gw) int label index (0-based) per grid cell, or None for a single label.
+    """
+    h, w = map01.shape
+    out = np.zeros((h, w), dtype=np.uint8)
+    if not is_anomalous:
+        return out
+    binary = map01 >= 0.5
+    if not binary.any():
+        binary = map01 >= FALLBACK_FRACTION * float(map01.max())
+    if cell_labels is None:
+        out[binary] = 1
+        return out
+    gh, gw = cell_labels.shape
+    comps, n = ndimage.label(binary)
+    if n == 0:
+        return out
+    # Vote per component: each pixel votes for its cell's label with weight = map value.
+    rows = np.minimum((np.arange(h) * gh) // h, gh - 1)
+    cols = np.minimum((np.arange(w) * gw) // w, gw - 1)
+    pix_label = cell_labels[rows[:, None], cols[None, :]]
+    n_labels = int(cell_labels.max()) + 1
+    sel = comps > 0
+    votes = np.zeros((n + 1, n_labels), dtype=np.float64)
+    np.add.at(votes, (comps[sel], pix_label[sel]), map01[sel].astype(np.float64))
+    comp_label = votes.argmax(1).astype(np.uint8) + 1
+    comp_label[0] = 0
+    return comp_label[comps]
+
+
+def render(index_map: np.ndarray, labels: list[str], colours: list[str]) -> tuple[np.ndarray, list[tuple[str, str, float]]]:
+    """Label index map -> (RGB mask with white background, [(name, colour, fraction), ...]).
+
+    Background comes first; labels follow in model order and only if present; fractions are
+    pixel counts / image area so they sum to 1.
+    """
+    palette = np.array([(255, 255, 255)] + [parse_hex(c, "label colour") for c in colours], dtype=np.uint8)
+    mask = palette[index_map]
+    counts = np.bincount(index_map.ravel(), minlength=len(labels) + 1)
+    total = float(index_map.size)
+    anomalies: list[tuple[str, str, float]] = [("background", BACKGROUND_HEX, float(counts[0]) / total)]
+    for i, (name, colour) in enumerate(zip(labels, colours)):
+        if counts[i + 1]:
+            anomalies.append((name, colour, float(counts[i + 1]) / total))
+    return mask, anomalies
+
+
+def iou(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Binary IoU; 1.0 when both are empty."""
+    inter = np.count_nonzero(gt & pred)
+    union = np.count_nonzero(gt | pred)
+    return 1.0 if union == 0 else inter / union

@@ -1,0 +1,92 @@
+"""Decision thresholds from training-data scores only, and the monotone map raw score -> [0, 1].
+
+Threshold rules (never the test set):
+* With labelled anomalies: maximise Youden's J = TPR - FPR over out-of-fold training scores and take
+  the middle of the widest interval achieving it. J is prevalence-free, so unlike an F1-optimal
+  threshold it cannot degrade to "flag everything" when training holds many anomalies, and unlike
+  "max of held-out normals" it is not dictated by the single worst normal.
+* Without anomalies: a robust upper tail of held-out normal scores (median + 3 robust sigmas,
+  sigma estimated from the upper half so skewed score distributions are respected).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_LOGIT_095 = math.log(19.0)  # sigmoid(+-2.944) = 0.95 / 0.05
+
+
+def youden_threshold(neg: np.ndarray, pos: np.ndarray) -> float:
+    """Threshold t (predict anomaly iff score >= t) maximising TPR - FPR on the given scores."""
+    neg = np.asarray(neg, dtype=np.float64)
+    pos = np.asarray(pos, dtype=np.float64)
+    vals = np.unique(np.concatenate([neg, pos]))
+    if len(vals) == 1:
+        return float(vals[0])
+    # Candidate cut between vals[i-1] and vals[i]: everything >= vals[i] is flagged.
+    neg_s, pos_s = np.sort(neg), np.sort(pos)
+    fpr = 1.0 - np.searchsorted(neg_s, vals, side="left") / max(len(neg), 1)
+    tpr = 1.0 - np.searchsorted(pos_s, vals, side="left") / max(len(pos), 1)
+    j = tpr - fpr
+    best = j.max()
+    ok = np.flatnonzero(j >= best - 1e-12)
+    ok = ok[ok > 0] if (ok > 0).any() else ok
+    # Gap below each optimal cut; pick the widest (most margin on both sides).
+    gaps = np.array([vals[i] - vals[i - 1] if i > 0 else 0.0 for i in ok])
+    i = int(ok[int(np.argmax(gaps))])
+    if i == 0:
+        return float(vals[0])
+    return float(0.5 * (vals[i - 1] + vals[i]))
+
+
+def normal_only_threshold(neg: np.ndarray) -> float:
+    """Threshold from held-out normal scores alone (no anomalies to calibrate on)."""
+    neg = np.asarray(neg, dtype=np.float64)
+    med = float(np.median(neg))
+    q90 = float(np.quantile(neg, 0.9))
+    sigma = max((q90 - med) / 1.2816, 1e-6 * max(abs(med), 1.0))
+    return med + 3.0 * sigma
+
+
+class ScoreNormaliser:
+    """Monotone, piecewise-logistic map raw -> (0, 1) with ``raw == threshold`` -> 0.5.
+
+    The scales put the median held-out normal at 0.05 and (when known) the median anomaly at 0.95,
+    so scores are comparable across models and read as calibrated-ish confidences.
+    """
+
+    def __init__(self, threshold: float, scale_low: float, scale_high: float) -> None:
+        self.threshold = float(threshold)
+        self.scale_low = float(scale_low)
+        self.scale_high = float(scale_high)
+
+    @classmethod
+    def fit(cls, threshold: float, neg: np.ndarray, pos: np.ndarray | None = None) -> "ScoreNormaliser":
+        """Scales from the medians of held-out normal (and anomaly) scores around the threshold."""
+        neg = np.asarray(neg, dtype=np.float64)
+        spread = float(np.std(neg)) if len(neg) > 1 else 1.0
+        eps = max(1e-6, 1e-3 * spread, 1e-6 * abs(threshold))
+        low = max(threshold - float(np.median(neg)), eps) / _LOGIT_095
+        high = low
+        if pos is not None and len(pos) > 0:
+            med_pos = float(np.median(pos))
+            if med_pos > threshold:
+                high = max(med_pos - threshold, eps) / _LOGIT_095
+        return cls(threshold, low, high)
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """Vectorised map; works on any shape, returns float64."""
+        raw = np.asarray(raw, dtype=np.float64)
+        z = np.where(raw >= self.threshold, (raw - self.threshold) / self.scale_high,
+                     (raw - self.threshold) / self.scale_low)
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+
+    def to_dict(self) -> dict:
+        """JSON-safe parameters (Python floats round-trip exactly through JSON)."""
+        return {"threshold": self.threshold, "scale_low": self.scale_low, "scale_high": self.scale_high}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScoreNormaliser":
+        """Inverse of to_dict."""
+        return cls(float(d["threshold"]), float(d["scale_low"]), float(d["scale_high"]))
