@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS datasets (
     status_message TEXT,
     created_at     REAL NOT NULL,
     updated_at     REAL NOT NULL,
+    manifest       TEXT,                  -- JSON S3Object the dataset was created from (NULL: empty)
+    pending_changes TEXT,                 -- JSON [[line number, JSON line], ...] of a running update
     PRIMARY KEY (project, dataset_type)
 );
 CREATE TABLE IF NOT EXISTS dataset_entries (
@@ -44,6 +46,8 @@ CREATE TABLE IF NOT EXISTS dataset_entries (
     source_ref    TEXT NOT NULL,
     line          TEXT NOT NULL,          -- the JSON line as stored (ListDatasetEntries returns it)
     label         TEXT,                   -- 'normal' / 'anomaly' / NULL (unlabelled)
+    width         INTEGER NOT NULL,       -- image dimensions: all images of a project must match
+    height        INTEGER NOT NULL,
     created_at    REAL NOT NULL,
     UNIQUE (project, dataset_type, source_ref),
     FOREIGN KEY (project, dataset_type) REFERENCES datasets(project, dataset_type) ON DELETE CASCADE
