@@ -36,8 +36,8 @@ class PatchFeatureExtractor:
         return self.work_h // self.STRIDE, self.work_w // self.STRIDE
 
     @torch.inference_mode()
-    def __call__(self, images: Sequence[np.ndarray], batch_size: int = 4) -> torch.Tensor:
-        """Descriptors for ``images``; batched to bound activation memory (~100 MB per batch)."""
+    def __call__(self, images: Sequence[np.ndarray], batch_size: int = 2) -> torch.Tensor:
+        """Descriptors for ``images``; small batches (CPU caches favour them; bounded memory)."""
         out = []
         for i in range(0, len(images), batch_size):
             x = to_tensor_batch(list(images[i : i + batch_size]), self.work_w, self.work_h)

@@ -119,11 +119,12 @@ def working_size(width: int, height: int, resolution: int, min_resolution: int) 
 
 
 def to_tensor_batch(images: list[np.ndarray], work_w: int, work_h: int) -> torch.Tensor:
-    """uint8 (H, W, 3) images -> float (B, 3, work_h, work_w) in [0, 1], antialiased resize.
+    """uint8 (H, W, 3) images -> float (B, 3, work_h, work_w) in [0, 1] (channels_last), antialiased resize.
 
     torch's resize (not PIL) so fit and predict use bit-identical preprocessing on any machine.
     """
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)  # channels_last uint8 view
     if x.shape[-2:] != (work_h, work_w):
+        # uint8 antialiased resize has a fast vectorised CPU kernel (~4x faster than float).
         x = F.interpolate(x, size=(work_h, work_w), mode="bilinear", align_corners=False, antialias=True)
-    return x.clamp_(0.0, 1.0)
+    return x.float().div_(255.0)

@@ -113,11 +113,11 @@ class Model:
         """Classify (and segment) one (H, W, 3) uint8 RGB image of the training size."""
         return self.predict_batch([image])[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray], batch_size: int = 4) -> list[Prediction]:
+    def predict_batch(self, images: Sequence[np.ndarray], batch_size: int = 2) -> list[Prediction]:
         """Predict several images; batched so activation memory stays bounded."""
         return [p for p, _ in self._predict_with_index(images, batch_size)]
 
-    def _predict_with_index(self, images: Sequence[np.ndarray], batch_size: int = 4):
+    def _predict_with_index(self, images: Sequence[np.ndarray], batch_size: int = 2):
         images = self._check_images(list(images))
         w, h = self.image_size
         results = []
@@ -129,12 +129,15 @@ class Model:
             pf = pooled(feats).double().numpy() if self._head is not None else None
             raw = self.raw_scores(oc, pf)
             scores = self._image_norm(raw)
-            full = upsample(dmaps, h, w).numpy()
+            # Normalise on the grid, then upsample: identical decision surface, ~10x cheaper than
+            # normalising every full-resolution pixel.
+            grid01 = torch.from_numpy(self._pixel_norm(dmaps.numpy()).astype(np.float32))
+            full = upsample(grid01, h, w).clamp_(0.0, 1.0).numpy()
             cells = self._cell_labels(feats) if self.is_segmentation else None
             for j in range(len(chunk)):
                 score = float(scores[j])
                 is_anom = bool(raw[j] >= self._image_norm.threshold)
-                amap = self._pixel_norm(full[j]).astype(np.float32)
+                amap = full[j]
                 mask, anomalies, index = None, [], None
                 if self.is_segmentation:
                     index = label_regions(amap, is_anom, None if cells is None else cells[j])

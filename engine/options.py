@@ -25,7 +25,7 @@ class FitOptions:
 
     # Memory bank of normal patch features (PatchCore-style greedy coreset). Bounded regardless of
     # the number of images so memory and inference cost stay flat.
-    memory_bank_size: int = 4096
+    memory_bank_size: int = 2048
     max_bank_candidates: int = 120_000  # random patch subsample the coreset is drawn from
 
     # Supervised component on pooled features: used only when the training set has at least this

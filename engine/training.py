@@ -232,7 +232,7 @@ def fit(
     cand, cand_origin = [], []
     pooled_mean, pooled_max = [], []
     kept: dict[int, torch.Tensor] = {}
-    bs = 4
+    bs = 2
     for s in range(0, n, bs):
         f = extractor(data.images[s : s + bs], batch_size=bs)
         flat = f.flatten(2)
