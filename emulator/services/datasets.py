@@ -114,7 +114,9 @@ def create_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
                    (project, dataset_type, status, message, now, now, json.dumps(manifest) if manifest else None))
     if manifest:
         _submit(backend, project, dataset_type)
-    return {"DatasetMetadata": _metadata(require_dataset(backend, project, dataset_type))}
+    # Not re-read: the import may already have finished, and this call reports what it started.
+    return {"DatasetMetadata": {"DatasetType": dataset_type, "CreationTimestamp": now, "Status": status,
+                                "StatusMessage": message}}
 
 
 @operation("DescribeDataset")
