@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from emulator import api
+from emulator import api, console
 from emulator.backend import Backend
 from emulator.config import Settings
 from emulator.s3 import is_s3_request
@@ -17,6 +17,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 def create_flask_app(backend: Backend) -> Flask:
     app = Flask("lookout_emulator")
     app.extensions["lookout_backend"] = backend
+    console.register(app)
     api.register(app)
     return app
 

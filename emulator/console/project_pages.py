@@ -1,0 +1,49 @@
+"""Projects: the list, create and delete, and a project's dashboard of datasets and models."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, render_template, request, url_for
+
+from emulator.console.readiness import training_readiness
+from emulator.console.web import back_to, backend, blueprint, call, call_all
+
+
+@blueprint.get("/")
+def project_list() -> str:
+    return render_template("projects.html", projects=call_all("ListProjects", "Projects"))
+
+
+@blueprint.post("/projects")
+def create_project() -> Response:
+    name = request.form.get("name", "").strip()
+    call("CreateProject", ProjectName=name)
+    return back_to(url_for("console.project_page", project=name), notice=f"Project {name} created.")
+
+
+@blueprint.post("/projects/<project>/delete")
+def delete_project(project: str) -> Response:
+    """Delete the models, then the datasets, then the project, as the real console did in one step."""
+    for model in list_models(project):
+        call("DeleteModel", ProjectName=project, ModelVersion=model["ModelVersion"])
+    for dataset in call("DescribeProject", ProjectName=project)["ProjectDescription"]["Datasets"]:
+        call("DeleteDataset", ProjectName=project, DatasetType=dataset["DatasetType"])
+    call("DeleteProject", ProjectName=project)
+    return back_to(url_for("console.project_list"), notice=f"Project {project} deleted.")
+
+
+@blueprint.get("/projects/<project>")
+def project_page(project: str) -> str:
+    description = call("DescribeProject", ProjectName=project)["ProjectDescription"]
+    datasets = [call("DescribeDataset", ProjectName=project, DatasetType=d["DatasetType"])["DatasetDescription"]
+                for d in sorted(description["Datasets"], key=lambda d: d["DatasetType"], reverse=True)]
+    models = [call("DescribeModel", ProjectName=project, ModelVersion=m["ModelVersion"])["ModelDescription"]
+              for m in list_models(project)]
+    return render_template("project.html", project=description, datasets=datasets, models=models,
+                           readiness=training_readiness(backend(), project))
+
+
+def list_models(project: str) -> list[dict[str, Any]]:
+    """Every model of `project`, newest version first."""
+    models = call_all("ListModels", "Models", ProjectName=project)
+    return sorted(models, key=lambda m: int(m["ModelVersion"]), reverse=True)

@@ -1,0 +1,77 @@
+"""Trial detections: the list and the run form, one trial's predictions, verification, feedback."""
+from __future__ import annotations
+
+from flask import Response, jsonify, render_template, request, url_for
+
+from emulator.console import trial_runs
+from emulator.console.dataset_pages import store_uploads
+from emulator.console.project_pages import list_models
+from emulator.console.readiness import training_readiness
+from emulator.console.web import back_to, backend, blueprint, call, wants_json
+from emulator.errors import ValidationException
+
+
+@blueprint.get("/projects/<project>/trials")
+def trial_list(project: str) -> str:
+    call("DescribeProject", ProjectName=project)
+    usable = [m for m in list_models(project) if m["Status"] in ("TRAINED", "HOSTED")]
+    return render_template("trials.html", project_name=project, trials=trial_runs.list_trials(backend(), project),
+                           models=usable, chosen=request.args.get("version"))
+
+
+@blueprint.post("/projects/<project>/trials")
+def run_trial(project: str) -> Response:
+    """Start a trial detection on uploaded files or on the images under an S3 location."""
+    call("DescribeProject", ProjectName=project)
+    name = request.form.get("name", "").strip()
+    version = request.form.get("version", "")
+    location = request.form.get("s3_uri", "").strip()
+    trial_runs.check_new_name(backend(), project, name)
+    if request.files.getlist("file"):
+        source, refs = "upload", store_uploads(f"trials/{project}/{name}/")
+    elif location:
+        source, refs = location, trial_runs.images_under(backend(), location)
+    else:
+        raise ValidationException("Choose images from your computer or give an S3 location.")
+    trial_runs.create_trial(backend(), project, name, version, source, refs)
+    page = url_for("console.trial_page", project=project, trial=name)
+    if wants_json():
+        return jsonify(redirect=page)
+    return back_to(page, notice=f"Trial detection {name} started on {len(refs)} images.")
+
+
+@blueprint.get("/projects/<project>/trials/<trial>")
+def trial_page(project: str, trial: str) -> str:
+    record = trial_runs.get_trial(backend(), project, trial)
+    images = trial_runs.trial_images(backend(), project, trial)
+    return render_template("trial.html", project_name=project, trial=record, images=images,
+                           polling=record["status"] == trial_runs.IN_PROGRESS,
+                           readiness=training_readiness(backend(), project))
+
+
+@blueprint.get("/projects/<project>/trials/<trial>/status.json")
+def trial_status(project: str, trial: str) -> Response:
+    record = trial_runs.get_trial(backend(), project, trial)
+    return jsonify(Status=record["status"], StatusMessage=record["status_message"],
+                   settled=record["status"] != trial_runs.IN_PROGRESS)
+
+
+@blueprint.post("/projects/<project>/trials/<trial>/verify")
+def verify_trial(project: str, trial: str) -> Response:
+    """Record the labels chosen under each image (fields ``label:<source-ref>``), or, with
+    ``all=correct``, confirm every prediction not verified yet."""
+    if request.form.get("all") == "correct":
+        verdicts = {i.source_ref: i.predicted for i in trial_runs.trial_images(backend(), project, trial)
+                    if i.predicted and not i.verified}
+    else:
+        verdicts = {key.removeprefix("label:"): value for key, value in request.form.items()
+                    if key.startswith("label:") and value}
+    count = trial_runs.verify(backend(), project, trial, verdicts)  # type: ignore[arg-type]
+    return back_to(url_for("console.trial_page", project=project, trial=trial), notice=f"Verified {count} images.")
+
+
+@blueprint.post("/projects/<project>/trials/<trial>/add")
+def add_trial_images(project: str, trial: str) -> Response:
+    added = trial_runs.add_verified_to_dataset(backend(), project, trial)
+    return back_to(url_for("console.trial_page", project=project, trial=trial),
+                   notice=f"Added {added} verified images to the training dataset. Train a new model to use them.")

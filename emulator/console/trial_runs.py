@@ -1,0 +1,261 @@
+"""Trial detections: run a model on new images, keep the predictions, verify them, feed them back.
+
+A trial detection is console state, not an API resource: its rows live in the ``trial_detections``
+and ``trial_images`` tables and disappear with the project. The predictions come from the
+DetectAnomalies service function, exactly as a client calling the API would get them. A model that
+is trained but not hosted is started for the trial (one inference unit) and stopped afterwards,
+because the real console ran trial detections on trained models without asking the user to host them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.backend import Backend
+from emulator.console.bucket import console_bucket, s3_uri
+from emulator.console.entries import labelled_line, put_lines
+from emulator.errors import ConflictException, ResourceNotFoundException, ServiceError, ValidationException
+from emulator.images import sniff_format
+from emulator.manifests import SEGMENTATION_TYPE, split_s3_uri
+from emulator.operations import handler_for
+from emulator.s3_stores import ObjectNotFound
+
+log = logging.getLogger(__name__)
+
+MAX_TRIAL_IMAGES = 2000  # limits.md: images in a trial detection dataset
+NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,99}")
+IN_PROGRESS, COMPLETED, FAILED = "IN_PROGRESS", "COMPLETED", "FAILED"
+HOSTING_TIMEOUT_S = 300.0
+_CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class TrialImage:
+    source_ref: str
+    is_anomalous: bool | None
+    confidence: float | None
+    mask_ref: str | None
+    anomalies: list[dict[str, Any]]
+    error: str | None
+    verified: str | None
+    added: bool
+
+    @property
+    def predicted(self) -> str | None:
+        return None if self.is_anomalous is None else ("anomaly" if self.is_anomalous else "normal")
+
+
+def _model(backend: Backend, project: str, version: str) -> dict[str, Any]:
+    return handler_for("DescribeModel")(backend, {"ProjectName": project, "ModelVersion": version})["ModelDescription"]
+
+
+def images_under(backend: Backend, uri: str) -> list[str]:
+    """The PNG and JPEG objects under an ``s3://bucket/prefix`` (by name; their bytes are checked when run)."""
+    found = re.fullmatch(r"s3://([^/]+)/?(.*)", uri.strip())
+    if found is None:
+        raise ValidationException(f"{uri!r} is not an S3 location of the form s3://bucket/prefix/")
+    bucket, prefix = found.groups()
+    try:
+        keys = backend.objects.list_keys(bucket, prefix)
+    except ObjectNotFound as missing:
+        raise ValidationException(f"The images can't be listed: {missing}.") from None
+    refs = [s3_uri(bucket, key) for key in keys if key.lower().endswith(_IMAGE_SUFFIXES)]
+    if not refs:
+        raise ValidationException(f"There are no .png or .jpg images under {uri}.")
+    return refs
+
+
+def check_new_name(backend: Backend, project: str, name: str) -> None:
+    """Refuse an invalid or taken task name (before any image is stored under it)."""
+    if not NAME.fullmatch(name):
+        raise ValidationException(f"The task name {name!r} is not valid: use 1 to 100 letters, digits, hyphens "
+                                  "and underscores, starting with a letter or digit.")
+    if backend.store.query_one("SELECT 1 FROM trial_detections WHERE project=? AND name=?", (project, name)):
+        raise ConflictException(f"Project {project} already has a trial detection named {name}.")
+
+
+def create_trial(backend: Backend, project: str, name: str, version: str, source: str, refs: list[str]) -> None:
+    """Record a trial detection of `refs` with model `version` and start running it."""
+    check_new_name(backend, project, name)
+    if not 1 <= len(refs) <= MAX_TRIAL_IMAGES:
+        raise ValidationException(f"A trial detection needs 1 to {MAX_TRIAL_IMAGES} images; {len(refs)} were given.")
+    model = _model(backend, project, version)
+    if model["Status"] not in ("TRAINED", "HOSTED"):
+        raise ConflictException(f"Model {version} is {model['Status']}; a trial detection needs a trained model.",
+                                resource_id=version, resource_type="MODEL")
+    with backend.store.transaction() as db:
+        if db.execute("SELECT 1 FROM trial_detections WHERE project=? AND name=?", (project, name)).fetchone():
+            raise ConflictException(f"Project {project} already has a trial detection named {name}.")
+        db.execute("INSERT INTO trial_detections(project, name, model_version, source, status, status_message,"
+                   " created_at) VALUES (?,?,?,?,?,?,?)",
+                   (project, name, int(version), source, IN_PROGRESS, f"Waiting to detect {len(refs)} images.",
+                    backend.now()))
+        db.executemany("INSERT OR IGNORE INTO trial_images(project, trial, source_ref) VALUES (?,?,?)",
+                       [(project, name, ref) for ref in refs])
+    backend.jobs.submit(f"trial detection {project}/{name}", run_trial, backend, project, name)
+
+
+def get_trial(backend: Backend, project: str, name: str) -> dict[str, Any]:
+    row = backend.store.query_one("SELECT * FROM trial_detections WHERE project=? AND name=?", (project, name))
+    if row is None:
+        raise ResourceNotFoundException(f"Project {project} has no trial detection named {name}.")
+    return dict(row)
+
+
+def list_trials(backend: Backend, project: str) -> list[dict[str, Any]]:
+    rows = backend.store.query(
+        "SELECT t.*, COUNT(i.source_ref) AS images, COALESCE(SUM(i.is_anomalous), 0) AS anomalous,"
+        " COUNT(i.verified) AS verified FROM trial_detections t LEFT JOIN trial_images i"
+        " ON i.project=t.project AND i.trial=t.name WHERE t.project=? GROUP BY t.name ORDER BY t.created_at DESC",
+        (project,))
+    return [dict(row) for row in rows]
+
+
+def trial_images(backend: Backend, project: str, name: str) -> list[TrialImage]:
+    rows = backend.store.query("SELECT * FROM trial_images WHERE project=? AND trial=? ORDER BY source_ref",
+                               (project, name))
+    return [TrialImage(r["source_ref"], None if r["is_anomalous"] is None else bool(r["is_anomalous"]),
+                       r["confidence"], r["mask_ref"], json.loads(r["anomalies"] or "[]"), r["error"], r["verified"],
+                       bool(r["added"])) for r in rows]
+
+
+# ------------------------------------------------------------------------------------------- the job
+def run_trial(backend: Backend, project: str, name: str) -> None:
+    """Detect anomalies in every image of the trial not yet done; never raises (the outcome is the status)."""
+    try:
+        trial = get_trial(backend, project, name)
+        version = str(trial["model_version"])
+        started_here = _ensure_hosted(backend, project, version)
+        try:
+            pending = backend.store.query("SELECT source_ref FROM trial_images WHERE project=? AND trial=? AND"
+                                          " is_anomalous IS NULL AND error IS NULL", (project, name))
+            for number, row in enumerate(pending, start=1):
+                _detect_one(backend, project, name, version, row["source_ref"])
+                _set_status(backend, project, name, IN_PROGRESS, f"Detected {number} of {len(pending)} images.")
+        finally:
+            if started_here:
+                handler_for("StopModel")(backend, {"ProjectName": project, "ModelVersion": version})
+        _set_status(backend, project, name, COMPLETED, _summary(backend, project, name))
+    except ResourceNotFoundException:
+        return  # the project (and with it the trial) was deleted meanwhile
+    except ServiceError as refused:
+        _set_status(backend, project, name, FAILED, f"The trial detection failed: {refused.message}")
+    except Exception as exc:  # a bug of ours: keep the traceback for the operator, tell the user
+        log.exception("trial detection %s/%s failed", project, name)
+        _set_status(backend, project, name, FAILED, f"The trial detection failed with an internal error ({exc}).")
+
+
+def _ensure_hosted(backend: Backend, project: str, version: str) -> bool:
+    """Host the model if it is only trained; True if this call started it."""
+    status = _model(backend, project, version)["Status"]
+    if status == "HOSTED":
+        return False
+    handler_for("StartModel")(backend, {"ProjectName": project, "ModelVersion": version, "MinInferenceUnits": 1})
+    deadline = time.monotonic() + HOSTING_TIMEOUT_S
+    while (model := _model(backend, project, version))["Status"] == "STARTING_HOSTING":
+        if time.monotonic() > deadline:
+            raise ValidationException(f"model {version} did not finish starting within {HOSTING_TIMEOUT_S:.0f} s.")
+        time.sleep(0.1)
+    if model["Status"] != "HOSTED":
+        raise ValidationException(f"model {version} could not be started ({model['Status']}: "
+                                  f"{model.get('StatusMessage') or 'no reason given'}).")
+    return True
+
+
+def _detect_one(backend: Backend, project: str, name: str, version: str, ref: str) -> None:
+    bucket, key = split_s3_uri(ref)  # type: ignore[misc]  (refs are built as s3 URIs)
+    columns: dict[str, Any]
+    try:
+        body = backend.objects.get(bucket, key)
+        found = sniff_format(body)
+        if found is None:
+            raise ValidationException(f"{ref} is not a PNG or JPEG image.")
+        result = handler_for("DetectAnomalies")(backend, {"ProjectName": project, "ModelVersion": version,
+                                                          "Body": body, "ContentType": _CONTENT_TYPES[found]})
+    except ObjectNotFound as missing:
+        columns = {"error": str(missing)}
+    except ValidationException as refused:
+        columns = {"error": refused.message}
+    else:
+        detected = result["DetectAnomalyResult"]
+        columns = {"is_anomalous": int(detected["IsAnomalous"]), "confidence": detected["Confidence"]}
+        if "AnomalyMask" in detected:
+            mask_key = f"trials/{project}/{name}/masks/{key.rsplit('/', 1)[-1]}.png"
+            mask_bucket = console_bucket(backend)
+            backend.objects.put(mask_bucket, mask_key, detected["AnomalyMask"], "image/png")
+            columns |= {"mask_ref": s3_uri(mask_bucket, mask_key), "anomalies": json.dumps(detected["Anomalies"])}
+    names = ", ".join(f"{column}=?" for column in columns)
+    with backend.store.transaction() as db:
+        db.execute(f"UPDATE trial_images SET {names} WHERE project=? AND trial=? AND source_ref=?",
+                   (*columns.values(), project, name, ref))
+
+
+def _summary(backend: Backend, project: str, name: str) -> str:
+    images = trial_images(backend, project, name)
+    anomalous = sum(1 for i in images if i.is_anomalous)
+    failed = [i for i in images if i.error]
+    text = f"Detected {len(images) - len(failed)} images: {anomalous} anomalous."
+    if failed:
+        text += f" {len(failed)} could not be analysed (see each image)."
+    return text
+
+
+def _set_status(backend: Backend, project: str, name: str, status: str, message: str) -> None:
+    with backend.store.transaction() as db:
+        db.execute("UPDATE trial_detections SET status=?, status_message=? WHERE project=? AND name=?",
+                   (status, message, project, name))
+
+
+def resume_interrupted(backend: Backend) -> None:
+    """Run again the trials a restart interrupted (images already detected are kept)."""
+    for row in backend.store.query("SELECT project, name FROM trial_detections WHERE status=?", (IN_PROGRESS,)):
+        backend.jobs.submit(f"trial detection {row['project']}/{row['name']}", run_trial, backend,
+                            row["project"], row["name"])
+
+
+# ------------------------------------------------------------------------------- verify and feed back
+def verify(backend: Backend, project: str, name: str, verdicts: dict[str, str]) -> int:
+    """Record the user's label for images: ``{source_ref: 'normal' | 'anomaly'}``. Returns how many."""
+    get_trial(backend, project, name)
+    bad = {label for label in verdicts.values() if label not in ("normal", "anomaly")}
+    if bad:
+        raise ValidationException(f"A verified label must be normal or anomaly, not {sorted(bad)[0]!r}.")
+    with backend.store.transaction() as db:
+        changed = sum(db.execute("UPDATE trial_images SET verified=? WHERE project=? AND trial=? AND source_ref=?",
+                                 (label, project, name, ref)).rowcount for ref, label in verdicts.items())
+    return changed
+
+
+def add_verified_to_dataset(backend: Backend, project: str, name: str) -> int:
+    """Add the verified images not added yet to the training dataset, labelled as verified.
+
+    An anomaly whose prediction the user confirmed keeps the predicted mask as its segmentation label,
+    so the image can also teach a segmentation model. Returns the number of images added.
+    """
+    todo = [i for i in trial_images(backend, project, name) if i.verified and not i.added]
+    if not todo:
+        raise ValidationException("There are no verified images that have not been added yet; verify some first.")
+    put_lines(backend, project, "train", [_dataset_line(image) for image in todo])
+    with backend.store.transaction() as db:
+        db.executemany("UPDATE trial_images SET added=1 WHERE project=? AND trial=? AND source_ref=?",
+                       [(project, name, image.source_ref) for image in todo])
+    return len(todo)
+
+
+def _dataset_line(image: TrialImage) -> dict[str, Any]:
+    line = labelled_line(None, image.source_ref, image.verified or "")
+    if image.verified == "anomaly" and image.predicted == "anomaly" and image.mask_ref and len(image.anomalies) > 1:
+        line["anomaly-mask-ref"] = image.mask_ref
+        line["anomaly-mask-ref-metadata"] = {
+            "internal-color-map": {
+                str(index): {"class-name": "BACKGROUND" if index == 0 else anomaly["Name"],
+                             "hex-color": anomaly["PixelAnomaly"]["Color"]}
+                for index, anomaly in enumerate(image.anomalies)},
+            "type": SEGMENTATION_TYPE, "human-annotated": "yes", "job-name": "labeling-job/trial-detection",
+        }
+    return line

@@ -1,0 +1,94 @@
+"""What every console page shares: the blueprint, service calls, messages and error handling."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from flask import Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request
+
+from emulator import api
+from emulator.backend import Backend
+from emulator.errors import ServiceError
+from emulator.schemas import load_input
+from emulator.servicemodel import service_model
+
+blueprint = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+                      static_folder="static", static_url_path="/static")
+
+
+def backend() -> Backend:
+    return current_app.extensions["lookout_backend"]
+
+
+def call(operation: str, **params: Any) -> dict[str, Any]:
+    """Run an API operation exactly as a boto3 call would: same validation, same service function."""
+    validated = load_input(service_model().operation_model(operation), params)
+    return api.call(operation, validated)
+
+
+def call_all(operation: str, items: str, **params: Any) -> list[dict[str, Any]]:
+    """Every item of a paged List operation (the console shows whole lists; the API pages them)."""
+    found: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        page = call(operation, **params, **({"NextToken": token} if token else {}))
+        found += page[items]
+        token = page.get("NextToken")
+        if not token:
+            return found
+
+
+def back_to(url: str, notice: str | None = None, error: str | None = None) -> Response:
+    """Redirect to `url` carrying a one-off message (in the query string: the console keeps no session)."""
+    extra = {key: value for key, value in (("notice", notice), ("error", error)) if value}
+    if extra:
+        url += ("&" if "?" in url else "?") + urlencode(extra)
+    return redirect(url, code=303)
+
+
+def wants_json() -> bool:
+    return request.accept_mimetypes.best == "application/json" or request.path.endswith(".json")
+
+
+@blueprint.errorhandler(ServiceError)
+def service_error(error: ServiceError) -> Response | tuple[Response | str, int]:
+    """Show the service's own message: as JSON to scripts, on the page a form came from, or alone."""
+    if wants_json():
+        return jsonify(error=error.message, code=error.code), error.status
+    if request.method == "POST":
+        return back_to(_referring_page(), error=error.message)
+    return render_template("error.html", message=error.message, code=error.code), error.status
+
+
+def _referring_page() -> str:
+    """The console page a form was posted from, without its old messages (the console index otherwise)."""
+    referrer = urlsplit(request.referrer or "")
+    if referrer.netloc != request.host or not referrer.path.startswith("/console"):
+        return "/console/"
+    query = urlencode([(k, v) for k, v in parse_qsl(referrer.query) if k not in ("notice", "error")])
+    return referrer.path + ("?" + query if query else "")
+
+
+@blueprint.before_request
+def refuse_cross_site_posts() -> None:
+    """The console has no login, so a POST must come from its own pages, not from another site."""
+    if request.method == "POST":
+        origin = request.headers.get("Origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+            abort(403, "Cross-site requests to the console are refused.")
+
+
+@blueprint.app_template_filter("when")
+def format_time(value: Any) -> str:
+    """Timestamps as the service returns them (epoch seconds or datetime), shown in UTC."""
+    if value is None:
+        return ""
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@blueprint.app_template_filter("percent")
+def format_percent(value: Any) -> str:
+    return "—" if value is None else f"{float(value) * 100:.1f}%"

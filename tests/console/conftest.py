@@ -1,0 +1,91 @@
+"""Browser fixtures: a real headless Chromium (Debian's chromium + chromium-driver) driven by Selenium
+against the session's emulator, plus small synthetic images on disk to upload from "the computer"."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emulator.testing import LocalEmulator
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM = Path("/usr/bin/chromium")
+# Set to a folder (e.g. docs/screenshots) to keep the workflow's screenshots; a temp dir otherwise.
+SCREENSHOT_DIR_ENV = "CONSOLE_SCREENSHOTS"
+SIDE = 96
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    if not (CHROMEDRIVER.exists() and CHROMIUM.exists()):
+        pytest.skip("headless Chromium is not installed (apt-get install -y chromium chromium-driver; "
+                    ".ci/run installs it in CI)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="lookout-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", f"--user-data-dir={profile}", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def console_url(emulator: LocalEmulator) -> str:
+    return f"{emulator.endpoint_url}/console"
+
+
+@pytest.fixture
+def screenshot_dir(tmp_path: Path) -> Path:
+    chosen = os.environ.get(SCREENSHOT_DIR_ENV)
+    folder = Path(chosen) if chosen else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def synthetic_image(seed: int, anomaly: bool) -> bytes:
+    """A 96x96 textured "part" (PNG); an anomaly has a dark scratch across it."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:SIDE, 0:SIDE]
+    base = 150 + 40 * np.sin(x / 6.0) * np.cos(y / 9.0)
+    pixels = np.stack([base, base * 0.9, base * 0.7], axis=-1) + rng.normal(0, 4, (SIDE, SIDE, 3))
+    if anomaly:
+        row, col = rng.integers(20, 60, size=2)
+        pixels[row:row + 14, col:col + 30] = (25, 20, 20)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def image_files(tmp_path: Path) -> Callable[[str, int, bool], list[Path]]:
+    """Write `count` synthetic images named ``<prefix>-NN.png``; returns their paths."""
+
+    def make(prefix: str, count: int, anomaly: bool) -> list[Path]:
+        folder = tmp_path / "images"
+        folder.mkdir(exist_ok=True)
+        paths = []
+        for index in range(count):
+            path = folder / f"{prefix}-{index:02d}.png"
+            path.write_bytes(synthetic_image(zlib.crc32(path.name.encode()), anomaly))
+            paths.append(path)
+        return paths
+
+    return make

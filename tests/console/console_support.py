@@ -1,0 +1,115 @@
+"""Small Selenium helpers for the console tests: waiting for what the page shows, not sleeping."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+
+
+def until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "the condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except StaleElementReferenceException:  # the page reloaded under us: look again
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def find(driver: WebDriver | WebElement, css: str) -> WebElement:
+    return driver.find_element(By.CSS_SELECTOR, css)
+
+
+def find_all(driver: WebDriver | WebElement, css: str) -> list[WebElement]:
+    return driver.find_elements(By.CSS_SELECTOR, css)
+
+
+def text(driver: WebDriver | WebElement, css: str) -> str:
+    return find(driver, css).text
+
+
+def wait_text(driver: WebDriver, css: str, expected: str, timeout: float = 30.0) -> str:
+    """Wait until the element at `css` exists and its text contains `expected`."""
+    return until(lambda: expected in (found := _text_or_empty(driver, css)) and found, timeout,
+                 f"{css!r} to show {expected!r} (it shows {_text_or_empty(driver, css)!r})")
+
+
+def _text_or_empty(driver: WebDriver, css: str) -> str:
+    found = find_all(driver, css)
+    return found[0].text if found else ""
+
+
+def click_and_load(driver: WebDriver, element: WebElement, confirm: bool = False) -> None:
+    """Click something that navigates and wait for the new page (accepting a confirm() first)."""
+    old = find(driver, "html")
+    element.click()
+    if confirm:
+        until(lambda: _accept_alert(driver), 10, "the confirmation dialog")
+    until(lambda: _is_stale(old), 60, "the next page to load")
+    until(lambda: driver.execute_script("return document.readyState") == "complete", 30, "the page to finish loading")
+
+
+def _accept_alert(driver: WebDriver) -> bool:
+    try:
+        driver.switch_to.alert.accept()
+        return True
+    except NoAlertPresentException:
+        return False
+
+
+def _is_stale(element: WebElement) -> bool:
+    try:
+        element.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
+
+
+def flash(driver: WebDriver) -> str:
+    """The notice or error message the page shows ('' if none)."""
+    return " ".join(e.text for e in find_all(driver, ".flash"))
+
+
+def shoot(driver: WebDriver, folder: Path, name: str) -> Path:
+    """Screenshot the whole page (the window is resized to the page's height first)."""
+    height = driver.execute_script("return Math.max(document.body.scrollHeight, 800)")
+    driver.set_window_size(1280, min(int(height) + 40, 4000))
+    path = folder / f"{name}.png"
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 1000)
+    return path
+
+
+def upload_files(driver: WebDriver, zone_css: str, paths: list[Path]) -> None:
+    """Choose files in the upload zone's file input, as a user picking them in the file dialog."""
+    find(driver, f"{zone_css} input[type=file]").send_keys("\n".join(str(p) for p in paths))
+
+
+def drop_files(driver: WebDriver, zone_css: str, paths: list[Path]) -> None:
+    """Drag and drop files onto an upload zone: the page receives a real `drop` event with the files."""
+    import base64
+
+    payload = [(p.name, base64.b64encode(p.read_bytes()).decode()) for p in paths]
+    driver.execute_script("""
+        const [selector, files] = arguments;
+        const transfer = new DataTransfer();
+        for (const [name, data] of files) {
+          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+          transfer.items.add(new File([bytes], name, { type: "image/png" }));
+        }
+        const zone = document.querySelector(selector);
+        for (const type of ["dragover", "drop"]) {
+          zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        }
+    """, zone_css, payload)
