@@ -92,6 +92,22 @@ def add_entries(backend: Backend, project: str, dataset_type: str, lines: list[d
     return _start_update(backend, project, dataset_type, list(enumerate(lines, start=1)))
 
 
+def remove_entries(backend: Backend, project: str, dataset_type: str, source_refs: list[str]) -> int:
+    """Remove the entries with these source-refs; returns how many there were.
+
+    The API has no such operation, but the console removes images from a dataset; like an update,
+    it is refused while an import or update is running.
+    """
+    with backend.store.transaction() as db:
+        row = require_dataset(backend, project, dataset_type)
+        _refuse_while_in_progress(row, project, "changed")
+        removed = sum(db.execute("DELETE FROM dataset_entries WHERE project=? AND dataset_type=? AND source_ref=?",
+                                 (project, dataset_type, ref)).rowcount for ref in source_refs)
+        db.execute("UPDATE datasets SET status_message=?, updated_at=? WHERE project=? AND dataset_type=?",
+                   (f"Removed {removed} images.", backend.now(), project, dataset_type))
+    return removed
+
+
 # --- operations -----------------------------------------------------------------------------------
 
 @operation("CreateDataset")
