@@ -33,12 +33,23 @@ class Backend:
         return time.time()
 
     def start(self) -> None:
-        """Import every service module (tables, handlers) and recover interrupted work."""
+        """Import every service module (tables, handlers), load S3, then recover interrupted work.
+
+        S3 comes first because recovery may re-run a job that reads manifests or images. On failure
+        everything opened so far is closed again.
+        """
         import emulator.services  # noqa: F401
 
-        for hook in RECOVERY_HOOKS:
-            hook(self)
+        try:
+            self.objects.open()
+            for hook in RECOVERY_HOOKS:
+                hook(self)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
+        """Stop the jobs (see `JobRunner.shutdown`), then release S3 and the database."""
         self.jobs.shutdown()
+        self.objects.close()
         self.store.close()

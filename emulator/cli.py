@@ -4,9 +4,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
 
 from emulator.config import DEFAULT_ACCOUNT_ID, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REGION, Settings
+
+DEFAULT_THREADS = 8
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,31 +29,40 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"region in ARNs (default {DEFAULT_REGION})")
     serve.add_argument("--account-id", default=os.environ.get("LOOKOUT_ACCOUNT_ID", DEFAULT_ACCOUNT_ID),
                        help=f"account id in ARNs (default {DEFAULT_ACCOUNT_ID})")
-    serve.add_argument("--threads", type=int, default=8, help="HTTP worker threads (default 8)")
+    serve.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                       help=f"HTTP worker threads (default {DEFAULT_THREADS})")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(data_dir=args.data_dir, host=args.host, port=args.port, region=args.region,
                         account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url)
-    serve(settings, threads=args.threads)
-
-
-def serve(settings: Settings, threads: int = 8) -> None:
-    import waitress
-
-    from emulator.app import create_app
-
-    app, backend = create_app(settings)
-    server = waitress.create_server(app, host=settings.host, port=settings.port, threads=threads)
-    # Printed (not logged) so that scripts and the test fixture can read the bound port.
-    print(f"lookout-emulator listening on http://{settings.host}:{server.effective_port}", flush=True)
     try:
-        server.run()
+        serve(settings, threads=args.threads)
+    except OSError as exc:  # typically the port is taken
+        parser.exit(1, f"lookout-emulator: cannot serve on {settings.host}:{settings.port}: {exc}\n")
+
+
+def serve(settings: Settings, threads: int = DEFAULT_THREADS) -> None:
+    """Serve until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly."""
+    from emulator.server import Server
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server = Server(settings, threads=threads).start()
+    # Printed (not logged) so that scripts and tests can read the bound port.
+    print(f"lookout-emulator listening on {server.endpoint_url}", flush=True)
+    try:
+        while server.running and not stop.wait(0.5):
+            pass
     finally:
-        backend.close()
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
 """Background jobs: dataset imports, training, hosting transitions, packaging.
 
-Long work runs on a small thread pool so that API calls return at once with an IN_PROGRESS status,
-as the real service does. Service modules register a recovery hook that runs at start-up, before
-the server accepts requests, to finish or fail work a crash interrupted.
+Long work runs on a small pool of worker threads so that API calls return at once with an
+IN_PROGRESS status, as the real service does. A job records its own outcome in the store; what a
+crash or shutdown interrupts is left IN_PROGRESS there, and the recovery hooks that service modules
+register with `on_startup` finish or fail it when a backend next starts, before the server accepts
+requests.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,42 +23,84 @@ log = logging.getLogger(__name__)
 
 RecoveryHook = Callable[["Backend"], None]
 RECOVERY_HOOKS: list[RecoveryHook] = []
+SHUTDOWN_GRACE_SECONDS = 10.0
 
 
 def on_startup(hook: RecoveryHook) -> RecoveryHook:
-    """Register `hook` to run once when a backend starts (decorator)."""
+    """Register `hook` to run once when a backend starts, before it serves requests (decorator)."""
     RECOVERY_HOOKS.append(hook)
     return hook
 
 
+_Job = tuple[Future, str, Callable[..., Any], tuple[Any, ...]]
+
+
 class JobRunner:
-    """A bounded pool for long work; failures are logged (the job itself records its status)."""
+    """A bounded pool of daemon worker threads.
+
+    Daemon threads, because a shutdown must not hang on a job that takes minutes (training): the
+    job's state is in the store, and start-up recovery deals with whatever it left unfinished.
+    Long jobs may poll `stopping` to end early and cleanly.
+    """
 
     def __init__(self, workers: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookout-job")
+        self.stopping = threading.Event()
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._pending: set[Future[Any]] = set()
         self._lock = threading.Lock()
+        self._workers = [threading.Thread(target=self._work, name=f"lookout-job-{i}", daemon=True)
+                         for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
 
     def submit(self, description: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        future = self._pool.submit(fn, *args)
+        """Queue `fn(*args)`; the returned future holds its result or exception."""
+        if self.stopping.is_set():
+            raise RuntimeError(f"cannot start job {description}: the emulator is shutting down")
+        future: Future[Any] = Future()
         with self._lock:
             self._pending.add(future)
-
-        def done(f: Future[Any]) -> None:
-            with self._lock:
-                self._pending.discard(f)
-            if f.exception() is not None:
-                log.error("job %s failed", description, exc_info=f.exception())
-
-        future.add_done_callback(done)
+        future.add_done_callback(self._forget)
+        self._queue.put((future, description, fn, args))
         return future
 
+    def _forget(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            future, description, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - the job's own status records the failure
+                log.error("job %s failed", description, exc_info=exc)
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
     def wait_idle(self, timeout: float | None = None) -> None:
-        """Block until every submitted job has finished (tests and clean shutdown)."""
+        """Block until every job submitted so far has finished (tests)."""
         with self._lock:
             pending = list(self._pending)
         for future in pending:
             future.exception(timeout=timeout)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=False)
+    def shutdown(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Cancel jobs not started yet, and give running ones `grace_seconds` to finish."""
+        self.stopping.set()
+        with self._lock:
+            pending = list(self._pending)
+        for future in pending:
+            future.cancel()  # only succeeds for jobs still queued
+        for _ in self._workers:
+            self._queue.put(None)
+        deadline = time.monotonic() + grace_seconds
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        still_running = sum(worker.is_alive() for worker in self._workers)
+        if still_running:
+            log.warning("%d job(s) still running at shutdown; start-up recovery will finish or fail them",
+                        still_running)

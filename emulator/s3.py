@@ -1,19 +1,32 @@
-"""S3 beside the API: the embedded moto S3 and the object access service code uses.
+"""S3 beside the API: request routing, the embedded moto S3 front end and the ObjectStore interface.
 
 Requests are routed to S3 or to Lookout for Vision by the service in their SigV4 credential scope,
-so any bucket name works; unsigned requests fall back to path rules.
+so any bucket name works (even ``projects`` or ``2020-11-20``); unsigned requests fall back to path
+rules. Both addressing styles work: path-style (``/bucket/key``) and virtual-hosted-style
+(``Host: bucket.localhost:port``).
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote
+from xml.sax.saxutils import escape
 
 from emulator.config import Settings
 from emulator.errors import ValidationException
+from emulator.wsgi import raw_path
+
+if TYPE_CHECKING:
+    from emulator.s3_stores import EmbeddedObjectStore
 
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _QUERY_SCOPE = re.compile(r"X-Amz-Credential=[^&]*?(?:%2F|/)\d{8}(?:%2F|/)[^&%/]+(?:%2F|/)([^&%/]+)(?:%2F|/)aws4_request")
+# Virtual-hosted-style addressing: the bucket is the host name's first labels before ".localhost".
+_VIRTUAL_HOST = re.compile(r"(?P<bucket>.+)\.localhost(?::\d+)?", re.IGNORECASE)
 API_PREFIXES = ("/2020-11-20/", "/console", "/_emulator")
+MUTATING_METHODS = frozenset({"PUT", "POST", "DELETE"})
 
 
 def signed_service(environ: dict[str, Any]) -> str | None:
@@ -24,21 +37,101 @@ def signed_service(environ: dict[str, Any]) -> str | None:
     return found.group(1) if found else None
 
 
+def virtual_hosted_bucket(environ: dict[str, Any]) -> str | None:
+    """The bucket of a virtual-hosted-style request (``Host: <bucket>.localhost``), else None."""
+    found = _VIRTUAL_HOST.fullmatch(environ.get("HTTP_HOST", ""))
+    return found.group("bucket") if found else None
+
+
 def is_s3_request(environ: dict[str, Any]) -> bool:
     service = signed_service(environ)
     if service is not None:
         return service == "s3"
+    if virtual_hosted_bucket(environ) is not None:
+        return True
     return not environ.get("PATH_INFO", "/").startswith(API_PREFIXES)
 
 
-class ObjectStore(Protocol):
-    """What service code needs of S3: read manifests and images, write evaluation output."""
+def to_path_style(environ: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Rewrite an S3 request in place into the path-style form moto handles reliably and return
+    its (bucket, key); either is None for service- or bucket-level requests.
 
+    moto guesses the addressing style from the Host header (a dotted host name would be taken for
+    a bucket) and reads the undecoded path from RAW_URI, which waitress does not set. So the bucket
+    moves into the path, the Host becomes ``localhost`` and RAW_URI carries the raw path.
+    """
+    path = raw_path(environ)
+    bucket = virtual_hosted_bucket(environ)
+    if bucket is not None:
+        path = f"/{bucket}{path}"
+        environ["PATH_INFO"] = f"/{bucket}{environ.get('PATH_INFO', '/')}"
+    port = environ.get("HTTP_HOST", "").rpartition(":")[2]
+    environ["HTTP_HOST"] = f"localhost:{port}" if port.isdigit() else "localhost"
+    query = environ.get("QUERY_STRING")
+    environ["RAW_URI"] = f"{path}?{query}" if query else path
+    first, _, rest = path.lstrip("/").partition("/")
+    return (unquote(first) or None), (unquote(rest) or None)
+
+
+class EmbeddedS3:
+    """moto's S3 server app, fed path-style requests in the store's own moto space, writing each
+    successful change through to the store's disk mirror before the client gets its response."""
+
+    def __init__(self, store: "EmbeddedObjectStore") -> None:
+        from moto.server import create_backend_app
+
+        self._moto = create_backend_app("s3")
+        self._store = store
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        bucket, key = to_path_style(environ)
+        statuses: list[int] = []
+
+        def recording_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            statuses.append(int(status.split(" ", 1)[0]))
+            return start_response(status, headers, exc_info)
+
+        environ["HTTP_X_MOTO_ACCOUNT_ID"] = self._store.space.account  # this emulator's part of moto
+        with self._store.space.active():
+            response = self._moto(environ, recording_start_response)
+        if bucket and environ["REQUEST_METHOD"] in MUTATING_METHODS and statuses and statuses[-1] < 300:
+            try:
+                self._store.changed(bucket, key)
+            except BaseException:
+                getattr(response, "close", lambda: None)()
+                raise
+        return response
+
+
+def no_embedded_s3(endpoint_url: str) -> Callable[..., Iterable[bytes]]:
+    """What S3 requests get when the emulator uses an external store: an S3-style error that says
+    where S3 is (501: botocore does not retry it)."""
+
+    def respond(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        message = (f"This emulator serves no S3: it was started with --s3-endpoint-url {endpoint_url}; "
+                   "send S3 requests there.")
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code>'
+                f"<Message>{escape(message)}</Message><Resource>{escape(raw_path(environ))}</Resource>"
+                f"<RequestId>{uuid.uuid4()}</RequestId></Error>").encode()
+        start_response("501 Not Implemented", [("Content-Type", "application/xml"),
+                                               ("Content-Length", str(len(body)))])
+        return [body]
+
+    return respond
+
+
+class ObjectStore(Protocol):
+    """What service code needs of S3: read manifests and images, write evaluation output.
+
+    Every method raises `emulator.s3_stores.ObjectNotFound` (with a message for the user) when the
+    object cannot be read or written.
+    """
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
     def get(self, bucket: str, key: str) -> bytes: ...
     def put(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
     def size(self, bucket: str, key: str) -> int: ...
-    def create_bucket(self, bucket: str) -> None: ...
-    def list_keys(self, bucket: str, prefix: str) -> list[str]: ...
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

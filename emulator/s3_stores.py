@@ -1,39 +1,55 @@
 """The two ObjectStore implementations: embedded moto S3 (in-process) and an external S3 endpoint."""
 from __future__ import annotations
 
+from typing import Any
+
 import boto3
 import botocore.exceptions
 from botocore.config import Config
 
 from emulator.config import Settings
+from emulator.s3_mirror import S3Mirror
+from emulator.s3_moto import MotoS3Space
 
 
 class ObjectNotFound(Exception):
-    """The bucket or key does not exist (service code turns this into a user-facing message)."""
+    """The object cannot be read or written: it (or its bucket) does not exist, or the store refused
+    or could not be reached. The message says which; service code shows it to the user."""
 
 
 class EmbeddedObjectStore:
-    """Direct calls into moto's S3 backend: no HTTP hop, so jobs never wait on our own server."""
+    """moto's S3, called directly (no HTTP hop, so jobs never wait on our own server), in a moto
+    space of its own (see `emulator.s3_moto`) and mirrored to ``settings.s3_dir`` so that it
+    survives restarts: every server starts with exactly the buckets of its data dir."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        self.region = settings.region
+        self.space = MotoS3Space()
+        self.mirror = S3Mirror(settings.s3_dir, self.space)
 
-    @staticmethod
-    def _backend():  # type: ignore[no-untyped-def]
-        from moto.core import DEFAULT_ACCOUNT_ID
-        from moto.s3.models import s3_backends
+    def open(self) -> None:
+        self.mirror.restore()
 
-        return s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    def close(self) -> None:
+        self.space.discard()
 
-    def _key(self, bucket: str, key: str):  # type: ignore[no-untyped-def]
-        from moto.s3.exceptions import MissingBucket, MissingKey
+    def changed(self, bucket: str, key: str | None) -> None:
+        """Write a successful S3 change through to the mirror (`key` None: a bucket-level change)."""
+        if key is None:
+            self.mirror.sync_bucket(bucket)
+        else:
+            self.mirror.sync_key(bucket, key)
 
-        try:
-            found = self._backend().get_object(bucket, key)
-        except (MissingBucket, MissingKey):
-            found = None
+    def _bucket(self, bucket: str, key: str = "") -> Any:
+        found = self.space.bucket(bucket)
         if found is None:
-            raise ObjectNotFound(f"s3://{bucket}/{key} does not exist")
+            raise ObjectNotFound(f"s3://{bucket}/{key}: the bucket {bucket} does not exist")
+        return found
+
+    def _key(self, bucket: str, key: str) -> Any:
+        found = self.space.current_key(self._bucket(bucket, key), key)
+        if found is None:
+            raise ObjectNotFound(f"s3://{bucket}/{key}: the object does not exist")
         return found
 
     def get(self, bucket: str, key: str) -> bytes:
@@ -43,72 +59,89 @@ class EmbeddedObjectStore:
         return int(self._key(bucket, key).size)
 
     def put(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        from moto.s3.exceptions import MissingBucket
+        found = self._bucket(bucket, key)
+        with self.space.active():
+            written = self.space.backend(found.partition).put_object(bucket, key, data)
+        written.set_metadata({"Content-Type": content_type})
+        self.mirror.sync_key(bucket, key)
 
-        try:
-            self._backend().put_object(bucket, key, data)
-        except MissingBucket:
-            raise ObjectNotFound(f"bucket {bucket} does not exist") from None
+    def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        found = self._bucket(bucket)
+        return sorted(name for name, _ in found.keys.items()
+                      if name.startswith(prefix) and self.space.current_key(found, name) is not None)
 
     def create_bucket(self, bucket: str) -> None:
-        """Create `bucket` unless it exists (the web console's bucket is made on first use)."""
-        from moto.s3.exceptions import BucketAlreadyExists
-
-        try:
-            self._backend().create_bucket(bucket, self.settings.region)
-        except BucketAlreadyExists:
-            pass
-
-    def list_keys(self, bucket: str, prefix: str) -> list[str]:
-        """Every key under `prefix`, sorted."""
-        from moto.s3.exceptions import MissingBucket
-
-        try:
-            found = self._backend().get_bucket(bucket)
-        except MissingBucket:
-            raise ObjectNotFound(f"bucket {bucket} does not exist") from None
-        keys, _, _, _ = self._backend().list_objects(found, prefix or None, None, None, None)
-        return [key.name for key in keys]
+        if self.space.bucket(bucket) is not None:
+            return
+        self.space.create_bucket(bucket, self.region)
+        self.mirror.sync_bucket(bucket)
 
 
 class ExternalObjectStore:
-    """Any S3-compatible endpoint (MinIO, AWS) given with --s3-endpoint-url."""
+    """Any S3-compatible endpoint (MinIO, AWS) given with --s3-endpoint-url; credentials come from
+    the usual AWS environment variables or profile."""
 
     def __init__(self, settings: Settings) -> None:
+        self.endpoint_url = settings.s3_endpoint_url
+        self.region = settings.region
         self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.region,
                                    config=Config(retries={"max_attempts": 3}))
+
+    def open(self) -> None:
+        """Nothing to load: the external store keeps its own state."""
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _fail(self, bucket: str, key: str, exc: Exception) -> ObjectNotFound:
+        if isinstance(exc, botocore.exceptions.ClientError):
+            error = exc.response["Error"]
+            code = error.get("Code", "")
+            if code == "NoSuchBucket":
+                reason = f"the bucket {bucket} does not exist"
+            elif code in ("404", "NoSuchKey", "NotFound"):
+                reason = "the object does not exist"
+            else:
+                reason = error.get("Message") or code
+        else:
+            reason = f"{self.endpoint_url} could not be used: {exc}"
+        return ObjectNotFound(f"s3://{bucket}/{key}: {reason}")
 
     def get(self, bucket: str, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except botocore.exceptions.ClientError as exc:
-            raise ObjectNotFound(f"s3://{bucket}/{key}: {exc.response['Error'].get('Message', exc)}") from None
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._fail(bucket, key, exc) from None
 
     def size(self, bucket: str, key: str) -> int:
         try:
             return int(self.client.head_object(Bucket=bucket, Key=key)["ContentLength"])
-        except botocore.exceptions.ClientError as exc:
-            raise ObjectNotFound(f"s3://{bucket}/{key}: {exc.response['Error'].get('Message', exc)}") from None
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._fail(bucket, key, exc) from None
 
     def put(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         try:
             self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
-        except botocore.exceptions.ClientError as exc:
-            raise ObjectNotFound(f"s3://{bucket}/{key}: {exc.response['Error'].get('Message', exc)}") from None
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._fail(bucket, key, exc) from None
 
-    def create_bucket(self, bucket: str) -> None:
-        region = self.client.meta.region_name
-        where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-        try:
-            self.client.create_bucket(Bucket=bucket, **where)
-        except self.client.exceptions.BucketAlreadyOwnedByYou:
-            pass
-        except botocore.exceptions.ClientError as exc:
-            raise ObjectNotFound(f"bucket {bucket}: {exc.response['Error'].get('Message', exc)}") from None
-
-    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+    def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            return [item["Key"] for page in pages for item in page.get("Contents", [])]
-        except botocore.exceptions.ClientError as exc:
-            raise ObjectNotFound(f"s3://{bucket}/{prefix}: {exc.response['Error'].get('Message', exc)}") from None
+            return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._fail(bucket, prefix, exc) from None
+
+    def create_bucket(self, bucket: str) -> None:
+        try:
+            self.client.head_bucket(Bucket=bucket)
+            return
+        except botocore.exceptions.ClientError:
+            pass  # absent (or not ours: creating it says so)
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._fail(bucket, "", exc) from None
+        location = {} if self.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+        try:
+            self.client.create_bucket(Bucket=bucket, **location)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._fail(bucket, "", exc) from None

@@ -133,6 +133,8 @@ class Store:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []  # every thread's connection, closed together
+        self._all_lock = threading.Lock()
         self._apply(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
@@ -144,6 +146,8 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives process crashes
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
         return conn
 
     def _apply(self, ddl: str) -> None:
@@ -175,7 +179,9 @@ class Store:
         return rows[0] if rows else None
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        """Close every thread's connection (each waitress and job thread opened its own)."""
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for conn in connections:
             conn.close()
-            self._local.conn = None
+        self._local = threading.local()

@@ -1,0 +1,94 @@
+"""One emulator listening on a TCP port: the WSGI app, its backend and a waitress server.
+
+The CLI and the test fixture both run a `Server` on a background thread and stop it the same way,
+so that what tests exercise is what users run.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import waitress
+from waitress import wasyncore
+from waitress.server import BaseWSGIServer, MultiSocketServer
+from waitress.trigger import trigger
+
+from emulator.app import create_app
+from emulator.config import Settings
+
+log = logging.getLogger(__name__)
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+class Server:
+    """Build the app (its backend starts: S3 restored, recovery run), then bind the socket.
+
+    Nothing is accepted before recovery has finished, because the socket is bound only afterwards.
+    """
+
+    def __init__(self, settings: Settings, threads: int = 8) -> None:
+        self.app, self.backend = create_app(settings)
+        try:
+            self._waitress = waitress.create_server(self.app, host=settings.host, port=settings.port,
+                                                    threads=threads, ident="lookout-emulator")
+        except BaseException:
+            self.backend.close()
+            raise
+        if isinstance(self._waitress, MultiSocketServer):  # a host name that resolves to several addresses
+            self._map = self._waitress.map
+            host, port = self._waitress.effective_listen[0]
+        else:
+            self._map = self._waitress._map
+            host, port = self._waitress.effective_host, self._waitress.effective_port
+        self.port = int(port)
+        self.endpoint_url = f"http://{f'[{host}]' if ':' in str(host) else host}:{self.port}"
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def start(self) -> "Server":
+        """Serve on a background thread; returns self."""
+        self._thread = threading.Thread(target=self._waitress.run, name="lookout-emulator-http", daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopped
+
+    def _in_loop(self, fn: Callable[[], object]) -> None:
+        """Run `fn` on the server's event-loop thread (its sockets are not thread-safe) and wait."""
+        wake = next(d for d in self._map.values() if isinstance(d, trigger))
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+
+        wake.pull_trigger(run)
+        done.wait(STOP_TIMEOUT_SECONDS)
+
+    def stop(self) -> None:
+        """Stop accepting, let requests in flight finish, stop the loop, then close the backend
+        (which stops its jobs). Safe to call twice, and from any thread but the loop's own."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._thread is not None and self._thread.is_alive():
+            listeners = [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
+            self._in_loop(lambda: [wasyncore.dispatcher.close(listener) for listener in listeners])
+            self._waitress.task_dispatcher.shutdown(cancel_pending=False, timeout=STOP_TIMEOUT_SECONDS)
+            self._in_loop(lambda: wasyncore.close_all(self._map))
+            self._thread.join(STOP_TIMEOUT_SECONDS)
+        else:
+            wasyncore.close_all(self._map)
+        self.backend.close()
+        log.info("lookout-emulator on port %d stopped", self.port)
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
