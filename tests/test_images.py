@@ -1,0 +1,79 @@
+"""Image checks (emulator.images): formats by content, the 64..4096 and 8 MB limits, bombs, corruption."""
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+
+import pytest
+from PIL import Image
+
+from emulator.images import MAX_IMAGE_BYTES, ImageError, decode_image, sniff_format
+
+
+def encoded(size: tuple[int, int] = (64, 64), fmt: str = "PNG", mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` but carries almost no data (a decompression bomb's header)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def refusal(data: bytes, **kwargs: object) -> str:
+    with pytest.raises(ImageError) as err:
+        decode_image(data, "s3://bucket/pic.png", **kwargs)  # type: ignore[arg-type]
+    assert str(err.value).startswith("s3://bucket/pic.png ")
+    return str(err.value)
+
+
+@pytest.mark.parametrize(("fmt", "mode", "size"), [
+    ("PNG", "RGB", (64, 64)), ("PNG", "L", (4096, 64)), ("PNG", "RGBA", (100, 70)), ("JPEG", "RGB", (64, 4096)),
+    ("PNG", "P", (80, 80)),
+])
+def test_accepted_images_are_fully_decoded(fmt: str, mode: str, size: tuple[int, int]) -> None:
+    image = decode_image(encoded(size, fmt, mode), "s3://bucket/pic")
+    assert image.size == size and image.format == fmt and image.mode == mode  # palette masks keep their palette
+    assert image.getpixel((0, 0)) is not None
+
+
+def test_format_comes_from_the_content() -> None:
+    assert sniff_format(encoded(fmt="PNG")) == "PNG"
+    assert sniff_format(encoded(fmt="JPEG")) == "JPEG"
+    assert sniff_format(encoded(fmt="GIF")) is None
+    assert "not a PNG or JPEG image" in refusal(encoded(fmt="GIF"))
+    assert "not a PNG or JPEG image" in refusal(encoded(fmt="BMP"))
+    assert "not a PNG image" in refusal(encoded(fmt="JPEG"), formats=("PNG",))
+
+
+@pytest.mark.parametrize("size", [(63, 64), (64, 63), (4097, 64), (64, 4097)])
+def test_dimensions_outside_64_to_4096_are_refused(size: tuple[int, int]) -> None:
+    message = refusal(encoded(size))
+    assert f"{size[0]}x{size[1]}" in message and "between 64 and 4096" in message
+
+
+def test_files_over_8_mb_are_refused_before_decoding() -> None:
+    assert "at most 8388608 bytes" in refusal(encoded() + b"\0" * MAX_IMAGE_BYTES)
+
+
+def test_truncated_and_corrupt_files_are_refused() -> None:
+    data = encoded((256, 256), "PNG")
+    assert "corrupt or truncated" in refusal(data[: len(data) // 2])
+    assert "not a readable PNG image" in refusal(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+
+
+@pytest.mark.parametrize(("width", "height", "reason"), [
+    (100_000, 100_000, "more pixels than"),  # Pillow's own bomb limit trips while reading the header
+    (5_000, 5_000, "5000x5000"),  # below Pillow's limit: our dimension check stops it before decoding
+])
+def test_decompression_bombs_are_refused_without_decoding(width: int, height: int, reason: str) -> None:
+    started = time.perf_counter()
+    assert reason in refusal(png_header_only(width, height))
+    assert time.perf_counter() - started < 1.0
