@@ -271,6 +271,10 @@ def _resume_interrupted_jobs(backend: Backend) -> None:
         _submit(backend, row["project"], row["dataset_type"])
 
 
+class _Interrupted(Exception):
+    """The emulator is shutting down: the job stays IN_PROGRESS and start-up recovery redoes it."""
+
+
 def _run_job(backend: Backend, project: str, dataset_type: str) -> None:
     """Import a manifest or apply an update, then record the outcome in the dataset's status."""
     row = _dataset_row(backend, project, dataset_type)
@@ -286,6 +290,8 @@ def _run_job(backend: Backend, project: str, dataset_type: str) -> None:
         else:
             parsed = parse_lines(json.loads(row["pending_changes"]))
         checked, replaced = _check(backend, project, dataset_type, parsed)
+    except _Interrupted:
+        return
     except Exception as exc:  # every failure must end the job with a status, never leave it IN_PROGRESS
         if not isinstance(exc, ManifestError):
             log.exception("dataset job %s/%s failed", project, dataset_type)
@@ -350,6 +356,8 @@ def _check(backend: Backend, project: str, dataset_type: str,
     reference = (kept[0]["source_ref"], kept[0]["width"], kept[0]["height"]) if kept else None
     checked = []
     for number, entry in parsed:
+        if backend.jobs.stopping.is_set():
+            raise _Interrupted
         image_bucket = split_s3_uri(entry.source_ref)[0]
         if image_bucket != bucket:
             raise ManifestError(number, f"the image {entry.source_ref} is in bucket {image_bucket}, but the "
