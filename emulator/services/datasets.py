@@ -312,6 +312,8 @@ def _run_job(backend: Backend, project: str, dataset_type: str) -> None:
 
 
 def _read_manifest(backend: Backend, location: dict[str, Any], uri: str) -> list[tuple[int, ManifestLine]]:
+    """Read and parse the manifest. S3Object.VersionId is recorded with the dataset but the current
+    version is read: the ObjectStore interface has no versioned read yet."""
     bucket, key = location["Bucket"], location["Key"]
     try:
         size = backend.objects.size(bucket, key)
