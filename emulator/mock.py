@@ -10,8 +10,8 @@
 
 Unlike moto, nothing is patched inside botocore: a real server (``emulator.testing.LocalEmulator``:
 free port, temporary data dir, embedded S3) answers real HTTP requests, and the standard AWS
-environment variables are pointed at it for the duration. That is exactly what a user does with a
-long-running emulator, so code that passes under the mock behaves the same against ``serve``.
+environment variables point at it for the duration. That is what a user does with a long-running
+emulator, so code that passes under the mock behaves the same against ``lookout-emulator serve``.
 """
 from __future__ import annotations
 
@@ -21,34 +21,30 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import boto3
+
 from emulator.testing import TEST_CREDENTIALS, LocalEmulator
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Variables that would send requests elsewhere or sign them with a real identity: they are unset
-# while the mock is active (a per-service endpoint variable beats AWS_ENDPOINT_URL in botocore).
-_MASKED_VARIABLES = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ENDPOINT_URL_LOOKOUTVISION",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-)
+# Would send requests elsewhere or sign them as a real identity: unset while the mock is active.
+_MASKED_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
 
 
 @contextmanager
-def aws_environment(endpoint_url: str, region: str) -> Iterator[None]:
-    """Point boto3, the AWS CLI and the JavaScript SDK at `endpoint_url`; restore everything after.
+def aws_environment(emulator: LocalEmulator) -> Iterator[None]:
+    """Point boto3, the AWS CLI and the JavaScript SDK at `emulator`; restore everything after.
 
     boto3's default session is reset too: one created earlier has already resolved credentials and
     region, and ``boto3.client(...)`` would keep using them.
     """
-    import boto3
-
+    region = emulator.settings.region
     overrides = {
-        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ENDPOINT_URL": emulator.endpoint_url,
+        # Per-service variables beat AWS_ENDPOINT_URL in every SDK: set them rather than trust them.
+        "AWS_ENDPOINT_URL_LOOKOUTVISION": emulator.endpoint_url,
+        "AWS_ENDPOINT_URL_S3": emulator.endpoint_url,
         "AWS_ACCESS_KEY_ID": TEST_CREDENTIALS["aws_access_key_id"],
         "AWS_SECRET_ACCESS_KEY": TEST_CREDENTIALS["aws_secret_access_key"],
         "AWS_DEFAULT_REGION": region,
@@ -75,9 +71,8 @@ class LookoutVisionMock:
     """A fresh emulator plus the environment pointing at it; a context manager and a decorator.
 
     As a context manager it yields the running ``LocalEmulator`` (``endpoint_url``, ``client()``,
-    ``data_dir``, ``backend``). As a decorator each call of the function gets its own fresh emulator.
-    Keyword arguments are passed to ``LocalEmulator`` (``data_dir``, ``region`` and any ``Settings``
-    field).
+    ``data_dir``, ``backend``). As a decorator each call of the function gets its own emulator.
+    Keyword arguments go to ``LocalEmulator`` (``data_dir``, ``region`` and any ``Settings`` field).
     """
 
     def __init__(self, **options: Any) -> None:
@@ -90,7 +85,7 @@ class LookoutVisionMock:
             raise RuntimeError("this mock_lookoutvision() is already active; create another one to nest")
         emulator = LocalEmulator(**self._options).__enter__()
         try:
-            self._environment = aws_environment(emulator.endpoint_url, emulator.settings.region)
+            self._environment = aws_environment(emulator)
             self._environment.__enter__()
         except BaseException:
             emulator.__exit__(None, None, None)

@@ -4,9 +4,10 @@
         s3_client.create_bucket(Bucket="images")
         lookoutvision_client.create_project(ProjectName="cookies")
 
-- ``lookoutvision_server`` (session): one emulator for the whole test session. Starting a server
-  per test would cost more than most tests, so state is shared: give resources unique names, or use
-  ``emulator.mock.mock_lookoutvision()`` where a test needs a server of its own.
+- ``lookoutvision_server`` (session): one emulator (an ``emulator.testing.LocalEmulator``) for the
+  whole test session. Starting a server per test would cost more than most tests, so state is
+  shared: give resources unique names, or use ``emulator.mock.mock_lookoutvision()`` where a test
+  needs a fresh server (projects and S3) of its own.
 - ``lookoutvision_emulator``: that server, with the AWS environment variables pointed at it for
   the test, so code under test that calls plain ``boto3.client("lookoutvision")`` reaches it.
 - ``lookoutvision_client`` / ``s3_client``: boto3 clients for it.
@@ -37,7 +38,7 @@ def lookoutvision_server() -> Iterator[LocalEmulator]:
 def lookoutvision_emulator(lookoutvision_server: LocalEmulator) -> Iterator[LocalEmulator]:
     from emulator.mock import aws_environment
 
-    with aws_environment(lookoutvision_server.endpoint_url, lookoutvision_server.settings.region):
+    with aws_environment(lookoutvision_server):
         yield lookoutvision_server
 
 

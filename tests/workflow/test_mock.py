@@ -29,7 +29,8 @@ def test_context_manager_points_plain_clients_at_a_running_emulator(monkeypatch)
     with mock_lookoutvision() as emu:
         lookout, s3 = boto3.client("lookoutvision"), boto3.client("s3")
         assert lookout.meta.endpoint_url == emu.endpoint_url == s3.meta.endpoint_url
-        assert "AWS_PROFILE" not in os.environ and "AWS_ENDPOINT_URL_LOOKOUTVISION" not in os.environ
+        assert "AWS_PROFILE" not in os.environ
+        assert os.environ["AWS_ENDPOINT_URL_LOOKOUTVISION"] == emu.endpoint_url
         arn = lookout.create_project(ProjectName="mocked")["ProjectMetadata"]["ProjectArn"]
         assert arn == "arn:aws:lookoutvision:us-east-1:123456789012:project/mocked"
         s3.create_bucket(Bucket=bucket)
@@ -87,6 +88,21 @@ def test_errors_inside_the_block_still_tear_down():
             1 / 0  # noqa: B018
     assert not _is_serving(endpoint)
     assert os.environ.get("AWS_ENDPOINT_URL") != endpoint
+
+
+def test_nested_mocks_are_independent_and_the_outer_one_is_restored():
+    bucket = f"outer-{uuid.uuid4().hex[:8]}"
+    with mock_lookoutvision() as outer:
+        boto3.client("lookoutvision").create_project(ProjectName="outer")
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        with mock_lookoutvision() as inner:
+            assert inner.endpoint_url != outer.endpoint_url
+            assert boto3.client("lookoutvision").list_projects()["Projects"] == []
+            assert boto3.client("s3").list_buckets()["Buckets"] == []
+            boto3.client("s3").create_bucket(Bucket=bucket)  # the same name: a separate S3
+        assert os.environ["AWS_ENDPOINT_URL"] == outer.endpoint_url
+        assert boto3.client("lookoutvision").list_projects()["Projects"][0]["ProjectName"] == "outer"
+        assert [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]] == [bucket]
 
 
 def test_an_active_mock_cannot_be_entered_twice():
