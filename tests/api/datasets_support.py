@@ -8,7 +8,6 @@ import io
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -153,7 +152,3 @@ def error_of(excinfo: pytest.ExceptionInfo[Any]) -> tuple[str, int, str]:
     """(code, HTTP status, message) of a botocore ClientError."""
     response = excinfo.value.response
     return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Message"]
-
-
-def new_name() -> str:
-    return uuid.uuid4().hex[:8]
