@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError
 
 from datasets_support import (BUCKET, OTHER_BUCKET, DatasetKit, buckets, error_of, image_bytes, jobs_held,  # noqa: F401
                               kit, labelled, manifest_text)
-from emulator.services.datasets import add_entries
+from emulator.services.datasets import add_entries, remove_entries
 from emulator.testing import TEST_CREDENTIALS, LocalEmulator
 
 
@@ -41,6 +41,16 @@ def test_update_of_an_empty_dataset(kit: DatasetKit) -> None:
     described = kit.update([labelled(refs[0], "normal"), labelled(refs[1], "anomaly")], dataset_type="test")
     assert described["Status"] == "UPDATE_COMPLETE"
     assert described["ImageStats"]["Total"] == 2
+
+
+def test_remove_entries_for_the_console(kit: DatasetKit, emulator) -> None:  # type: ignore[no-untyped-def]
+    refs = kit.images(3)
+    kit.create("train", [labelled(refs[0], "normal"), labelled(refs[1], "anomaly"), labelled(refs[2], "normal")])
+    assert remove_entries(emulator.backend, kit.project, "train", [refs[1], refs[1] + ".unknown"]) == 1
+    described = kit.describe()
+    assert described["ImageStats"] == {"Total": 2, "Labeled": 2, "Normal": 2, "Anomaly": 0}
+    assert described["StatusMessage"] == "Removed 1 images."
+    assert [entry["source-ref"] for entry in kit.entries()] == [refs[0], refs[2]]
 
 
 @pytest.mark.parametrize(("bad_line", "reason"), [
