@@ -4,31 +4,23 @@ Everything here is generic over the service model; behaviour lives in `emulator.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import uuid
 from typing import Any
 
 from flask import Flask, Response, current_app, request
 
+from emulator import idempotency
 from emulator.backend import Backend
 from emulator.errors import InternalServerException, ServiceError, ValidationException
-from emulator.operations import handler_for
+from emulator.operations import HANDLERS
 from emulator.protocol import bind_request, render_error, render_output
 from emulator.schemas import load_input
 from emulator.servicemodel import find_route
-from emulator import idempotency
+from emulator.wsgi import raw_path
 
 log = logging.getLogger(__name__)
-
-
-def raw_path() -> str:
-    """The request path still percent-encoded (an ARN label carries '/' as %2F)."""
-    uri = request.environ.get("REQUEST_URI") or request.environ.get("RAW_URI")
-    if uri:
-        return uri.split("?", 1)[0]
-    return request.full_path.split("?", 1)[0] if request.full_path else request.path
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def backend() -> Backend:
@@ -39,9 +31,11 @@ def dispatch() -> Response:
     """Serve one API request."""
     request_id = str(uuid.uuid4())
     try:
-        found = find_route(request.method, raw_path())
+        found = find_route(request.method, raw_path(request.environ))
         if found is None:
-            raise ValidationException(f"No Lookout for Vision operation matches {request.method} {request.path}")
+            raise ValidationException(
+                f"No Lookout for Vision operation matches {request.method} {request.path} "
+                "(check the endpoint URL and the API version, 2020-11-20).")
         operation, labels = found
         params = load_input(operation, bind_request(operation, request, labels))
         result = call(operation.name, params)
@@ -54,18 +48,18 @@ def dispatch() -> Response:
 
 
 def call(operation_name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Run a service function, honouring ClientToken idempotency where the operation has one."""
-    handler = handler_for(operation_name)
-    token = params.get("ClientToken")
-    if token is None:
+    """Run a service function, honouring ClientToken idempotency where the operation has one.
+
+    The handlers are registered when the backend starts (it imports `emulator.services`).
+    """
+    handler = HANDLERS.get(operation_name)
+    if handler is None:
+        raise ValidationException(f"{operation_name} is not implemented by this emulator.")
+    if params.get("ClientToken") is None:
         return handler(backend(), params)
-    fingerprint = hashlib.sha256(
-        json.dumps({k: v for k, v in params.items() if k != "ClientToken"}, sort_keys=True, default=str).encode()
-    ).hexdigest()
-    return idempotency.run_once(backend(), operation_name, token, fingerprint, lambda: handler(backend(), params))
+    return idempotency.run_once(backend(), operation_name, params, lambda: handler(backend(), params))
 
 
 def register(app: Flask) -> None:
-    app.add_url_rule("/<path:_any>", "lookoutvision", lambda _any: dispatch(),
-                     methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    app.add_url_rule("/", "lookoutvision_root", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    app.add_url_rule("/<path:_any>", "lookoutvision", lambda _any: dispatch(), methods=METHODS)
+    app.add_url_rule("/", "lookoutvision_root", dispatch, methods=METHODS)

@@ -5,6 +5,7 @@ service answers). Results are kept for 8 hours, like AWS's idempotency window.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Callable
@@ -24,9 +25,27 @@ def _lock_for(operation: str, token: str) -> threading.Lock:
     return _LOCKS[hash((operation, token)) % len(_LOCKS)]
 
 
-def run_once(backend: "Backend", operation: str, token: str, fingerprint: str,
+def fingerprint(params: dict[str, Any]) -> str:
+    """A digest of an operation's input without its ClientToken: what "the same input" means."""
+    canonical = json.dumps({k: v for k, v in params.items() if k != "ClientToken"}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _resource_type(operation: str) -> str:
+    """The ResourceType a ConflictException names for an operation that takes a ClientToken."""
+    for word, resource_type in (("Packaging", "MODEL_PACKAGE_JOB"), ("Dataset", "DATASET"),
+                                ("Model", "MODEL"), ("Project", "PROJECT")):
+        if word in operation:
+            return resource_type
+    return "PROJECT"
+
+
+def run_once(backend: "Backend", operation: str, params: dict[str, Any],
              run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run `run` unless an earlier call with this token already succeeded; then replay its result."""
+    """Run `run` unless an earlier call with this ClientToken already succeeded; then replay its
+    result. A failed call records nothing, so its retry runs again."""
+    token = params["ClientToken"]
+    digest = fingerprint(params)
     with _lock_for(operation, token):
         now = backend.now()
         row = backend.store.query_one(
@@ -34,10 +53,11 @@ def run_once(backend: "Backend", operation: str, token: str, fingerprint: str,
             (operation, token, now - TOKEN_TTL_SECONDS),
         )
         if row is not None:
-            if row["input_hash"] != fingerprint:
+            if row["input_hash"] != digest:
                 raise ConflictException(
-                    f"ClientToken {token} was already used for a {operation} request with different parameters."
-                )
+                    f"The ClientToken {token} was already used for a {operation} request with different "
+                    "parameters; use a new token for a new request.",
+                    resource_id=params.get("ProjectName"), resource_type=_resource_type(operation))
             return json.loads(row["response"])
         result = run()
         with backend.store.transaction() as db:
@@ -45,7 +65,7 @@ def run_once(backend: "Backend", operation: str, token: str, fingerprint: str,
             db.execute(
                 "INSERT OR REPLACE INTO client_tokens(operation, token, input_hash, response, created_at)"
                 " VALUES (?,?,?,?,?)",
-                (operation, token, fingerprint, json.dumps(result, default=_json_default), now),
+                (operation, token, digest, json.dumps(result, default=_json_default), now),
             )
         return result
 

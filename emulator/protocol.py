@@ -19,20 +19,22 @@ from emulator.errors import ServiceError, ValidationException
 REQUEST_ID_HEADER = "x-amzn-RequestId"
 
 
-def _query_value(shape: botocore.model.Shape, values: list[str]) -> Any:
-    """Query strings are text; turn them into what the schema expects (it reports bad values)."""
+def _text_value(shape: botocore.model.Shape, values: list[str]) -> Any:
+    """Query strings and headers are text; turn them into what the schema expects. Text that does
+    not convert is passed on unchanged, for the schema to report with the member's name."""
     kind = shape.type_name
     if kind == "list":
         return values
     value = values[-1]
     if kind == "boolean":
-        lowered = value.lower()
-        return True if lowered == "true" else False if lowered == "false" else value
-    if kind in ("integer", "long"):
-        try:
+        return {"true": True, "false": False}.get(value, value)
+    try:
+        if kind in ("integer", "long"):
             return int(value)
-        except ValueError:
-            return value
+        if kind in ("float", "double"):
+            return float(value)
+    except ValueError:
+        pass
     return value
 
 
@@ -54,10 +56,10 @@ def bind_request(operation: botocore.model.OperationModel, request: Request,
         elif location == "querystring":
             values = request.args.getlist(wire)
             if values:
-                params[name] = _query_value(member, values)
+                params[name] = _text_value(member, values)
         elif location == "header":
             if wire in request.headers:
-                params[name] = request.headers[wire]
+                params[name] = _text_value(member, [request.headers[wire]])
         elif name == payload_member:
             data = request.get_data(cache=False)
             if data:

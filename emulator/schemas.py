@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import json
 from functools import cache
 from typing import Any
 
@@ -18,11 +19,13 @@ import botocore.model
 import marshmallow
 import regex
 from marshmallow import fields, validate
+from marshmallow.exceptions import SCHEMA
 
 from emulator.errors import ValidationException
 from emulator.servicemodel import service_model
 
 NOT_NULL = "Member must not be null"
+SHOWN_VALUE_CHARS = 200  # longer values are cut in messages
 
 
 def _constraint(message: str) -> marshmallow.ValidationError:
@@ -88,11 +91,24 @@ class _Integer(fields.Integer):
 
 
 class _Float(fields.Float):
+    """JSON numbers only: marshmallow's Float would also parse strings and booleans."""
+
     default_error_messages = {"invalid": "Member must be a number", "special": "Member must be a number"}
 
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _constraint("Member must be a number")
+        return super()._deserialize(value, attr, data, **kwargs)
 
-class _Boolean(fields.Boolean):
-    default_error_messages = {"invalid": "Member must be a boolean"}
+
+class _Boolean(fields.Field):
+    """JSON true/false only (marshmallow's Boolean would also take 1, "yes", "on", ...); a query
+    string's "true"/"false" is converted by `emulator.protocol` before validation."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _constraint("Member must be a boolean")
+        return value
 
 
 class _Blob(fields.Field):
@@ -143,9 +159,11 @@ def _field(shape: botocore.model.Shape, required: bool) -> fields.Field:
         return fields.Nested(schema_for(shape.name), **kwargs)
     if kind == "list":
         validators.append(_Length(meta.get("min"), meta.get("max")))
+        kwargs["error_messages"]["invalid"] = "Member must be a list"
         return fields.List(_field(shape.member, required=False), validate=validators, **kwargs)
     if kind == "map":
         validators.append(_Length(meta.get("min"), meta.get("max")))
+        kwargs["error_messages"]["invalid"] = "Member must be a map"
         return fields.Dict(keys=_field(shape.key, False), values=_field(shape.value, False),
                            validate=validators, **kwargs)
     if kind == "string":
@@ -173,32 +191,49 @@ def _field(shape: botocore.model.Shape, required: bool) -> fields.Field:
     raise NotImplementedError(f"shape type {kind!r} ({shape.name})")
 
 
+class _Structure(marshmallow.Schema):
+    """Base of the generated schemas: unknown members are ignored, as AWS does."""
+
+    error_messages = {"type": "Member must be a structure"}
+
+    class Meta:
+        unknown = marshmallow.EXCLUDE
+
+
 @cache
 def schema_for(shape_name: str) -> marshmallow.Schema:
     """A marshmallow schema instance for a structure shape of the model (cached: schemas are pure)."""
     shape = service_model().shape_for(shape_name)
     required = set(shape.required_members)
     declared = {name: _field(member, name in required) for name, member in shape.members.items()}
-    cls = marshmallow.Schema.from_dict(declared, name=f"{shape_name}Schema")
-    return cls(unknown=marshmallow.EXCLUDE)
+    return _Structure.from_dict(declared, name=f"{shape_name}Schema")()
 
 
-def _wire_name(shape: botocore.model.StructureShape, member: str) -> str:
-    """The name AWS uses in validation messages: the binding's name, else the lowerCamel member name."""
-    target = shape.members.get(member) if shape is not None else None
-    location_name = target.serialization.get("name") if target is not None else None
-    return location_name or member[:1].lower() + member[1:]
+def _member_name(member: str) -> str:
+    """The name AWS uses in validation messages: the lowerCamel member name (``projectName``)."""
+    return member[:1].lower() + member[1:]
+
+
+def _show(value: Any) -> str:
+    """A value as AWS quotes it in a validation message (binary data is not echoed)."""
+    if value is None:
+        return "null"
+    if isinstance(value, (bytes, bytearray)):
+        return f"'<{len(value)} bytes of binary data>'"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return f"'{text[:SHOWN_VALUE_CHARS]}...'" if len(text) > SHOWN_VALUE_CHARS else f"'{text}'"
 
 
 def _flatten(messages: Any, data: Any, shape: botocore.model.Shape | None, path: str) -> list[str]:
     """Turn marshmallow's nested error dict into AWS's one-line-per-violation form."""
     if isinstance(messages, list):
-        value = "null" if data is None else f"'{data}'" if not isinstance(data, (dict, list)) else repr(data)
-        return [f"Value {value} at '{path}' failed to satisfy constraint: {m}" for m in messages]
+        return [f"Value {_show(data)} at '{path}' failed to satisfy constraint: {m}" for m in messages]
     out: list[str] = []
     for key, sub in messages.items():
-        if shape is not None and shape.type_name == "structure":
-            name = _wire_name(shape, key)
+        if key == SCHEMA:  # the value itself is wrong (e.g. not an object)
+            out += _flatten(sub, data, None, path)
+        elif shape is not None and shape.type_name == "structure":
+            name = _member_name(key)
             child_shape = shape.members.get(key)
             child_data = data.get(key) if isinstance(data, dict) else None
             out += _flatten(sub, child_data, child_shape, f"{path}.{name}" if path else name)

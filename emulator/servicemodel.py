@@ -49,7 +49,9 @@ def _compile(uri: str) -> tuple[re.Pattern[str], int]:
     for segment in path.strip("/").split("/"):
         label = re.fullmatch(r"\{(\w+)(\+?)\}", segment)
         if label:
-            body = ".+" if label.group(2) else "[^/]+"
+            # Empty labels match too, so that a missing name gets the length error it deserves
+            # rather than "no such operation".
+            body = ".*" if label.group(2) else "[^/]*"
             regex.append(f"(?P<{label.group(1)}>{body})")
         else:
             regex.append(re.escape(segment))

@@ -7,7 +7,7 @@ from typing import Any
 from emulator.backend import Backend
 from emulator.errors import ConflictException, ResourceNotFoundException
 from emulator.operations import operation
-from emulator.pagination import decode_token, encode_token, page_size
+from emulator.pagination import decode_token, page, page_size
 
 
 def project_arn(backend: Backend, name: str) -> str:
@@ -41,26 +41,45 @@ def create_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
 
 @operation("DescribeProject")
 def describe_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    from emulator.services.datasets import dataset_summaries  # datasets imports this module
+
     row = get_project(backend, params["ProjectName"])
-    return {"ProjectDescription": {**_metadata(row), "Datasets": []}}
+    return {"ProjectDescription": {**_metadata(row), "Datasets": dataset_summaries(backend, row["name"])}}
 
 
 @operation("ListProjects")
 def list_projects(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
-    after = decode_token(params.get("NextToken")) or ""
+    after = decode_token(params.get("NextToken"), expected=str) or ""
     size = page_size(params.get("MaxResults"))
     rows = backend.store.query("SELECT * FROM projects WHERE name>? ORDER BY name LIMIT ?", (after, size + 1))
-    result: dict[str, Any] = {"Projects": [_metadata(r) for r in rows[:size]]}
-    if len(rows) > size:
-        result["NextToken"] = encode_token(rows[size - 1]["name"])
+    shown, token = page(rows, size, lambda row: row["name"])
+    result: dict[str, Any] = {"Projects": [_metadata(r) for r in shown]}
+    if token is not None:
+        result["NextToken"] = token
     return result
 
 
 @operation("DeleteProject")
 def delete_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    """Delete a project with its datasets (and their entries) and tags. As the service requires,
+    its models must be deleted first; a dataset import or update in progress must finish first."""
+    from emulator.services.datasets import IN_PROGRESS
+
     name = params["ProjectName"]
-    row = get_project(backend, name)
     with backend.store.transaction() as db:
-        db.execute("DELETE FROM projects WHERE name=?", (name,))
+        row = get_project(backend, name)
+        models = [r["version"] for r in db.execute("SELECT version FROM models WHERE project=? ORDER BY version",
+                                                   (name,))]
+        if models:
+            raise ConflictException(
+                f"The project {name} still has model version(s) {', '.join(map(str, models))}; delete its "
+                "models before deleting the project.", resource_id=name, resource_type="PROJECT")
+        busy = db.execute(f"SELECT dataset_type, status FROM datasets WHERE project=? AND status IN "
+                          f"({','.join('?' * len(IN_PROGRESS))})", (name, *IN_PROGRESS)).fetchone()
+        if busy is not None:
+            raise ConflictException(
+                f"The {busy['dataset_type']} dataset of project {name} is {busy['status']}; wait until it "
+                "finishes before deleting the project.", resource_id=busy["dataset_type"], resource_type="DATASET")
+        db.execute("DELETE FROM projects WHERE name=?", (name,))  # datasets and entries cascade
         db.execute("DELETE FROM tags WHERE resource_arn=?", (row["arn"],))
     return {"ProjectArn": row["arn"]}
