@@ -73,6 +73,16 @@ def to_path_style(environ: dict[str, Any]) -> tuple[str | None, str | None]:
     return (unquote(first) or None), (unquote(rest) or None)
 
 
+def _lowercase_metadata_names(environ: dict[str, Any]) -> None:
+    """Have moto store user metadata under lowercase names, as S3 does (``x-amz-meta-who`` comes
+    back as ``who``). waitress passes headers only as WSGI keys, from which moto would rebuild
+    title-cased names; moto honours the original spellings it finds under this environ key."""
+    from moto.core.request import PRESERVED_HEADER_NAMES_ENVIRON_KEY
+
+    environ[PRESERVED_HEADER_NAMES_ENVIRON_KEY] = {
+        key: key[len("HTTP_"):].lower().replace("_", "-") for key in environ if key.startswith("HTTP_X_AMZ_META_")}
+
+
 class EmbeddedS3:
     """moto's S3 server app, fed path-style requests in the store's own moto space, writing each
     successful change through to the store's disk mirror before the client gets its response."""
@@ -85,6 +95,7 @@ class EmbeddedS3:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         bucket, key = to_path_style(environ)
+        _lowercase_metadata_names(environ)
         statuses: list[int] = []
 
         def recording_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

@@ -6,12 +6,15 @@ so that what tests exercise is what users run.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 
 import waitress
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer
+from waitress.task import WSGITask
 from waitress.trigger import trigger
 
 from emulator.app import create_app
@@ -19,6 +22,19 @@ from emulator.config import Settings
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_SECONDS = 10.0
+_METADATA_HEADER = re.compile(rb"^X-Amz-Meta-[^:]*", re.MULTILINE)
+
+
+class _Task(WSGITask):
+    """waitress title-cases every response header name. S3 user metadata names must stay lowercase:
+    botocore takes Metadata keys from the names as sent (``x-amz-meta-who`` -> ``who``)."""
+
+    def build_response_header(self) -> bytes:
+        return _METADATA_HEADER.sub(lambda name: name.group(0).lower(), super().build_response_header())
+
+
+class _Channel(HTTPChannel):
+    task_class = _Task
 
 
 class Server:
@@ -41,6 +57,9 @@ class Server:
         else:
             self._map = self._waitress._map
             host, port = self._waitress.effective_host, self._waitress.effective_port
+        for listener in self._map.values():
+            if isinstance(listener, BaseWSGIServer):
+                listener.channel_class = _Channel
         self.port = int(port)
         self.endpoint_url = f"http://{f'[{host}]' if ':' in str(host) else host}:{self.port}"
         self._thread: threading.Thread | None = None
