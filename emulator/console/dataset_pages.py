@@ -11,7 +11,7 @@ from flask import Response, jsonify, render_template, request, url_for
 from emulator.console.bucket import console_bucket, s3_uri
 from emulator.console.entries import find_entries, labelled_line, put_lines
 from emulator.console.readiness import training_readiness
-from emulator.console.web import back_to, backend, blueprint, call
+from emulator.console.web import back_to, backend, blueprint, call, count
 from emulator.errors import ValidationException
 from emulator.images import ImageError, decode_image
 from emulator.manifests import LABELS, ManifestLine, parse_line
@@ -86,10 +86,10 @@ def upload_images(project: str, dataset_type: str) -> Response:
         raise ValidationException(f"The label must be normal or anomaly, not {label!r}.")
     refs = store_uploads(f"datasets/{project}/{dataset_type}/")
     lines = [labelled_line(None, ref, label) if label else {"source-ref": ref} for ref in refs]
-    message = put_lines(backend(), project, dataset_type, lines)
-    return jsonify(added=len(refs), message=message,
-                   redirect=url_for("console.dataset_page", project=project, dataset_type=dataset_type,
-                                    notice=f"Uploaded {len(refs)} images. {message}"))
+    put_lines(backend(), project, dataset_type, lines)
+    # The page's script uploads in batches and reports the total when it returns to the dataset.
+    return jsonify(added=len(refs), redirect=url_for("console.dataset_page", project=project,
+                                                     dataset_type=dataset_type))
 
 
 def store_uploads(prefix: str) -> list[str]:
@@ -127,13 +127,13 @@ def label_images(project: str, dataset_type: str) -> Response:
     refs = _selected()
     existing = find_entries(backend(), project, dataset_type, refs)
     put_lines(backend(), project, dataset_type, [labelled_line(existing.get(ref), ref, label) for ref in refs])
-    return back_to(_current_page(project, dataset_type), notice=f"Labelled {len(refs)} images {label}.")
+    return back_to(_current_page(project, dataset_type), notice=f"Labelled {count(len(refs), 'image')} {label}.")
 
 
 @blueprint.post("/projects/<project>/datasets/<dataset_type>/remove")
 def remove_images(project: str, dataset_type: str) -> Response:
     removed = datasets.remove_entries(backend(), project, dataset_type, _selected())
-    return back_to(_current_page(project, dataset_type), notice=f"Removed {removed} images from the dataset.")
+    return back_to(_current_page(project, dataset_type), notice=f"Removed {count(removed, 'image')} from the dataset.")
 
 
 def _selected() -> list[str]:

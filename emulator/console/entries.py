@@ -6,13 +6,12 @@ for it to finish so that the page it returns to already shows the change, or the
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from typing import Any
 
 from emulator.backend import Backend
 from emulator.errors import ConflictException, ValidationException
-from emulator.manifests import CLASSIFICATION_TYPE, ManifestLine, parse_line
+from emulator.manifests import CLASSIFICATION_TYPE, ManifestLine
 from emulator.services import datasets
 
 SETTLE_TIMEOUT_S = 300.0

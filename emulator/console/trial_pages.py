@@ -7,7 +7,7 @@ from emulator.console import trial_runs
 from emulator.console.dataset_pages import store_uploads
 from emulator.console.project_pages import list_models
 from emulator.console.readiness import training_readiness
-from emulator.console.web import back_to, backend, blueprint, call, wants_json
+from emulator.console.web import back_to, backend, blueprint, call, count, wants_json
 from emulator.errors import ValidationException
 
 
@@ -37,7 +37,7 @@ def run_trial(project: str) -> Response:
     page = url_for("console.trial_page", project=project, trial=name)
     if wants_json():
         return jsonify(redirect=page)
-    return back_to(page, notice=f"Trial detection {name} started on {len(refs)} images.")
+    return back_to(page, notice=f"Trial detection {name} started on {count(len(refs), 'image')}.")
 
 
 @blueprint.get("/projects/<project>/trials/<trial>")
@@ -66,12 +66,12 @@ def verify_trial(project: str, trial: str) -> Response:
     else:
         verdicts = {key.removeprefix("label:"): value for key, value in request.form.items()
                     if key.startswith("label:") and value}
-    count = trial_runs.verify(backend(), project, trial, verdicts)  # type: ignore[arg-type]
-    return back_to(url_for("console.trial_page", project=project, trial=trial), notice=f"Verified {count} images.")
+    verified = trial_runs.verify(backend(), project, trial, verdicts)  # type: ignore[arg-type]
+    return back_to(url_for("console.trial_page", project=project, trial=trial), notice=f"Verified {count(verified, 'image')}.")
 
 
 @blueprint.post("/projects/<project>/trials/<trial>/add")
 def add_trial_images(project: str, trial: str) -> Response:
     added = trial_runs.add_verified_to_dataset(backend(), project, trial)
     return back_to(url_for("console.trial_page", project=project, trial=trial),
-                   notice=f"Added {added} verified images to the training dataset. Train a new model to use them.")
+                   notice=f"Added {count(added, 'verified image')} to the training dataset. Train a new model to use them.")

@@ -39,6 +39,11 @@ def call_all(operation: str, items: str, **params: Any) -> list[dict[str, Any]]:
             return found
 
 
+def count(number: int, noun: str) -> str:
+    """``1 image``, ``3 images``: messages about what the user just did read naturally."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def back_to(url: str, notice: str | None = None, error: str | None = None) -> Response:
     """Redirect to `url` carrying a one-off message (in the query string: the console keeps no session)."""
     extra = {key: value for key, value in (("notice", notice), ("error", error)) if value}

@@ -12,8 +12,12 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
 
-def until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "the condition") -> Any:
-    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
+def until(condition: Callable[[], Any], timeout: float = 30.0,
+          what: str | Callable[[], str] = "the condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds.
+
+    `what` may be a function, called only on failure: describing the page while it may still be
+    changing could itself fail."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -23,7 +27,7 @@ def until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "the 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}")
         time.sleep(0.1)
 
 
@@ -39,24 +43,13 @@ def text(driver: WebDriver | WebElement, css: str) -> str:
     return find(driver, css).text
 
 
-def wait_text(driver: WebDriver, css: str, expected: str, timeout: float = 30.0) -> str:
-    """Wait until the element at `css` exists and its text contains `expected`."""
-    return until(lambda: expected in (found := _text_or_empty(driver, css)) and found, timeout,
-                 f"{css!r} to show {expected!r} (it shows {_text_or_empty(driver, css)!r})")
-
-
-def _text_or_empty(driver: WebDriver, css: str) -> str:
-    found = find_all(driver, css)
-    return found[0].text if found else ""
-
-
 def click_and_load(driver: WebDriver, element: WebElement, confirm: bool = False) -> None:
     """Click something that navigates and wait for the new page (accepting a confirm() first)."""
     old = find(driver, "html")
     element.click()
     if confirm:
         until(lambda: _accept_alert(driver), 10, "the confirmation dialog")
-    until(lambda: _is_stale(old), 60, "the next page to load")
+    until(lambda: is_stale(old), 60, "the next page to load")
     until(lambda: driver.execute_script("return document.readyState") == "complete", 30, "the page to finish loading")
 
 
@@ -68,7 +61,7 @@ def _accept_alert(driver: WebDriver) -> bool:
         return False
 
 
-def _is_stale(element: WebElement) -> bool:
+def is_stale(element: WebElement) -> bool:
     try:
         element.is_enabled()
         return False

@@ -67,7 +67,7 @@ async function uploadAll(zone, files) {
   });
   const perRequest = Number(zone.dataset.batch || BATCH_FILES) || files.length;
   const total = files.reduce((sum, f) => sum + f.size, 0) || 1;
-  let done = 0, last = {};
+  let done = 0, added = 0, last = {};
   const controls = [...(zone.closest("form") || zone).querySelectorAll("button, input, select")];
   controls.forEach((el) => { el.disabled = true; });
   text.textContent = `Uploading ${files.length} images…`;
@@ -79,10 +79,15 @@ async function uploadAll(zone, files) {
         bar.style.width = `${Math.round(((done + share * size) / total) * 100)}%`;
       });
       done += size;
+      added += last.added || 0;
       text.textContent = `Uploaded ${Math.min(i + perRequest, files.length)} of ${files.length} images`;
     }
     bar.style.width = "100%";
-    window.location.assign(last.redirect || window.location.href);
+    const next = new URL(last.redirect || window.location.href, window.location.href);
+    if (!next.searchParams.has("notice")) {
+      next.searchParams.set("notice", `Uploaded ${added} image${added === 1 ? "" : "s"}.`);
+    }
+    window.location.assign(next.href);
   } catch (error) {
     text.textContent = `Upload failed: ${error.message}`;
     text.classList.add("error-text");
@@ -121,7 +126,10 @@ document.querySelectorAll("[data-poll]").forEach((panel) => {
         else el.textContent = value ?? "";
       });
     }
-    if (state.settled) window.location.reload(); else setTimeout(tick, 1000);
+    if (!state.settled) return setTimeout(tick, 1000);
+    const page = new URL(window.location.href);  // show the settled page, without the old message
+    page.searchParams.delete("notice");
+    window.location.replace(page.href);
   };
   setTimeout(tick, 1000);
 });
