@@ -1,6 +1,8 @@
 """Helpers of the service-core tests (projects, tags, S3, protocol)."""
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -26,3 +28,15 @@ def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> dict[str, Any]:
     """The parsed error response of a botocore ClientError: Error.Code/Message, modeled members
     (ResourceId, ResourceType, ...) and ResponseMetadata."""
     return excinfo.value.response
+
+
+def raw_request(endpoint_url: str, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Send an unsigned HTTP request (paths under /2020-11-20/ reach the API) and return
+    (status, lower-cased headers, body), errors included: for what no SDK would send."""
+    request = urllib.request.Request(endpoint_url + path, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
