@@ -1,0 +1,159 @@
+"""Console pages beyond the happy path: segmentation overlays, paging, the service's errors on the
+page, project deletion, and the guards of the routes that serve and change state."""
+from __future__ import annotations
+
+import io
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+from console_support import click_and_load, drop_files, find, find_all, flash, shoot, text, until
+from PIL import Image
+
+from conftest import SIDE, synthetic_image
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+BUCKET = "console-page-tests"
+SCRATCH = "#23a436"
+
+
+def mask_png() -> bytes:
+    """A white mask (BACKGROUND #ffffff) with one green scratch."""
+    mask = np.full((SIDE, SIDE, 3), 255, dtype=np.uint8)
+    mask[30:44, 20:50] = (0x23, 0xA4, 0x36)
+    buffer = io.BytesIO()
+    Image.fromarray(mask, "RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def classification(ref: str, label: str) -> dict:
+    return {"source-ref": ref, "anomaly-label": 1,
+            "anomaly-label-metadata": {"class-name": label, "type": "groundtruth/image-classification",
+                                       "human-annotated": "yes"}}
+
+
+@pytest.fixture
+def seeded_project(lookout, s3, project_name):
+    """A project whose training dataset (from a manifest) has 25 normal images and one segmented anomaly."""
+    s3.create_bucket(Bucket=BUCKET)
+    lines = []
+    for index in range(25):
+        key = f"{project_name}/normal-{index:02d}.png"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=synthetic_image(index, False))
+        lines.append(classification(f"s3://{BUCKET}/{key}", "normal"))
+    s3.put_object(Bucket=BUCKET, Key=f"{project_name}/scratch.png", Body=synthetic_image(99, True))
+    s3.put_object(Bucket=BUCKET, Key=f"{project_name}/scratch-mask.png", Body=mask_png())
+    lines.append({**classification(f"s3://{BUCKET}/{project_name}/scratch.png", "anomaly"),
+                  "anomaly-mask-ref": f"s3://{BUCKET}/{project_name}/scratch-mask.png",
+                  "anomaly-mask-ref-metadata": {"internal-color-map": {
+                      "0": {"class-name": "BACKGROUND", "hex-color": "#ffffff"},
+                      "1": {"class-name": "scratch", "hex-color": SCRATCH}},
+                      "type": "groundtruth/semantic-segmentation", "human-annotated": "yes"}})
+    s3.put_object(Bucket=BUCKET, Key=f"{project_name}/train.manifest",
+                  Body="\n".join(json.dumps(line) for line in lines).encode())
+    lookout.create_project(ProjectName=project_name)
+    lookout.create_dataset(ProjectName=project_name, DatasetType="train", DatasetSource={"GroundTruthManifest": {
+        "S3Object": {"Bucket": BUCKET, "Key": f"{project_name}/train.manifest"}}})
+    until(lambda: lookout.describe_dataset(ProjectName=project_name, DatasetType="train")
+          ["DatasetDescription"]["Status"] == "CREATE_COMPLETE", 60, "the manifest import")
+    return project_name
+
+
+def test_dataset_pages_filters_and_mask_overlays(browser, console_url, seeded_project, screenshot_dir):
+    driver = browser
+    driver.get(f"{console_url}/projects/{seeded_project}/datasets/train")
+    assert len(find_all(driver, ".tile")) == 24  # the first page
+    click_and_load(driver, find(driver, "#next-page"))
+    assert len(find_all(driver, ".tile")) == 2 and "Page 2" in text(driver, ".pager")
+
+    click_and_load(driver, find(driver, "[data-filter=anomaly]"))
+    shoot(driver, screenshot_dir, "dataset-segmentation")
+    tile = find(driver, ".tile")
+    assert tile.get_attribute("data-ref").endswith("/scratch.png")
+    assert "scratch" in text(tile, ".meta")  # the anomaly label's badge
+    overlay = find(tile, "img.mask")
+    until(lambda: driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay) == SIDE,
+          10, "the mask overlay to load")
+    # The overlay is the mask with its background made transparent and the anomaly opaque.
+    with urllib.request.urlopen(overlay.get_attribute("src")) as reply:
+        pixels = np.asarray(Image.open(io.BytesIO(reply.read())))
+    assert pixels.shape == (SIDE, SIDE, 4)
+    assert pixels[0, 0, 3] == 0 and tuple(pixels[35, 30]) == (0x23, 0xA4, 0x36, 255)
+
+    # A single-dataset project needs 20 normal and 10 anomaly images: the button says what is missing.
+    assert not find(driver, "#train-button").is_enabled()
+    assert "at least 10 images labeled anomaly (it has 1)" in text(driver, "#train-reasons")
+    click_and_load(driver, find(driver, "[data-filter=normal]"))
+    assert {t.get_attribute("data-label") for t in find_all(driver, ".tile")} == {"normal"}
+
+
+def test_upload_refuses_files_that_are_not_images(browser, console_url, lookout, project_name, tmp_path):
+    lookout.create_project(ProjectName=project_name)
+    lookout.create_dataset(ProjectName=project_name, DatasetType="train")
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    driver = browser
+    driver.get(f"{console_url}/projects/{project_name}/datasets/train")
+    drop_files(driver, "[data-upload]", [notes])
+    message = until(lambda: text(driver, "[data-upload-status]").startswith("Upload failed") and
+                    text(driver, "[data-upload-status]"), 30, "the upload to fail")
+    assert "notes.png" in message and "PNG or JPEG" in message
+    assert lookout.describe_dataset(ProjectName=project_name, DatasetType="train")[
+        "DatasetDescription"]["ImageStats"]["Total"] == 0
+
+
+def test_service_errors_are_shown_on_the_page(browser, console_url, project_name):
+    driver = browser
+    driver.get(f"{console_url}/")
+    field = find(driver, "#create-project input[name=name]")
+    driver.execute_script("arguments[0].removeAttribute('pattern')", field)  # let the server judge the name
+    field.send_keys("not a valid name!")
+    click_and_load(driver, find(driver, "#create-project button"))
+    assert "failed to satisfy constraint" in flash(driver) and "projectName" in flash(driver)
+
+    for _ in range(2):
+        driver.get(f"{console_url}/")
+        find(driver, "#create-project input[name=name]").send_keys(project_name)
+        click_and_load(driver, find(driver, "#create-project button"))
+    assert "already exists" in text(driver, ".flash.error") and project_name in text(driver, ".flash.error")
+
+    driver.get(f"{console_url}/projects/no-such-project-{uuid.uuid4().hex[:6]}")
+    assert "does not exist" in text(driver, ".flash.error")
+
+
+def test_delete_project_from_the_list(browser, console_url, lookout, project_name):
+    lookout.create_project(ProjectName=project_name)
+    lookout.create_dataset(ProjectName=project_name, DatasetType="train")
+    driver = browser
+    driver.get(f"{console_url}/")
+    row = find(driver, f"#project-table tr[data-project='{project_name}']")
+    click_and_load(driver, find(row, "button"), confirm=True)
+    assert f"Project {project_name} deleted." in flash(driver)
+    assert not find_all(driver, f"#project-table tr[data-project='{project_name}']")
+    assert project_name not in [p["ProjectName"] for p in lookout.list_projects()["Projects"]]
+
+
+def test_posts_from_other_sites_are_refused(console_url, lookout, project_name):
+    """The console has no login: another web site must not be able to drive it from a user's browser."""
+    request = urllib.request.Request(f"{console_url}/projects", data=urllib.parse.urlencode(
+        {"name": project_name}).encode(), headers={"Origin": "http://attacker.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request)
+    assert refused.value.code == 403
+    assert project_name not in [p["ProjectName"] for p in lookout.list_projects()["Projects"]]
+
+
+def test_object_route_serves_only_images(console_url, s3):
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="notes.txt", Body=b"<script>alert(1)</script>")
+    s3.put_object(Bucket=BUCKET, Key="part.png", Body=synthetic_image(1, False))
+    with urllib.request.urlopen(f"{console_url}/object?uri=s3://{BUCKET}/part.png") as reply:
+        assert reply.headers["Content-Type"] == "image/png" and reply.read().startswith(b"\x89PNG")
+    for key, status in (("notes.txt", 415), ("missing.png", 404)):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{console_url}/object?uri=s3://{BUCKET}/{key}")
+        assert refused.value.code == status
