@@ -1,0 +1,128 @@
+"""The evaluation output of a trained model, in the formats of performance-metrics.md.
+
+Training writes two objects to the model's OutputConfig S3 location:
+
+* ``EvaluationManifest-<project>-<version>.json``: one JSON line per test image, its dataset line
+  (the ground truth) plus ``anomaly-label-detected`` and its metadata (the prediction);
+* ``EvaluationResult-<project>-<version>.json``: the aggregate metrics (ROC AUC, average
+  precision, precision, recall, F1) with image counts, and per-label pixel metrics for a
+  segmentation model.
+
+Anomaly is the positive class throughout, as in DescribeModel's Performance.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from emulator.s3_stores import ObjectNotFound
+
+if TYPE_CHECKING:
+    from engine import Metrics
+
+    from emulator.backend import Backend
+    from emulator.training import TrainingPlan
+
+JOB_NAME = "training-job/anomaly-detection"
+
+
+def output_key(prefix: str, name: str) -> str:
+    """`name` under the OutputConfig prefix; a prefix is a folder, so a separator is added if missing."""
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return f"{prefix}{name}"
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def average_precision(labels: list[bool], scores: list[float]) -> float | None:
+    """Area under the precision-recall curve as a step sum over score thresholds (ties together)."""
+    positives = sum(labels)
+    if positives == 0:
+        return None
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ranked_scores = np.asarray(scores, dtype=np.float64)[order]
+    hits = np.cumsum(np.asarray(labels, dtype=np.float64)[order])
+    last_of_tie = np.r_[ranked_scores[1:] != ranked_scores[:-1], True]
+    tp, seen = hits[last_of_tie], (np.arange(len(scores)) + 1)[last_of_tie]
+    recall = tp / positives
+    precision = tp / seen
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def manifest_lines(plan: "TrainingPlan", metrics: "Metrics", timestamp: float) -> list[dict[str, Any]]:
+    """Each test image's dataset line plus the model's prediction for it."""
+    predicted = {row["name"]: row for row in metrics.per_image}
+    lines = []
+    for sample in plan.test:
+        row = predicted[sample.source_ref]
+        line = dict(sample.line)
+        line["anomaly-label-detected"] = 1 if row["is_anomalous"] else 0
+        line["anomaly-label-detected-metadata"] = {
+            "class-name": "anomaly" if row["is_anomalous"] else "normal",
+            "confidence": row["confidence"],
+            "type": "groundtruth/image-classification",
+            "human-annotated": "no",
+            "creation-date": _iso(timestamp),
+            "job-name": JOB_NAME,
+            "model-arn": plan.model_arn,
+            "project-name": plan.project,
+            "model-version": str(plan.version),
+        }
+        lines.append(line)
+    return lines
+
+
+def result_document(plan: "TrainingPlan", metrics: "Metrics", timestamp: float) -> dict[str, Any]:
+    """The EvaluationResult object (schema in performance-metrics.md)."""
+    labels = [row["label"] == "anomaly" for row in metrics.per_image]
+    scores = [row["score"] for row in metrics.per_image]
+    aggregate: dict[str, Any] = {
+        "ROCAUC": metrics.auroc,
+        "AveragePrecision": average_precision(labels, scores),
+        "Precision": metrics.precision,
+        "Recall": metrics.recall,
+        "F1Score": metrics.f1,
+    }
+    if plan.is_segmentation:
+        aggregate["PixelAnomalyClassMetrics"] = [
+            {"Precision": values["precision"], "Recall": values["recall"], "F1Score": values["f1"],
+             "AIOU": values["iou"], "ClassName": name}
+            for name, values in metrics.per_label.items()
+        ]
+    return {
+        "Version": 1,
+        "EvaluationDetails": {
+            "ModelArn": plan.model_arn,
+            "EvaluationEndTimestamp": _iso(timestamp),
+            "NumberOfTrainingImages": len(plan.train),
+            "NumberOfTestingImages": len(metrics.per_image),
+        },
+        "AggregatedEvaluationResults": {"Metrics": aggregate},
+    }
+
+
+def write_evaluation(backend: "Backend", plan: "TrainingPlan", metrics: "Metrics",
+                     timestamp: float) -> tuple[dict[str, str], dict[str, str]]:
+    """Write both objects; return their {Bucket, Key} (DescribeModel's EvaluationManifest/Result)."""
+    from emulator.training import TrainingError
+
+    suffix = f"{plan.project}-{plan.version}.json"
+    manifest = {"Bucket": plan.output_bucket, "Key": output_key(plan.output_prefix, f"EvaluationManifest-{suffix}")}
+    result = {"Bucket": plan.output_bucket, "Key": output_key(plan.output_prefix, f"EvaluationResult-{suffix}")}
+    body = "".join(json.dumps(line) + "\n" for line in manifest_lines(plan, metrics, timestamp))
+    try:
+        backend.objects.put(manifest["Bucket"], manifest["Key"], body.encode(), "application/json")
+        backend.objects.put(result["Bucket"], result["Key"],
+                            json.dumps(result_document(plan, metrics, timestamp), indent=2).encode(),
+                            "application/json")
+    except ObjectNotFound as exc:
+        raise TrainingError(f"the evaluation results could not be written to the OutputConfig location "
+                            f"s3://{plan.output_bucket}/{plan.output_prefix} ({exc}); create the bucket "
+                            "and train again.") from None
+    return manifest, result

@@ -1,0 +1,246 @@
+"""Models: CreateModel, DescribeModel, ListModels, DeleteModel, StartModel and StopModel.
+
+A model's life (model-train.md, run-start-model.md, run-stop-model.md, delete-model.md):
+
+    CreateModel -> TRAINING -> TRAINED | TRAINING_FAILED          (emulator.training, background)
+    StartModel  (TRAINED | HOSTING_FAILED) -> STARTING_HOSTING -> HOSTED | HOSTING_FAILED
+    StopModel   (HOSTED | HOSTING_FAILED)  -> STOPPING_HOSTING -> TRAINED
+    DeleteModel refused while the model trains, is hosted or changes hosting state.
+
+Every state change is a checked transition inside one transaction, so concurrent calls cannot both
+start (or stop, or delete) the same model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sqlite3
+from concurrent.futures import Future
+from typing import Any
+
+from emulator import hosting, training
+from emulator.backend import Backend
+from emulator.errors import ConflictException, ResourceNotFoundException, ValidationException
+from emulator.jobs import on_startup
+from emulator.operations import operation
+from emulator.pagination import decode_token, encode_token, page_size
+from emulator.services.projects import get_project
+from emulator.services.tags import apply_tags
+from emulator.training import TRAINED, TRAINING, TRAINING_FAILED
+
+log = logging.getLogger(__name__)
+
+STARTING_HOSTING, HOSTED, HOSTING_FAILED, STOPPING_HOSTING = (
+    "STARTING_HOSTING", "HOSTED", "HOSTING_FAILED", "STOPPING_HOSTING")
+_CAN_START = (TRAINED, HOSTING_FAILED)
+_CAN_STOP = (HOSTED, HOSTING_FAILED)
+_CAN_DELETE = (TRAINED, TRAINING_FAILED, HOSTING_FAILED)
+_WHY_NOT = {
+    TRAINING: "is still training; wait until training finishes",
+    TRAINING_FAILED: "failed to train and can't be hosted; train a new version with CreateModel",
+    TRAINED: "is not hosted",
+    STARTING_HOSTING: "is starting; wait until its status is HOSTED",
+    HOSTED: "is hosted; stop it with StopModel first",
+    HOSTING_FAILED: "failed to start hosting",
+    STOPPING_HOSTING: "is stopping; wait until its status is TRAINED",
+}
+
+
+def model_arn(backend: Backend, project: str, version: int) -> str:
+    return backend.arn(f"model/{project}/{version}")
+
+
+def get_model(backend: Backend, project: str, version: str) -> sqlite3.Row:
+    """The model row for a ModelVersion ("latest" is the highest version), or the documented 404s."""
+    get_project(backend, project)
+    if version == "latest":
+        row = backend.store.query_one("SELECT * FROM models WHERE project=? ORDER BY version DESC LIMIT 1",
+                                      (project,))
+        if row is None:
+            raise ResourceNotFoundException(f"Project {project} has no models.", resource_id=project,
+                                            resource_type="MODEL")
+        return row
+    row = backend.store.query_one("SELECT * FROM models WHERE project=? AND version=?", (project, int(version)))
+    if row is None:
+        raise ResourceNotFoundException(f"Model version {version} does not exist in project {project}.",
+                                        resource_id=version, resource_type="MODEL")
+    return row
+
+
+def conflict(row: sqlite3.Row, action: str) -> ConflictException:
+    """The ConflictException for an action the model's current status does not allow."""
+    return ConflictException(
+        f"Can't {action} model version {row['version']} of project {row['project']}: its status is "
+        f"{row['status']} (the model {_WHY_NOT[row['status']]}).",
+        resource_id=str(row["version"]), resource_type="MODEL")
+
+
+def _metadata(row: sqlite3.Row) -> dict[str, Any]:
+    metadata = {
+        "CreationTimestamp": row["created_at"],
+        "ModelVersion": str(row["version"]),
+        "ModelArn": row["arn"],
+        "Description": row["description"],
+        "Status": row["status"],
+        "StatusMessage": row["status_message"],
+    }
+    if row["performance"]:
+        metadata["Performance"] = json.loads(row["performance"])
+    return metadata
+
+
+def _description(row: sqlite3.Row) -> dict[str, Any]:
+    location = {"Bucket": row["output_bucket"]}
+    if row["output_prefix"] is not None:
+        location["Prefix"] = row["output_prefix"]
+    return {
+        **_metadata(row),
+        "OutputConfig": {"S3Location": location},
+        "EvaluationManifest": json.loads(row["evaluation_manifest"]) if row["evaluation_manifest"] else None,
+        "EvaluationResult": json.loads(row["evaluation_result"]) if row["evaluation_result"] else None,
+        "EvaluationEndTimestamp": row["evaluation_end"],
+        "KmsKeyId": row["kms_key_id"],
+        "MinInferenceUnits": row["min_inference_units"],
+        "MaxInferenceUnits": row["max_inference_units"],
+    }
+
+
+@operation("CreateModel")
+def create_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    project = params["ProjectName"]
+    get_project(backend, project)
+    train, test, auto_split, label_colors = training.plan_training(backend, project)
+    location = params["OutputConfig"]["S3Location"]
+    with backend.store.transaction() as db:
+        get_project(backend, project)  # still there, now under the write lock
+        last = db.execute("SELECT last_version FROM model_versions WHERE project=?", (project,)).fetchone()
+        version = (last["last_version"] if last else 0) + 1
+        db.execute("INSERT INTO model_versions(project, last_version) VALUES (?, ?) "
+                   "ON CONFLICT(project) DO UPDATE SET last_version=excluded.last_version", (project, version))
+        arn = model_arn(backend, project, version)
+        db.execute(
+            "INSERT INTO models(project, version, arn, status, status_message, description, kms_key_id,"
+            " output_bucket, output_prefix, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (project, version, arn, TRAINING, "Training in progress.", params.get("Description"),
+             params.get("KmsKeyId"), location["Bucket"], location.get("Prefix"), backend.now()))
+        apply_tags(db, arn, params.get("Tags") or [])
+    training.submit(backend, training.TrainingPlan(
+        project=project, version=version, model_arn=arn, train=train, test=test, auto_split=auto_split,
+        label_colors=label_colors, output_bucket=location["Bucket"], output_prefix=location.get("Prefix") or ""))
+    return {"ModelMetadata": _metadata(get_model(backend, project, str(version)))}
+
+
+@operation("DescribeModel")
+def describe_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    return {"ModelDescription": _description(get_model(backend, params["ProjectName"], params["ModelVersion"]))}
+
+
+@operation("ListModels")
+def list_models(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    project = params["ProjectName"]
+    get_project(backend, project)
+    after = decode_token(params.get("NextToken")) or 0
+    size = page_size(params.get("MaxResults"))
+    rows = backend.store.query("SELECT * FROM models WHERE project=? AND version>? ORDER BY version LIMIT ?",
+                               (project, after, size + 1))
+    result: dict[str, Any] = {"Models": [_metadata(row) for row in rows[:size]]}
+    if len(rows) > size:
+        result["NextToken"] = encode_token(rows[size - 1]["version"])
+    return result
+
+
+@operation("DeleteModel")
+def delete_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    project = params["ProjectName"]
+    with backend.store.transaction() as db:
+        row = get_model(backend, project, params["ModelVersion"])
+        if row["status"] not in _CAN_DELETE:
+            raise conflict(row, "delete")
+        job = db.execute("SELECT job_name FROM packaging_jobs WHERE project=? AND model_version=? AND status IN "
+                         "('CREATED', 'RUNNING')", (project, row["version"])).fetchone()
+        if job is not None:
+            raise ConflictException(
+                f"Can't delete model version {row['version']} of project {project}: the model packaging job "
+                f"{job['job_name']} is packaging it; wait until the job finishes.",
+                resource_id=job["job_name"], resource_type="MODEL_PACKAGE_JOB")
+        db.execute("DELETE FROM models WHERE project=? AND version=?", (project, row["version"]))
+        db.execute("DELETE FROM tags WHERE resource_arn=?", (row["arn"],))
+    shutil.rmtree(training.model_dir(backend, project, row["version"]), ignore_errors=True)
+    return {"ModelArn": row["arn"]}
+
+
+@operation("StartModel")
+def start_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    units = params["MinInferenceUnits"]
+    max_units = params.get("MaxInferenceUnits", units)
+    if max_units < units:
+        raise ValidationException(f"MaxInferenceUnits ({max_units}) must be greater than or equal to "
+                                  f"MinInferenceUnits ({units}).")
+    with backend.store.transaction() as db:
+        row = get_model(backend, params["ProjectName"], params["ModelVersion"])
+        if row["status"] not in _CAN_START:
+            raise conflict(row, "start")
+        db.execute("UPDATE models SET status=?, status_message=?, min_inference_units=?, max_inference_units=? "
+                   "WHERE project=? AND version=?",
+                   (STARTING_HOSTING, f"Hosting is starting with {units} inference unit(s).", units, max_units,
+                    row["project"], row["version"]))
+    _begin_hosting(backend, row["project"], row["version"], units)
+    return {"Status": STARTING_HOSTING}
+
+
+@operation("StopModel")
+def stop_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    with backend.store.transaction() as db:
+        row = get_model(backend, params["ProjectName"], params["ModelVersion"])
+        if row["status"] not in _CAN_STOP:
+            raise conflict(row, "stop")
+        db.execute("UPDATE models SET status=?, status_message=? WHERE project=? AND version=?",
+                   (STOPPING_HOSTING, "Hosting is stopping.", row["project"], row["version"]))
+    key = (row["project"], row["version"])
+    hosting.registry(backend).stop_later(key).add_done_callback(lambda _: _stopped(backend, key))
+    return {"Status": STOPPING_HOSTING}
+
+
+def _transition(backend: Backend, key: hosting.ModelKey, expected: tuple[str, ...], status: str,
+                message: str, **columns: Any) -> None:
+    """Move a model to `status` if it is still in one of the `expected` states (else leave it)."""
+    sets = ", ".join(["status=?", "status_message=?", *(f"{name}=?" for name in columns)])
+    marks = ",".join("?" * len(expected))
+    with backend.store.transaction() as db:
+        db.execute(f"UPDATE models SET {sets} WHERE project=? AND version=? AND status IN ({marks})",
+                   (status, message, *columns.values(), *key, *expected))
+
+
+def _begin_hosting(backend: Backend, project: str, version: int, units: int) -> None:
+    key = (project, version)
+    future = hosting.registry(backend).host(key, training.engine_dir(backend, project, version), units)
+    future.add_done_callback(lambda done: _hosting_done(backend, key, done))
+
+
+def _hosting_done(backend: Backend, key: hosting.ModelKey, done: Future[hosting.HostedModel]) -> None:
+    error = done.exception()
+    if error is None:
+        _transition(backend, key, (STARTING_HOSTING,), HOSTED, "The model is hosted and ready for DetectAnomalies.")
+        return
+    log.error("hosting %s v%s failed", *key, exc_info=error)
+    hosting.registry(backend).stop(key)
+    _transition(backend, key, (STARTING_HOSTING, HOSTED), HOSTING_FAILED,
+                f"Hosting failed: the model could not be loaded ({error}). Start it again, or train a new version.")
+
+
+def _stopped(backend: Backend, key: hosting.ModelKey) -> None:
+    _transition(backend, key, (STOPPING_HOSTING,), TRAINED, "The model is trained and not hosted.",
+                min_inference_units=None, max_inference_units=None)
+
+
+@on_startup
+def restore_hosting(backend: Backend) -> None:
+    """After a restart: hosted (or starting) models are loaded again; a stop in progress completes."""
+    with backend.store.transaction() as db:
+        db.execute("UPDATE models SET status=?, status_message=?, min_inference_units=NULL, "
+                   "max_inference_units=NULL WHERE status=?",
+                   (TRAINED, "The model is trained and not hosted.", STOPPING_HOSTING))
+    for row in backend.store.query("SELECT project, version, min_inference_units FROM models WHERE status IN (?, ?)",
+                                   (HOSTED, STARTING_HOSTING)):
+        _begin_hosting(backend, row["project"], row["version"], row["min_inference_units"])

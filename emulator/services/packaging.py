@@ -1,0 +1,260 @@
+"""Model packaging jobs: StartModelPackagingJob, DescribeModelPackagingJob, ListModelPackagingJobs.
+
+The cloud compiled a model into an AWS IoT Greengrass component (package-job-sdk.md). Here the job's
+output is the model itself, ready to load anywhere: under the job's S3OutputLocation it writes
+
+    <prefix>/<ComponentName>/<ComponentVersion>/model.tar.gz   the engine artifact (``engine/``) and
+                                                               ``lookout-model.json``
+    <prefix>/<ComponentName>/<ComponentVersion>/lookout-model.json
+
+where ``lookout-model.json`` describes the package (model, image size, model type, labels, target
+and the archive's SHA-256). ``engine.load_model`` loads the extracted ``engine/`` directory.
+Jobs go CREATED -> RUNNING -> SUCCEEDED | FAILED in the background.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import sqlite3
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from emulator import training
+from emulator.backend import Backend
+from emulator.errors import ConflictException, ResourceNotFoundException, ValidationException
+from emulator.evaluation import output_key
+from emulator.jobs import on_startup
+from emulator.operations import operation
+from emulator.pagination import decode_token, encode_token, page_size
+from emulator.s3_stores import ObjectNotFound
+from emulator.services.models import conflict, get_model, model_arn
+from emulator.services.projects import get_project
+
+log = logging.getLogger(__name__)
+
+CREATED, RUNNING, SUCCEEDED, FAILED = "CREATED", "RUNNING", "SUCCEEDED", "FAILED"
+METHOD = "Greengrass"
+PACKAGE_FORMAT = "lookout-emulator-model-package"
+ARCHIVE_NAME, MANIFEST_NAME = "model.tar.gz", "lookout-model.json"
+NVIDIA_OPTIONS = ("gpu-code", "trt-ver", "cuda-ver")
+
+
+def _greengrass(configuration: dict[str, Any]) -> dict[str, Any]:
+    return configuration["Greengrass"]
+
+
+def component_version(configuration: dict[str, Any], model_version: int) -> str:
+    """The ComponentVersion given, or the documented default "<model version>.0.0"."""
+    return _greengrass(configuration).get("ComponentVersion") or f"{model_version}.0.0"
+
+
+def check_target(greengrass: dict[str, Any]) -> None:
+    """The target rules of package-settings.md and the GreengrassConfiguration reference."""
+    device, platform = greengrass.get("TargetDevice"), greengrass.get("TargetPlatform")
+    options = greengrass.get("CompilerOptions")
+    if (device is None) == (platform is None):
+        raise ValidationException("Specify exactly one of TargetDevice and TargetPlatform in the Greengrass "
+                                  "configuration.")
+    if device is not None:
+        if options is not None:
+            raise ValidationException("CompilerOptions can't be used with TargetDevice; remove them (the target "
+                                      "device determines the compiler options).")
+        return
+    parsed: Any = {}
+    if options is not None:
+        try:
+            parsed = json.loads(options)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ValidationException(f"CompilerOptions must be a JSON object, such as "
+                                      f'{{"mcpu": "core-avx2"}}; got {options}.')
+    if platform.get("Accelerator") == "NVIDIA":
+        missing = [name for name in NVIDIA_OPTIONS if name not in parsed]
+        if missing:
+            raise ValidationException(
+                "A TargetPlatform with the NVIDIA accelerator needs the compiler options gpu-code, trt-ver and "
+                f"cuda-ver; missing: {', '.join(missing)}.")
+
+
+def _component_arn(backend: Backend, name: str, version: str) -> str:
+    settings = backend.settings
+    return f"arn:aws:greengrass:{settings.region}:{settings.account_id}:components:{name}:versions:{version}"
+
+
+@operation("StartModelPackagingJob")
+def start_model_packaging_job(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    project = params["ProjectName"]
+    configuration = params["Configuration"]
+    greengrass = _greengrass(configuration)
+    check_target(greengrass)
+    job_name = params.get("JobName") or str(uuid.uuid4())
+    now = backend.now()
+    with backend.store.transaction() as db:
+        model = get_model(backend, project, params["ModelVersion"])
+        if model["status"] == training.TRAINING:
+            raise conflict(model, "package")
+        if model["status"] == training.TRAINING_FAILED:
+            raise ValidationException(f"Model version {model['version']} of project {project} failed to train; "
+                                      "only a trained model can be packaged.")
+        if db.execute("SELECT 1 FROM packaging_jobs WHERE project=? AND job_name=?", (project, job_name)).fetchone():
+            raise ConflictException(f"A model packaging job named {job_name} already exists in project {project}.",
+                                    resource_id=job_name, resource_type="MODEL_PACKAGE_JOB")
+        name, version = greengrass["ComponentName"], component_version(configuration, model["version"])
+        for other in db.execute("SELECT project, job_name, model_version, configuration FROM packaging_jobs "
+                                "WHERE status<>? AND json_extract(configuration, '$.Greengrass.ComponentName')=?",
+                                (FAILED, name)):
+            if component_version(json.loads(other["configuration"]), other["model_version"]) == version:
+                raise ConflictException(
+                    f"The component {name} version {version} already exists (model packaging job "
+                    f"{other['job_name']} of project {other['project']}); choose another ComponentName or "
+                    "ComponentVersion.", resource_id=job_name, resource_type="MODEL_PACKAGE_JOB")
+        db.execute("INSERT INTO packaging_jobs(project, job_name, model_version, status, status_message, description,"
+                   " configuration, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                   (project, job_name, model["version"], CREATED, "The model packaging job was created.",
+                    params.get("Description"), json.dumps(configuration), now, now))
+    _submit(backend, project, job_name)
+    return {"JobName": job_name}
+
+
+def _get_job(backend: Backend, project: str, job_name: str) -> sqlite3.Row:
+    get_project(backend, project)
+    row = backend.store.query_one("SELECT * FROM packaging_jobs WHERE project=? AND job_name=?", (project, job_name))
+    if row is None:
+        raise ResourceNotFoundException(f"The model packaging job {job_name} does not exist in project {project}.",
+                                        resource_id=job_name, resource_type="MODEL_PACKAGE_JOB")
+    return row
+
+
+def _metadata(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "JobName": row["job_name"],
+        "ProjectName": row["project"],
+        "ModelVersion": str(row["model_version"]),
+        "ModelPackagingJobDescription": row["description"],
+        "ModelPackagingMethod": METHOD,
+        "Status": row["status"],
+        "StatusMessage": row["status_message"],
+        "CreationTimestamp": row["created_at"],
+        "LastUpdatedTimestamp": row["updated_at"],
+    }
+
+
+@operation("DescribeModelPackagingJob")
+def describe_model_packaging_job(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    row = _get_job(backend, params["ProjectName"], params["JobName"])
+    description = _metadata(row)
+    description["ModelPackagingConfiguration"] = json.loads(row["configuration"])
+    if row["output_details"]:
+        description["ModelPackagingOutputDetails"] = json.loads(row["output_details"])
+    return {"ModelPackagingDescription": description}
+
+
+@operation("ListModelPackagingJobs")
+def list_model_packaging_jobs(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    project = params["ProjectName"]
+    get_project(backend, project)
+    created, name = decode_token(params.get("NextToken")) or (0.0, "")
+    size = page_size(params.get("MaxResults"))
+    rows = backend.store.query(
+        "SELECT * FROM packaging_jobs WHERE project=? AND (created_at>? OR (created_at=? AND job_name>?)) "
+        "ORDER BY created_at, job_name LIMIT ?", (project, created, created, name, size + 1))
+    result: dict[str, Any] = {"ModelPackagingJobs": [_metadata(row) for row in rows[:size]]}
+    if len(rows) > size:
+        last = rows[size - 1]
+        result["NextToken"] = encode_token([last["created_at"], last["job_name"]])
+    return result
+
+
+# ------------------------------------------------------------------------------------------- the job
+def _submit(backend: Backend, project: str, job_name: str) -> None:
+    backend.jobs.submit(f"package {project}/{job_name}", run_packaging, backend, project, job_name)
+
+
+def _set_status(backend: Backend, project: str, job_name: str, status: str, message: str,
+                output_details: dict[str, Any] | None = None) -> None:
+    with backend.store.transaction() as db:
+        db.execute("UPDATE packaging_jobs SET status=?, status_message=?, output_details=?, updated_at=? "
+                   "WHERE project=? AND job_name=?",
+                   (status, message, json.dumps(output_details) if output_details else None, backend.now(),
+                    project, job_name))
+
+
+def run_packaging(backend: Backend, project: str, job_name: str) -> None:
+    """Package the model and record the outcome; never raises (the outcome is the job's status)."""
+    import engine
+
+    row = backend.store.query_one("SELECT * FROM packaging_jobs WHERE project=? AND job_name=?", (project, job_name))
+    configuration = json.loads(row["configuration"])
+    greengrass = _greengrass(configuration)
+    name, version = greengrass["ComponentName"], component_version(configuration, row["model_version"])
+    _set_status(backend, project, job_name, RUNNING, "The model is being packaged.")
+    location = greengrass["S3OutputLocation"]
+    folder = output_key(location.get("Prefix") or "", f"{name}/{version}/")
+    try:
+        directory = training.engine_dir(backend, project, row["model_version"])
+        model = engine.load_model(directory)  # also proves the packaged artifact loads
+        manifest = {
+            "Format": PACKAGE_FORMAT,
+            "FormatVersion": 1,
+            "ComponentName": name,
+            "ComponentVersion": version,
+            "ComponentDescription": greengrass.get("ComponentDescription"),
+            "ProjectName": project,
+            "ModelVersion": str(row["model_version"]),
+            "ModelArn": model_arn(backend, project, row["model_version"]),
+            "ModelType": "segmentation" if model.is_segmentation else "classification",
+            "ImageWidth": model.image_size[0],
+            "ImageHeight": model.image_size[1],
+            "LabelColors": model.label_colors,
+            "EngineDirectory": "engine",
+            "Target": {key: greengrass[key] for key in ("TargetDevice", "TargetPlatform", "CompilerOptions")
+                       if key in greengrass},
+            "CreatedAt": dt.datetime.now(dt.timezone.utc).isoformat(),
+        }
+        archive = _archive(directory, manifest)
+        manifest["Archive"] = {"Key": folder + ARCHIVE_NAME, "Size": len(archive),
+                               "Sha256": hashlib.sha256(archive).hexdigest()}
+        backend.objects.put(location["Bucket"], folder + ARCHIVE_NAME, archive, "application/gzip")
+        backend.objects.put(location["Bucket"], folder + MANIFEST_NAME, json.dumps(manifest, indent=2).encode(),
+                            "application/json")
+    except ObjectNotFound as exc:
+        _set_status(backend, project, job_name, FAILED,
+                    f"The package could not be written to s3://{location['Bucket']}/{folder} ({exc}).")
+        return
+    except (engine.EngineError, OSError) as exc:
+        _set_status(backend, project, job_name, FAILED, f"The model could not be packaged: {exc}")
+        return
+    except Exception as exc:  # a bug of ours: keep the traceback, tell the user
+        log.exception("packaging job %s/%s failed", project, job_name)
+        _set_status(backend, project, job_name, FAILED, f"An internal error stopped the job ({type(exc).__name__}).")
+        return
+    _set_status(backend, project, job_name, SUCCEEDED,
+                f"The model was packaged to s3://{location['Bucket']}/{folder}{ARCHIVE_NAME}.",
+                {"Greengrass": {"ComponentVersionArn": _component_arn(backend, name, version),
+                                "ComponentName": name, "ComponentVersion": version}})
+
+
+def _archive(directory: Path, manifest: dict[str, Any]) -> bytes:
+    """A gzipped tar of the engine artifact (as ``engine/``) with the package manifest beside it."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(directory, arcname="engine")
+        data = json.dumps(manifest, indent=2).encode()
+        info = tarfile.TarInfo(MANIFEST_NAME)
+        info.size, info.mtime = len(data), int(dt.datetime.now().timestamp())
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@on_startup
+def resume_packaging(backend: Backend) -> None:
+    """Jobs a restart interrupted run again from the start (packaging is repeatable)."""
+    for row in backend.store.query("SELECT project, job_name FROM packaging_jobs WHERE status IN (?, ?)",
+                                   (CREATED, RUNNING)):
+        _submit(backend, row["project"], row["job_name"])

@@ -1,0 +1,198 @@
+"""StartModel / StopModel / DetectAnomalies: hosting life cycle, results and every rejected input."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+from PIL import Image
+
+from datasets_support import error_of
+from models_support import COLOUR, LABEL, SIZE, Trained, encode, new_kit, texture, trained
+
+
+@pytest.fixture(scope="module")
+def hosted(lookout: Any, s3: Any) -> Iterator[Trained]:
+    """The shared classification model, hosted with two inference units for this module."""
+    model = trained("classification", lookout, s3)
+    described = model.kit.host("1", units=2)
+    assert (described["MinInferenceUnits"], described["MaxInferenceUnits"]) == (2, 2)
+    yield model
+    model.kit.lookout.stop_model(ProjectName=model.kit.project, ModelVersion="1")
+    assert model.kit.wait_model("1")["Status"] == "TRAINED"
+
+
+def _detect_error(model: Trained, body: bytes, content_type: str = "image/png") -> tuple[str, int, str]:
+    with pytest.raises(ClientError) as err:
+        model.kit.detect("1", body, content_type)
+    return error_of(err)
+
+
+# ------------------------------------------------------------------------------------------ results
+def test_classification_results(hosted: Trained) -> None:
+    for body in hosted.normals:
+        result = hosted.kit.detect("1", body)
+        assert result["Source"] == {"Type": "direct"}
+        assert result["IsAnomalous"] is False
+        assert 0.5 <= result["Confidence"] <= 1.0
+        assert "Anomalies" not in result and "AnomalyMask" not in result
+    for body, _ in hosted.anomalies:
+        result = hosted.kit.detect("1", body)
+        assert result["IsAnomalous"] is True and 0.5 <= result["Confidence"] <= 1.0
+
+
+def test_jpeg_images_are_accepted(hosted: Trained) -> None:
+    result = hosted.kit.detect("1", encode(texture(8000), "JPEG"), "image/jpeg")
+    assert result["Source"] == {"Type": "direct"} and isinstance(result["IsAnomalous"], bool)
+
+
+def test_latest_version_is_resolved(hosted: Trained) -> None:
+    assert hosted.kit.detect("latest", hosted.normals[0])["IsAnomalous"] is False
+
+
+def test_segmentation_life_cycle(lookout: Any, s3: Any) -> None:
+    """Not hosted -> Conflict; hosted -> mask and labels; stopped -> TRAINED and Conflict again."""
+    model = trained("segmentation", lookout, s3)
+    kit = model.kit
+    with pytest.raises(ClientError) as err:
+        kit.detect("1", model.normals[0])
+    code, status, message = error_of(err)
+    assert (code, status) == ("ConflictException", 409)
+    assert err.value.response["ResourceType"] == "MODEL" and "TRAINED" in message
+
+    kit.host("1")
+    body, truth = model.anomalies[0]
+    result = kit.detect("1", body)
+    assert result["IsAnomalous"] is True
+    names = [anomaly["Name"] for anomaly in result["Anomalies"]]
+    assert names[0] == "background" and result["Anomalies"][0]["PixelAnomaly"]["Color"] == "#FFFFFF"
+    found = result["Anomalies"][names.index(LABEL)]["PixelAnomaly"]
+    assert found["Color"].upper() == COLOUR
+    assert sum(a["PixelAnomaly"]["TotalPercentageArea"] for a in result["Anomalies"]) == pytest.approx(1.0, abs=1e-3)
+    mask = np.asarray(Image.open(io.BytesIO(result["AnomalyMask"])).convert("RGB"))
+    assert mask.shape == (SIZE[1], SIZE[0], 3)
+    painted = np.all(mask == (0x2C, 0xA0, 0x2C), axis=-1)
+    square = np.all(truth == (0x2C, 0xA0, 0x2C), axis=-1)
+    assert painted.mean() == pytest.approx(found["TotalPercentageArea"], abs=1e-3)
+    assert (painted & square).sum() / square.sum() > 0.5  # the mask lands on the defect
+    normal = kit.detect("1", model.normals[0])
+    assert normal["IsAnomalous"] is False and normal["Anomalies"][0]["Name"] == "background"
+
+    assert lookout.stop_model(ProjectName=kit.project, ModelVersion="1")["Status"] == "STOPPING_HOSTING"
+    described = kit.wait_model("1")
+    assert described["Status"] == "TRAINED" and "MinInferenceUnits" not in described
+    for call in (lambda: lookout.stop_model(ProjectName=kit.project, ModelVersion="1"),
+                 lambda: kit.detect("1", model.normals[0])):
+        with pytest.raises(ClientError) as err:
+            call()
+        assert error_of(err)[0] == "ConflictException"
+
+
+def test_inference_units_are_parallel_workers(hosted: Trained, emulator) -> None:
+    from emulator.hosting import registry
+
+    served = registry(emulator.backend).get((hosted.kit.project, 1))
+    assert served is not None and served.units == 2
+
+
+# ------------------------------------------------------------------------------------ rejected images
+def test_unsupported_content_type(hosted: Trained) -> None:
+    code, status, message = _detect_error(hosted, hosted.normals[0], "image/gif")
+    assert (code, status) == ("ValidationException", 400) and "image/png or image/jpeg" in message
+
+
+def test_content_type_must_match_the_bytes(hosted: Trained) -> None:
+    code, _, message = _detect_error(hosted, hosted.normals[0], "image/jpeg")
+    assert code == "ValidationException" and "a PNG image" in message
+
+
+def test_non_image_body(hosted: Trained) -> None:
+    code, _, message = _detect_error(hosted, b"GIF89a not an image at all")
+    assert code == "ValidationException" and "not a PNG or JPEG image" in message
+
+
+def test_truncated_image(hosted: Trained) -> None:
+    body = encode(texture(1), "JPEG")
+    code, _, message = _detect_error(hosted, body[: len(body) // 2], "image/jpeg")
+    assert code == "ValidationException" and "truncated" in message
+
+
+def test_image_of_other_dimensions(hosted: Trained) -> None:
+    code, _, message = _detect_error(hosted, encode(texture(1, (128, 96))))
+    assert code == "ValidationException"
+    assert "128x96" in message and f"{SIZE[0]}x{SIZE[1]}" in message
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A small PNG whose header declares a huge image: it must be refused before any pixel is decoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 100_000, 9))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side, expected", [(30_000, "more pixels than"), (4_000, "4000x4000")])
+def test_decompression_bomb(hosted: Trained, side: int, expected: str) -> None:
+    code, _, message = _detect_error(hosted, _png_bomb(side, side))
+    assert code == "ValidationException" and expected in message
+
+
+def test_oversize_body(hosted: Trained) -> None:
+    body = encode(texture(3), "JPEG") + b"\x00" * (8 * 1024 * 1024)  # decoders ignore bytes after the image
+    code, _, message = _detect_error(hosted, body, "image/jpeg")
+    assert code == "ValidationException" and "8 MB" in message
+
+
+def test_bad_requests_never_break_the_workers(hosted: Trained) -> None:
+    for body in (b"", b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, encode(texture(2))[:-30]):
+        with pytest.raises(ClientError) as err:
+            hosted.kit.detect("1", body)
+        assert error_of(err)[0] == "ValidationException"
+    assert hosted.kit.detect("1", hosted.normals[1])["IsAnomalous"] is False
+
+
+# --------------------------------------------------------------------------- hosting state errors
+def test_detect_on_an_unknown_model(hosted: Trained, lookout: Any) -> None:
+    with pytest.raises(ClientError) as err:
+        lookout.detect_anomalies(ProjectName=hosted.kit.project, ModelVersion="99", Body=hosted.normals[0],
+                                 ContentType="image/png")
+    assert error_of(err)[:2] == ("ResourceNotFoundException", 404)
+
+
+def test_a_hosted_model_cannot_be_started_again_or_deleted(hosted: Trained, lookout: Any) -> None:
+    for call, kwargs in (("start_model", {"MinInferenceUnits": 1}), ("delete_model", {})):
+        with pytest.raises(ClientError) as err:
+            getattr(lookout, call)(ProjectName=hosted.kit.project, ModelVersion="1", **kwargs)
+        code, _, message = error_of(err)
+        assert code == "ConflictException" and "HOSTED" in message
+
+
+def test_max_inference_units_below_min(hosted: Trained, lookout: Any) -> None:
+    with pytest.raises(ClientError) as err:
+        lookout.start_model(ProjectName=hosted.kit.project, ModelVersion="1", MinInferenceUnits=3,
+                            MaxInferenceUnits=2)
+    code, _, message = error_of(err)
+    assert code == "ValidationException" and "MaxInferenceUnits" in message
+
+
+def test_inference_units_are_validated_server_side(hosted: Trained, lookout_unvalidated: Any) -> None:
+    with pytest.raises(ClientError) as err:
+        lookout_unvalidated.start_model(ProjectName=hosted.kit.project, ModelVersion="1", MinInferenceUnits=0)
+    code, _, message = error_of(err)
+    assert code == "ValidationException" and "minInferenceUnits" in message
+
+
+def test_only_trained_models_start_and_only_hosted_ones_stop(lookout: Any, s3: Any, project_name: str) -> None:
+    version = new_kit(lookout, s3, project_name).failed_model()
+    for call, kwargs in (("start_model", {"MinInferenceUnits": 1}), ("stop_model", {})):
+        with pytest.raises(ClientError) as err:
+            getattr(lookout, call)(ProjectName=project_name, ModelVersion=version, **kwargs)
+        code, status, message = error_of(err)
+        assert (code, status) == ("ConflictException", 409) and "TRAINING_FAILED" in message
