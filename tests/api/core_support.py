@@ -1,12 +1,20 @@
 """Helpers of the service-core tests (projects, tags, S3, protocol)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
 import urllib.error
 import urllib.request
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
+
+from emulator.testing import TEST_CREDENTIALS
+
+LISTENING = "lookout-emulator listening on "
 
 
 def stored_model(emulator: Any, project: str, version: int = 1) -> str:
@@ -40,3 +48,45 @@ def raw_request(endpoint_url: str, method: str, path: str, body: bytes | None = 
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
     except urllib.error.HTTPError as error:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+class ServerProcess:
+    """``lookout-emulator serve`` in a child process, as users run it; `command` is the argv before
+    the serve flags (the console script, or ``python -m emulator.cli``). Its output is collected
+    on a thread, so that a chatty server never blocks on a full pipe."""
+
+    def __init__(self, command: list[str], *flags: str, timeout: float = 120) -> None:
+        self.process = subprocess.Popen([*command, "serve", "--port", "0", *flags], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.lines: list[str] = []
+        self._listening = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._listening.wait(timeout)
+        announced = next((line for line in self.lines if line.startswith(LISTENING)), None)
+        if announced is None:
+            self.process.kill()
+            raise AssertionError("the server did not start:\n" + self.output)
+        self.endpoint_url = announced[len(LISTENING):].strip()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if line.startswith(LISTENING):
+                self._listening.set()
+        self._listening.set()  # the process ended: stop waiting
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name="us-east-1", **TEST_CREDENTIALS)
+
+    def stop(self, signum: int, timeout: float = 60) -> int:
+        """Send `signum` and wait for the process to end; returns its exit status."""
+        self.process.send_signal(signum)
+        status = self.process.wait(timeout)
+        self._reader.join(10)
+        return status
