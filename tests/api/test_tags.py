@@ -7,6 +7,15 @@ from botocore.exceptions import ClientError
 from tests.api.core_support import error_of, stored_model
 
 
+def _tag_call(lookout, call, arn, key="k"):
+    """ListTagsForResource, or TagResource/UntagResource of one key, on `arn`."""
+    if call == "list":
+        return lookout.list_tags_for_resource(ResourceArn=arn)
+    if call == "tag":
+        return lookout.tag_resource(ResourceArn=arn, Tags=[{"Key": key, "Value": "v"}])
+    return lookout.untag_resource(ResourceArn=arn, TagKeys=[key])
+
+
 @pytest.fixture
 def project_arn(lookout, project_name):
     return lookout.create_project(ProjectName=project_name)["ProjectMetadata"]["ProjectArn"]
@@ -54,12 +63,7 @@ def test_unknown_resources_are_not_found(lookout, project_name, call):
     }
     for resource_type, arn in arns.items():
         with pytest.raises(ClientError) as err:
-            if call == "list":
-                lookout.list_tags_for_resource(ResourceArn=arn)
-            elif call == "tag":
-                lookout.tag_resource(ResourceArn=arn, Tags=[{"Key": "k", "Value": "v"}])
-            else:
-                lookout.untag_resource(ResourceArn=arn, TagKeys=["k"])
+            _tag_call(lookout, call, arn)
         response = error_of(err)
         assert response["Error"]["Code"] == "ResourceNotFoundException"
         assert response["ResponseMetadata"]["HTTPStatusCode"] == 404
@@ -89,13 +93,10 @@ def test_at_most_50_tags_per_resource(lookout, project_arn):
     assert len(lookout.list_tags_for_resource(ResourceArn=project_arn)["Tags"]) == 50
 
 
-@pytest.mark.parametrize("call", ["tag", "untag"])
-def test_aws_prefix_is_reserved(lookout, project_arn, call):
+@pytest.mark.parametrize("call, key", [("tag", "AWS:cost"), ("untag", "aws:cost")])
+def test_aws_prefix_is_reserved(lookout, project_arn, call, key):
     with pytest.raises(ClientError) as err:
-        if call == "tag":
-            lookout.tag_resource(ResourceArn=project_arn, Tags=[{"Key": "AWS:cost", "Value": "v"}])
-        else:
-            lookout.untag_resource(ResourceArn=project_arn, TagKeys=["aws:cost"])
+        _tag_call(lookout, call, project_arn, key)
     response = error_of(err)
     assert response["Error"]["Code"] == "ValidationException"
     assert "reserved for AWS use" in response["Error"]["Message"]
