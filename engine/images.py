@@ -92,8 +92,10 @@ def decode_mask(
         )
     colours = [(255, 255, 255), (0, 0, 0)] + list(palette)
     ref = np.array(colours, dtype=np.int16)  # (K, 3)
-    flat = m.reshape(-1, 3)
-    uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
+    # Pack RGB into one int so np.unique is a fast 1-D sort (row-wise unique is ~50x slower).
+    packed = (m[..., 0].astype(np.int32) << 16) | (m[..., 1].astype(np.int32) << 8) | m[..., 2]
+    upacked, inverse = np.unique(packed.ravel(), return_inverse=True)
+    uniq = np.stack([(upacked >> 16) & 255, (upacked >> 8) & 255, upacked & 255], 1)
     d = np.abs(uniq[:, None, :].astype(np.int16) - ref[None, :, :]).max(axis=2)  # (U, K)
     nearest = d.argmin(axis=1)
     bad = d[np.arange(len(uniq)), nearest] > 40

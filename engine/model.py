@@ -16,6 +16,7 @@ from .errors import EngineError
 from .features import PatchFeatureExtractor
 from .images import decode_mask, parse_hex, to_rgb_uint8
 from .memory import knn_distance
+from .patch_head import PatchClassifier, patch_inputs
 from .metrics import Metrics, SegmentationAccumulator, classification_metrics
 from .scoring import smooth, upsample
 from .segmentation import label_regions, render
@@ -25,7 +26,7 @@ from .types import Item, Prediction
 
 FORMAT = "lookout-emulator-engine-model"
 FORMAT_VERSION = 1
-CANDIDATES = ("oneclass", "supervised", "combined")
+CANDIDATES = ("oneclass", "supervised", "combined", "patch")
 
 
 class Model:
@@ -40,7 +41,9 @@ class Model:
             (candidate, CV AUROC per candidate, threshold, seg IoU CV, counts, timings).
     """
 
-    def __init__(self, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+    def __init__(
+        self, config: dict, tensors: dict[str, torch.Tensor], extractor: PatchFeatureExtractor | None = None
+    ) -> None:
         self.config = config
         self.tensors = tensors
         self.image_size: tuple[int, int] = (int(config["image_size"][0]), int(config["image_size"][1]))
@@ -55,7 +58,8 @@ class Model:
             raise EngineError(f"model artifact has unknown candidate {self.candidate!r}")
 
         trunk = {k[len("trunk."):]: v for k, v in tensors.items() if k.startswith("trunk.")}
-        self._extractor = PatchFeatureExtractor(config["backbone"], trunk, tuple(config["work_size"]))
+        # fit() hands over its (already traced) extractor built from the very same trunk tensors.
+        self._extractor = extractor or PatchFeatureExtractor(config["backbone"], trunk, tuple(config["work_size"]))
         self._feat_mean = tensors["feat_mean"].view(1, -1, 1, 1)
         self._feat_std = tensors["feat_std"].view(1, -1, 1, 1)
         self._bank = tensors["bank"]
@@ -70,24 +74,43 @@ class Model:
                 float(config["head_intercept"]),
             )
         self._combo = config.get("combo")
-        self._centroids = tensors.get("label_centroids")
+        self._patch: PatchClassifier | None = None
+        if "patch_coef" in tensors:
+            self._patch = PatchClassifier(
+                tensors["patch_mean"].numpy(), tensors["patch_scale"].numpy(),
+                tensors["patch_coef"].numpy(), tensors["patch_intercept"].numpy(),
+            )
+        self._pixel_source = config.get("pixel_source", "oneclass")
+        if self._pixel_source not in ("oneclass", "patch") or (self._pixel_source == "patch" and self._patch is None):
+            raise EngineError("model artifact has an inconsistent pixel_source")
+        if self.candidate == "patch" and self._patch is None:
+            raise EngineError("model artifact lacks the patch classifier its candidate needs")
 
     # ------------------------------------------------------------------ features and raw scores
     def standardised_features(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """(B, D, gh, gw) descriptors, standardised with the training normals' channel statistics."""
         return (self._extractor(images) - self._feat_mean) / self._feat_std
 
-    def distance_maps(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, gh, gw) smoothed nearest-neighbour distances to the normal memory bank."""
+    def maps(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Grid maps (B, gh, gw): 'raw' and smoothed 'oneclass' k-NN distances to the normal memory
+        bank, plus (segmentation) the smoothed 'patch' anomaly logit and best 'label' per cell."""
         b, d, gh, gw = feats.shape
         q = feats.permute(0, 2, 3, 1).reshape(-1, d)
-        dist = knn_distance(q, self._bank, self._bank_sq).view(b, gh, gw)
-        return smooth(dist, self._sigma)
+        raw = knn_distance(q, self._bank, self._bank_sq).view(b, gh, gw)
+        out = {"raw": raw, "oneclass": smooth(raw, self._sigma)}
+        if self._patch is not None:
+            logit, label = self._patch.anomaly_logit(patch_inputs(feats, raw, out["oneclass"]))
+            out["patch"] = smooth(torch.from_numpy(logit.astype(np.float32)).view(b, gh, gw), self._sigma)
+            out["label"] = torch.from_numpy(label.astype(np.int64)).view(b, gh, gw)
+        return out
 
-    def raw_scores(self, oneclass: np.ndarray, pooled_feats: np.ndarray | None) -> np.ndarray:
+    def raw_scores(self, maps: dict[str, torch.Tensor], pooled_feats: np.ndarray | None) -> np.ndarray:
         """The selected candidate's raw image score from its ingredients."""
+        oneclass = maps["oneclass"].flatten(1).amax(1).double().numpy()
         if self.candidate == "oneclass":
             return oneclass
+        if self.candidate == "patch":
+            return maps["patch"].flatten(1).amax(1).double().numpy()
         sup = self._head.logit(pooled_feats)
         if self.candidate == "supervised":
             return sup
@@ -124,16 +147,15 @@ class Model:
         for s in range(0, len(images), batch_size):
             chunk = images[s : s + batch_size]
             feats = self.standardised_features(chunk)
-            dmaps = self.distance_maps(feats)
-            oc = dmaps.flatten(1).amax(1).double().numpy()
+            maps = self.maps(feats)
             pf = pooled(feats).double().numpy() if self._head is not None else None
-            raw = self.raw_scores(oc, pf)
+            raw = self.raw_scores(maps, pf)
             scores = self._image_norm(raw)
             # Normalise on the grid, then upsample: identical decision surface, ~10x cheaper than
             # normalising every full-resolution pixel.
-            grid01 = torch.from_numpy(self._pixel_norm(dmaps.numpy()).astype(np.float32))
+            grid01 = torch.from_numpy(self._pixel_norm(maps[self._pixel_source].numpy()).astype(np.float32))
             full = upsample(grid01, h, w).clamp_(0.0, 1.0).numpy()
-            cells = self._cell_labels(feats) if self.is_segmentation else None
+            cells = maps["label"].numpy() if ("label" in maps and len(self._labels) > 1) else None
             for j in range(len(chunk)):
                 score = float(scores[j])
                 is_anom = bool(raw[j] >= self._image_norm.threshold)
@@ -145,15 +167,6 @@ class Model:
                 conf = score if is_anom else 1.0 - score
                 results.append((Prediction(is_anom, float(conf), score, amap, mask, anomalies), index))
         return results
-
-    def _cell_labels(self, feats: torch.Tensor) -> np.ndarray | None:
-        """(B, gh, gw) nearest label centroid per grid cell; None with a single label."""
-        if self._centroids is None or len(self._labels) < 2:
-            return None
-        b, d, gh, gw = feats.shape
-        q = feats.permute(0, 2, 3, 1).reshape(-1, d)
-        dist = torch.cdist(q, self._centroids)
-        return dist.argmin(1).view(b, gh, gw).numpy()
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, items: Sequence[Item]) -> Metrics:

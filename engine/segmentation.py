@@ -3,8 +3,8 @@
 The mask is the set of pixels whose normalised anomaly map is >= 0.5 (the pixel threshold was chosen
 on the training masks, see training.py), painted only when the image itself is predicted anomalous
 (a normal verdict with painted defects would contradict itself). Each connected region gets one
-label: the label whose training-mask descriptors (centroids) are closest to the region's cells,
-weighted by anomaly strength -- with a single label this is trivial.
+label: a vote of its pixels for their grid cell's most likely label under the patch classifier
+(patch_head.py), weighted by anomaly strength -- with a single label this is trivial.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ FALLBACK_FRACTION = 0.9
 
 
 def label_regions(
-    map01: np.ndarray, is_anomalous: bool, cell_labels: np.ndarray | None, cell_weights: np.ndarray | None = None
+    map01: np.ndarray, is_anomalous: bool, cell_labels: np.ndarray | None
 ) -> np.ndarray:
     """(H, W) label index map: 0 = background, i+1 = label i.
 

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 _CS = (0.003, 0.03, 0.3)
 
@@ -38,8 +39,15 @@ class LinearHead:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, seed: int, inner_folds: int = 3) -> "LinearHead":
-        """Fit with C picked by inner stratified CV (AUROC); deterministic (lbfgs, fixed folds)."""
-        from sklearn.linear_model import LogisticRegression
+        """Fit with C picked by inner stratified CV (AUROC); deterministic (lbfgs, fixed folds).
+
+        BLAS is limited to one thread: the problem is tiny, multi-threaded BLAS on a busy machine is
+        an order of magnitude slower, and the result must not depend on the thread count."""
+        with threadpool_limits(1):
+            return cls._fit(x, y, seed, inner_folds)
+
+    @classmethod
+    def _fit(cls, x: np.ndarray, y: np.ndarray, seed: int, inner_folds: int) -> "LinearHead":
         from sklearn.metrics import roc_auc_score
         from sklearn.model_selection import StratifiedKFold
 

@@ -31,6 +31,7 @@ from .images import decode_mask, normalise_hex, to_rgb_uint8, working_size
 from .memory import greedy_coreset, knn_distance
 from .metrics import auroc
 from .model import FORMAT, FORMAT_VERSION, Model
+from .patch_head import PatchClassifier, patch_inputs
 from .options import FitOptions
 from .scoring import smooth, upsample
 from .supervised import LinearHead
@@ -38,7 +39,7 @@ from .threshold import ScoreNormaliser, normal_only_threshold, youden_threshold
 from .types import Item
 
 _TIE = 0.005  # AUROC difference treated as a tie between candidates
-_PREFERENCE = ("combined", "oneclass", "supervised")
+_PREFERENCE = ("combined", "oneclass", "patch", "supervised")
 
 
 class _Clock:
@@ -141,15 +142,19 @@ def _prepare(train: Sequence[Item], label_colors: Mapping[str, str] | None) -> _
     return d
 
 
-def _cv_subset(y: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices scored out-of-fold: all images, or a class-balanced random subset of ``cap``."""
+def _cv_subset(y: np.ndarray, masked: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices scored out-of-fold: all images, or a class-balanced random subset of ``cap``
+    (masked anomalies first, since they also train the patch classifier)."""
     if len(y) <= cap:
         return np.arange(len(y))
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     k_pos = min(len(pos), cap // 2)
     k_neg = min(len(neg), cap - k_pos)
     k_pos = min(len(pos), cap - k_neg)
-    sel = np.concatenate([rng.choice(pos, k_pos, replace=False), rng.choice(neg, k_neg, replace=False)])
+    # random order within pos, masked ones first
+    order = rng.permutation(pos)
+    order = np.concatenate([order[masked[order]], order[~masked[order]]])
+    sel = np.concatenate([order[:k_pos], rng.choice(neg, k_neg, replace=False)])
     return np.sort(sel)
 
 
@@ -225,8 +230,9 @@ def fit(
     extractor = PatchFeatureExtractor(opts.backbone, trunk, work)
     gh, gw = extractor.grid
     n_patches = gh * gw
-    cv_idx = _cv_subset(y, opts.max_cv_images, rng)
-    keep = set(cv_idx.tolist()) | {i for i, m in enumerate(data.masks) if m is not None}
+    has_mask = np.array([m is not None for m in data.masks], dtype=bool)
+    cv_idx = _cv_subset(y, has_mask, opts.max_cv_images, rng)
+    keep = set(cv_idx.tolist())
     normals = np.flatnonzero(y == 0)
     per_image = min(n_patches, int(math.ceil(opts.max_bank_candidates / len(normals))))
     cand, cand_origin = [], []
@@ -268,29 +274,46 @@ def fit(
         return (kept[i] - mu.view(-1, 1, 1)) / sd.view(-1, 1, 1)
 
     # ---- 3. out-of-fold one-class maps -----------------------------------------------------
+    raw_maps: dict[int, torch.Tensor] = {}
     oof_maps: dict[int, torch.Tensor] = {}
-    for k, i in enumerate(sorted(keep)):
+    for i in cv_idx.tolist():
         q = std_feats(i).flatten(1).T.contiguous()
         excl = (bank_origin == i) if y[i] == 0 else None
         if excl is not None and bool(excl.all()):
-            excl = None  # only possible with a single normal image; guarded in _prepare
-        dist = knn_distance(q, bank, bank_sq, exclude=excl).view(1, gh, gw)
-        oof_maps[i] = smooth(dist, opts.map_sigma)[0]
-    clock.step(0.75, "cross-validated one-class scores")
+            excl = None  # cannot happen with >= 2 normals and a full-size bank
+        raw_maps[i] = knn_distance(q, bank, bank_sq, exclude=excl).view(gh, gw)
+        oof_maps[i] = smooth(raw_maps[i][None], opts.map_sigma)[0]
+    clock.step(0.72, "cross-validated one-class scores")
     oc = np.array([float(oof_maps[i].max()) for i in cv_idx], dtype=np.float64)
     ycv = y[cv_idx]
+    n_pos, n_neg = int(ycv.sum()), int((1 - ycv).sum())
+
+    # ---- 3b. patch classifier on the masks (segmentation) ---------------------------------
+    masked = [i for i in cv_idx.tolist() if has_mask[i]]
+    patch_maps: dict[int, torch.Tensor] | None = None
+    patch_clf: PatchClassifier | None = None
+    if is_seg and len(masked) >= 2:
+        patch_rows = _patch_rows(cv_idx, y, data.masks, std_feats, raw_maps, oof_maps, gh, gw,
+                                 len(data.labels), opts, rng)
+        def inputs_of(i: int) -> np.ndarray:
+            return patch_inputs(std_feats(i)[None], raw_maps[i][None], oof_maps[i][None])
+
+        patch_maps = _patch_oof(cv_idx, y, has_mask, patch_rows, inputs_of, len(data.labels), opts, gh, gw)
+        px, pt = _stack_rows(patch_rows, cv_idx.tolist())
+        if len(np.unique(pt[pt >= 0])) >= 2:
+            patch_clf = PatchClassifier.fit(px[pt >= 0], pt[pt >= 0], len(data.labels))
+        else:
+            patch_maps = None
+        clock.step(0.8, "cross-validated patch classifier")
 
     # ---- 4. candidates ----------------------------------------------------------------------
     pooled_all = torch.cat(
         [(torch.cat(pooled_mean) - mu) / sd, (torch.cat(pooled_max) - mu) / sd], 1
     ).double().numpy()
-    n_pos, n_neg = int(ycv.sum()), int((1 - ycv).sum())
     scores: dict[str, np.ndarray] = {"oneclass": oc}
-    use_sup = (
-        n_pos >= opts.min_anomalies_for_supervised and n_neg >= opts.min_anomalies_for_supervised
-    )
+    enough = n_pos >= opts.min_anomalies_for_supervised and n_neg >= opts.min_anomalies_for_supervised
     combo = None
-    if use_sup:
+    if enough:
         from sklearn.model_selection import StratifiedKFold
 
         folds = min(opts.cv_folds, n_pos, n_neg)
@@ -304,7 +327,9 @@ def fit(
         sp_c, sp_s = _std_stats(sup[ycv == 0])
         combo = {"oc_center": oc_c, "oc_scale": oc_s, "sup_center": sp_c, "sup_scale": sp_s}
         scores["combined"] = 0.5 * ((oc - oc_c) / oc_s + (sup - sp_c) / sp_s)
-        clock.step(0.82, "cross-validated supervised head")
+        clock.step(0.86, "cross-validated supervised head")
+    if patch_maps is not None and len(masked) >= opts.min_anomalies_for_supervised and n_neg >= 2:
+        scores["patch"] = np.array([float(patch_maps[i].max()) for i in cv_idx], dtype=np.float64)
     aucs = {k: auroc(ycv, v) for k, v in scores.items()}
     if n_pos > 0:
         best = max(a for a in aucs.values() if a is not None)
@@ -318,50 +343,49 @@ def fit(
     t_img = youden_threshold(neg, pos) if n_pos > 0 else normal_only_threshold(neg)
     image_norm = ScoreNormaliser.fit(t_img, neg, pos)
     oof_pred = raw >= t_img
-
-    # Pixel map normalisation: one-class threshold (the image decision of a one-class model is
-    # "some smoothed pixel >= threshold", so the map and the verdict agree) ...
-    oc_neg, oc_pos = oc[ycv == 0], oc[ycv == 1]
-    t_pix = youden_threshold(oc_neg, oc_pos) if n_pos > 0 else normal_only_threshold(oc_neg)
-    normal_pixels = np.concatenate([oof_maps[i].flatten().numpy() for i in cv_idx if y[i] == 0])
+    tp = int((oof_pred & (ycv == 1)).sum())
+    fp = int((oof_pred & (ycv == 0)).sum())
+    fn = int((~oof_pred & (ycv == 1)).sum())
     report: dict = {
         "n_train": n,
         "n_normal": int((y == 0).sum()),
         "n_anomaly": int((y == 1).sum()),
+        "n_masked": int(has_mask.sum()),
         "n_cv_images": int(len(cv_idx)),
         "work_size": list(work),
         "grid": [gh, gw],
         "memory_bank": int(m),
         "cv_auroc": aucs,
         "candidate": candidate,
-        "cv_f1": None,
+        "threshold": float(t_img),
+        "cv_f1": (2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else None,
         "seg_iou_cv": None,
     }
-    tp = int((oof_pred & (ycv == 1)).sum())
-    fp = int((oof_pred & (ycv == 0)).sum())
-    fn = int((~oof_pred & (ycv == 1)).sum())
-    report["cv_f1"] = (2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else None
-    pix_pos = oc_pos
 
-    # ... or, for segmentation, the threshold that best reproduces the training masks.
-    centroids = None
-    if is_seg:
-        masked = [i for i in sorted(keep) if data.masks[i] is not None]
-        if masked:
-            wh, ww = work[1], work[0]
-            maps = {i: upsample(oof_maps[i][None], wh, ww)[0].numpy() for i in masked}
-            gts = {i: _resize_mask(data.masks[i], wh, ww) > 0 for i in masked}
-            allv = np.concatenate([maps[i].ravel() for i in masked])
-            cands = np.unique(np.quantile(allv, np.linspace(0.5, 0.999, 60)))
-            t_pix, _ = _best_pixel_threshold([maps[i] for i in masked], [gts[i] for i in masked], cands)
-            pix_pos = np.concatenate([maps[i][gts[i]] for i in masked])
-            report["seg_iou_cv"] = _seg_cv(masked, maps, gts, cands, cv_idx, oof_pred, opts)
-            if len(data.labels) > 1:
-                centroids = _label_centroids(masked, data.masks, std_feats, gh, gw, len(data.labels))
+    # Pixel maps. Classification: the one-class map with the one-class image threshold (the
+    # verdict of a one-class model is "some smoothed cell >= threshold", so map and verdict agree).
+    map_source = oof_maps
+    oc_neg, oc_pos = oc[ycv == 0], oc[ycv == 1]
+    t_pix = youden_threshold(oc_neg, oc_pos) if n_pos > 0 else normal_only_threshold(oc_neg)
+    pix_pos = oc_pos
+    # Segmentation: the patch-classifier map (one-class map if too few masks), thresholded where
+    # it best reproduces the training masks, with the IoU reported by K-fold CV.
+    if is_seg and masked:
+        if patch_maps is not None:
+            map_source = patch_maps
+        wh, ww = work[1], work[0]
+        maps = {i: upsample(map_source[i][None], wh, ww)[0].numpy() for i in masked}
+        gts = {i: _resize_mask(data.masks[i], wh, ww) > 0 for i in masked}
+        allv = np.concatenate([maps[i].ravel() for i in masked])
+        cands = np.unique(np.quantile(allv, np.linspace(0.5, 0.999, 60)))
+        t_pix, _ = _best_pixel_threshold([maps[i] for i in masked], [gts[i] for i in masked], cands)
+        pix_pos = np.concatenate([maps[i][gts[i]] for i in masked])
+        report["seg_iou_cv"] = _seg_cv(masked, maps, gts, cands, cv_idx, oof_pred, opts)
         clock.step(0.9, "segmentation threshold")
+    normal_pixels = np.concatenate([map_source[i].flatten().numpy() for i in cv_idx if y[i] == 0])
     pixel_norm = ScoreNormaliser.fit(t_pix, normal_pixels, pix_pos if len(pix_pos) else None)
 
-    # ---- final supervised head on all training images ---------------------------------------
+    # ---- assemble (final heads are refit on all training images) ---------------------------
     tensors: dict[str, torch.Tensor] = {f"trunk.{k}": v for k, v in trunk.items()}
     tensors["feat_mean"] = mu.contiguous()
     tensors["feat_std"] = sd.contiguous()
@@ -379,9 +403,10 @@ def fit(
         "candidate": candidate,
         "image_norm": image_norm.to_dict(),
         "pixel_norm": pixel_norm.to_dict(),
+        "pixel_source": "patch" if map_source is patch_maps else "oneclass",
         "options": opts.to_dict(),
     }
-    if candidate != "oneclass":
+    if candidate in ("supervised", "combined"):
         head = LinearHead.fit(pooled_all, y, opts.seed)
         tensors["head_mean"] = torch.from_numpy(head.mean.copy())
         tensors["head_scale"] = torch.from_numpy(head.scale.copy())
@@ -389,12 +414,15 @@ def fit(
         config["head_intercept"] = head.intercept
         if candidate == "combined":
             config["combo"] = combo
-    if centroids is not None:
-        tensors["label_centroids"] = centroids
+    if patch_clf is not None:
+        tensors["patch_mean"] = torch.from_numpy(patch_clf.mean.copy())
+        tensors["patch_scale"] = torch.from_numpy(patch_clf.scale.copy())
+        tensors["patch_coef"] = torch.from_numpy(patch_clf.coef.copy())
+        tensors["patch_intercept"] = torch.from_numpy(patch_clf.intercept.copy())
     clock.step(0.95, "model assembled")
     report["timings_s"] = dict(clock.marks)
     config["training"] = report
-    model = Model(config, tensors)
+    model = Model(config, tensors, extractor=extractor)
     if test is not None:
         model.test_metrics = model.evaluate(test)
     clock.step(1.0, "done")
@@ -402,6 +430,74 @@ def fit(
     model.training_report = report
     model.config["training"] = report
     return model
+
+
+def _patch_rows(cv_idx, y, masks, std_feats, raw_maps, oof_maps, gh, gw, n_labels, opts, rng):
+    """Per image: (inputs, targets) rows for the patch classifier.
+
+    Normal images: all cells background. Masked anomalies: a cell is label l if >= 50% covered by
+    l, background if untouched, and left out if partly covered (ambiguous borders). Unmasked
+    anomalies contribute nothing (we do not know where the defect is). Background cells are
+    subsampled per image (seeded) to bound the training set.
+    """
+    n_imgs = len(cv_idx)
+    neg_cap = max(32, 8000 // max(n_imgs, 1))
+    rows = {}
+    for i in cv_idx.tolist():
+        if y[i] == 1 and masks[i] is None:
+            continue
+        x = patch_inputs(std_feats(i)[None], raw_maps[i][None], oof_maps[i][None])
+        if masks[i] is None:
+            t = np.zeros(gh * gw, dtype=np.int64)
+        else:
+            cov = _mask_to_grid(masks[i], gh, gw, n_labels).reshape(n_labels + 1, -1)
+            lab = cov[1:].argmax(0)
+            best = cov[1:].max(0)
+            # Cells >= 50% covered are positives; a defect thinner than half a cell everywhere
+            # still contributes its best-covered cells.
+            cut = min(0.5, 0.5 * float(best.max())) if best.max() > 0 else 0.5
+            t = np.where(best >= cut, lab + 1, np.where(cov[0] >= 0.999, 0, -1))
+        bg = np.flatnonzero(t == 0)
+        if len(bg) > neg_cap:
+            bg = np.sort(rng.choice(bg, neg_cap, replace=False))
+        sel = np.concatenate([bg, np.flatnonzero(t > 0)])
+        rows[i] = (x[sel], t[sel])
+    return rows
+
+
+def _stack_rows(rows, idx):
+    xs = [rows[i][0] for i in idx if i in rows]
+    ts = [rows[i][1] for i in idx if i in rows]
+    return np.concatenate(xs), np.concatenate(ts)
+
+
+def _patch_oof(cv_idx, y, has_mask, rows, inputs_of, n_labels, opts, gh, gw) -> dict[int, torch.Tensor]:
+    """Out-of-fold smoothed anomaly-logit maps of every CV image (stratified K-fold over images)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    ids = np.asarray(cv_idx)
+    strata = y[ids] * 2 + has_mask[ids]
+    n_min = min(int((strata == s).sum()) for s in np.unique(strata))
+    k = max(2, min(opts.cv_folds, 3, n_min)) if n_min >= 2 else 2  # 3 folds: cost vs. OOF quality
+    if n_min < 2:
+        strata = y[ids]
+    skf = StratifiedKFold(k, shuffle=True, random_state=opts.seed)
+    out: dict[int, torch.Tensor] = {}
+    for tr, te in skf.split(ids, strata):
+        tr_ids = [int(i) for i in ids[tr] if int(i) in rows]
+        x, t = _stack_rows(rows, tr_ids)
+        if len(np.unique(t[t >= 0])) < 2:
+            clf = None
+        else:
+            clf = PatchClassifier.fit(x[t >= 0], t[t >= 0], n_labels)
+        for i in ids[te].tolist():
+            if clf is None:
+                out[i] = torch.zeros(gh, gw)
+                continue
+            xi = inputs_of(i)
+            logit, _ = clf.anomaly_logit(xi)
+            out[i] = smooth(torch.from_numpy(logit.astype(np.float32)).view(1, gh, gw), opts.map_sigma)[0]
+    return out
 
 
 def _seg_cv(masked, maps, gts, cands, cv_idx, oof_pred, opts) -> dict:
@@ -424,20 +520,3 @@ def _seg_cv(masked, maps, gts, cands, cv_idx, oof_pred, opts) -> dict:
             union = np.count_nonzero(p | gts[i])
             ious.append(1.0 if union == 0 else inter / union)
     return {"mean_iou": float(np.mean(ious)), "folds": k, "images": len(ious)}
-
-
-def _label_centroids(masked, masks, std_feats, gh, gw, n_labels) -> torch.Tensor:
-    """(L, D) mean standardised descriptor of grid cells mostly covered by each label."""
-    sums, counts = None, np.zeros(n_labels)
-    for i in masked:
-        cov = _mask_to_grid(masks[i], gh, gw, n_labels)  # (L+1, gh, gw)
-        f = std_feats(i).flatten(1)  # (D, P)
-        if sums is None:
-            sums = torch.zeros(n_labels, f.shape[0], dtype=torch.float64)
-        for lab in range(n_labels):
-            sel = torch.from_numpy((cov[lab + 1] >= 0.5).ravel())
-            if bool(sel.any()):
-                sums[lab] += f[:, sel].double().sum(1)
-                counts[lab] += int(sel.sum())
-    counts[counts == 0] = 1
-    return (sums / torch.from_numpy(counts)[:, None]).float().contiguous()

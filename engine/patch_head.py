@@ -1,0 +1,93 @@
+"""Supervised patch classifier for segmentation models (trained on the label masks).
+
+A one-class k-NN map flags everything unusual -- a shifted crumb as much as a crack -- and its
+blobs are wider than thin defects, which caps mask IoU. When masks are available we learn, per grid
+cell, "background vs. each anomaly label" with a multinomial logistic model on
+[standardised descriptor, k-NN distance, smoothed k-NN distance]. Including the k-NN distances lets
+the model keep the one-class evidence while learning what the labelled defects look like; being
+linear, it cannot memorise a few dozen images. It yields:
+  * an anomaly logit per cell, log(sum_l p_l / p_background), smoothed and upsampled for the mask;
+  * the most likely label per cell, which names each connected region (multi-label projects).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+_L2 = 1e-3  # on standardised inputs with a mean (class-balanced) loss
+
+
+def patch_inputs(feats: torch.Tensor, dist_raw: torch.Tensor, dist_smooth: torch.Tensor) -> np.ndarray:
+    """(B, D, gh, gw), (B, gh, gw) x2 -> (B*gh*gw, D + 2) float64 rows in (b, y, x) order."""
+    b, d, gh, gw = feats.shape
+    x = feats.permute(0, 2, 3, 1).reshape(-1, d)
+    extra = torch.stack([dist_raw.reshape(-1), dist_smooth.reshape(-1)], 1)
+    return torch.cat([x, extra], 1).double().numpy()
+
+
+class PatchClassifier:
+    """Standardise -> multinomial logits over (background, label_1, ..., label_L)."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> None:
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.scale = np.asarray(scale, dtype=np.float64)
+        self.coef = np.asarray(coef, dtype=np.float64)  # (L + 1, F)
+        self.intercept = np.asarray(intercept, dtype=np.float64)  # (L + 1,)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(N, F) -> (N, L + 1) class logits."""
+        return ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
+
+    def anomaly_logit(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, F) -> (log-odds of any anomaly label vs background, best label index 0..L-1)."""
+        z = self.logits(x)
+        za = z[:, 1:]
+        m = za.max(1)
+        lse = m + np.log(np.exp(za - m[:, None]).sum(1))
+        return lse - z[:, 0], za.argmax(1)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, t: np.ndarray, n_labels: int, max_iter: int = 100) -> "PatchClassifier":
+        """Fit on rows x with targets t in {0 (background), 1..n_labels}.
+
+        Class-balanced softmax regression with an L2 penalty, solved with SciPy's L-BFGS-B for at
+        most ``max_iter`` iterations: deterministic, single-threaded numpy (robust to a busy
+        machine), and far faster here than sklearn's multinomial solver.
+        """
+        from scipy.optimize import minimize
+
+        x = np.asarray(x, dtype=np.float64)
+        t = np.asarray(t, dtype=np.int64)
+        mean = x.mean(0)
+        scale = x.std(0)
+        scale[scale < 1e-8] = 1.0
+        z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+        k, f = n_labels + 1, z.shape[1]
+        counts = np.bincount(t, minlength=k).astype(np.float64)
+        present = counts > 0
+        cw = np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
+        sw = cw[t] / cw[t].sum()  # per-row weights summing to 1
+        onehot = np.zeros((len(t), k))
+        onehot[np.arange(len(t)), t] = 1.0
+        absent = np.where(present, 0.0, -30.0)
+        reg = np.ones(f)
+        reg[-1] = 0.0  # no penalty on the bias
+
+        def objective(p: np.ndarray) -> tuple[float, np.ndarray]:
+            w = p.reshape(k, f)
+            logits = z @ w.T + absent
+            logits -= logits.max(1, keepdims=True)
+            logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+            loss = -(sw * (onehot * logp).sum(1)).sum() + _L2 * (w * w * reg).sum()
+            g = (np.exp(logp) - onehot) * sw[:, None]
+            grad = g.T @ z + 2 * _L2 * w * reg
+            return float(loss), grad.ravel()
+
+        # Single-threaded BLAS: these matrices are small, and multi-threaded BLAS on a busy 2-core
+        # machine is 10x slower (spin-waiting) -- and thread count must not change the result.
+        with threadpool_limits(1):
+            res = minimize(objective, np.zeros(k * f), jac=True, method="L-BFGS-B",
+                           options={"maxiter": int(max_iter), "gtol": 1e-8})
+        w = res.x.reshape(k, f)
+        return cls(mean, scale, w[:, :-1].copy(), w[:, -1] + absent)
