@@ -13,10 +13,12 @@ Anomaly is the positive class throughout, as in DescribeModel's Performance.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from emulator.s3_stores import ObjectNotFound
 
@@ -55,13 +57,18 @@ def average_precision(labels: list[bool], scores: list[float]) -> float | None:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def manifest_lines(plan: "TrainingPlan", metrics: "Metrics", timestamp: float) -> list[dict[str, Any]]:
-    """Each test image's dataset line plus the model's prediction for it."""
+def manifest_lines(plan: "TrainingPlan", metrics: "Metrics", timestamp: float,
+                   mask_refs: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Each test image's dataset line plus the model's prediction for it (and, for a segmentation
+    model, ``anomaly-label-detected-mask-ref``: the S3 URI of the predicted mask, which the web
+    console overlays on the test results)."""
     predicted = {row["name"]: row for row in metrics.per_image}
     lines = []
     for sample in plan.test:
         row = predicted[sample.source_ref]
         line = dict(sample.line)
+        if mask_refs and sample.source_ref in mask_refs:
+            line["anomaly-label-detected-mask-ref"] = mask_refs[sample.source_ref]
         line["anomaly-label-detected"] = 1 if row["is_anomalous"] else 0
         line["anomaly-label-detected-metadata"] = {
             "class-name": "anomaly" if row["is_anomalous"] else "normal",
@@ -107,16 +114,22 @@ def result_document(plan: "TrainingPlan", metrics: "Metrics", timestamp: float) 
     }
 
 
-def write_evaluation(backend: "Backend", plan: "TrainingPlan", metrics: "Metrics",
-                     timestamp: float) -> tuple[dict[str, str], dict[str, str]]:
-    """Write both objects; return their {Bucket, Key} (DescribeModel's EvaluationManifest/Result)."""
+def write_evaluation(backend: "Backend", plan: "TrainingPlan", metrics: "Metrics", timestamp: float,
+                     masks: dict[str, np.ndarray] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Write both objects (and the predicted `masks` of test images, by source-ref, as PNGs);
+    return their {Bucket, Key} (DescribeModel's EvaluationManifest/Result)."""
     from emulator.training import TrainingError
 
     suffix = f"{plan.project}-{plan.version}.json"
     manifest = {"Bucket": plan.output_bucket, "Key": output_key(plan.output_prefix, f"EvaluationManifest-{suffix}")}
     result = {"Bucket": plan.output_bucket, "Key": output_key(plan.output_prefix, f"EvaluationResult-{suffix}")}
-    body = "".join(json.dumps(line) + "\n" for line in manifest_lines(plan, metrics, timestamp))
     try:
+        mask_refs = {}
+        for index, (source_ref, mask) in enumerate(sorted((masks or {}).items())):
+            key = output_key(plan.output_prefix, f"EvaluationMasks-{plan.project}-{plan.version}/{index}.png")
+            backend.objects.put(plan.output_bucket, key, _png(mask), "image/png")
+            mask_refs[source_ref] = f"s3://{plan.output_bucket}/{key}"
+        body = "".join(json.dumps(line) + "\n" for line in manifest_lines(plan, metrics, timestamp, mask_refs))
         backend.objects.put(manifest["Bucket"], manifest["Key"], body.encode(), "application/json")
         backend.objects.put(result["Bucket"], result["Key"],
                             json.dumps(result_document(plan, metrics, timestamp), indent=2).encode(),
@@ -126,3 +139,9 @@ def write_evaluation(backend: "Backend", plan: "TrainingPlan", metrics: "Metrics
                             f"s3://{plan.output_bucket}/{plan.output_prefix} ({exc}); create the bucket "
                             "and train again.") from None
     return manifest, result
+
+
+def _png(mask: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(mask, "RGB").save(buffer, "PNG")
+    return buffer.getvalue()

@@ -250,8 +250,12 @@ def run_training(backend: "Backend", plan: TrainingPlan) -> None:
                            progress=_progress(backend, plan))
         model.save(engine_dir(backend, plan.project, plan.version))
         metrics = model.test_metrics if model.test_metrics is not None else model.evaluate(test)
+        masks = {}
+        if model.is_segmentation:  # the predicted masks go with the evaluation output
+            predictions = model.predict_batch([item.image for item in test])
+            masks = {item.name: prediction.mask for item, prediction in zip(test, predictions)}
         finished = backend.now()
-        manifest, result = write_evaluation(backend, plan, metrics, finished)
+        manifest, result = write_evaluation(backend, plan, metrics, finished, masks)
     except (TrainingError, engine.EngineError) as exc:
         _fail(backend, plan, str(exc))
         return
