@@ -19,7 +19,7 @@ import random
 import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,6 +95,10 @@ class TrainingPlan:
 
 class TrainingError(Exception):
     """A problem with the training data that the user has to fix; the message becomes StatusMessage."""
+
+
+class _Interrupted(Exception):
+    """The emulator is shutting down: training stops and leaves the model to start-up recovery."""
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -256,6 +260,8 @@ def run_training(backend: "Backend", plan: TrainingPlan) -> None:
             masks = {item.name: prediction.mask for item, prediction in zip(test, predictions)}
         finished = backend.now()
         manifest, result = write_evaluation(backend, plan, metrics, finished, masks)
+    except _Interrupted:
+        return
     except (TrainingError, engine.EngineError) as exc:
         _fail(backend, plan, str(exc))
         return
@@ -277,11 +283,14 @@ def _fail(backend: "Backend", plan: TrainingPlan, message: str) -> None:
                      status_message=f"Training failed: {message}")
 
 
-def _progress(backend: "Backend", plan: TrainingPlan):  # type: ignore[no-untyped-def]
-    """An engine progress callback that shows the current step in StatusMessage (at most 1/s)."""
+def _progress(backend: "Backend", plan: TrainingPlan) -> Callable[[float, str], None]:
+    """An engine progress callback: shows the current step in StatusMessage (at most once a second)
+    and ends training early when the emulator shuts down."""
     last = [0.0]
 
     def report(fraction: float, step: str) -> None:
+        if backend.jobs.stopping.is_set():
+            raise _Interrupted
         now = time.monotonic()
         if now - last[0] >= _PROGRESS_INTERVAL:
             last[0] = now
