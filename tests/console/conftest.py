@@ -2,7 +2,6 @@
 against the session's emulator, plus small synthetic images on disk to upload from "the computer"."""
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tempfile
@@ -10,9 +9,9 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from console_data import synthetic_image
 
 from emulator.testing import LocalEmulator
 
@@ -20,7 +19,6 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM = Path("/usr/bin/chromium")
 # Set to a folder (e.g. docs/screenshots) to keep the workflow's screenshots; a temp dir otherwise.
 SCREENSHOT_DIR_ENV = "CONSOLE_SCREENSHOTS"
-SIDE = 96
 
 
 @pytest.fixture(scope="session")
@@ -58,20 +56,6 @@ def screenshot_dir(tmp_path: Path) -> Path:
     folder = Path(chosen) if chosen else tmp_path / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def synthetic_image(seed: int, anomaly: bool) -> bytes:
-    """A 96x96 textured "part" (PNG); an anomaly has a dark scratch across it."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:SIDE, 0:SIDE]
-    base = 150 + 40 * np.sin(x / 6.0) * np.cos(y / 9.0)
-    pixels = np.stack([base, base * 0.9, base * 0.7], axis=-1) + rng.normal(0, 4, (SIDE, SIDE, 3))
-    if anomaly:
-        row, col = rng.integers(20, 60, size=2)
-        pixels[row:row + 14, col:col + 30] = (25, 20, 20)
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ page, project deletion, and the guards of the routes that serve and change state
 from __future__ import annotations
 
 import io
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -11,29 +10,13 @@ import uuid
 
 import numpy as np
 import pytest
+from console_data import SIDE, classification_line, create_dataset, segmentation_line, synthetic_image, synthetic_mask
 from console_support import click_and_load, drop_files, find, find_all, flash, shoot, text, until
 from PIL import Image
 
-from conftest import SIDE, synthetic_image
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 BUCKET = "console-page-tests"
-SCRATCH = "#23a436"
-
-
-def mask_png() -> bytes:
-    """A white mask (BACKGROUND #ffffff) with one green scratch."""
-    mask = np.full((SIDE, SIDE, 3), 255, dtype=np.uint8)
-    mask[30:44, 20:50] = (0x23, 0xA4, 0x36)
-    buffer = io.BytesIO()
-    Image.fromarray(mask, "RGB").save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def classification(ref: str, label: str) -> dict:
-    return {"source-ref": ref, "anomaly-label": 1,
-            "anomaly-label-metadata": {"class-name": label, "type": "groundtruth/image-classification",
-                                       "human-annotated": "yes"}}
+SCRATCH = (0x23, 0xA4, 0x36)
 
 
 @pytest.fixture
@@ -44,22 +27,13 @@ def seeded_project(lookout, s3, project_name):
     for index in range(25):
         key = f"{project_name}/normal-{index:02d}.png"
         s3.put_object(Bucket=BUCKET, Key=key, Body=synthetic_image(index, False))
-        lines.append(classification(f"s3://{BUCKET}/{key}", "normal"))
+        lines.append(classification_line(f"s3://{BUCKET}/{key}", "normal"))
     s3.put_object(Bucket=BUCKET, Key=f"{project_name}/scratch.png", Body=synthetic_image(99, True))
-    s3.put_object(Bucket=BUCKET, Key=f"{project_name}/scratch-mask.png", Body=mask_png())
-    lines.append({**classification(f"s3://{BUCKET}/{project_name}/scratch.png", "anomaly"),
-                  "anomaly-mask-ref": f"s3://{BUCKET}/{project_name}/scratch-mask.png",
-                  "anomaly-mask-ref-metadata": {"internal-color-map": {
-                      "0": {"class-name": "BACKGROUND", "hex-color": "#ffffff"},
-                      "1": {"class-name": "scratch", "hex-color": SCRATCH}},
-                      "type": "groundtruth/semantic-segmentation", "human-annotated": "yes"}})
-    s3.put_object(Bucket=BUCKET, Key=f"{project_name}/train.manifest",
-                  Body="\n".join(json.dumps(line) for line in lines).encode())
+    s3.put_object(Bucket=BUCKET, Key=f"{project_name}/scratch-mask.png", Body=synthetic_mask(99, SCRATCH))
+    lines.append(segmentation_line(f"s3://{BUCKET}/{project_name}/scratch.png",
+                                   f"s3://{BUCKET}/{project_name}/scratch-mask.png", "scratch", "#23a436"))
     lookout.create_project(ProjectName=project_name)
-    lookout.create_dataset(ProjectName=project_name, DatasetType="train", DatasetSource={"GroundTruthManifest": {
-        "S3Object": {"Bucket": BUCKET, "Key": f"{project_name}/train.manifest"}}})
-    until(lambda: lookout.describe_dataset(ProjectName=project_name, DatasetType="train")
-          ["DatasetDescription"]["Status"] == "CREATE_COMPLETE", 60, "the manifest import")
+    create_dataset(lookout, s3, BUCKET, project_name, "train", lines)
     return project_name
 
 
@@ -82,7 +56,9 @@ def test_dataset_pages_filters_and_mask_overlays(browser, console_url, seeded_pr
     with urllib.request.urlopen(overlay.get_attribute("src")) as reply:
         pixels = np.asarray(Image.open(io.BytesIO(reply.read())))
     assert pixels.shape == (SIDE, SIDE, 4)
-    assert pixels[0, 0, 3] == 0 and tuple(pixels[35, 30]) == (0x23, 0xA4, 0x36, 255)
+    scratch = pixels[..., 3] == 255
+    assert scratch.sum() == 14 * 30 and (pixels[scratch][:, :3] == SCRATCH).all()
+    assert (pixels[~scratch][:, 3] == 0).all()
 
     # A single-dataset project needs 20 normal and 10 anomaly images: the button says what is missing.
     assert not find(driver, "#train-button").is_enabled()

@@ -1,0 +1,82 @@
+"""A segmentation model in the console: per-label metrics, predicted masks over the test results,
+and a trial detection whose confirmed anomalies go back to the training dataset with their masks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from console_data import classification_line, create_dataset, segmentation_line, synthetic_image, synthetic_mask
+from console_support import click_and_load, find, find_all, flash, shoot, text, until
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+BUCKET = "console-segmentation-tests"
+LABEL, COLOUR = "scratch", (0xD6, 0x27, 0x28)
+
+
+def loaded(driver, image) -> bool:
+    return driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image)
+
+
+@pytest.fixture
+def segmentation_project(lookout, s3, project_name):
+    """Separate datasets with the minimums of a segmentation model: 10 normal and 10 scratched images each."""
+    s3.create_bucket(Bucket=BUCKET)
+
+    def put(name: str, data: bytes) -> str:
+        s3.put_object(Bucket=BUCKET, Key=f"{project_name}/{name}", Body=data)
+        return f"s3://{BUCKET}/{project_name}/{name}"
+
+    lookout.create_project(ProjectName=project_name)
+    for dataset_type, offset in (("train", 0), ("test", 100)):
+        lines = [classification_line(put(f"{dataset_type}-normal-{i}.png", synthetic_image(offset + i, False)),
+                                     "normal") for i in range(10)]
+        lines += [segmentation_line(put(f"{dataset_type}-scratch-{i}.png", synthetic_image(offset + 50 + i, True)),
+                                    put(f"{dataset_type}-scratch-{i}-mask.png", synthetic_mask(offset + 50 + i, COLOUR)),
+                                    LABEL, "#d62728") for i in range(10)]
+        create_dataset(lookout, s3, BUCKET, project_name, dataset_type, lines)
+    put("new/normal.png", synthetic_image(900, False))
+    put("new/scratched.png", synthetic_image(901, True))
+    return project_name
+
+
+def test_segmentation_model_in_the_console(browser, console_url, segmentation_project, lookout, screenshot_dir):
+    driver, project = browser, segmentation_project
+    driver.get(f"{console_url}/projects/{project}")
+    click_and_load(driver, find(driver, "#train-button"))
+    until(lambda: text(driver, "#status") == "TRAINED" if find_all(driver, "#status") else False, 300,
+          "the segmentation model to train")
+
+    rows = [r.text for r in find_all(driver, "#label-metrics tr")]
+    assert any(row.startswith(LABEL) for row in rows), rows
+    tiles = find_all(driver, "#result-grid .tile")
+    assert len(tiles) == 20
+    masks = [find(tile, "img.mask") for tile in tiles]  # every test image shows its predicted mask
+    until(lambda: all(loaded(driver, m) for m in masks), 20, "the predicted masks to load")
+    assert all("EvaluationMasks-" in m.get_attribute("src") for m in masks)
+    shoot(driver, screenshot_dir, "model-segmentation")
+
+    driver.get(f"{console_url}/projects/{project}/trials")
+    find(driver, "#trial-form input[name=name]").send_keys("new-parts")
+    find(driver, "#trial-form input[name=s3_uri]").send_keys(f"s3://{BUCKET}/{project}/new/")
+    click_and_load(driver, find(driver, "#run-trial"))
+    until(lambda: text(driver, "#trial-status") == "COMPLETED" if find_all(driver, "#trial-status") else False, 120,
+          "the trial detection")
+    scratched = find(driver, "#trial-grid .tile[data-ref$='scratched.png']")
+    assert scratched.get_attribute("data-predicted") == "anomaly"
+    assert LABEL in text(scratched, ".meta")  # the anomaly label found, with its share of the image
+    until(lambda: loaded(driver, find(scratched, "img.mask")), 20, "the trial's mask overlay to load")
+    shoot(driver, screenshot_dir, "trial-segmentation")
+
+    click_and_load(driver, find(driver, "#verify-all"))
+    assert "Verified 2 images." in flash(driver)
+    click_and_load(driver, find(driver, "#add-verified"))
+    assert "Added 2 verified images to the training dataset." in flash(driver)
+    entries = [json.loads(line) for line in lookout.list_dataset_entries(
+        ProjectName=project, DatasetType="train", SourceRefContains="/new/")["DatasetEntries"]]
+    by_name = {entry["source-ref"].rsplit("/", 1)[1]: entry for entry in entries}
+    assert by_name["normal.png"]["anomaly-label-metadata"]["class-name"] == "normal"
+    assert "anomaly-mask-ref" not in by_name["normal.png"]
+    scratch_entry = by_name["scratched.png"]
+    assert scratch_entry["anomaly-label-metadata"]["class-name"] == "anomaly"
+    colours = scratch_entry["anomaly-mask-ref-metadata"]["internal-color-map"]
+    assert {c["class-name"] for c in colours.values()} == {"BACKGROUND", LABEL}
