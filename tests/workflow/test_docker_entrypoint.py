@@ -76,7 +76,7 @@ class Image:
         try:
             line = process.stdout.readline()  # type: ignore[union-attr]
             bound = re.search(r"listening on http://(\S+):(\d+)", line)
-            assert bound, f"no 'listening on' line: {line!r}\n{process.stderr.read() if process.poll() is not None else ''}"  # type: ignore[union-attr]
+            assert bound, f"the server did not start: {line!r} (its stderr follows the failure)"
             assert bound.group(1) == self.env["LOOKOUT_HOST"]
             yield f"http://127.0.0.1:{bound.group(2)}"
         finally:
@@ -84,6 +84,7 @@ class Image:
                 process.send_signal(signal.SIGTERM)  # what `docker stop` sends
             self.exit_code = process.wait(timeout=30)
             self.stderr = process.stderr.read()  # type: ignore[union-attr]
+            sys.stderr.write(self.stderr)  # pytest shows it with a failure
 
 
 def clients(endpoint_url: str):  # type: ignore[no-untyped-def]
