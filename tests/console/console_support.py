@@ -1,11 +1,14 @@
 """Small Selenium helpers for the console tests: waiting for what the page shows, not sleeping."""
 from __future__ import annotations
 
+import base64
+import io
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -75,12 +78,16 @@ def flash(driver: WebDriver) -> str:
 
 
 def shoot(driver: WebDriver, folder: Path, name: str) -> Path:
-    """Screenshot the whole page (the window is resized to the page's height first)."""
-    height = driver.execute_script("return Math.max(document.body.scrollHeight, 800)")
-    driver.set_window_size(1280, min(int(height) + 40, 4000))
+    """Save a screenshot of the whole page, once its images have loaded, as a compact 256-colour PNG."""
+    until(lambda: driver.execute_script("return [...document.images].every((i) => i.complete)"), 20,
+          "the page's images to load")
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
     path = folder / f"{name}.png"
-    driver.save_screenshot(str(path))
-    driver.set_window_size(1280, 1000)
+    image = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
+    image.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return path
 
 
@@ -91,8 +98,6 @@ def upload_files(driver: WebDriver, zone_css: str, paths: list[Path]) -> None:
 
 def drop_files(driver: WebDriver, zone_css: str, paths: list[Path]) -> None:
     """Drag and drop files onto an upload zone: the page receives a real `drop` event with the files."""
-    import base64
-
     payload = [(p.name, base64.b64encode(p.read_bytes()).decode()) for p in paths]
     driver.execute_script("""
         const [selector, files] = arguments;

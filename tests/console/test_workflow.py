@@ -39,7 +39,7 @@ def wait_for_status(driver, css: str, status: str, timeout: float = 300) -> None
 
 def test_console_workflow(browser, console_url, image_files, screenshot_dir):
     driver = browser
-    project = f"console-{uuid.uuid4().hex[:8]}"
+    project = f"parts-inspection-{uuid.uuid4().hex[:6]}"
 
     # Projects: create one from the list page.
     driver.get(f"{console_url}/")
@@ -106,6 +106,7 @@ def test_console_workflow(browser, console_url, image_files, screenshot_dir):
     find(driver, ".train-form input[name=description]").send_keys("first-model")
     click_and_load(driver, find(driver, "#train-button"))
     assert text(driver, "h1") == "Model 1", flash(driver)
+    assert text(driver, "#status") == "TRAINING" and find_all(driver, "#model-status[data-poll]")  # live status
     wait_for_status(driver, "#status", "TRAINED")
     for metric in ("#precision", "#recall", "#f1"):
         assert re.fullmatch(r"\d+\.\d%", text(driver, metric)), text(driver, metric)
