@@ -51,10 +51,10 @@ class _Clock:
         self.progress = progress
         self.marks: dict[str, float] = {}
 
-    def step(self, fraction: float, message: str) -> None:
+    def step(self, fraction: float, message: str, check: bool = True) -> None:
         elapsed = time.perf_counter() - self.start
         self.marks[message] = round(elapsed, 3)
-        if elapsed > self.limit:
+        if check and elapsed > self.limit:
             raise EngineError(
                 f"training exceeded max_train_seconds={self.limit:g} (at: {message}); use fewer or "
                 "smaller images, a lower FitOptions.resolution, or raise the cap"
@@ -423,9 +423,11 @@ def fit(
     report["timings_s"] = dict(clock.marks)
     config["training"] = report
     model = Model(config, tensors, extractor=extractor)
+    # The model exists now: evaluation is not subject to the training-time cap.
     if test is not None:
+        clock.step(0.96, "evaluating test set", check=False)
         model.test_metrics = model.evaluate(test)
-    clock.step(1.0, "done")
+    clock.step(1.0, "done", check=False)
     report["timings_s"] = dict(clock.marks)
     model.training_report = report
     model.config["training"] = report

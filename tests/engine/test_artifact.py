@@ -1,0 +1,77 @@
+"""Save/load: self-contained, bit-exact, and never executing code from the artifact."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine import EngineError, load_model
+
+
+def _assert_same_predictions(a, b, images):
+    for pa, pb in zip(a.predict_batch(images), b.predict_batch(images)):
+        assert pa.score == pb.score and pa.confidence == pb.confidence
+        assert pa.is_anomalous == pb.is_anomalous
+        assert np.array_equal(pa.anomaly_map, pb.anomaly_map)
+        if pa.mask is None:
+            assert pb.mask is None
+        else:
+            assert np.array_equal(pa.mask, pb.mask)
+        assert pa.anomalies == pb.anomalies
+
+
+def test_roundtrip_bit_exact_classification(cls_model, synth_test, tmp_path):
+    items, _ = synth_test
+    cls_model.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "tensors.safetensors"]
+    loaded = load_model(tmp_path / "m")
+    assert loaded.image_size == cls_model.image_size
+    assert loaded.is_segmentation is False and loaded.label_colors == {}
+    assert loaded.training_report["candidate"] == cls_model.training_report["candidate"]
+    _assert_same_predictions(cls_model, loaded, [it.image for it in items])
+
+
+def test_roundtrip_bit_exact_segmentation_with_test_metrics(seg_model, synth_test, tmp_path):
+    items, _ = synth_test
+    seg_model.test_metrics = seg_model.evaluate(items[:6])
+    seg_model.save(str(tmp_path / "s"))
+    loaded = load_model(str(tmp_path / "s"))
+    assert loaded.is_segmentation and loaded.label_colors == seg_model.label_colors
+    assert loaded.test_metrics.to_dict() == seg_model.test_metrics.to_dict()
+    _assert_same_predictions(seg_model, loaded, [it.image for it in items])
+    # Saving the loaded model again gives identical files.
+    loaded.save(tmp_path / "s2")
+    assert (tmp_path / "s" / "tensors.safetensors").read_bytes() == (tmp_path / "s2" / "tensors.safetensors").read_bytes()
+
+
+def test_artifact_is_not_pickle(cls_model, tmp_path):
+    cls_model.save(tmp_path / "m")
+    raw = (tmp_path / "m" / "tensors.safetensors").read_bytes()
+    assert not raw.startswith(b"\x80") and not raw.startswith(b"PK")  # neither pickle nor torch zip
+    json.loads((tmp_path / "m" / "model.json").read_text())
+
+
+def test_load_rejects_missing_and_malformed(cls_model, tmp_path):
+    with pytest.raises(EngineError, match="not a model artifact"):
+        load_model(tmp_path / "nothing")
+    cls_model.save(tmp_path / "m")
+    cfg_path = tmp_path / "m" / "model.json"
+    good = cfg_path.read_text()
+    cfg_path.write_text("{not json")
+    with pytest.raises(EngineError, match="not valid JSON"):
+        load_model(tmp_path / "m")
+    cfg = json.loads(good)
+    cfg["format_version"] = 999
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(EngineError, match="format_version"):
+        load_model(tmp_path / "m")
+    cfg = json.loads(good)
+    del cfg["image_norm"]
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(EngineError, match="malformed"):
+        load_model(tmp_path / "m")
+    cfg_path.write_text(good)
+    (tmp_path / "m" / "tensors.safetensors").write_bytes(b"garbage")
+    with pytest.raises(EngineError, match="cannot read"):
+        load_model(tmp_path / "m")
