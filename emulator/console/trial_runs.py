@@ -151,11 +151,13 @@ def run_trial(backend: Backend, project: str, name: str) -> None:
 
 
 def _ensure_hosted(backend: Backend, project: str, version: str) -> bool:
-    """Host the model if it is only trained; True if this call started it."""
+    """Host the model if it is only trained (or wait while someone starts it); True if this call started it."""
     status = _model(backend, project, version)["Status"]
     if status == "HOSTED":
         return False
-    handler_for("StartModel")(backend, {"ProjectName": project, "ModelVersion": version, "MinInferenceUnits": 1})
+    started_here = status != "STARTING_HOSTING"
+    if started_here:  # StartModel itself refuses the states a model can't be started from
+        handler_for("StartModel")(backend, {"ProjectName": project, "ModelVersion": version, "MinInferenceUnits": 1})
     deadline = time.monotonic() + HOSTING_TIMEOUT_S
     while (model := _model(backend, project, version))["Status"] == "STARTING_HOSTING":
         if time.monotonic() > deadline:
@@ -164,7 +166,7 @@ def _ensure_hosted(backend: Backend, project: str, version: str) -> bool:
     if model["Status"] != "HOSTED":
         raise ValidationException(f"model {version} could not be started ({model['Status']}: "
                                   f"{model.get('StatusMessage') or 'no reason given'}).")
-    return True
+    return started_here
 
 
 def _detect_one(backend: Backend, project: str, name: str, version: str, ref: str) -> None:
