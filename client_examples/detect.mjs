@@ -61,7 +61,9 @@ async function waitFor(goal) {
   let last;
   for (;;) {
     const [current, message] = await status();
-    if (current !== last) console.log(`  model ${model.ModelVersion}: ${current} (${Math.round((Date.now() - started) / 1000)} s)`);
+    if (current !== last) {
+      console.log(`  model ${model.ModelVersion}: ${current} (${Math.round((Date.now() - started) / 1000)} s)`);
+    }
     last = current;
     if (current === goal) return;
     if (!IN_PROGRESS.has(current)) throw new Error(`model ${model.ModelVersion} ended in ${current}: ${message}`);
@@ -76,7 +78,10 @@ async function detect(path) {
     new DetectAnomaliesCommand({ ...model, ContentType: contentType, Body: await readFile(path) }),
   );
   // Segmentation models also return Anomalies (the first is the background) and an AnomalyMask PNG.
-  const areas = (result.Anomalies ?? []).slice(1).map((a) => `${a.Name} ${a.PixelAnomaly.TotalPercentageArea.toFixed(1)}%`);
+  // TotalPercentageArea is, despite its name, a fraction of the image.
+  const areas = (result.Anomalies ?? [])
+    .slice(1)
+    .map((a) => `${a.Name} ${(100 * a.PixelAnomaly.TotalPercentageArea).toFixed(1)}%`);
   console.log(
     `  ${basename(path).padEnd(28)} ${(result.IsAnomalous ? "anomaly" : "normal").padEnd(8)} ` +
       `confidence ${result.Confidence.toFixed(2)}${areas.length ? `  ${areas.join(", ")}` : ""}`,

@@ -92,8 +92,13 @@ def save_masks(result: dict[str, Any], image_path: Path, output: Path) -> Path |
 
 
 def describe_anomalies(result: dict[str, Any]) -> str:
-    found = [f"{a['Name']} {a['PixelAnomaly']['TotalPercentageArea']:.1f}%" for a in result.get("Anomalies", [])[1:]]
-    return ", ".join(found) or "no anomalous area"
+    """The anomaly labels found and how much of the image each covers (after the background entry).
+
+    TotalPercentageArea is, despite its name, a fraction of the image (0.004 is 0.4 %).
+    """
+    anomalies = result.get("Anomalies", [])[1:]
+    return ", ".join(f"{a['Name']} {100 * a['PixelAnomaly']['TotalPercentageArea']:.1f}%" for a in anomalies) \
+        or "no anomalous area"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -13,8 +13,8 @@ from emulator.mock import mock_lookoutvision
 
 segmentation = import_example("segmentation")
 
-BACKGROUND = {"Name": "background", "PixelAnomaly": {"TotalPercentageArea": 98.0, "Color": "#FFFFFF"}}
-CRACKED = {"Name": "cracked", "PixelAnomaly": {"TotalPercentageArea": 2.0, "Color": "#23A436"}}
+BACKGROUND = {"Name": "background", "PixelAnomaly": {"TotalPercentageArea": 0.98, "Color": "#FFFFFF"}}
+CRACKED = {"Name": "cracked", "PixelAnomaly": {"TotalPercentageArea": 0.02, "Color": "#23A436"}}
 
 
 @pytest.mark.slow
@@ -50,6 +50,11 @@ def test_overlay_paints_each_anomaly_in_its_label_colour_and_nothing_else():
     assert painted[1] > painted[0] and painted[1] > painted[2]  # towards the label's green
     assert drawn.getpixel((3, 3)) == painted and drawn.getpixel((0, 0)) == (100, 100, 100)
     assert drawn.getpixel((4, 4)) == (100, 100, 100)  # background colour is never painted
+
+
+def test_anomalies_are_listed_without_the_background_and_with_their_area_in_percent():
+    assert segmentation.describe_anomalies({"Anomalies": [BACKGROUND, CRACKED]}) == "cracked 2.0%"
+    assert segmentation.describe_anomalies({"Anomalies": [BACKGROUND]}) == "no anomalous area"
 
 
 def test_manifest_references_are_prefixed_and_every_referenced_file_uploaded(tmp_path):
