@@ -141,9 +141,7 @@ def run_trial(backend: Backend, project: str, name: str) -> None:
             if started_here:
                 handler_for("StopModel")(backend, {"ProjectName": project, "ModelVersion": version})
         _set_status(backend, project, name, COMPLETED, _summary(backend, project, name))
-    except ResourceNotFoundException:
-        return  # the project (and with it the trial) was deleted meanwhile
-    except ServiceError as refused:
+    except ServiceError as refused:  # (if the project was deleted meanwhile, this updates nothing)
         _set_status(backend, project, name, FAILED, f"The trial detection failed: {refused.message}")
     except Exception as exc:  # a bug of ours: keep the traceback for the operator, tell the user
         log.exception("trial detection %s/%s failed", project, name)
