@@ -8,8 +8,10 @@ detection and packaging test modules.
 from __future__ import annotations
 
 import io
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +94,15 @@ class ModelKit(DatasetKit):
         version = self.create_model()["ModelVersion"]
         assert self.wait_model(version)["Status"] == "TRAINING_FAILED"
         return version
+
+    def cookies_lines(self, cookies: Path) -> list[dict[str, Any]]:
+        """Upload the shared cookies training images and masks; the template's lines pointing at them."""
+        files = cookies / "dataset-files"
+        uris = {path.relative_to(files).as_posix(): self.put(path.relative_to(files).as_posix(), path.read_bytes())
+                for path in sorted(files.glob("*-images/*"))}
+        template = (files / "manifests" / "template.manifest").read_text().splitlines()
+        return [{key: uris.get(value, value) if key.endswith("-ref") else value
+                 for key, value in json.loads(raw).items()} for raw in template]
 
     def create_model(self, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("OutputConfig", {"S3Location": {"Bucket": OUTPUT_BUCKET, "Prefix": f"{self.project}/out"}})
