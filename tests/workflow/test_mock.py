@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import boto3
 import pytest
 
 from emulator.mock import mock_lookoutvision
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _is_serving(endpoint_url: str) -> bool:
@@ -110,3 +114,13 @@ def test_an_active_mock_cannot_be_entered_twice():
     with mock:
         with pytest.raises(RuntimeError, match="already active"):
             mock.__enter__()
+
+
+def test_the_readme_example_runs():
+    section = README.read_text().split("## Testing your code against it", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    before = os.environ.get("AWS_ENDPOINT_URL")
+    namespace["test_inspection_app"]()
+    assert os.environ.get("AWS_ENDPOINT_URL") == before
