@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,10 @@ COOKIES_DIR = REPO_ROOT.parent / "shared" / "datasets" / "cookies"
 
 
 @pytest.fixture(scope="session")
-def emulator() -> Iterator[LocalEmulator]:
-    with LocalEmulator() as emu:
-        yield emu
+def emulator(lookoutvision_server: LocalEmulator) -> LocalEmulator:
+    """The session's server from the pytest plugin users get (emulator/pytest_plugin.py), so the
+    project's own tests exercise that fixture and a session starts one server, not two."""
+    return lookoutvision_server
 
 
 @pytest.fixture(scope="session")
