@@ -12,6 +12,7 @@ on the model, as inference units bound a model's throughput in the cloud.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import weakref
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from emulator.jobs import on_startup
 
 if TYPE_CHECKING:
     import engine
@@ -100,6 +103,15 @@ class HostingRegistry:
     def stop_later(self, key: ModelKey) -> Future[None]:
         """`stop` on the loader thread, after any load queued before it (StopModel returns at once)."""
         return self._loader.submit(self.stop, key)
+
+
+@on_startup
+def import_engine_early(backend: "Backend") -> None:
+    """With trained models to start, import the engine (PyTorch: seconds) in the background as the
+    server starts, so that StartModel does not wait for it; the server accepts requests meanwhile.
+    (Not a daemon thread: an interpreter must not exit in the middle of importing PyTorch.)"""
+    if backend.store.query_one("SELECT 1 FROM models WHERE status IN ('TRAINED', 'HOSTING_FAILED') LIMIT 1"):
+        threading.Thread(target=importlib.import_module, args=("engine",), name="lookout-engine-import").start()
 
 
 _REGISTRIES: "weakref.WeakKeyDictionary[Backend, HostingRegistry]" = weakref.WeakKeyDictionary()

@@ -89,6 +89,10 @@ def test_segmentation_model_reports_per_label_metrics(segmentation, s3) -> None:
     assert len(lines) == 20
     anomalies = [line for line in lines if line["anomaly-label-metadata"]["class-name"] == "anomaly"]
     assert len(anomalies) == 10 and all("anomaly-mask-ref" in line for line in anomalies)
+    for line in lines:  # the predicted mask of every test image, in the model's output location
+        bucket, key = line["anomaly-label-detected-mask-ref"][len("s3://"):].split("/", 1)
+        assert bucket == OUTPUT_BUCKET
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read().startswith(b"\x89PNG")
 
 
 def test_trained_model_keeps_its_own_copy_of_the_images(classification, emulator) -> None:
