@@ -196,3 +196,20 @@ def test_only_trained_models_start_and_only_hosted_ones_stop(lookout: Any, s3: A
             getattr(lookout, call)(ProjectName=project_name, ModelVersion=version, **kwargs)
         code, status, message = error_of(err)
         assert (code, status) == ("ConflictException", 409) and "TRAINING_FAILED" in message
+
+
+def test_a_model_that_cannot_be_loaded_fails_hosting(lookout: Any, s3: Any, project_name: str, emulator: Any) -> None:
+    kit = new_kit(lookout, s3, project_name)
+    version = kit.failed_model()
+    with emulator.backend.store.transaction() as db:  # arranged: a TRAINED row whose artifact is missing
+        db.execute("UPDATE models SET status='TRAINED' WHERE project=?", (project_name,))
+    lookout.start_model(ProjectName=project_name, ModelVersion=version, MinInferenceUnits=1)
+    described = kit.wait_model(version)
+    assert described["Status"] == "HOSTING_FAILED"
+    assert "could not be loaded" in described["StatusMessage"]
+    with pytest.raises(ClientError) as err:
+        kit.detect(version, encode(texture(1, (64, 64))))
+    assert error_of(err)[0] == "ConflictException"
+    assert lookout.stop_model(ProjectName=project_name, ModelVersion=version)["Status"] == "STOPPING_HOSTING"
+    assert kit.wait_model(version)["Status"] == "TRAINED"
+    lookout.delete_model(ProjectName=project_name, ModelVersion=version)

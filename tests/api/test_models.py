@@ -204,6 +204,16 @@ def test_segmentation_needs_enough_images_per_anomaly_label(mkit: ModelKit) -> N
     assert f"only the label {LABEL} (it has 19)" in message
 
 
+def test_an_anomaly_label_has_one_colour(mkit: ModelKit) -> None:
+    lines = mkit.stage("train", normals=20, anomalies=20, masked=True, size=(64, 64))
+    recoloured = json.loads(json.dumps(lines[25]))
+    recoloured["anomaly-mask-ref-metadata"]["internal-color-map"]["1"]["hex-color"] = "#FF0000"
+    assert mkit.update([recoloured])["Status"] == "UPDATE_COMPLETE"
+    code, _, message = _create_error(mkit)
+    assert code == "ValidationException"
+    assert f"{LABEL} has the colour {COLOUR}" in message and "#FF0000" in message
+
+
 def test_create_model_while_the_dataset_is_importing_is_a_conflict(mkit: ModelKit, emulator) -> None:
     lines = [{"source-ref": mkit.put("a.png", encode(texture(1, (64, 64))))}]
     with jobs_held(emulator):
