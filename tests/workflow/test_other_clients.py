@@ -39,7 +39,8 @@ def cli_run(lookoutvision_server: LocalEmulator, tmp_path_factory: pytest.TempPa
     # The CLI reads extra service models from AWS_DATA_PATH: give it only this environment's lookoutvision model.
     (root / "models").mkdir()
     (root / "models" / "lookoutvision").symlink_to(LOOKOUTVISION_MODEL, target_is_directory=True)
-    data = write_cookies_layout(root / "data", normal=20, anomaly=20, test=4)
+    # The minimum single-dataset classification project: 20 normal and 10 anomaly images.
+    data = write_cookies_layout(root / "data", normal=20, anomaly=10, test=4)
     project = f"cli-{uuid.uuid4().hex[:8]}"
     env = client_environment(lookoutvision_server, AWS_DATA_PATH=str(root / "models"), POLL_SECONDS="0.3")
     done = run_example("bash", str(EXAMPLES / "aws_cli.sh"), str(data), project, project, **env)
@@ -52,7 +53,7 @@ def test_aws_cli_script_trains_hosts_detects_and_stops(cli_run):
     model = server.client().describe_model(ProjectName=cli_run["project"], ModelVersion="1")["ModelDescription"]
     assert model["Status"] == "TRAINED"
     assert "train dataset: CREATE_COMPLETE" in out and "model 1: TRAINED" in out and "model 1: HOSTED" in out
-    assert re.search(r"\|\s+20\s+\|\s+40\s+\|\s+20\s+\|\s+40\s+\|", out)  # ImageStats table
+    assert re.search(r"\|\s+10\s+\|\s+30\s+\|\s+20\s+\|\s+30\s+\|", out)  # ImageStats table
     assert re.search(rf"\|\s+{model['Performance']['F1Score']}\s+\|", out)  # Performance table
     detections = re.findall(r"^\s+(test-\w+-\d\.jpg)\s+(True|False)\s+(\d\.\d+)$", out, re.M)
     images = sorted(p.name for p in (cli_run["data"] / "test-images").iterdir())
