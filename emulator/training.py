@@ -363,6 +363,8 @@ def _copy(backend: "Backend", uri: str, stem: Path, formats: tuple[str, ...]):  
 
 
 def _rgb(image) -> np.ndarray:  # type: ignore[no-untyped-def]
+    if image.mode == "P" and "transparency" in image.info:  # palette masks: PIL wants the detour
+        image = image.convert("RGBA")
     return np.asarray(image.convert("RGB"))
 
 

@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from datasets_support import error_of
+from datasets_support import error_of, jobs_held
 from models_support import OUTPUT_BUCKET, Trained, new_kit, trained
 
 PLATFORM = {"Os": "LINUX", "Arch": "X86_64"}
@@ -168,3 +168,22 @@ def test_a_model_that_failed_to_train_cannot_be_packaged(lookout: Any, s3: Any, 
         _start(lookout, project_name, _greengrass(_unique("failed"), TargetDevice="jetson_xavier"), version=version)
     code, _, message = error_of(err)
     assert code == "ValidationException" and "failed to train" in message
+
+
+def test_models_in_use_by_packaging_or_training_conflict(model: Trained, lookout: Any, s3: Any, emulator: Any,
+                                                          project_name: str) -> None:
+    kit = new_kit(lookout, s3, project_name)
+    kit.stage_doomed()
+    with jobs_held(emulator):  # the packaging job stays CREATED and the new model TRAINING
+        job = _start(lookout, model.kit.project, _greengrass(_unique("busy"), TargetDevice="jetson_xavier"))
+        with pytest.raises(ClientError) as err:
+            lookout.delete_model(ProjectName=model.kit.project, ModelVersion="1")
+        code, _, message = error_of(err)
+        assert code == "ConflictException" and job in message
+        version = kit.create_model()["ModelVersion"]
+        with pytest.raises(ClientError) as err:
+            _start(lookout, project_name, _greengrass(_unique("training"), TargetDevice="jetson_xavier"),
+                   version=version)
+        code, _, message = error_of(err)
+        assert code == "ConflictException" and "TRAINING" in message
+    assert _wait(lookout, model.kit.project, job)["Status"] == "SUCCEEDED"
