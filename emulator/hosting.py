@@ -6,9 +6,11 @@ that StartModel stays quick while long training jobs run. ``get`` returns the lo
 for a load in progress, or None when the model is not (or no longer) meant to be hosted; a request
 racing a StopModel therefore never reloads a model that is being stopped.
 
-Each hosted model has a thread pool of MinInferenceUnits workers. Requests are decoded on the HTTP
-threads and only the inference itself queues for a worker, so the units bound the parallel work
-on the model, as inference units bound a model's throughput in the cloud.
+Each inference unit is an inference worker thread of the hosted model. Requests are decoded on the
+HTTP threads and only the inference itself queues for a worker, so the units bound the parallel work
+on the model, as inference units bound a model's throughput in the cloud. Auto-scaling is the
+thread pool's: workers start as concurrent requests need them, up to MaxInferenceUnits (which is
+MinInferenceUnits when StartModel gave no maximum), and stay until the model stops.
 """
 from __future__ import annotations
 

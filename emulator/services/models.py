@@ -185,7 +185,7 @@ def start_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
                    "WHERE project=? AND version=?",
                    (STARTING_HOSTING, f"Hosting is starting with {units} inference unit(s).", units, max_units,
                     row["project"], row["version"]))
-    _begin_hosting(backend, row["project"], row["version"], units)
+    _begin_hosting(backend, row["project"], row["version"], max_units)
     return {"Status": STARTING_HOSTING}
 
 
@@ -213,6 +213,7 @@ def _transition(backend: Backend, key: hosting.ModelKey, expected: tuple[str, ..
 
 
 def _begin_hosting(backend: Backend, project: str, version: int, units: int) -> None:
+    """Load the model with `units` inference workers (MaxInferenceUnits: see emulator.hosting)."""
     key = (project, version)
     future = hosting.registry(backend).host(key, training.engine_dir(backend, project, version), units)
     future.add_done_callback(lambda done: _hosting_done(backend, key, done))
@@ -241,6 +242,6 @@ def restore_hosting(backend: Backend) -> None:
         db.execute("UPDATE models SET status=?, status_message=?, min_inference_units=NULL, "
                    "max_inference_units=NULL WHERE status=?",
                    (TRAINED, "The model is trained and not hosted.", STOPPING_HOSTING))
-    for row in backend.store.query("SELECT project, version, min_inference_units FROM models WHERE status IN (?, ?)",
+    for row in backend.store.query("SELECT project, version, max_inference_units FROM models WHERE status IN (?, ?)",
                                    (HOSTED, STARTING_HOSTING)):
-        _begin_hosting(backend, row["project"], row["version"], row["min_inference_units"])
+        _begin_hosting(backend, row["project"], row["version"], row["max_inference_units"])

@@ -121,9 +121,9 @@ class ModelKit(DatasetKit):
             assert time.monotonic() < deadline, f"model still {described['Status']} after {timeout}s"
             time.sleep(0.05)
 
-    def host(self, version: str, units: int = 1) -> dict[str, Any]:
+    def host(self, version: str, units: int = 1, **kwargs: Any) -> dict[str, Any]:
         status = self.lookout.start_model(ProjectName=self.project, ModelVersion=version,
-                                          MinInferenceUnits=units)["Status"]
+                                          MinInferenceUnits=units, **kwargs)["Status"]
         assert status == "STARTING_HOSTING"
         described = self.wait_model(version)
         assert described["Status"] == "HOSTED", described

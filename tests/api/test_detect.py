@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from datasets_support import error_of
+from emulator.hosting import registry
 from models_support import COLOUR, LABEL, SIZE, Trained, encode, new_kit, texture, trained
 
 
@@ -55,7 +56,7 @@ def test_latest_version_is_resolved(hosted: Trained) -> None:
     assert hosted.kit.detect("latest", hosted.normals[0])["IsAnomalous"] is False
 
 
-def test_segmentation_life_cycle(lookout: Any, s3: Any) -> None:
+def test_segmentation_life_cycle(lookout: Any, s3: Any, emulator: Any) -> None:
     """Not hosted -> Conflict; hosted -> mask and labels; stopped -> TRAINED and Conflict again."""
     model = trained("segmentation", lookout, s3)
     kit = model.kit
@@ -65,7 +66,10 @@ def test_segmentation_life_cycle(lookout: Any, s3: Any) -> None:
     assert (code, status) == ("ConflictException", 409)
     assert err.value.response["ResourceType"] == "MODEL" and "TRAINED" in message
 
-    kit.host("1")
+    described = kit.host("1", MaxInferenceUnits=3)
+    assert (described["MinInferenceUnits"], described["MaxInferenceUnits"]) == (1, 3)
+    served = registry(emulator.backend).get((kit.project, 1))
+    assert served is not None and served.units == 3  # workers start on demand up to the maximum
     body, truth = model.anomalies[0]
     result = kit.detect("1", body)
     assert result["IsAnomalous"] is True
@@ -93,9 +97,7 @@ def test_segmentation_life_cycle(lookout: Any, s3: Any) -> None:
         assert error_of(err)[0] == "ConflictException"
 
 
-def test_inference_units_are_parallel_workers(hosted: Trained, emulator) -> None:
-    from emulator.hosting import registry
-
+def test_inference_units_are_parallel_workers(hosted: Trained, emulator: Any) -> None:
     served = registry(emulator.backend).get((hosted.kit.project, 1))
     assert served is not None and served.units == 2
 
