@@ -73,3 +73,17 @@ def image_files(tmp_path: Path) -> Callable[[str, int, bool], list[Path]]:
         return paths
 
     return make
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """When a browser test fails, report where the browser was and what the page said."""
+    outcome = yield
+    report = outcome.get_result()
+    driver = getattr(item, "funcargs", {}).get("browser")
+    if report.when == "call" and report.failed and driver is not None:
+        try:
+            page = driver.find_element("css selector", "main").text
+        except Exception as exc:  # noqa: BLE001 - the page itself may be what is broken
+            page = f"(no page text: {exc.__class__.__name__})"
+        report.sections.append(("browser", f"URL: {driver.current_url}\n{page[:3000]}"))

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+from selenium.common.exceptions import (NoAlertPresentException, NoSuchElementException,
+                                        StaleElementReferenceException)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -25,7 +26,7 @@ def until(condition: Callable[[], Any], timeout: float = 30.0,
     while True:
         try:
             value = condition()
-        except StaleElementReferenceException:  # the page reloaded under us: look again
+        except (StaleElementReferenceException, NoSuchElementException):  # the page changed under us: look again
             value = None
         if value:
             return value
@@ -44,6 +45,17 @@ def find_all(driver: WebDriver | WebElement, css: str) -> list[WebElement]:
 
 def text(driver: WebDriver | WebElement, css: str) -> str:
     return find(driver, css).text
+
+
+def wait_for_status(driver: WebDriver, css: str, status: str, timeout: float = 300) -> None:
+    """Wait until the page has settled with `status` in `css`.
+
+    A page in a transition polls its status endpoint, fills in the new status and then loads the
+    settled page; only that page (without ``data-poll``) shows everything that comes with the status.
+    """
+    until(lambda: driver.execute_script("return document.readyState") == "complete"
+          and not find_all(driver, "[data-poll]") and find_all(driver, css) and text(driver, css) == status,
+          timeout, lambda: f"status {status} in {css} (the page shows {[e.text for e in find_all(driver, css)]})")
 
 
 def click_and_load(driver: WebDriver, element: WebElement, confirm: bool = False) -> None:
@@ -65,10 +77,11 @@ def _accept_alert(driver: WebDriver) -> bool:
 
 
 def is_stale(element: WebElement) -> bool:
+    """Whether `element` belongs to a page the browser has left."""
     try:
         element.is_enabled()
         return False
-    except StaleElementReferenceException:
+    except (StaleElementReferenceException, NoSuchElementException):
         return True
 
 

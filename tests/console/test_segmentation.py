@@ -6,7 +6,7 @@ import json
 
 import pytest
 from console_data import classification_line, create_dataset, segmentation_line, synthetic_image, synthetic_mask
-from console_support import click_and_load, find, find_all, flash, shoot, text, until
+from console_support import click_and_load, find, find_all, flash, shoot, text, until, wait_for_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 BUCKET = "console-segmentation-tests"
@@ -43,8 +43,7 @@ def test_segmentation_model_in_the_console(browser, console_url, segmentation_pr
     driver, project = browser, segmentation_project
     driver.get(f"{console_url}/projects/{project}")
     click_and_load(driver, find(driver, "#train-button"))
-    until(lambda: text(driver, "#status") == "TRAINED" if find_all(driver, "#status") else False, 300,
-          "the segmentation model to train")
+    wait_for_status(driver, "#status", "TRAINED")
 
     rows = [r.text for r in find_all(driver, "#label-metrics tr")]
     assert any(row.startswith(LABEL) for row in rows), rows
@@ -59,8 +58,7 @@ def test_segmentation_model_in_the_console(browser, console_url, segmentation_pr
     find(driver, "#trial-form input[name=name]").send_keys("new-parts")
     find(driver, "#trial-form input[name=s3_uri]").send_keys(f"s3://{BUCKET}/{project}/new/")
     click_and_load(driver, find(driver, "#run-trial"))
-    until(lambda: text(driver, "#trial-status") == "COMPLETED" if find_all(driver, "#trial-status") else False, 120,
-          "the trial detection")
+    wait_for_status(driver, "#trial-status", "COMPLETED", 120)
     scratched = find(driver, "#trial-grid .tile[data-ref$='scratched.png']")
     assert scratched.get_attribute("data-predicted") == "anomaly"
     assert LABEL in text(scratched, ".meta")  # the anomaly label found, with its share of the image

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 from console_support import (click_and_load, drop_files, find, find_all, flash, is_stale, shoot, text, until,
-                             upload_files)
+                             upload_files, wait_for_status)
 from selenium.webdriver.support.ui import Select
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -29,12 +29,6 @@ def upload(driver, send, zone: str, paths, expected_notice: str) -> None:
     until(lambda: is_stale(old) and expected_notice in flash(driver), 120,
           lambda: f"the notice {expected_notice!r} (page says {flash(driver)!r}; upload status "
                   f"{[e.text for e in find_all(driver, '[data-upload-status]')]!r})")
-
-
-def wait_for_status(driver, css: str, status: str, timeout: float = 300) -> None:
-    """The page polls its status endpoint and reloads when the status settles."""
-    until(lambda: text(driver, css) == status if find_all(driver, css) else False, timeout,
-          f"status {status} in {css}")
 
 
 def test_console_workflow(browser, console_url, image_files, screenshot_dir):
