@@ -52,6 +52,22 @@ def start_server(data_dir: str) -> tuple[subprocess.Popen[str], str]:
     raise SystemExit("the emulator did not start")
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system, all threads) the server process has used so far; None if unknown.
+
+    On a shared machine wall-clock figures depend on the other load; CPU time per step does not."""
+    stat = Path(f"/proc/{pid}/stat")
+    if pid is None or not stat.exists():
+        return None
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_delta(pid: int | None, before: float | None, scale: float = 1.0) -> float | None:
+    after = cpu_seconds(pid)
+    return None if after is None or before is None else round((after - before) * scale, 3)
+
+
 def wait_for(describe: Callable[[], dict[str, Any]], busy: tuple[str, ...],
              poll: float) -> tuple[dict[str, Any], float]:
     """Poll until the status leaves `busy`; (last description, seconds waited)."""
@@ -91,7 +107,8 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def run(endpoint_url: str, cookies: Path, latency_calls: int, throughput_calls: int) -> dict[str, Any]:
+def run(endpoint_url: str, server_pid: int | None, cookies: Path, latency_calls: int,
+        throughput_calls: int) -> dict[str, Any]:
     config = Config(max_pool_connections=16, retries={"max_attempts": 1})
     lookout = boto3.client("lookoutvision", endpoint_url=endpoint_url, config=config, **CREDENTIALS)
     s3 = boto3.client("s3", endpoint_url=endpoint_url, **CREDENTIALS)
@@ -100,8 +117,10 @@ def run(endpoint_url: str, cookies: Path, latency_calls: int, throughput_calls: 
     def model() -> dict[str, Any]:
         return lookout.describe_model(ProjectName=PROJECT, ModelVersion="1")["ModelDescription"]
 
+    cpu = cpu_seconds(server_pid)
     lookout.create_model(ProjectName=PROJECT, OutputConfig={"S3Location": {"Bucket": BUCKET, "Prefix": "output/"}})
     trained, train_seconds = wait_for(model, ("TRAINING",), 0.1)
+    train_cpu = cpu_delta(server_pid, cpu)
     if trained["Status"] != "TRAINED":
         raise SystemExit(f"training failed: {trained['StatusMessage']}")
     lookout.start_model(ProjectName=PROJECT, ModelVersion="1", MinInferenceUnits=2)
@@ -124,10 +143,12 @@ def run(endpoint_url: str, cookies: Path, latency_calls: int, throughput_calls: 
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
     latencies = []
+    cpu = cpu_seconds(server_pid)
     for i in range(latency_calls):
         started = time.perf_counter()
         detect(lookout, images[i % len(images)][1])
         latencies.append((time.perf_counter() - started) * 1000)
+    latency_cpu = cpu_delta(server_pid, cpu, 1000 / latency_calls)
 
     clients = [boto3.client("lookoutvision", endpoint_url=endpoint_url, config=config, **CREDENTIALS) for _ in range(8)]
     errors: list[str] = []
@@ -139,22 +160,25 @@ def run(endpoint_url: str, cookies: Path, latency_calls: int, throughput_calls: 
             except Exception as exc:  # noqa: BLE001 - every failure counts as an error of the run
                 errors.append(repr(exc))
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds(server_pid)
     with ThreadPoolExecutor(len(clients)) as pool:
         list(pool.map(worker, range(len(clients))))
     elapsed = time.perf_counter() - started
+    throughput_cpu = cpu_delta(server_pid, cpu, 1000 / throughput_calls)
     lookout.stop_model(ProjectName=PROJECT, ModelVersion="1")
     return {
         "create_model_to_trained_s": round(train_seconds, 2),
+        "training_server_cpu_s": train_cpu,
         "training_status_message": trained["StatusMessage"],
         "describe_model_performance": trained["Performance"],
         "start_model_to_hosted_s": round(host_seconds, 3),
         "test_set": {"images": len(images), **counts, "precision": round(precision, 4), "recall": round(recall, 4),
                      "f1": round(f1, 4)},
         "detect_latency_ms": {"calls": latency_calls, "p50": round(statistics.median(latencies), 1),
-                              "p99": round(percentile(latencies, 0.99), 1)},
+                              "p99": round(percentile(latencies, 0.99), 1), "server_cpu_ms_per_call": latency_cpu},
         "throughput": {"inference_units": 2, "clients": len(clients), "calls": throughput_calls,
-                       "requests_per_s": round(throughput_calls / elapsed, 1), "errors": len(errors),
+                       "requests_per_s": round(throughput_calls / elapsed, 1), "server_cpu_ms_per_call": throughput_cpu,
+                       "errors": len(errors),
                        "first_error": errors[0] if errors else None},
     }
 
@@ -180,7 +204,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lifecycle-bench-") as data_dir:
         process, endpoint_url = (None, args.endpoint_url) if args.endpoint_url else start_server(data_dir)
         try:
-            results = {"machine": info, **run(endpoint_url, args.cookies, args.latency_calls, args.throughput_calls)}
+            results = {"machine": info, **run(endpoint_url, process.pid if process else None, args.cookies,
+                                              args.latency_calls, args.throughput_calls)}
         finally:
             if process is not None:
                 process.terminate()
