@@ -1,6 +1,9 @@
 """Trial detections: the list and the run form, one trial's predictions, verification, feedback."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flask import Response, jsonify, render_template, request, url_for
 
 from emulator.console import trial_runs
@@ -40,11 +43,29 @@ def run_trial(project: str) -> Response:
     return back_to(page, notice=f"Trial detection {name} started on {count(len(refs), 'image')}.")
 
 
+# The trial page's filters (as the real console's: by predicted label or verification state) and sort orders.
+TRIAL_FILTERS: dict[str, Callable[[trial_runs.TrialImage], bool]] = {
+    "all": lambda image: True,
+    "anomaly": lambda image: image.predicted == "anomaly",
+    "normal": lambda image: image.predicted == "normal",
+    "unverified": lambda image: image.verified is None,
+}
+TRIAL_SORTS: dict[str, Callable[[trial_runs.TrialImage], Any]] = {
+    "name": lambda image: image.source_ref,
+    "confidence": lambda image: (image.confidence is None, image.confidence),  # least sure first
+}
+
+
 @blueprint.get("/projects/<project>/trials/<trial>")
 def trial_page(project: str, trial: str) -> str:
     record = trial_runs.get_trial(backend(), project, trial)
-    images = trial_runs.trial_images(backend(), project, trial)
-    return render_template("trial.html", project_name=project, trial=record, images=images,
+    shown, order = request.args.get("filter", "all"), request.args.get("sort", "name")
+    if shown not in TRIAL_FILTERS or order not in TRIAL_SORTS:
+        raise ValidationException(f"Use a filter of {', '.join(TRIAL_FILTERS)} and a sort of {', '.join(TRIAL_SORTS)}.")
+    images = sorted(filter(TRIAL_FILTERS[shown], trial_runs.trial_images(backend(), project, trial)),
+                    key=TRIAL_SORTS[order])
+    return render_template("trial.html", project_name=project, trial=record, images=images, filters=TRIAL_FILTERS,
+                           sorts=TRIAL_SORTS, shown=shown, order=order,
                            polling=record["status"] == trial_runs.IN_PROGRESS,
                            readiness=training_readiness(backend(), project))
 

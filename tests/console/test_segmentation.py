@@ -64,6 +64,10 @@ def test_segmentation_model_in_the_console(browser, console_url, segmentation_pr
     assert LABEL in text(scratched, ".meta")  # the anomaly label found, with its share of the image
     until(lambda: loaded(driver, find(scratched, "img.mask")), 20, "the trial's mask overlay to load")
     shoot(driver, screenshot_dir, "trial-segmentation")
+    click_and_load(driver, find(driver, "[data-filter=anomaly]"))
+    assert [t.get_attribute("data-ref").rsplit("/", 1)[1] for t in find_all(driver, "#trial-grid .tile")] == \
+        ["scratched.png"]
+    click_and_load(driver, find(driver, "[data-filter=all]"))
 
     click_and_load(driver, find(driver, "#verify-all"))
     assert "Verified 2 images." in flash(driver)

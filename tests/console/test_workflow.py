@@ -131,6 +131,9 @@ def test_console_workflow(browser, console_url, image_files, screenshot_dir):
         assert tile.get_attribute("data-predicted") in ("normal", "anomaly")
         assert re.fullmatch(r"\d+\.\d%", text(tile, ".confidence"))
     shoot(driver, screenshot_dir, "trial")
+    click_and_load(driver, find(driver, "[data-sort=confidence]"))  # the least certain predictions first
+    confidences = [float(text(t, ".confidence").rstrip("%")) for t in find_all(driver, "#trial-grid .tile")]
+    assert len(confidences) == 4 and confidences == sorted(confidences)
 
     # Verify each prediction against the truth (file names say it), save, add to the training dataset.
     for tile in find_all(driver, "#trial-grid .tile"):
