@@ -8,7 +8,7 @@ from flask import Response, jsonify, render_template, request, url_for
 
 from emulator.console.bucket import console_bucket
 from emulator.console.project_pages import list_models
-from emulator.console.test_results import read_test_results
+from emulator.console.model_results import read_test_results
 from emulator.console.web import back_to, backend, blueprint, call
 from emulator.errors import ValidationException
 
