@@ -54,11 +54,11 @@ def knn_distance(
     own patches. Queries are chunked to bound the (queries x bank) distance matrix.
     """
     out = torch.empty(queries.shape[0], dtype=torch.float32)
+    # Excluded rows get +inf added to their squared norm: one broadcast add, no index tensors.
+    offset = bank_sq if exclude is None else bank_sq.masked_fill(exclude, float("inf"))
     for s in range(0, queries.shape[0], chunk):
         q = queries[s : s + chunk]
-        d2 = torch.addmm(bank_sq.unsqueeze(0), q, bank.T, beta=1.0, alpha=-2.0)
+        d2 = torch.addmm(offset.unsqueeze(0), q, bank.T, beta=1.0, alpha=-2.0)
         d2.add_((q * q).sum(1, keepdim=True))
-        if exclude is not None:
-            d2[:, exclude] = float("inf")
-        out[s : s + chunk] = d2.min(1).values.clamp_min_(0).sqrt_()
+        out[s : s + chunk] = d2.amin(1).clamp_min_(0).sqrt_()
     return out

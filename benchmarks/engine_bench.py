@@ -1,0 +1,193 @@
+"""Reproduce the engine figures in BENCHMARKS.md (section "Engine").
+
+    .venv/bin/python benchmarks/engine_bench.py                 # everything (~3-4 min on 2 cores)
+    .venv/bin/python benchmarks/engine_bench.py --skip-memory   # cookies only
+    .venv/bin/python benchmarks/engine_bench.py --json out.json
+
+Measures, on the shared cookies dataset (../shared/datasets/cookies, or --cookies / LOOKOUT_COOKIES_DIR):
+  * fit wall time on the 63 training images (classification; segmentation with the 32 masks),
+    excluding image decoding and test evaluation;
+  * test-set precision / recall / F1 / AUROC (14 normal + 8 anomaly, never used for any choice);
+  * segmentation mean IoU by 5-fold cross-validation over the 32 masked training anomalies;
+  * predict latency per image (p50 / p90) with torch at --threads threads;
+  * peak resident memory of a fit on --memory-images synthetic 576x768 images (child process,
+    ru_maxrss, includes the decoded images themselves).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def machine() -> dict:
+    model = platform.processor() or ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
+def cookies_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    if os.environ.get("LOOKOUT_COOKIES_DIR"):
+        return Path(os.environ["LOOKOUT_COOKIES_DIR"])
+    return ROOT / ".." / "shared" / "datasets" / "cookies"
+
+
+def load_cookies(root: Path, masks: bool):
+    import numpy as np
+    from PIL import Image
+
+    from engine import Item
+
+    def rgb(p):
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"))
+
+    tr, mk, te = root / "dataset-files" / "training-images", root / "dataset-files" / "mask-images", root / "test-images"
+    train = [Item(rgb(tr / f"normal-{i}.jpg"), "normal", None, f"normal-{i}") for i in range(1, 32)]
+    train += [
+        Item(rgb(tr / f"anomaly-{i}.jpg"), "anomaly", rgb(mk / f"anomaly-{i}.png") if masks else None, f"anomaly-{i}")
+        for i in range(1, 33)
+    ]
+    test = [Item(rgb(te / f"test-normal-{i}.jpg"), "normal", None, f"test-normal-{i}") for i in range(1, 15)]
+    test += [Item(rgb(te / f"test-anomaly-{i}.jpg"), "anomaly", None, f"test-anomaly-{i}") for i in range(1, 9)]
+    return train, test
+
+
+def bench_cookies(root: Path, threads: int, repeats: int) -> dict:
+    import numpy as np
+    import torch
+
+    from engine import FitOptions, fit
+
+    torch.set_num_threads(threads)
+    out: dict = {}
+    for kind in ("classification", "segmentation"):
+        train, test = load_cookies(root, masks=kind == "segmentation")
+        colours = {"cracked": "#23A436"} if kind == "segmentation" else None
+        times, model = [], None
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model = fit(train, None, FitOptions(seed=0), label_colors=colours)
+            times.append(time.perf_counter() - t0)
+        m = model.evaluate(test)
+        r = model.training_report
+        out[kind] = {
+            "fit_s_median": round(statistics.median(times), 2),
+            "fit_s_all": [round(t, 2) for t in times],
+            "test_precision": m.precision,
+            "test_recall": m.recall,
+            "test_f1": m.f1,
+            "test_auroc": m.auroc,
+            "candidate": r["candidate"],
+            "cv_auroc": r["cv_auroc"],
+            "cv_f1": r["cv_f1"],
+            "seg_iou_cv": (r["seg_iou_cv"] or {}).get("mean_iou"),
+            "phase_s": {k: v for k, v in r["timings_s"].items() if not k.startswith("extracting features (")},
+        }
+        # Latency: single-image predict, after warm-up, over all test images, 3 rounds.
+        imgs = [it.image for it in test]
+        for im in imgs[:3]:
+            model.predict(im)
+        lat = []
+        for _ in range(3):
+            for im in imgs:
+                t0 = time.perf_counter()
+                model.predict(im)
+                lat.append((time.perf_counter() - t0) * 1000)
+        lat.sort()
+        out[kind]["predict_ms_p50"] = round(statistics.median(lat), 1)
+        out[kind]["predict_ms_p90"] = round(lat[int(0.9 * (len(lat) - 1))], 1)
+    return out
+
+
+def memory_child(n: int, threads: int) -> None:
+    """Fit on n synthetic 576x768 images (10% with a drawn crack) and print JSON with peak RSS."""
+    import numpy as np
+    import torch
+
+    from engine import FitOptions, Item, fit
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    h, w = 768, 576
+    base = rng.integers(60, 200, (h // 8, w // 8, 3)).astype(np.uint8)
+    base = np.repeat(np.repeat(base, 8, 0), 8, 1)
+    items = []
+    for i in range(n):
+        dy, dx = rng.integers(0, 16, 2)
+        img = np.roll(base, (int(dy), int(dx)), (0, 1)).copy()
+        img += rng.integers(0, 12, (h, w, 1), dtype=np.uint8)
+        label = "normal"
+        if i % 10 == 9:
+            y0, x0 = rng.integers(100, 600), rng.integers(100, 450)
+            img[y0 : y0 + 80, x0 : x0 + 6] = 20
+            label = "anomaly"
+        items.append(Item(img, label, None, f"syn-{i}"))
+    t0 = time.perf_counter()
+    model = fit(items, options=FitOptions(seed=0, max_train_seconds=3600))
+    dt = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    images_mb = n * h * w * 3 / 2**20
+    print(json.dumps({
+        "images": n,
+        "fit_s": round(dt, 1),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "decoded_images_mb": round(images_mb, 1),
+        "memory_bank": model.training_report["memory_bank"],
+        "cv_images": model.training_report["n_cv_images"],
+    }))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cookies", help="cookies dataset directory")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="fits per kind (median reported)")
+    ap.add_argument("--memory-images", type=int, default=1000)
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-cookies", action="store_true")
+    ap.add_argument("--json", help="also write results here")
+    ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.threads)
+        return
+    res: dict = {"machine": machine(), "threads": args.threads}
+    if not args.skip_cookies:
+        root = cookies_dir(args.cookies)
+        if not (root / "dataset-files").is_dir():
+            sys.exit(f"cookies dataset not found at {root}")
+        res["cookies"] = bench_cookies(root, args.threads, args.repeats)
+    if not args.skip_memory:
+        p = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(args.memory_images), "--threads", str(args.threads)],
+            capture_output=True, text=True, check=True,
+        )
+        res["memory"] = json.loads(p.stdout.strip().splitlines()[-1])
+    res["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
