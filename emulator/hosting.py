@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 ModelKey = tuple[str, int]  # (project, version)
 
 
+class NotHosted(Exception):
+    """The model stopped being hosted while a request was using it."""
+
+
 class HostedModel:
     """A loaded engine model and its inference workers."""
 
@@ -54,7 +58,11 @@ class HostedModel:
 
     def predict(self, image: np.ndarray) -> "engine.Prediction":
         """Run inference on a free worker (an exception in the model is re-raised here, not lost)."""
-        return self._workers.submit(self.model.predict, image).result()
+        try:
+            inference = self._workers.submit(self.model.predict, image)
+        except RuntimeError:  # the pool is shut down: a StopModel won the race with this request
+            raise NotHosted from None
+        return inference.result()
 
     def close(self) -> None:
         """Finish the requests in flight, then release the workers."""

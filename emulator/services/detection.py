@@ -62,6 +62,12 @@ def encode_mask(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _stopped(row: Any) -> ConflictException:
+    """A StopModel finished between reading the model's status and running the request."""
+    return ConflictException(f"Model version {row['version']} of project {row['project']} is no longer hosted; "
+                             "start it with StartModel.", resource_id=str(row["version"]), resource_type="MODEL")
+
+
 @operation("DetectAnomalies")
 def detect_anomalies(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     row = get_model(backend, params["ProjectName"], params["ModelVersion"])
@@ -69,10 +75,12 @@ def detect_anomalies(backend: Backend, params: dict[str, Any]) -> dict[str, Any]
         raise conflict(row, "detect anomalies with")
     hosted = hosting.registry(backend).get((row["project"], row["version"]))
     if hosted is None:
-        raise ConflictException(
-            f"Model version {row['version']} of project {row['project']} is no longer hosted; start it with "
-            "StartModel.", resource_id=str(row["version"]), resource_type="MODEL")
-    prediction = hosted.predict(read_image(params["Body"], params["ContentType"], hosted.image_size))
+        raise _stopped(row)
+    image = read_image(params["Body"], params["ContentType"], hosted.image_size)
+    try:
+        prediction = hosted.predict(image)
+    except hosting.NotHosted:
+        raise _stopped(row) from None
     result: dict[str, Any] = {
         "Source": {"Type": "direct"},
         "IsAnomalous": prediction.is_anomalous,

@@ -215,3 +215,18 @@ def test_a_model_that_cannot_be_loaded_fails_hosting(lookout: Any, s3: Any, proj
     assert lookout.stop_model(ProjectName=project_name, ModelVersion=version)["Status"] == "STOPPING_HOSTING"
     assert kit.wait_model(version)["Status"] == "TRAINED"
     lookout.delete_model(ProjectName=project_name, ModelVersion=version)
+
+
+def test_a_request_racing_stop_model_finds_the_model_stopped(hosted: Trained, emulator: Any) -> None:
+    """What DetectAnomalies meets when StopModel completes between its status check and inference."""
+    from emulator.hosting import HostingRegistry, NotHosted
+    from emulator.training import engine_dir
+
+    own = HostingRegistry()
+    key = (hosted.kit.project, 1)
+    served = own.host(key, engine_dir(emulator.backend, *key), 1).result()
+    assert own.get(key) is served
+    own.stop(key)
+    assert own.get(key) is None
+    with pytest.raises(NotHosted):
+        served.predict(texture(1))
