@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from console_data import synthetic_image
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from emulator.testing import LocalEmulator
 
@@ -22,13 +24,10 @@ SCREENSHOT_DIR_ENV = "CONSOLE_SCREENSHOTS"
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[WebDriver]:
     if not (CHROMEDRIVER.exists() and CHROMIUM.exists()):
         pytest.skip("headless Chromium is not installed (apt-get install -y chromium chromium-driver; "
                     ".ci/run installs it in CI)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
-    from selenium.webdriver.chrome.service import Service
-
     profile = tempfile.mkdtemp(prefix="lookout-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
