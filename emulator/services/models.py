@@ -24,7 +24,7 @@ from emulator.backend import Backend
 from emulator.errors import ConflictException, ResourceNotFoundException, ValidationException
 from emulator.jobs import on_startup
 from emulator.operations import operation
-from emulator.pagination import decode_token, encode_token, page_size
+from emulator.pagination import decode_token, page, page_size
 from emulator.services.projects import get_project
 from emulator.services.tags import apply_tags
 from emulator.training import TRAINED, TRAINING, TRAINING_FAILED
@@ -140,14 +140,12 @@ def describe_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
 def list_models(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project = params["ProjectName"]
     get_project(backend, project)
-    after = decode_token(params.get("NextToken")) or 0
+    after = decode_token(params.get("NextToken"), expected=int) or 0
     size = page_size(params.get("MaxResults"))
     rows = backend.store.query("SELECT * FROM models WHERE project=? AND version>? ORDER BY version LIMIT ?",
                                (project, after, size + 1))
-    result: dict[str, Any] = {"Models": [_metadata(row) for row in rows[:size]]}
-    if len(rows) > size:
-        result["NextToken"] = encode_token(rows[size - 1]["version"])
-    return result
+    shown, token = page(rows, size, lambda row: row["version"])
+    return {"Models": [_metadata(row) for row in shown], "NextToken": token}
 
 
 @operation("DeleteModel")

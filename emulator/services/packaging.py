@@ -30,7 +30,7 @@ from emulator.errors import ConflictException, ResourceNotFoundException, Valida
 from emulator.evaluation import output_key
 from emulator.jobs import on_startup
 from emulator.operations import operation
-from emulator.pagination import decode_token, encode_token, page_size
+from emulator.pagination import decode_token, page, page_size
 from emulator.s3_stores import ObjectNotFound
 from emulator.services.models import conflict, get_model, model_arn
 from emulator.services.projects import get_project
@@ -159,16 +159,24 @@ def describe_model_packaging_job(backend: Backend, params: dict[str, Any]) -> di
 def list_model_packaging_jobs(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project = params["ProjectName"]
     get_project(backend, project)
-    created, name = decode_token(params.get("NextToken")) or (0.0, "")
+    created, name = _position(params.get("NextToken"))
     size = page_size(params.get("MaxResults"))
     rows = backend.store.query(
         "SELECT * FROM packaging_jobs WHERE project=? AND (created_at>? OR (created_at=? AND job_name>?)) "
         "ORDER BY created_at, job_name LIMIT ?", (project, created, created, name, size + 1))
-    result: dict[str, Any] = {"ModelPackagingJobs": [_metadata(row) for row in rows[:size]]}
-    if len(rows) > size:
-        last = rows[size - 1]
-        result["NextToken"] = encode_token([last["created_at"], last["job_name"]])
-    return result
+    shown, token = page(rows, size, lambda row: [row["created_at"], row["job_name"]])
+    return {"ModelPackagingJobs": [_metadata(row) for row in shown], "NextToken": token}
+
+
+def _position(token: str | None) -> tuple[float, str]:
+    """(creation time, job name) of the last job of the previous page; the start without a token."""
+    position = decode_token(token, expected=list)
+    if position is None:
+        return 0.0, ""
+    if len(position) != 2 or not isinstance(position[0], (int, float)) or not isinstance(position[1], str):
+        raise ValidationException(f"The NextToken {token!r} is not valid: pass the NextToken of the previous "
+                                  "response of the same listing, unchanged.")
+    return float(position[0]), position[1]
 
 
 # ------------------------------------------------------------------------------------------- the job

@@ -127,6 +127,15 @@ def test_versions_count_up_and_are_never_reused(mkit: ModelKit, lookout) -> None
     assert [m["ModelVersion"] for m in rest["Models"]] == ["3"] and "NextToken" not in rest
 
 
+def test_next_token_of_another_listing_is_invalid(mkit: ModelKit, lookout) -> None:
+    from emulator.pagination import encode_token
+
+    with pytest.raises(ClientError) as err:
+        lookout.list_models(ProjectName=mkit.project, NextToken=encode_token("a-project-name"))
+    code, _, message = error_of(err)
+    assert code == "ValidationException" and "NextToken" in message
+
+
 def test_create_model_stores_kms_key_and_tags(mkit: ModelKit, lookout) -> None:
     mkit.stage_doomed()
     created = mkit.create_model(KmsKeyId="arn:aws:kms:us-east-1:123456789012:key/abcd", Description="v1.0",

@@ -187,3 +187,13 @@ def test_models_in_use_by_packaging_or_training_conflict(model: Trained, lookout
         code, _, message = error_of(err)
         assert code == "ConflictException" and "TRAINING" in message
     assert _wait(lookout, model.kit.project, job)["Status"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize("position", ["a-project-name", [1.5], [1.5, 7]])
+def test_next_token_of_another_listing_is_invalid(model: Trained, lookout: Any, position: Any) -> None:
+    from emulator.pagination import encode_token
+
+    with pytest.raises(ClientError) as err:
+        lookout.list_model_packaging_jobs(ProjectName=model.kit.project, NextToken=encode_token(position))
+    code, _, message = error_of(err)
+    assert code == "ValidationException" and "NextToken" in message
