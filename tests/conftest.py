@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 
 from emulator.testing import LocalEmulator
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-COOKIES_DIR = REPO_ROOT.parent / "shared" / "datasets" / "cookies"
 
 
 @pytest.fixture(scope="session")

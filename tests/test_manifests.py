@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import COOKIES_DIR
+from shared_datasets import COOKIES_DIR
 from emulator.manifests import (MAX_LINE_CHARS, ManifestError, parse_line, parse_lines, parse_manifest,
                                 read_json_lines)
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import COOKIES_DIR
+from shared_datasets import COOKIES_DIR
 from datasets_support import BUCKET, DatasetKit, buckets, kit, labelled  # noqa: F401
 from emulator.services.datasets import list_entries
 

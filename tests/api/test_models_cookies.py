@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import COOKIES_DIR
+from shared_datasets import COOKIES_DIR
 from models_support import new_kit
 
 pytestmark = pytest.mark.slow
