@@ -8,7 +8,15 @@ import signal
 import threading
 from pathlib import Path
 
-from emulator.config import DEFAULT_ACCOUNT_ID, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REGION, Settings
+from emulator.config import (
+    BACKBONES,
+    DEFAULT_ACCOUNT_ID,
+    DEFAULT_BACKBONE,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_REGION,
+    Settings,
+)
 
 DEFAULT_THREADS = 8
 
@@ -29,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"region in ARNs (default {DEFAULT_REGION})")
     serve.add_argument("--account-id", default=os.environ.get("LOOKOUT_ACCOUNT_ID", DEFAULT_ACCOUNT_ID),
                        help=f"account id in ARNs (default {DEFAULT_ACCOUNT_ID})")
+    serve.add_argument("--backbone", choices=BACKBONES, default=os.environ.get("LOOKOUT_BACKBONE", DEFAULT_BACKBONE),
+                       help=f"feature extractor for new models (default {DEFAULT_BACKBONE}, shipped with the package;"
+                            " the others need ImageNet weights in the file named by LOOKOUT_BACKBONE_WEIGHTS)")
     serve.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                        help=f"HTTP worker threads (default {DEFAULT_THREADS})")
     return parser
@@ -41,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--threads must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(data_dir=args.data_dir, host=args.host, port=args.port, region=args.region,
-                        account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url)
+                        account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url,
+                        backbone=args.backbone)
     try:
         serve(settings, threads=args.threads)
     except OSError as exc:  # typically the port is taken

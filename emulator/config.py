@@ -12,6 +12,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5010
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "123456789012"
+DEFAULT_BACKBONE = "efficientnet_lite0"
+# Backbones the engine can train with; all but the default need a local ImageNet weights file.
+BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class Settings:
     s3_endpoint_url: str | None = None
     # Worker threads that run long jobs (dataset import, training, packaging).
     job_workers: int = 2
+    # Feature extractor for new models. torchvision backbones read their weights from the file in
+    # LOOKOUT_BACKBONE_WEIGHTS (e.g. baked into the Docker image); nothing is downloaded.
+    backbone: str = DEFAULT_BACKBONE
 
     @property
     def db_path(self) -> Path:

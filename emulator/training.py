@@ -249,7 +249,8 @@ def run_training(backend: "Backend", plan: TrainingPlan) -> None:
         train = _materialise(backend, plan.train, directory / "data" / "train", plan, None)
         test = _materialise(backend, plan.test, directory / "data" / "test", plan, train[0])
         _write_record(directory, plan)
-        options = engine.FitOptions(seed=FIT_SEED, max_train_seconds=MAX_TRAINING_SECONDS)
+        options = engine.FitOptions(seed=FIT_SEED, max_train_seconds=MAX_TRAINING_SECONDS,
+                                    backbone=backend.settings.backbone)
         model = engine.fit(train, test, options, label_colors=plan.label_colors or None,
                            progress=_progress(backend, plan))
         model.save(engine_dir(backend, plan.project, plan.version))
