@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import os as _os
 
-# OpenMP threads that spin-wait collapse throughput when the CPU is oversubscribed (measured here:
-# 2-thread backbone inference 15x slower on a busy 2-core box, vs ~1.1x with passive waiting).
-# Only effective if torch is not imported yet; an explicit user setting always wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# libgomp threads spin ~300k iterations before sleeping; when the CPU is oversubscribed (two
+# predictions at once on 2 cores, or a busy CI box) that made 2-thread backbone inference ~20x
+# slower here (35 -> 800 ms). A short spin keeps almost all of the quiet-machine speed (~40 ms) and
+# bounds the busy case (~100 ms). Only effective if torch is not imported yet; explicit user
+# settings (GOMP_SPINCOUNT or OMP_WAIT_POLICY) always win.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from .artifact import load_model  # noqa: E402
 from .errors import EngineError  # noqa: E402

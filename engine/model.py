@@ -45,7 +45,11 @@ class Model:
         self, config: dict, tensors: dict[str, torch.Tensor], extractor: PatchFeatureExtractor | None = None
     ) -> None:
         self.config = config
-        self.tensors = tensors
+        # Own, freshly allocated (64-byte aligned) copies: MKL's results can depend on memory
+        # alignment, and safetensors buffers are not aligned like torch's allocator -- without
+        # this a loaded model could differ from the fitted one in the last bit.
+        self.tensors = {k: v.clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
+        tensors = self.tensors
         self.image_size: tuple[int, int] = (int(config["image_size"][0]), int(config["image_size"][1]))
         self.is_segmentation = bool(config["is_segmentation"])
         self._labels: list[str] = list(config["labels"])

@@ -25,7 +25,9 @@ class FitOptions:
 
     # Memory bank of normal patch features (PatchCore-style greedy coreset). Bounded regardless of
     # the number of images so memory and inference cost stay flat.
-    memory_bank_size: int = 2048
+    # 1024 loses nothing measurable on the cookies (LOO AUROC 0.978 at 1024, 2048 and 4096) and halves
+    # the k-NN share of predict time relative to 2048.
+    memory_bank_size: int = 1024
     max_bank_candidates: int = 120_000  # random patch subsample the coreset is drawn from
 
     # Supervised component on pooled features: used only when the training set has at least this

@@ -34,18 +34,23 @@ class PatchClassifier:
         self.scale = np.asarray(scale, dtype=np.float64)
         self.coef = np.asarray(coef, dtype=np.float64)  # (L + 1, F)
         self.intercept = np.asarray(intercept, dtype=np.float64)  # (L + 1,)
+        self._mean_t, self._scale_t = torch.from_numpy(self.mean), torch.from_numpy(self.scale)
+        self._coef_t, self._intercept_t = torch.from_numpy(self.coef), torch.from_numpy(self.intercept)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """(N, F) -> (N, L + 1) class logits."""
-        return ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
+        """(N, F) -> (N, L + 1) class logits.
+
+        Computed with torch, not numpy: numpy's OpenBLAS threads keep spinning after a call and
+        then fight torch's OpenMP threads for the 2 cores (it doubled predict time here).
+        """
+        z = (torch.from_numpy(np.asarray(x, dtype=np.float64)) - self._mean_t) / self._scale_t
+        return (z @ self._coef_t.T + self._intercept_t).numpy()
 
     def anomaly_logit(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, F) -> (log-odds of any anomaly label vs background, best label index 0..L-1)."""
-        z = self.logits(x)
+        z = torch.from_numpy(self.logits(x))
         za = z[:, 1:]
-        m = za.max(1)
-        lse = m + np.log(np.exp(za - m[:, None]).sum(1))
-        return lse - z[:, 0], za.argmax(1)
+        return (torch.logsumexp(za, 1) - z[:, 0]).numpy(), za.argmax(1).numpy()
 
     @classmethod
     def fit(cls, x: np.ndarray, t: np.ndarray, n_labels: int, max_iter: int = 100) -> "PatchClassifier":

@@ -58,15 +58,20 @@ def render(index_map: np.ndarray, labels: list[str], colours: list[str]) -> tupl
     Background comes first; labels follow in model order and only if present; fractions are
     pixel counts / image area so they sum to 1.
     """
-    palette = np.array([(255, 255, 255)] + [parse_hex(c, "label colour") for c in colours], dtype=np.uint8)
-    mask = palette[index_map]
-    counts = np.bincount(index_map.ravel(), minlength=len(labels) + 1)
-    total = float(index_map.size)
-    anomalies: list[tuple[str, str, float]] = [("background", BACKGROUND_HEX, float(counts[0]) / total)]
-    for i, (name, colour) in enumerate(zip(labels, colours)):
-        if counts[i + 1]:
-            anomalies.append((name, colour, float(counts[i + 1]) / total))
-    return mask, anomalies
+    h, w = index_map.shape
+    mask = np.full((h, w, 3), 255, dtype=np.uint8)
+    total = h * w
+    found: list[tuple[str, str, float]] = []
+    painted = 0
+    if index_map.any():  # normal verdicts (the common case) skip all per-label work
+        for i, (name, colour) in enumerate(zip(labels, colours)):
+            sel = index_map == i + 1
+            n = int(np.count_nonzero(sel))
+            if n:
+                mask[sel] = parse_hex(colour, "label colour")
+                found.append((name, colour, n / total))
+                painted += n
+    return mask, [("background", BACKGROUND_HEX, (total - painted) / total)] + found
 
 
 def iou(gt: np.ndarray, pred: np.ndarray) -> float:

@@ -33,9 +33,9 @@ class LinearHead:
         self.intercept = float(intercept)
 
     def logit(self, x: np.ndarray) -> np.ndarray:
-        """Decision value (log-odds of 'anomaly') for rows of x."""
-        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
-        return z @ self.coef + self.intercept
+        """Decision value (log-odds of 'anomaly') for rows of x (torch math: see patch_head.py)."""
+        z = (torch.from_numpy(np.asarray(x, dtype=np.float64)) - torch.from_numpy(self.mean)) / torch.from_numpy(self.scale)
+        return (z @ torch.from_numpy(self.coef) + self.intercept).numpy()
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, seed: int, inner_folds: int = 3) -> "LinearHead":

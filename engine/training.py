@@ -229,7 +229,6 @@ def fit(
     clock = _Clock(opts.max_train_seconds, progress)
     clock.step(0.0, "validating images")
     data = _prepare(train, label_colors)
-    torch.manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
     y = np.array(data.y, dtype=np.int64)
     n = len(y)
