@@ -110,11 +110,15 @@ def decode_mask(
 
 
 def working_size(width: int, height: int, resolution: int, min_resolution: int) -> tuple[int, int]:
-    """(work_w, work_h): longer side = ``resolution``, shorter side >= ``min_resolution`` when
-    possible, both multiples of 8 so the /8 and /16 feature grids align exactly."""
-    scale = resolution / max(width, height)
+    """(work_w, work_h): longer side = ``resolution`` (never upscaling past the original), shorter side
+    >= ``min_resolution`` when possible (small images are upscaled so the /8 grid keeps enough
+    cells), both multiples of 16 so the /8 and /16 feature grids align exactly."""
+    scale = min(1.0, resolution / max(width, height))
     if min(width, height) * scale < min_resolution:
         scale = min_resolution / min(width, height)
+    # Extreme aspect ratios (e.g. 4096x64): never let the long side exceed 2x ``resolution``,
+    # which would blow up time and memory; the short side then stays below min_resolution.
+    scale = min(scale, 2 * resolution / max(width, height))
     w = max(32, int(round(width * scale / 16)) * 16)
     h = max(32, int(round(height * scale / 16)) * 16)
     return w, h

@@ -17,9 +17,9 @@ class FitOptions:
     backbone_weights: str | None = None  # path; default: installed Lite0 package / env LOOKOUT_BACKBONE_WEIGHTS
     max_train_seconds: float = 120.0
 
-    # Working resolution: images are resized (aspect kept) so the longer side is ``resolution`` px;
-    # small images are upscaled to at least ``min_resolution`` on the shorter side so the /8 feature
-    # grid keeps enough cells. Higher = smaller defects visible, slower.
+    # Working resolution: images are downscaled (aspect kept) so the longer side is at most
+    # ``resolution`` px; small images are upscaled to at least ``min_resolution`` on the shorter side
+    # so the /8 feature grid keeps enough cells. Higher = smaller defects visible, slower predict.
     resolution: int = 384
     min_resolution: int = 160
 

@@ -7,12 +7,14 @@ Pipeline (all loops bounded by counts; the clock is only a safety cap):
  3. Out-of-fold (OOF) scores for training images: a normal image is scored with its own bank entries
     masked out (leave-one-image-out); anomalies are never in the bank, so their scores are OOF.
  4. Candidates: "oneclass" (max of the smoothed k-NN map), and when enough anomalies are labelled,
-    "supervised" (logistic head on pooled descriptors, K-fold OOF) and "combined" (mean of the two,
-    each standardised by OOF normal scores). The best OOF AUROC wins; near-ties prefer combined,
-    then oneclass (more robust to defect types absent from training).
+    "supervised" (logistic head on pooled descriptors, K-fold OOF), "combined" (mean of the two,
+    each standardised by OOF normal scores) and, with masks, "patch" (max of the patch classifier's
+    map, K-fold OOF). The best OOF AUROC wins; near-ties prefer combined, then oneclass (more robust
+    to defect types absent from training).
  5. Threshold on the chosen candidate's OOF scores (Youden's J, or a normal-only rule).
- 6. Segmentation: pixel threshold maximising mean IoU on the training masks; the IoU is also
-    reported by K-fold CV over the masked anomalies (threshold picked on the other folds).
+ 6. Segmentation: a patch classifier learnt from the masks (patch_head.py) gives the pixel map; its
+    threshold maximises mean IoU on the training masks, and the IoU is reported by K-fold CV over
+    the masked anomalies (threshold picked on the other folds, maps out-of-fold).
 The test set, when given, is only evaluated -- never used for any choice.
 """
 from __future__ import annotations

@@ -76,7 +76,7 @@ def make_items(n_normal: int, n_anomaly: int, seed: int, masks: bool = False, ki
 
 def fast_options(**kw) -> FitOptions:
     """Options that keep synthetic fits to a couple of seconds on 2 cores."""
-    base = dict(seed=0, resolution=160, min_resolution=128, memory_bank_size=512, max_bank_candidates=20000)
+    base = dict(seed=0, resolution=160, min_resolution=160, memory_bank_size=512, max_bank_candidates=20000)
     base.update(kw)
     return FitOptions(**base)
 

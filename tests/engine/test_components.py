@@ -79,10 +79,12 @@ def test_image_conversions():
 
 def test_working_size_keeps_aspect_and_multiple_of_16():
     assert working_size(576, 768, 384, 160) == (288, 384)
-    w, h = working_size(128, 128, 160, 128)
-    assert (w, h) == (160, 160)
-    w, h = working_size(1000, 100, 384, 160)  # very wide: short side upscaled to >= min_resolution
+    assert working_size(128, 128, 384, 160) == (160, 160)  # small: up to min_resolution only
+    assert working_size(200, 200, 384, 160) == (192, 192)  # never upscaled past the original (/16)
+    w, h = working_size(1000, 200, 384, 160)  # wide: short side upscaled to >= min_resolution
     assert h >= 160 and w % 16 == 0 and h % 16 == 0
+    w, h = working_size(4096, 64, 384, 160)  # extreme: long side capped at 2x resolution
+    assert w <= 768 and h >= 16
 
 
 def test_decode_mask_white_or_black_background_and_tolerance():
