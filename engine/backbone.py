@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -304,6 +305,7 @@ class Trunk(nn.Module):
         self.eval()
 
         self._traced: dict[tuple[int, int], torch.jit.ScriptModule | None] = {}
+        self._lock = threading.Lock()
 
     def eager(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of the configured levels (plain eager PyTorch)."""
@@ -320,7 +322,9 @@ class Trunk(nn.Module):
         """
         key = (int(x.shape[-2]), int(x.shape[-1]))
         if key not in self._traced:
-            self._traced[key] = self._trace(x[:1])
+            with self._lock:  # concurrent first predictions trace once
+                if key not in self._traced:
+                    self._traced[key] = self._trace(x[:1])
         fn = self._traced[key]
         if fn is None:
             return self.eager(x)

@@ -136,6 +136,13 @@ class Model:
         return out
 
     # ------------------------------------------------------------------ inference
+    def warmup(self) -> None:
+        """Run one dummy prediction so the first real one does not pay for tracing (~0.5 s).
+
+        Optional: call it when hosting a model, off the request path."""
+        w, h = self.image_size
+        self.predict(np.full((h, w, 3), 128, dtype=np.uint8))
+
     def predict(self, image: np.ndarray) -> Prediction:
         """Classify (and segment) one (H, W, 3) uint8 RGB image of the training size."""
         return self.predict_batch([image])[0]

@@ -75,3 +75,15 @@ def test_load_rejects_missing_and_malformed(cls_model, tmp_path):
     (tmp_path / "m" / "tensors.safetensors").write_bytes(b"garbage")
     with pytest.raises(EngineError, match="cannot read"):
         load_model(tmp_path / "m")
+
+
+def test_warmup_and_concurrent_predict(cls_model, synth_test, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    items, _ = synth_test
+    cls_model.save(tmp_path / "w")
+    fresh = load_model(tmp_path / "w")
+    with ThreadPoolExecutor(4) as pool:  # first predictions race to trace the backbone
+        scores = list(pool.map(lambda it: fresh.predict(it.image).score, items[:8]))
+    assert scores == [cls_model.predict(it.image).score for it in items[:8]]
+    fresh.warmup()
