@@ -21,6 +21,21 @@ _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 BACKGROUND_HEX = "#FFFFFF"
 
 
+def labelled_image(item: object, index: int, role: str) -> tuple[str, np.ndarray] | None:
+    """Check one input item of fit/evaluate. None for an unlabelled item (ignored everywhere);
+    otherwise how messages name it and its image as RGB uint8."""
+    from .types import Item
+
+    if not isinstance(item, Item):
+        raise EngineError(f"item {index}: expected engine.Item, got {type(item).__name__}")
+    if item.label is None:
+        return None
+    what = f"{role} {index} ({item.name})" if item.name else f"{role} {index}"
+    if item.label not in ("normal", "anomaly"):
+        raise EngineError(f"{what}: label must be 'normal', 'anomaly' or None, got {item.label!r}")
+    return what, to_rgb_uint8(item.image, what)
+
+
 def to_rgb_uint8(image: object, what: str) -> np.ndarray:
     """Return ``image`` as a contiguous (H, W, 3) uint8 array or raise EngineError mentioning ``what``."""
     if not isinstance(image, np.ndarray):

@@ -14,7 +14,7 @@ import torch
 
 from .errors import EngineError
 from .features import PatchFeatureExtractor
-from .images import decode_mask, parse_hex, to_rgb_uint8
+from .images import decode_mask, labelled_image, parse_hex, to_rgb_uint8
 from .memory import knn_distance
 from .patch_head import PatchClassifier, patch_inputs
 from .metrics import Metrics, SegmentationAccumulator, classification_metrics
@@ -187,14 +187,10 @@ class Model:
         palette = [parse_hex(c, "label colour") for c in self._colours]
         w, h = self.image_size
         for i, it in enumerate(items):
-            if not isinstance(it, Item):
-                raise EngineError(f"item {i}: expected engine.Item, got {type(it).__name__}")
-            if it.label is None:
+            checked = labelled_image(it, i, "item")
+            if checked is None:
                 continue
-            what = f"item {i} ({it.name})" if it.name else f"item {i}"
-            if it.label not in ("normal", "anomaly"):
-                raise EngineError(f"{what}: label must be 'normal', 'anomaly' or None, got {it.label!r}")
-            img = to_rgb_uint8(it.image, what)
+            what, img = checked
             if img.shape[:2] != (h, w):
                 raise EngineError(f"{what}: image is {img.shape[1]}x{img.shape[0]}, the model expects {w}x{h}")
             gt = None

@@ -29,7 +29,7 @@ import torch
 from .backbone import load_pretrained_state_dict, trunk_state_dict
 from .errors import EngineError
 from .features import PatchFeatureExtractor
-from .images import decode_mask, normalise_hex, to_rgb_uint8, working_size
+from .images import decode_mask, labelled_image, normalise_hex, parse_hex, working_size
 from .memory import greedy_coreset, knn_distance
 from .metrics import auroc
 from .model import FORMAT, FORMAT_VERSION, Model
@@ -105,21 +105,17 @@ def _prepare(train: Sequence[Item], label_colors: Mapping[str, str] | None) -> _
     has_mask = any(isinstance(it, Item) and it.mask is not None and it.label is not None for it in train)
     if has_mask and not labels:
         raise EngineError("training items have masks, so label_colors (anomaly label -> '#RRGGBB') is required")
-    palette = [tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in colours]
+    palette = [parse_hex(c, "label colour") for c in colours]
     d = _Data()
     if has_mask:
         d.labels, d.colours = labels, colours
     ref: tuple[int, int] | None = None
     ref_name = ""
     for i, it in enumerate(train):
-        if not isinstance(it, Item):
-            raise EngineError(f"item {i}: expected engine.Item, got {type(it).__name__}")
-        if it.label is None:
+        checked = labelled_image(it, i, "training item")
+        if checked is None:
             continue
-        what = f"training item {i} ({it.name})" if it.name else f"training item {i}"
-        if it.label not in ("normal", "anomaly"):
-            raise EngineError(f"{what}: label must be 'normal', 'anomaly' or None, got {it.label!r}")
-        img = to_rgb_uint8(it.image, what)
+        what, img = checked
         shape = img.shape[:2]
         if ref is None:
             ref, ref_name = shape, what
