@@ -34,7 +34,7 @@ from emulator.jobs import on_startup
 from emulator.manifests import ManifestError, ManifestLine, parse_line, parse_lines, parse_manifest, \
     read_json_lines, split_s3_uri
 from emulator.operations import operation
-from emulator.pagination import decode_token, encode_token, page_size
+from emulator.pagination import decode_token, page, page_size
 from emulator.s3_stores import ObjectNotFound
 from emulator.services import projects
 
@@ -157,7 +157,7 @@ def list_dataset_entries(backend: Backend, params: dict[str, Any]) -> dict[str, 
     project, dataset_type = params["ProjectName"], params["DatasetType"]
     require_dataset(backend, project, dataset_type)
     conditions = ["project=?", "dataset_type=?", "seq>?"]
-    args: list[Any] = [project, dataset_type, decode_token(params.get("NextToken")) or 0]
+    args: list[Any] = [project, dataset_type, decode_token(params.get("NextToken"), expected=int) or 0]
     if "Labeled" in params:
         conditions.append("label IS NOT NULL" if params["Labeled"] else "label IS NULL")
     if "AnomalyClass" in params:
@@ -175,9 +175,10 @@ def list_dataset_entries(backend: Backend, params: dict[str, Any]) -> dict[str, 
     size = page_size(params.get("MaxResults"))
     rows = backend.store.query(f"SELECT seq, line FROM dataset_entries WHERE {' AND '.join(conditions)}"
                                " ORDER BY seq LIMIT ?", (*args, size + 1))
-    result: dict[str, Any] = {"DatasetEntries": [row["line"] for row in rows[:size]]}
-    if len(rows) > size:
-        result["NextToken"] = encode_token(rows[size - 1]["seq"])
+    shown, token = page(rows, size, lambda row: row["seq"])
+    result: dict[str, Any] = {"DatasetEntries": [row["line"] for row in shown]}
+    if token is not None:
+        result["NextToken"] = token
     return result
 
 

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from emulator.pagination import encode_token
+
 from datasets_support import DatasetKit, buckets, error_of, kit, labelled  # noqa: F401
 
 
@@ -88,7 +90,9 @@ def test_pagination(populated) -> None:  # type: ignore[no-untyped-def]
 
 def test_invalid_pagination_and_filter_values(kit: DatasetKit, lookout_unvalidated) -> None:  # type: ignore[no-untyped-def]
     kit.create("train")
-    for kwargs, fragment in (({"NextToken": "bm90IGEgdG9rZW4="}, "NextToken"), ({"MaxResults": 101}, "maxResults"),
+    another_listing = encode_token("a-project-name")  # ListProjects' kind of position
+    for kwargs, fragment in (({"NextToken": "bm90IGEgdG9rZW4="}, "NextToken"), ({"NextToken": another_listing}, "NextToken"),
+                             ({"MaxResults": 101}, "maxResults"),
                              ({"AnomalyClass": "broken"}, "anomalyClass")):
         with pytest.raises(ClientError) as err:
             lookout_unvalidated.list_dataset_entries(ProjectName=kit.project, DatasetType="train", **kwargs)
