@@ -12,25 +12,41 @@ Method: patch descriptors from a frozen ImageNet EfficientNet-Lite0 (weights fro
 with k-NN patch scoring (PatchCore-style), a supervised logistic head on pooled descriptors when
 enough anomalies are labelled, and candidate selection + thresholds by cross-validation on the
 training data only. See training.py for the full recipe.
+
+``import engine`` itself is cheap: it applies the process settings of runtime.py, and the exports
+below load (with torch, seconds) on first use.
 """
 from __future__ import annotations
 
-import os as _os
+import importlib
+from typing import TYPE_CHECKING, Any
 
-# libgomp threads spin ~300k iterations before sleeping; when the CPU is oversubscribed (two
-# predictions at once on 2 cores, or a busy CI box) that made 2-thread backbone inference ~20x
-# slower here (35 -> 800 ms). A short spin keeps almost all of the quiet-machine speed (~40 ms) and
-# bounds the busy case (~100 ms). Only effective if torch is not imported yet; explicit user
-# settings (GOMP_SPINCOUNT or OMP_WAIT_POLICY) always win.
-if "OMP_WAIT_POLICY" not in _os.environ:
-    _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+from . import runtime  # noqa: F401  (process settings; must precede torch and the caller's threads)
 
-from .artifact import load_model  # noqa: E402
-from .errors import EngineError  # noqa: E402
-from .metrics import Metrics  # noqa: E402
-from .model import Model  # noqa: E402
-from .options import FitOptions  # noqa: E402
-from .training import fit  # noqa: E402
-from .types import Item, Prediction  # noqa: E402
+if TYPE_CHECKING:
+    from .artifact import load_model
+    from .errors import EngineError
+    from .metrics import Metrics
+    from .model import Model
+    from .options import FitOptions
+    from .training import fit
+    from .types import Item, Prediction
 
-__all__ = ["fit", "load_model", "FitOptions", "Item", "Model", "Prediction", "Metrics", "EngineError"]
+_EXPORTS = {
+    "fit": ".training", "load_model": ".artifact", "FitOptions": ".options", "Item": ".types",
+    "Model": ".model", "Prediction": ".types", "Metrics": ".metrics", "EngineError": ".errors",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Load an export on first use (PEP 562) and keep it as a plain module attribute."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

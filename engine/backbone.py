@@ -60,9 +60,16 @@ class SameConv2d(nn.Conv2d):
         oh, ow = math.ceil(ih / sh), math.ceil(iw / sw)
         pad_h = max((oh - 1) * sh + kh - ih, 0)
         pad_w = max((ow - 1) * sw + kw - iw, 0)
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        if self.groups == 1:  # dense (the stem): padding its 3-channel input is cheap
+            if pad_h or pad_w:
+                x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        # Depthwise: no padded copy of the (wide) input. An odd total pad puts one more row/column
+        # after than before; that equals a kernel with a leading zero row/column and symmetric
+        # padding of the larger amount (identical results; the zero taps cost less than the copy).
+        weight = F.pad(self.weight, [pad_w % 2, 0, pad_h % 2, 0]) if pad_h % 2 or pad_w % 2 else self.weight
+        padding = (pad_h - pad_h // 2, pad_w - pad_w // 2)
+        return F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
 class MBConv(nn.Module):

@@ -136,12 +136,17 @@ class Model:
         return out
 
     # ------------------------------------------------------------------ inference
-    def warmup(self) -> None:
-        """Run one dummy prediction so the first real one does not pay for tracing (~0.5 s).
+    def warmup(self, max_batch: int = 1) -> None:
+        """Run dummy predictions so the first real ones do not pay for tracing (~0.5 s) and for
+        TorchScript's profiling runs and oneDNN's kernel set-up at a new batch size.
 
-        Optional: call it when hosting a model, off the request path."""
+        Optional: call it when hosting a model, off the request path, with the largest batch
+        ``predict_batch`` will be given (batch sizes in between get ready on first use)."""
         w, h = self.image_size
-        self.predict(np.full((h, w, 3), 128, dtype=np.uint8))
+        grey = np.full((h, w, 3), 128, dtype=np.uint8)
+        for size in sorted({1, max(1, max_batch)}):
+            for _ in range(2):  # the first run of a shape profiles, the second runs the optimised graph
+                self.predict_batch([grey] * size, batch_size=size)
 
     def predict(self, image: np.ndarray) -> Prediction:
         """Classify (and segment) one (H, W, 3) uint8 RGB image of the training size."""

@@ -1,12 +1,15 @@
 """Unit tests of engine building blocks (no training)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from engine import EngineError
-from engine.backbone import EfficientNetLite0, Trunk, load_pretrained_state_dict, trunk_state_dict
+from engine.backbone import EfficientNetLite0, SameConv2d, Trunk, load_pretrained_state_dict, trunk_state_dict
 from engine.images import decode_mask, to_rgb_uint8, working_size
 from engine.memory import greedy_coreset, knn_distance
 from engine.metrics import SegmentationAccumulator, auroc, prf
@@ -30,6 +33,24 @@ def test_lite0_tf_same_padding_shapes():
     # TF 'SAME': every stride-2 stage gives ceil(in / 2)
     assert outs[2].shape[-2:] == (13, 17)
     assert outs[4].shape[-2:] == (7, 9)
+
+
+@pytest.mark.parametrize(("size", "kernel"), [((96, 128), 3), ((95, 127), 3), ((96, 127), 5), ((33, 40), 5)])
+def test_stride_2_depthwise_conv_equals_tensorflow_same_padding(size: tuple[int, int], kernel: int):
+    """The depthwise stride-2 convs avoid a padded copy of their input (a zero-tap kernel instead);
+    the result must be exactly the explicit asymmetric TF 'SAME' padding, for odd and even sizes."""
+    torch.manual_seed(0)
+    conv = SameConv2d(24, 24, kernel, stride=2, groups=24, bias=True).eval()
+    x = torch.randn(1, 24, *size).contiguous(memory_format=torch.channels_last)
+    (ih, iw), pads = size, []
+    for extent in (iw, ih):
+        total = max((math.ceil(extent / 2) - 1) * 2 + kernel - extent, 0)
+        pads += [total // 2, total - total // 2]
+    with torch.no_grad():
+        expected = F.conv2d(F.pad(x, pads), conv.weight, conv.bias, 2, 0, 1, 24)
+        got = conv(x)
+    assert got.shape == expected.shape == (1, 24, math.ceil(ih / 2), math.ceil(iw / 2))
+    assert torch.equal(got, expected)
 
 
 def test_traced_trunk_matches_eager():
@@ -153,6 +174,14 @@ def test_coreset_deterministic_and_spread():
     first = x[:100]
     d_first = knn_distance(x, first, (first * first).sum(1)).max()
     assert d_core < d_first
+
+
+def test_knn_distance_is_the_brute_force_nearest_distance():
+    g = torch.Generator().manual_seed(0)
+    queries, bank = torch.randn(300, 20, generator=g), torch.randn(50, 20, generator=g)
+    expected = torch.cdist(queries.double(), bank.double()).amin(1)
+    got = knn_distance(queries, bank, (bank * bank).sum(1), chunk=64)
+    assert torch.allclose(got.double(), expected, atol=1e-4)
 
 
 def test_knn_distance_exclude():
