@@ -36,8 +36,13 @@ _Job = tuple[Future, str, Callable[..., Any], tuple[Any, ...]]
 
 
 class JobRunner:
-    """A bounded pool of daemon worker threads.
+    """Runs jobs in the background, at most `workers` at a time, each on a thread of its own.
 
+    A fresh thread per job rather than a reused one, because what a job leaves in thread-local
+    state dies with its thread - above all the OpenMP thread pool torch attaches to every thread
+    that runs a training or loads a model. libgomp makes all pools stop spinning and sleep between
+    parallel regions once more OpenMP threads exist than cores; one left behind by a finished
+    training made every later DetectAnomalies on a 2-core machine ~40% slower.
     Daemon threads, because a shutdown must not hang on a job that takes minutes (training): the
     job's state is in the store, and start-up recovery deals with whatever it left unfinished.
     Long jobs may poll `stopping` to end early and cleanly.
@@ -69,17 +74,25 @@ class JobRunner:
             self._pending.discard(future)
 
     def _work(self) -> None:
+        """A slot: take the next job and run it on a new thread, then wait for that thread."""
         while (job := self._queue.get()) is not None:
-            future, description, fn, args = job
+            future = job[0]
             if not future.set_running_or_notify_cancel():
                 continue
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - the job's own status records the failure
-                log.error("job %s failed", description, exc_info=exc)
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+            runner = threading.Thread(target=self._run, args=job, name=f"{threading.current_thread().name}-run",
+                                      daemon=True)
+            runner.start()
+            runner.join()
+
+    @staticmethod
+    def _run(future: Future[Any], description: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - the job's own status records the failure
+            log.error("job %s failed", description, exc_info=exc)
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Block until every job submitted so far has finished (tests)."""

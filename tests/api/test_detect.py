@@ -5,6 +5,7 @@ import io
 import struct
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -85,7 +86,9 @@ def test_segmentation_life_cycle(lookout: Any, s3: Any, emulator: Any) -> None:
     assert painted.mean() == pytest.approx(found["TotalPercentageArea"], abs=1e-3)
     assert (painted & square).sum() / square.sum() > 0.5  # the mask lands on the defect
     normal = kit.detect("1", model.normals[0])
-    assert normal["IsAnomalous"] is False and normal["Anomalies"][0]["Name"] == "background"
+    assert normal["IsAnomalous"] is False and [a["Name"] for a in normal["Anomalies"]] == ["background"]
+    blank = np.asarray(Image.open(io.BytesIO(normal["AnomalyMask"])).convert("RGB"))
+    assert blank.shape == (SIZE[1], SIZE[0], 3) and (blank == 255).all()
 
     assert lookout.stop_model(ProjectName=kit.project, ModelVersion="1")["Status"] == "STOPPING_HOSTING"
     described = kit.wait_model("1")
@@ -97,9 +100,18 @@ def test_segmentation_life_cycle(lookout: Any, s3: Any, emulator: Any) -> None:
         assert error_of(err)[0] == "ConflictException"
 
 
-def test_inference_units_are_parallel_workers(hosted: Trained, emulator: Any) -> None:
+def test_concurrent_requests_each_get_their_own_result(hosted: Trained, emulator: Any) -> None:
+    """With 2 units, requests that arrive together are predicted together; each answer must still be
+    the one its own image gets alone."""
     served = registry(emulator.backend).get((hosted.kit.project, 1))
     assert served is not None and served.units == 2
+    bodies = hosted.normals[:3] + [body for body, _ in hosted.anomalies[:3]]
+    alone = [hosted.kit.detect("1", body) for body in bodies]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda i: hosted.kit.detect("1", bodies[i % 6]), range(24)))
+    for i, result in enumerate(together):
+        assert result["IsAnomalous"] is alone[i % 6]["IsAnomalous"]
+        assert result["Confidence"] == pytest.approx(alone[i % 6]["Confidence"], abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------ rejected images
