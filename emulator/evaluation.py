@@ -13,13 +13,12 @@ Anomaly is the positive class throughout, as in DescribeModel's Performance.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
+from emulator import png
 from emulator.s3_stores import ObjectNotFound
 
 if TYPE_CHECKING:
@@ -127,7 +126,7 @@ def write_evaluation(backend: "Backend", plan: "TrainingPlan", metrics: "Metrics
         mask_refs = {}
         for index, (source_ref, mask) in enumerate(sorted((masks or {}).items())):
             key = output_key(plan.output_prefix, f"EvaluationMasks-{plan.project}-{plan.version}/{index}.png")
-            backend.objects.put(plan.output_bucket, key, _png(mask), "image/png")
+            backend.objects.put(plan.output_bucket, key, png.encode_rgb(mask), "image/png")
             mask_refs[source_ref] = f"s3://{plan.output_bucket}/{key}"
         body = "".join(json.dumps(line) + "\n" for line in manifest_lines(plan, metrics, timestamp, mask_refs))
         backend.objects.put(manifest["Bucket"], manifest["Key"], body.encode(), "application/json")
@@ -141,7 +140,3 @@ def write_evaluation(backend: "Backend", plan: "TrainingPlan", metrics: "Metrics
     return manifest, result
 
 
-def _png(mask: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(mask, "RGB").save(buffer, "PNG")
-    return buffer.getvalue()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emulator.errors import ConflictException, ValidationException
-from emulator.images import ImageError, decode_image
+from emulator.images import ImageError, open_image, rgb_pixels
 from emulator.jobs import on_startup
 from emulator.s3 import parse_s3_uri
 from emulator.s3_stores import ObjectNotFound
@@ -325,7 +325,7 @@ def _materialise(backend: "Backend", samples: Sequence[Sample], target: Path, pl
     target.mkdir(parents=True, exist_ok=True)
     items: list[engine.Item] = []
     for index, sample in enumerate(samples):
-        image = _rgb(_copy(backend, sample.source_ref, target / f"{index:05d}-image", ("PNG", "JPEG")))
+        image = _copy(backend, sample.source_ref, target / f"{index:05d}-image", ("PNG", "JPEG"))
         first = reference or (items[0] if items else None)
         if first is not None and image.shape != first.image.shape:
             raise TrainingError(
@@ -334,7 +334,7 @@ def _materialise(backend: "Backend", samples: Sequence[Sample], target: Path, pl
                 "dimensions.")
         mask = None
         if plan.is_segmentation and sample.mask_ref is not None:
-            mask = _rgb(_copy(backend, sample.mask_ref, target / f"{index:05d}-mask", ("PNG",)))
+            mask = _copy(backend, sample.mask_ref, target / f"{index:05d}-mask", ("PNG",))
             if mask.shape != image.shape:
                 raise TrainingError(
                     f"The mask {sample.mask_ref} is {mask.shape[1]}x{mask.shape[0]} pixels but its image "
@@ -344,8 +344,8 @@ def _materialise(backend: "Backend", samples: Sequence[Sample], target: Path, pl
     return items
 
 
-def _copy(backend: "Backend", uri: str, stem: Path, formats: tuple[str, ...]):  # type: ignore[no-untyped-def]
-    """Fetch an image from S3, decode it (checked) and keep a copy in the model's storage."""
+def _copy(backend: "Backend", uri: str, stem: Path, formats: tuple[str, ...]) -> np.ndarray:
+    """Fetch an image from S3, keep a copy in the model's storage and return its RGB pixels (checked)."""
     try:
         bucket, key = parse_s3_uri(uri)
         data = backend.objects.get(bucket, key)
@@ -355,18 +355,13 @@ def _copy(backend: "Backend", uri: str, stem: Path, formats: tuple[str, ...]):  
         raise TrainingError(f"{uri} does not exist or can't be read; restore it or remove it from the "
                             "dataset, then train again.") from None
     try:
-        image = decode_image(data, uri, formats)
+        image = open_image(data, uri, formats)
+        pixels = rgb_pixels(image, data, uri)
     except ImageError as exc:
         what = "Mask images must be PNG files. " if formats == ("PNG",) else ""
         raise TrainingError(f"{what}{exc}") from None
     stem.with_suffix(".png" if image.format == "PNG" else ".jpg").write_bytes(data)
-    return image
-
-
-def _rgb(image) -> np.ndarray:  # type: ignore[no-untyped-def]
-    if image.mode == "P" and "transparency" in image.info:  # palette masks: PIL wants the detour
-        image = image.convert("RGBA")
-    return np.asarray(image.convert("RGB"))
+    return pixels
 
 
 def _check_mask_colours(mask: np.ndarray, sample: Sample) -> None:

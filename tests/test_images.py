@@ -1,4 +1,5 @@
-"""Image checks (emulator.images): formats by content, the 64..4096 and 8 MB limits, bombs, corruption."""
+"""Image checks (emulator.images): formats by content, the 64..4096 and 8 MB limits, bombs, corruption,
+and the pixels training and DetectAnomalies read."""
 from __future__ import annotations
 
 import io
@@ -6,10 +7,11 @@ import struct
 import time
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from emulator.images import MAX_IMAGE_BYTES, ImageError, decode_image, sniff_format
+from emulator.images import MAX_IMAGE_BYTES, ImageError, decode_image, open_image, rgb_pixels, sniff_format
 
 
 def encoded(size: tuple[int, int] = (64, 64), fmt: str = "PNG", mode: str = "RGB") -> bytes:
@@ -77,3 +79,50 @@ def test_decompression_bombs_are_refused_without_decoding(width: int, height: in
     started = time.perf_counter()
     assert reason in refusal(png_header_only(width, height))
     assert time.perf_counter() - started < 1.0
+
+
+def _photo(mode: str = "RGB", size: tuple[int, int] = (96, 80)) -> Image.Image:
+    """A smooth gradient with detail, so JPEG's chroma subsampling and IDCT have work to do."""
+    ys, xs = np.mgrid[0:size[1], 0:size[0]]
+    rgb = np.stack([xs * 255 // size[0], ys * 255 // size[1], (xs * ys) % 251], axis=-1).astype(np.uint8)
+    return Image.fromarray(rgb, "RGB").convert(mode)
+
+
+@pytest.mark.parametrize(("mode", "options"), [
+    ("RGB", {"quality": 95, "subsampling": 0}), ("RGB", {"quality": 75, "subsampling": 2}),
+    ("RGB", {"progressive": True}), ("L", {}), ("CMYK", {}),
+])
+def test_jpeg_pixels_are_pillows_pixels(mode: str, options: dict[str, object]) -> None:
+    """rgb_pixels decodes JPEGs with torchvision for speed; a model must see Pillow's pixels all the same."""
+    buffer = io.BytesIO()
+    _photo(mode).save(buffer, "JPEG", **options)
+    data = buffer.getvalue()
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    pixels = rgb_pixels(open_image(data, "pic.jpg"), data, "pic.jpg")
+    assert pixels.shape == (80, 96, 3) and pixels.dtype == np.uint8 and pixels.flags.c_contiguous
+    assert np.array_equal(pixels, expected)
+
+
+def test_png_pixels_include_palettes_with_transparency() -> None:
+    palette = _photo().convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    palette.info["transparency"] = 0
+    buffer = io.BytesIO()
+    palette.save(buffer, "PNG")
+    data = buffer.getvalue()
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA").convert("RGB"))
+    assert np.array_equal(rgb_pixels(open_image(data, "mask.png"), data, "mask.png"), expected)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_pixels_are_refused(fmt: str) -> None:
+    buffer = io.BytesIO()
+    _photo(size=(256, 256)).save(buffer, fmt)
+    data = buffer.getvalue()[:-400]
+    with pytest.raises(ImageError, match=rf"^pic is a corrupt or truncated {fmt} image: "):
+        rgb_pixels(open_image(data, "pic"), data, "pic")
+
+
+def test_open_image_reads_only_the_header() -> None:
+    data = encoded((300, 200), "PNG")
+    image = open_image(data[:100], "pic.png")  # the header alone: enough to know the size
+    assert image.size == (300, 200) and image.format == "PNG"

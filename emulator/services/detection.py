@@ -4,22 +4,24 @@ Every body is untrusted: the ContentType must name the format the bytes really h
 decode completely within the limits of limits.md (a decompression bomb is refused from its header),
 and it must have the training images' dimensions (inference-detect-anomalies.md). Anything else is
 a ValidationException raised on the HTTP thread before the model is involved, so a bad request can
-never take an inference worker down.
+never take an inference thread down.
 """
 from __future__ import annotations
 
-import io
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from emulator import hosting
+from emulator import hosting, png
 from emulator.backend import Backend
 from emulator.errors import ConflictException, ValidationException
-from emulator.images import ImageError, decode_image, sniff_format
+from emulator.images import ImageError, open_image, rgb_pixels, sniff_format
 from emulator.operations import operation
 from emulator.services.models import HOSTED, conflict, get_model
+
+if TYPE_CHECKING:
+    import engine
 
 CONTENT_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 
@@ -33,33 +35,29 @@ def read_image(body: bytes, content_type: str, size: tuple[int, int]) -> np.ndar
     if found != expected:
         actual = f"a {found} image" if found else "not a PNG or JPEG image"
         raise ValidationException(f"ContentType is {content_type} but the request body is {actual}.")
-    width, height = size
-    declared = _declared_size(body)
-    if declared is not None and declared != size:
-        raise ValidationException(
-            f"The image is {declared[0]}x{declared[1]} pixels but the model was trained on {width}x{height} "
-            "images; DetectAnomalies needs an image with the training images' dimensions.")
     try:
-        image = decode_image(body, "The image", (expected,))
+        image = open_image(body, "The image", (expected,))
+        if image.size != size:
+            width, height = size
+            raise ValidationException(
+                f"The image is {image.width}x{image.height} pixels but the model was trained on {width}x{height} "
+                "images; DetectAnomalies needs an image with the training images' dimensions.")
+        return rgb_pixels(image, body, "The image")
     except ImageError as exc:
         raise ValidationException(str(exc)) from None
-    return np.asarray(image.convert("RGB"))
 
 
-def _declared_size(body: bytes) -> tuple[int, int] | None:
-    """The dimensions in the file header (no pixel is decoded); None if unreadable (decode_image says why)."""
-    try:
-        with Image.open(io.BytesIO(body)) as image:
-            return image.size
-    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None
+def mask_png(prediction: "engine.Prediction") -> bytes:
+    """The prediction's anomaly mask as a PNG (a blank one, the common case, is encoded once per size)."""
+    height, width = prediction.mask.shape[:2]
+    if len(prediction.anomalies) == 1:  # the background alone: an all-white mask
+        return _blank_png(width, height)
+    return png.encode_rgb(prediction.mask)
 
 
-def encode_mask(mask: np.ndarray) -> bytes:
-    """The anomaly mask as a PNG (fast compression: it is sent once and mostly one colour)."""
-    buffer = io.BytesIO()
-    Image.fromarray(mask, "RGB").save(buffer, "PNG", compress_level=1)
-    return buffer.getvalue()
+@functools.lru_cache(maxsize=16)
+def _blank_png(width: int, height: int) -> bytes:
+    return png.encode_rgb(np.full((height, width, 3), 255, dtype=np.uint8))
 
 
 def _stopped(row: Any) -> ConflictException:
@@ -89,5 +87,5 @@ def detect_anomalies(backend: Backend, params: dict[str, Any]) -> dict[str, Any]
     if hosted.is_segmentation:
         result["Anomalies"] = [{"Name": name, "PixelAnomaly": {"TotalPercentageArea": area, "Color": colour}}
                                for name, colour, area in prediction.anomalies]
-        result["AnomalyMask"] = encode_mask(prediction.mask)
+        result["AnomalyMask"] = mask_png(prediction)
     return {"DetectAnomalyResult": result}
