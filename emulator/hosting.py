@@ -12,7 +12,8 @@ intra-op threads), so a lone request is as fast as the machine allows. Inference
 number of requests it runs together: it takes up to that many waiting requests (never waiting for
 more) and predicts them as one batch, so units bound the parallel work on the model as they bound
 a model's throughput in the cloud. Auto-scaling is that batching: up to MaxInferenceUnits (which is
-MinInferenceUnits when StartModel gave no maximum) requests share a batch when that many wait.
+MinInferenceUnits when StartModel gave no maximum; at most MAX_BATCH) requests share a batch when
+that many wait.
 A batch prediction can differ from a lone one in the last bits of a float (the kernels sum in
 another order); verdicts and confidences agree to ~1e-6.
 
