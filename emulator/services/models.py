@@ -211,7 +211,7 @@ def _transition(backend: Backend, key: hosting.ModelKey, expected: tuple[str, ..
 
 
 def _begin_hosting(backend: Backend, project: str, version: int, units: int) -> None:
-    """Load the model with `units` inference workers (MaxInferenceUnits: see emulator.hosting)."""
+    """Load the model to serve up to `units` requests at once (MaxInferenceUnits: see emulator.hosting)."""
     key = (project, version)
     future = hosting.registry(backend).host(key, training.engine_dir(backend, project, version), units)
     future.add_done_callback(lambda done: _hosting_done(backend, key, done))
