@@ -7,7 +7,9 @@ rules. Both addressing styles work: path-style (``/bucket/key``) and virtual-hos
 """
 from __future__ import annotations
 
+import logging
 import re
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +23,7 @@ from emulator.wsgi import raw_path
 if TYPE_CHECKING:
     from emulator.s3_stores import EmbeddedObjectStore
 
+log = logging.getLogger(__name__)
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _QUERY_SCOPE = re.compile(r"X-Amz-Credential=[^&]*?(?:%2F|/)\d{8}(?:%2F|/)[^&%/]+(?:%2F|/)([^&%/]+)(?:%2F|/)aws4_request")
 # Virtual-hosted-style addressing: the bucket is the host name's first labels before ".localhost".
@@ -104,7 +107,13 @@ class EmbeddedS3:
 
         environ["HTTP_X_MOTO_ACCOUNT_ID"] = self._store.space.account  # this emulator's part of moto
         with self._store.space.active():
-            response = self._moto(environ, recording_start_response)
+            try:
+                response = self._moto(environ, recording_start_response)
+            except Exception:  # noqa: BLE001 - a request moto does not model, e.g. POST to a key
+                method, path = environ["REQUEST_METHOD"], raw_path(environ)
+                log.warning("embedded S3 failed on %s %s", method, path, exc_info=True)
+                return s3_error(environ, start_response, "501 Not Implemented", "NotImplemented",
+                                f"The embedded S3 does not support {method} {path}.", exc_info=sys.exc_info())
         if bucket and environ["REQUEST_METHOD"] in MUTATING_METHODS and statuses and statuses[-1] < 300:
             try:
                 self._store.changed(bucket, key)
@@ -121,14 +130,19 @@ def no_embedded_s3(endpoint_url: str) -> Callable[..., Iterable[bytes]]:
     def respond(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         message = (f"This emulator serves no S3: it was started with --s3-endpoint-url {endpoint_url}; "
                    "send S3 requests there.")
-        body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code>'
-                f"<Message>{escape(message)}</Message><Resource>{escape(raw_path(environ))}</Resource>"
-                f"<RequestId>{uuid.uuid4()}</RequestId></Error>").encode()
-        start_response("501 Not Implemented", [("Content-Type", "application/xml"),
-                                               ("Content-Length", str(len(body)))])
-        return [body]
+        return s3_error(environ, start_response, "501 Not Implemented", "NotImplemented", message)
 
     return respond
+
+
+def s3_error(environ: dict[str, Any], start_response: Callable[..., Any], status: str, code: str, message: str,
+             exc_info: Any = None) -> list[bytes]:
+    """An S3-style XML error response (what SDKs parse into Error.Code and Error.Message)."""
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}</Code>'
+            f"<Message>{escape(message)}</Message><Resource>{escape(raw_path(environ))}</Resource>"
+            f"<RequestId>{uuid.uuid4()}</RequestId></Error>").encode()
+    start_response(status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))], exc_info)
+    return [body]
 
 
 class ObjectStore(Protocol):

@@ -141,6 +141,10 @@ def test_unsigned_requests_follow_path_rules(emulator, s3):
     assert send("GET", "/unsigned-bucket/private.txt")[0] == 403  # anonymous, as on S3
     status, body = send("GET", "/2020-11-20/projects")  # the API's prefix is the API's
     assert status == 200 and "Projects" in json.loads(body)
+    # A request the embedded S3 does not model gets an S3-style error, not a bare 500.
+    status, body = send("POST", "/no-such-bucket/key.txt", b"form?")
+    assert status == 501 and b"<Code>NotImplemented</Code>" in body and b"POST /no-such-bucket/key.txt" in body
+    assert send("GET", "/unsigned-bucket/public.txt") == (200, b"public")
 
 
 def test_presigned_urls(s3):
