@@ -112,8 +112,8 @@ class EmbeddedS3:
             except Exception:  # noqa: BLE001 - a request moto does not model, e.g. POST to a key
                 method, path = environ["REQUEST_METHOD"], raw_path(environ)
                 log.warning("embedded S3 failed on %s %s", method, path, exc_info=True)
-                return s3_error(environ, start_response, "501 Not Implemented", "NotImplemented",
-                                f"The embedded S3 does not support {method} {path}.", exc_info=sys.exc_info())
+                return not_implemented(environ, start_response, f"The embedded S3 does not support {method} {path}.",
+                                       exc_info=sys.exc_info())
         if bucket and environ["REQUEST_METHOD"] in MUTATING_METHODS and statuses and statuses[-1] < 300:
             try:
                 self._store.changed(bucket, key)
@@ -125,23 +125,25 @@ class EmbeddedS3:
 
 def no_embedded_s3(endpoint_url: str) -> Callable[..., Iterable[bytes]]:
     """What S3 requests get when the emulator uses an external store: an S3-style error that says
-    where S3 is (501: botocore does not retry it)."""
+    where S3 is."""
 
     def respond(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         message = (f"This emulator serves no S3: it was started with --s3-endpoint-url {endpoint_url}; "
                    "send S3 requests there.")
-        return s3_error(environ, start_response, "501 Not Implemented", "NotImplemented", message)
+        return not_implemented(environ, start_response, message)
 
     return respond
 
 
-def s3_error(environ: dict[str, Any], start_response: Callable[..., Any], status: str, code: str, message: str,
-             exc_info: Any = None) -> list[bytes]:
-    """An S3-style XML error response (what SDKs parse into Error.Code and Error.Message)."""
-    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}</Code>'
+def not_implemented(environ: dict[str, Any], start_response: Callable[..., Any], message: str,
+                    exc_info: Any = None) -> list[bytes]:
+    """S3's 501 NotImplemented error in its XML form (SDKs read Error.Code and Error.Message; botocore
+    does not retry a 501)."""
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code>'
             f"<Message>{escape(message)}</Message><Resource>{escape(raw_path(environ))}</Resource>"
             f"<RequestId>{uuid.uuid4()}</RequestId></Error>").encode()
-    start_response(status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))], exc_info)
+    start_response("501 Not Implemented", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
+                   exc_info)
     return [body]
 
 
