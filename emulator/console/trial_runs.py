@@ -3,15 +3,19 @@
 A trial detection is console state, not an API resource: its rows live in the ``trial_detections``
 and ``trial_images`` tables and disappear with the project. The predictions come from the
 DetectAnomalies service function, exactly as a client calling the API would get them. A model that
-is trained but not hosted is started for the trial (one inference unit) and stopped afterwards,
-because the real console ran trial detections on trained models without asking the user to host them.
+is trained but not hosted is started for the trial (one inference unit) and stopped when the last
+trial running on it ends, because the real console ran trial detections on trained models without
+asking the user to host them.
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
+import threading
 import time
+import weakref
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +134,8 @@ def run_trial(backend: Backend, project: str, name: str) -> None:
     try:
         trial = get_trial(backend, project, name)
         version = str(trial["model_version"])
-        started_here = _ensure_hosted(backend, project, version)
+        hosting = _trial_hosting(backend)
+        hosting.acquire(project, version)
         try:
             pending = backend.store.query("SELECT source_ref FROM trial_images WHERE project=? AND trial=? AND"
                                           " is_anomalous IS NULL AND error IS NULL", (project, name))
@@ -138,8 +143,7 @@ def run_trial(backend: Backend, project: str, name: str) -> None:
                 _detect_one(backend, project, name, version, row["source_ref"])
                 _set_status(backend, project, name, IN_PROGRESS, f"Detected {number} of {len(pending)} images.")
         finally:
-            if started_here:
-                handler_for("StopModel")(backend, {"ProjectName": project, "ModelVersion": version})
+            hosting.release(project, version)
         _set_status(backend, project, name, COMPLETED, _summary(backend, project, name))
     except ServiceError as refused:  # (if the project was deleted meanwhile, this updates nothing)
         _set_status(backend, project, name, FAILED, f"The trial detection failed: {refused.message}")
@@ -148,23 +152,81 @@ def run_trial(backend: Backend, project: str, name: str) -> None:
         _set_status(backend, project, name, FAILED, f"The trial detection failed with an internal error ({exc}).")
 
 
-def _ensure_hosted(backend: Backend, project: str, version: str) -> bool:
-    """Host the model if it is only trained (or wait while someone starts it); True if this call started it."""
-    status = _model(backend, project, version)["Status"]
-    if status == "HOSTED":
-        return False
-    started_here = status != "STARTING_HOSTING"
-    if started_here:  # StartModel itself refuses the states a model can't be started from
-        handler_for("StartModel")(backend, {"ProjectName": project, "ModelVersion": version, "MinInferenceUnits": 1})
-    deadline = time.monotonic() + HOSTING_TIMEOUT_S
-    while (model := _model(backend, project, version))["Status"] == "STARTING_HOSTING":
-        if time.monotonic() > deadline:
-            raise ValidationException(f"model {version} did not finish starting within {HOSTING_TIMEOUT_S:.0f} s.")
-        time.sleep(0.1)
-    if model["Status"] != "HOSTED":
-        raise ValidationException(f"model {version} could not be started ({model['Status']}: "
-                                  f"{model.get('StatusMessage') or 'no reason given'}).")
-    return started_here
+class _TrialHosting:
+    """The models trials use, per backend: which ones trials started, and how many trials run on each.
+
+    A trained model is started by the first trial that needs it and stopped when the last trial
+    running on it ends, so one trial never stops the model under another; a model hosted by anyone
+    else is left as it is. (Kept in memory: after a restart, a resumed trial finds its model hosted
+    again and leaves it hosted.)
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._lock = threading.Lock()
+        self._users: Counter[tuple[str, str]] = Counter()
+        self._started: set[tuple[str, str]] = set()
+
+    def acquire(self, project: str, version: str) -> None:
+        """Use the model for a trial: host it if it is only trained, and wait until it is hosted."""
+        key = (project, version)
+        with self._lock:
+            self._users[key] += 1
+            try:
+                if key not in self._started and self._settled(project, version) != "HOSTED":
+                    # StartModel itself refuses the states a model can't be started from
+                    handler_for("StartModel")(self._backend, {"ProjectName": project, "ModelVersion": version,
+                                                              "MinInferenceUnits": 1})
+                    self._started.add(key)
+            except BaseException:
+                self._users[key] -= 1
+                raise
+        try:
+            model = self._wait(project, version, "STARTING_HOSTING")
+            if model["Status"] != "HOSTED":
+                raise ValidationException(f"model {version} could not be started ({model['Status']}: "
+                                          f"{model.get('StatusMessage') or 'no reason given'}).")
+        except BaseException:
+            self.release(project, version)
+            raise
+
+    def release(self, project: str, version: str) -> None:
+        """A trial is done with the model: the last one stops it if a trial started it."""
+        key = (project, version)
+        with self._lock:
+            self._users[key] -= 1
+            if self._users[key] > 0 or key not in self._started:
+                return
+            self._started.discard(key)
+            try:
+                handler_for("StopModel")(self._backend, {"ProjectName": project, "ModelVersion": version})
+            except ServiceError as refused:  # e.g. someone stopped or deleted it meanwhile
+                log.info("trial hosting of %s/%s not stopped: %s", project, version, refused.message)
+
+    def _settled(self, project: str, version: str) -> str:
+        """The model's status once a start or stop in progress has finished."""
+        return self._wait(project, version, "STARTING_HOSTING", "STOPPING_HOSTING")["Status"]
+
+    def _wait(self, project: str, version: str, *busy: str) -> dict[str, Any]:
+        deadline = time.monotonic() + HOSTING_TIMEOUT_S
+        while (model := _model(self._backend, project, version))["Status"] in busy:
+            if time.monotonic() > deadline:
+                raise ValidationException(f"model {version} did not finish {model['Status']} within "
+                                          f"{HOSTING_TIMEOUT_S:.0f} s.")
+            time.sleep(0.1)
+        return model
+
+
+_TRIAL_HOSTING: "weakref.WeakKeyDictionary[Backend, _TrialHosting]" = weakref.WeakKeyDictionary()
+_TRIAL_HOSTING_LOCK = threading.Lock()
+
+
+def _trial_hosting(backend: Backend) -> _TrialHosting:
+    with _TRIAL_HOSTING_LOCK:
+        found = _TRIAL_HOSTING.get(backend)
+        if found is None:
+            found = _TRIAL_HOSTING[backend] = _TrialHosting(backend)
+        return found
 
 
 def _detect_one(backend: Backend, project: str, name: str, version: str, ref: str) -> None:
