@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 from selenium.common.exceptions import (NoAlertPresentException, NoSuchElementException,
-                                        StaleElementReferenceException)
+                                        StaleElementReferenceException, WebDriverException)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -83,6 +83,10 @@ def is_stale(element: WebElement) -> bool:
         return False
     except (StaleElementReferenceException, NoSuchElementException):
         return True
+    except WebDriverException as error:  # asked while the old document was being torn down
+        if "does not belong to the document" in str(error):
+            return True
+        raise
 
 
 def flash(driver: WebDriver) -> str:
