@@ -32,9 +32,14 @@ def decode_token(token: str | None, expected: type | tuple[type, ...] = object) 
     except (binascii.Error, ValueError, KeyError, TypeError):
         position = None
     if position is None or not isinstance(position, expected):
-        raise ValidationException(f"The NextToken {token!r} is not valid: pass the NextToken of the previous "
-                                  "response of the same listing, unchanged.")
+        raise invalid_token(token)
     return position
+
+
+def invalid_token(token: str) -> ValidationException:
+    """The error for a NextToken that is garbled or belongs to another listing."""
+    return ValidationException(f"The NextToken {token!r} is not valid: pass the NextToken of the previous "
+                               "response of the same listing, unchanged.")
 
 
 def page_size(max_results: int | None) -> int:

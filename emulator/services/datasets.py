@@ -176,10 +176,7 @@ def list_dataset_entries(backend: Backend, params: dict[str, Any]) -> dict[str, 
     rows = backend.store.query(f"SELECT seq, line FROM dataset_entries WHERE {' AND '.join(conditions)}"
                                " ORDER BY seq LIMIT ?", (*args, size + 1))
     shown, token = page(rows, size, lambda row: row["seq"])
-    result: dict[str, Any] = {"DatasetEntries": [row["line"] for row in shown]}
-    if token is not None:
-        result["NextToken"] = token
-    return result
+    return {"DatasetEntries": [row["line"] for row in shown], "NextToken": token}
 
 
 @operation("UpdateDatasetEntries")

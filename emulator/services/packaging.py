@@ -30,7 +30,7 @@ from emulator.errors import ConflictException, ResourceNotFoundException, Valida
 from emulator.evaluation import output_key
 from emulator.jobs import on_startup
 from emulator.operations import operation
-from emulator.pagination import decode_token, page, page_size
+from emulator.pagination import decode_token, invalid_token, page, page_size
 from emulator.s3_stores import ObjectNotFound
 from emulator.services.models import conflict, get_model, model_arn
 from emulator.services.projects import get_project
@@ -170,12 +170,11 @@ def list_model_packaging_jobs(backend: Backend, params: dict[str, Any]) -> dict[
 
 def _position(token: str | None) -> tuple[float, str]:
     """(creation time, job name) of the last job of the previous page; the start without a token."""
-    position = decode_token(token, expected=list)
-    if position is None:
+    if token is None:
         return 0.0, ""
+    position = decode_token(token, expected=list)
     if len(position) != 2 or not isinstance(position[0], (int, float)) or not isinstance(position[1], str):
-        raise ValidationException(f"The NextToken {token!r} is not valid: pass the NextToken of the previous "
-                                  "response of the same listing, unchanged.")
+        raise invalid_token(token)
     return float(position[0]), position[1]
 
 
