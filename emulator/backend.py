@@ -5,8 +5,13 @@ Service functions receive a Backend instead of reaching for globals, so that sev
 """
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
 
 from emulator.config import Settings
 from emulator.jobs import RECOVERY_HOOKS, JobRunner
@@ -14,6 +19,7 @@ from emulator.s3 import ObjectStore, object_store_for
 from emulator.store import Store
 
 log = logging.getLogger(__name__)
+State = TypeVar("State")
 
 
 class Backend:
@@ -53,3 +59,22 @@ class Backend:
         self.jobs.shutdown()
         self.objects.close()
         self.store.close()
+
+
+def per_backend(factory: Callable[[Backend], State]) -> Callable[[Backend], State]:
+    """Decorator: `factory(backend)` is made once per backend and kept as long as the backend lives.
+
+    For in-memory state a module keeps for each emulator (hosted models, trial hosting): several
+    emulators can share one process, e.g. in tests.
+    """
+    made: "weakref.WeakKeyDictionary[Backend, State]" = weakref.WeakKeyDictionary()
+    lock = threading.Lock()
+
+    @functools.wraps(factory)
+    def get(backend: Backend) -> State:
+        with lock:
+            if backend not in made:
+                made[backend] = factory(backend)
+            return made[backend]
+
+    return get

@@ -29,7 +29,6 @@ import importlib
 import logging
 import queue
 import threading
-import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +36,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from emulator.backend import Backend, per_backend
 from emulator.jobs import on_startup
 
 if TYPE_CHECKING:
     import engine
-    from emulator.backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +179,7 @@ class HostingRegistry:
 
 
 @on_startup
-def import_engine_early(backend: "Backend") -> None:
+def import_engine_early(backend: Backend) -> None:
     """With trained models to start, import the engine (PyTorch: seconds) in the background as the
     server starts, so that StartModel does not wait for it; the server accepts requests meanwhile.
     (Not a daemon thread: an interpreter must not exit in the middle of importing PyTorch.)"""
@@ -189,14 +188,7 @@ def import_engine_early(backend: "Backend") -> None:
                          name="lookout-engine-import").start()
 
 
-_REGISTRIES: "weakref.WeakKeyDictionary[Backend, HostingRegistry]" = weakref.WeakKeyDictionary()
-_REGISTRIES_LOCK = threading.Lock()
-
-
-def registry(backend: "Backend") -> HostingRegistry:
-    """The hosting registry of a backend (several emulators can share one process, e.g. in tests)."""
-    with _REGISTRIES_LOCK:
-        found = _REGISTRIES.get(backend)
-        if found is None:
-            found = _REGISTRIES[backend] = HostingRegistry()
-        return found
+@per_backend
+def registry(backend: Backend) -> HostingRegistry:
+    """The hosting registry of a backend."""
+    return HostingRegistry()

@@ -14,12 +14,11 @@ import logging
 import re
 import threading
 import time
-import weakref
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.backend import Backend
+from emulator.backend import Backend, per_backend
 from emulator.console.bucket import console_bucket, s3_uri
 from emulator.console.entries import labelled_line, put_lines
 from emulator.errors import ConflictException, ResourceNotFoundException, ServiceError, ValidationException
@@ -217,16 +216,7 @@ class _TrialHosting:
         return model
 
 
-_TRIAL_HOSTING: "weakref.WeakKeyDictionary[Backend, _TrialHosting]" = weakref.WeakKeyDictionary()
-_TRIAL_HOSTING_LOCK = threading.Lock()
-
-
-def _trial_hosting(backend: Backend) -> _TrialHosting:
-    with _TRIAL_HOSTING_LOCK:
-        found = _TRIAL_HOSTING.get(backend)
-        if found is None:
-            found = _TRIAL_HOSTING[backend] = _TrialHosting(backend)
-        return found
+_trial_hosting = per_backend(_TrialHosting)
 
 
 def _detect_one(backend: Backend, project: str, name: str, version: str, ref: str) -> None:
