@@ -33,6 +33,9 @@ MAX_TRIAL_IMAGES = 2000  # limits.md: images in a trial detection dataset
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,99}")
 IN_PROGRESS, COMPLETED, FAILED = "IN_PROGRESS", "COMPLETED", "FAILED"
 HOSTING_TIMEOUT_S = 300.0
+# Models a trial can run on: trained ones, including those being started or stopped (a trial waits
+# for that to finish), e.g. while another trial is starting the same model.
+TRIAL_MODEL_STATUSES = ("TRAINED", "STARTING_HOSTING", "HOSTED", "STOPPING_HOSTING")
 _CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -88,7 +91,7 @@ def create_trial(backend: Backend, project: str, name: str, version: str, source
     if not 1 <= len(refs) <= MAX_TRIAL_IMAGES:
         raise ValidationException(f"A trial detection needs 1 to {MAX_TRIAL_IMAGES} images; {len(refs)} were given.")
     model = _model(backend, project, version)
-    if model["Status"] not in ("TRAINED", "HOSTED"):
+    if model["Status"] not in TRIAL_MODEL_STATUSES:
         raise ConflictException(f"Model {version} is {model['Status']}; a trial detection needs a trained model.",
                                 resource_id=version, resource_type="MODEL")
     with backend.store.transaction() as db:

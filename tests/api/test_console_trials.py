@@ -24,6 +24,11 @@ def test_a_short_trial_does_not_stop_the_model_under_a_long_one(lookout: Any, s3
     short = [kit.put("trials/short-0.png", model.normals[0])]
     long = [kit.put(f"trials/long-{i}.png", encode(texture(7000 + i))) for i in range(40)]
     create_trial(backend, kit.project, "short", "1", "upload", short)  # it starts the model...
+    deadline = time.monotonic() + 30
+    while kit.lookout.describe_model(ProjectName=kit.project, ModelVersion="1")["ModelDescription"][
+            "Status"] == "TRAINED":  # (a trial may start on a model that is still being started)
+        assert time.monotonic() < deadline, "the short trial did not start the model"
+        time.sleep(0.01)
     create_trial(backend, kit.project, "long", "1", "upload", long)  # ...and ends long before this one
     for name, refs in (("short", short), ("long", long)):
         trial = _finished(backend, kit.project, name)
