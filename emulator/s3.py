@@ -29,6 +29,14 @@ _QUERY_SCOPE = re.compile(r"X-Amz-Credential=[^&]*?(?:%2F|/)\d{8}(?:%2F|/)[^&%/]
 # Virtual-hosted-style addressing: the bucket is the host name's first labels before ".localhost".
 _VIRTUAL_HOST = re.compile(r"(?P<bucket>.+)\.localhost(?::\d+)?", re.IGNORECASE)
 API_PREFIXES = ("/2020-11-20/", "/console", "/_emulator")
+# S3's naming rules for general purpose buckets: 3-63 lowercase letters, digits, dots and hyphens,
+# starting and ending with a letter or digit, no two dots in a row, not an IP address, and none of
+# the prefixes and suffixes S3 reserves. Checked before any request reaches moto or the disk mirror.
+_BUCKET_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]{1,61})[a-z0-9]")
+_IP_ADDRESS = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+MAX_KEY_BYTES = 1024
 MUTATING_METHODS = frozenset({"PUT", "POST", "DELETE"})
 
 
@@ -44,6 +52,28 @@ def virtual_hosted_bucket(environ: dict[str, Any]) -> str | None:
     """The bucket of a virtual-hosted-style request (``Host: <bucket>.localhost``), else None."""
     found = _VIRTUAL_HOST.fullmatch(environ.get("HTTP_HOST", ""))
     return found.group("bucket") if found else None
+
+
+def bucket_name_error(name: str) -> str | None:
+    """Why `name` is not a valid S3 bucket name, or None when it is."""
+    if not _BUCKET_NAME.fullmatch(name):
+        return ("Bucket names are 3 to 63 lowercase letters, digits, dots and hyphens, beginning and "
+                "ending with a letter or digit.")
+    if ".." in name:
+        return "Bucket names must not contain two adjacent periods."
+    if _IP_ADDRESS.fullmatch(name):
+        return "Bucket names must not be formatted as an IP address."
+    if name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
+        return "Bucket names must not use a prefix or suffix S3 reserves."
+    return None
+
+
+def key_name_error(key: str) -> str | None:
+    """Why `key` is not a valid S3 object key, or None when it is (keys never name a file: the
+    mirror stores an object under the hash of its key)."""
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        return f"Your key is too long: S3 keys are at most {MAX_KEY_BYTES} bytes of UTF-8."
+    return None
 
 
 def is_s3_request(environ: dict[str, Any]) -> bool:
@@ -98,6 +128,10 @@ class EmbeddedS3:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         bucket, key = to_path_style(environ)
+        if bucket is not None and (reason := bucket_name_error(bucket)) is not None:
+            return s3_error(environ, start_response, "400 Bad Request", "InvalidBucketName", reason)
+        if key is not None and (reason := key_name_error(key)) is not None:
+            return s3_error(environ, start_response, "400 Bad Request", "KeyTooLongError", reason)
         _lowercase_metadata_names(environ)
         statuses: list[int] = []
 
@@ -137,13 +171,18 @@ def no_embedded_s3(endpoint_url: str) -> Callable[..., Iterable[bytes]]:
 
 def not_implemented(environ: dict[str, Any], start_response: Callable[..., Any], message: str,
                     exc_info: Any = None) -> list[bytes]:
-    """S3's 501 NotImplemented error in its XML form (SDKs read Error.Code and Error.Message; botocore
-    does not retry a 501)."""
-    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code>'
-            f"<Message>{escape(message)}</Message><Resource>{escape(raw_path(environ))}</Resource>"
+    """S3's 501 NotImplemented error (botocore does not retry a 501)."""
+    return s3_error(environ, start_response, "501 Not Implemented", "NotImplemented", message, exc_info)
+
+
+def s3_error(environ: dict[str, Any], start_response: Callable[..., Any], status: str, code: str, message: str,
+             exc_info: Any = None) -> list[bytes]:
+    """An S3 error in its XML form (SDKs read Error.Code and Error.Message)."""
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error>'
+            f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
+            f"<Resource>{escape(raw_path(environ))}</Resource>"
             f"<RequestId>{uuid.uuid4()}</RequestId></Error>").encode()
-    start_response("501 Not Implemented", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
-                   exc_info)
+    start_response(status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))], exc_info)
     return [body]
 
 

@@ -55,7 +55,14 @@ class S3Mirror:
         self._written: dict[str, dict[str, KeyIdentity]] = {}  # what the files currently hold
 
     def _bucket_dir(self, bucket: str) -> Path:
-        return self.root / quote(bucket, safe="")
+        """The bucket's folder: always a direct child of the mirror's root. Bucket names are checked
+        by S3's rules at the door; this refuses anything else (".", "..", "") that would make a write
+        or an ``rmtree`` reach beyond the root, e.g. the whole data directory."""
+        name = quote(bucket, safe="")
+        directory = self.root / name
+        if name in ("", ".", "..") or directory.resolve().parent != self.root.resolve():
+            raise ValueError(f"refusing S3 mirror path for bucket name {bucket!r}: outside {self.root}")
+        return directory
 
     def _object_path(self, bucket: str, key: str) -> Path:
         return self._bucket_dir(bucket) / "objects" / hashlib.sha256(key.encode()).hexdigest()
