@@ -68,7 +68,9 @@ def open_image(data: bytes, source: str, formats: Iterable[str] = SUPPORTED_FORM
         image = Image.open(io.BytesIO(data), formats=[found])
     except Image.DecompressionBombError:
         raise ImageError(f"{source} declares more pixels than the maximum of {MAX_SIDE}x{MAX_SIDE}.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:  # its message names Python's in-memory file object, of no use to anyone
+        raise ImageError(f"{source} is not a readable {found} image: its header can't be decoded.") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{source} is not a readable {found} image: {exc}") from None
     width, height = image.size
     check_dimensions(width, height, source)
@@ -102,11 +104,25 @@ def rgb_pixels(image: Image.Image, data: bytes, source: str) -> np.ndarray:
     if image.format == "JPEG":
         return _jpeg_pixels(data, source)
     try:
+        if image.mode in _WIDE_GRAY_MODES:
+            return _wide_gray_pixels(image)
         if image.mode == "P" and "transparency" in image.info:
             image = image.convert("RGBA")
         return np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{source} is a corrupt or truncated {image.format} image: {exc}") from None
+
+
+# Pillow's modes for 16-bit grayscale PNGs (what industrial cameras write). Its RGB conversion clips
+# them at 255 instead of scaling, which turned a ramp into a nearly white image.
+_WIDE_GRAY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I"})
+
+
+def _wide_gray_pixels(image: Image.Image) -> np.ndarray:
+    """A 16-bit grayscale image scaled to 8 bits (0..65535 onto 0..255, rounded), as RGB."""
+    wide = np.asarray(image).astype(np.uint32)
+    gray = ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
 
 
 def _jpeg_pixels(data: bytes, source: str) -> np.ndarray:

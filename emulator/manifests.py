@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from emulator import jsontext
+
 CLASSIFICATION_TYPE = "groundtruth/image-classification"
 SEGMENTATION_TYPE = "groundtruth/semantic-segmentation"
 LABELS = ("normal", "anomaly")
@@ -84,7 +86,9 @@ def read_json_lines(data: bytes) -> list[tuple[int, Any]]:
         if not raw.strip():
             continue
         try:
-            values.append((number, json.loads(raw)))
+            values.append((number, jsontext.loads(raw)))
+        except jsontext.JSONTextError as exc:
+            raise ManifestError(number, str(exc)) from None
         except json.JSONDecodeError as exc:
             raise ManifestError(number, f"not valid JSON ({exc.msg} at column {exc.colno}).") from None
     return values

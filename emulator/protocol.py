@@ -14,6 +14,7 @@ from typing import Any
 import botocore.model
 from flask import Request, Response
 
+from emulator import jsontext
 from emulator.errors import ServiceError, ValidationException
 
 REQUEST_ID_HEADER = "x-amzn-RequestId"
@@ -71,7 +72,9 @@ def bind_request(operation: botocore.model.OperationModel, request: Request,
         document: Any = {}
         if raw.strip():
             try:
-                document = json.loads(raw)
+                document = jsontext.loads(raw)
+            except jsontext.JSONTextError as exc:
+                raise ValidationException(f"The request body can't be accepted: {exc}") from None
             except (ValueError, UnicodeDecodeError):
                 raise ValidationException("The request body is not valid JSON.") from None
         if not isinstance(document, dict):

@@ -131,18 +131,20 @@ class _Timestamp(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
         if isinstance(value, dt.datetime):
             return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
         if isinstance(value, str):
             try:
-                return _Timestamp._deserialize(self, float(value), attr, data)
+                value = float(value)
             except ValueError:
-                pass
-            try:
-                parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                raise _constraint("Member must be a timestamp (ISO 8601 or epoch seconds)") from None
-            return _Timestamp._deserialize(self, parsed, attr, data)
+                try:
+                    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+                except ValueError:
+                    raise _constraint("Member must be a timestamp (ISO 8601 or epoch seconds)") from None
+                return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:  # 1e400 and inf overflow, nan and years past 9999 are out of range
+                return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+            except (OverflowError, ValueError, OSError):
+                raise _constraint("Member must be a timestamp between the years 1 and 9999") from None
         raise _constraint("Member must be a timestamp")
 
 

@@ -261,22 +261,20 @@ def run_training(backend: "Backend", plan: TrainingPlan) -> None:
             masks = {item.name: prediction.mask for item, prediction in zip(test, predictions)}
         finished = backend.now()
         manifest, result = write_evaluation(backend, plan, metrics, finished, masks)
+        performance = {"F1Score": metrics.f1, "Recall": metrics.recall, "Precision": metrics.precision}
+        update_model_row(
+            backend, plan.project, plan.version, status=TRAINED,
+            status_message=f"Training completed in {time.monotonic() - started:.1f} s "
+                           f"({len(train)} training and {len(test)} test images).",
+            performance=json.dumps(performance), evaluation_manifest=json.dumps(manifest),
+            evaluation_result=json.dumps(result), evaluation_end=finished)
     except _Interrupted:
         return
     except (TrainingError, engine.EngineError) as exc:
         _fail(backend, plan, str(exc))
-        return
-    except Exception as exc:  # a bug of ours: keep the traceback for the operator, tell the user
+    except Exception:  # a bug of ours (or recording the outcome failed): traceback to the log, not the status
         log.exception("training %s v%s failed", plan.project, plan.version)
-        _fail(backend, plan, f"an internal error stopped training ({type(exc).__name__}: {exc}).")
-        return
-    performance = {"F1Score": metrics.f1, "Recall": metrics.recall, "Precision": metrics.precision}
-    update_model_row(
-        backend, plan.project, plan.version, status=TRAINED,
-        status_message=f"Training completed in {time.monotonic() - started:.1f} s "
-                       f"({len(train)} training and {len(test)} test images).",
-        performance=json.dumps(performance), evaluation_manifest=json.dumps(manifest),
-        evaluation_result=json.dumps(result), evaluation_end=finished)
+        _fail(backend, plan, "an internal error stopped training; the server log has the details.")
 
 
 def _fail(backend: "Backend", plan: TrainingPlan, message: str) -> None:

@@ -126,3 +126,28 @@ def test_open_image_reads_only_the_header() -> None:
     data = encoded((300, 200), "PNG")
     image = open_image(data[:100], "pic.png")  # the header alone: enough to know the size
     assert image.size == (300, 200) and image.format == "PNG"
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped():
+    """Industrial cameras write 16-bit grayscale PNGs; Pillow's RGB conversion clips them at 255."""
+    ramp = np.tile(np.linspace(0, 65535, 256).round().astype(np.uint16), (64, 1))
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, "PNG")
+    data = buffer.getvalue()
+    pixels = rgb_pixels(open_image(data, "ramp.png"), data, "ramp.png")
+    assert pixels.shape == (64, 256, 3) and pixels.dtype == np.uint8
+    expected = (ramp.astype(np.uint32) * 255 + 32767) // 65535
+    assert (pixels[:, :, 0] == expected).all() and (pixels[:, :, 1] == pixels[:, :, 2]).all()
+    assert abs(float(pixels.mean()) - 127.5) < 1
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "LA", "RGBA"])
+def test_8_bit_pixels_are_unchanged(mode):
+    """The 16-bit path leaves 8-bit images exactly as Pillow's RGB conversion gives them."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    data = buffer.getvalue()
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert (rgb_pixels(open_image(data, "x.png"), data, "x.png") == expected).all()

@@ -149,9 +149,10 @@ def run_trial(backend: Backend, project: str, name: str) -> None:
         _set_status(backend, project, name, COMPLETED, _summary(backend, project, name))
     except ServiceError as refused:  # (if the project was deleted meanwhile, this updates nothing)
         _set_status(backend, project, name, FAILED, f"The trial detection failed: {refused.message}")
-    except Exception as exc:  # a bug of ours: keep the traceback for the operator, tell the user
+    except Exception:  # a bug of ours: the traceback goes to the operator's log, not into the status
         log.exception("trial detection %s/%s failed", project, name)
-        _set_status(backend, project, name, FAILED, f"The trial detection failed with an internal error ({exc}).")
+        _set_status(backend, project, name, FAILED,
+                    "The trial detection failed with an internal error; the server log has the details.")
 
 
 class _TrialHosting:

@@ -288,25 +288,26 @@ def _run_job(backend: Backend, project: str, dataset_type: str) -> None:
         else:
             parsed = parse_lines(json.loads(row["pending_changes"]))
         checked, replaced = _check(backend, project, dataset_type, parsed)
+        if creating:
+            message = f"Imported {len(checked)} images from {manifest_uri}."
+        else:
+            message = f"Added {len(checked) - replaced} images and replaced {replaced}."
+        _finish(backend, project, dataset_type, row["status"], CREATE_COMPLETE if creating else UPDATE_COMPLETE,
+                message, checked)
     except _Interrupted:
         return
-    except Exception as exc:  # every failure must end the job with a status, never leave it IN_PROGRESS
-        if not isinstance(exc, ManifestError):
+    except Exception as exc:  # every failure (committing the outcome included) ends the job with a status
+        if isinstance(exc, ManifestError):
+            reason = str(exc)
+        else:  # a bug of ours: the traceback goes to the operator's log, not into the status
             log.exception("dataset job %s/%s failed", project, dataset_type)
-        reason = str(exc) if isinstance(exc, ManifestError) else f"an internal error occurred ({exc})."
+            reason = "an internal error occurred; the server log has the details."
         if creating:
             _finish(backend, project, dataset_type, row["status"], CREATE_FAILED,
                     f"The dataset could not be created from {manifest_uri}: {reason}")
         else:
             _finish(backend, project, dataset_type, row["status"], UPDATE_FAILED,
                     f"The update was rolled back and the dataset is unchanged: {reason}")
-        return
-    if creating:
-        message = f"Imported {len(checked)} images from {manifest_uri}."
-    else:
-        message = f"Added {len(checked) - replaced} images and replaced {replaced}."
-    _finish(backend, project, dataset_type, row["status"], CREATE_COMPLETE if creating else UPDATE_COMPLETE,
-            message, checked)
 
 
 def _read_manifest(backend: Backend, location: dict[str, Any], uri: str) -> list[tuple[int, ManifestLine]]:

@@ -234,8 +234,14 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> None:
         _set_status(backend, project, job_name, FAILED,
                     f"The package could not be written to s3://{location['Bucket']}/{folder} ({exc}).")
         return
-    except (engine.EngineError, OSError) as exc:
+    except engine.EngineError as exc:
         _set_status(backend, project, job_name, FAILED, f"The model could not be packaged: {exc}")
+        return
+    except OSError as exc:  # e.g. a full disk; the path stays in the operator's log
+        log.warning("packaging job %s/%s failed", project, job_name, exc_info=True)
+        _set_status(backend, project, job_name, FAILED,
+                    f"The model could not be packaged: the data directory could not be read or written "
+                    f"({exc.strerror or type(exc).__name__}).")
         return
     except Exception as exc:  # a bug of ours: keep the traceback, tell the user
         log.exception("packaging job %s/%s failed", project, job_name)

@@ -1,0 +1,49 @@
+"""JSON text from clients (request bodies, manifests, dataset changes), checked at the door.
+
+Python's json module accepts two things nothing downstream can handle: escaped lone surrogates
+(``"\\ud800"`` decodes to a str that is not Unicode text, which SQLite refuses to store, so a job
+holding one could not even record its failure) and nesting deep enough to exhaust the recursion
+limit. Both become a `JSONTextError` here, before any value reaches a service, a job or the store.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Far deeper than any Lookout for Vision input or manifest line needs, far from Python's recursion limit.
+MAX_DEPTH = 64
+
+
+class JSONTextError(ValueError):
+    """Valid JSON syntax that the service cannot accept; the message says why, for the client."""
+
+
+def loads(text: str | bytes) -> Any:
+    """`json.loads` plus the checks of `check`. Syntax errors stay `json.JSONDecodeError` (a
+    ValueError) so that callers can quote its position."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise JSONTextError(f"the JSON is nested more than {MAX_DEPTH} levels deep.") from None
+    check(value)
+    return value
+
+
+def check(value: Any) -> None:
+    """Raise JSONTextError when `value` nests deeper than MAX_DEPTH or holds a string (or object
+    key) that is not valid Unicode text (a lone UTF-16 surrogate)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise JSONTextError("the JSON contains a string that is not valid Unicode text "
+                                        "(an unpaired UTF-16 surrogate escape such as \\ud800).") from None
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise JSONTextError(f"the JSON is nested more than {MAX_DEPTH} levels deep.")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)

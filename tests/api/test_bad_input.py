@@ -1,0 +1,77 @@
+"""Malformed input that once gave a 500 or left a dataset IN_PROGRESS for ever: lone surrogates,
+deep nesting, huge bracket strings, out-of-range timestamps. Each gets a ValidationException (or,
+inside a manifest, a CREATE_FAILED dataset that names the line) and nothing gets stuck."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.api.core_support import raw_request
+from tests.api.datasets_support import buckets, error_of, kit, labelled  # noqa: F401 - fixtures
+
+SURROGATE_LINE = b'{"source-ref": "s3://lookout-dataset-tests/\\ud800.png", "anomaly-label": 1, ' \
+                 b'"anomaly-label-metadata": {"type": "groundtruth/image-classification", "class-name": "normal"}}'
+
+
+def _api(emulator, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    status, _, raw = raw_request(emulator.endpoint_url, method, path, body, {"Content-Type": "application/json"})
+    return status, json.loads(raw)
+
+
+def test_a_lone_surrogate_in_a_manifest_fails_the_import_and_nothing_is_stuck(kit):
+    image = kit.images(1)[0]
+    described = kit.create("train", json.dumps(labelled(image, "normal")).encode() + b"\n" + SURROGATE_LINE)
+    assert described["Status"] == "CREATE_FAILED", described
+    assert "line 2" in described["StatusMessage"] and "Unicode" in described["StatusMessage"]
+    kit.lookout.delete_dataset(ProjectName=kit.project, DatasetType="train")  # not stuck: it can go
+    assert kit.create("train", [labelled(image, "normal")])["Status"] == "CREATE_COMPLETE"
+
+
+def test_a_lone_surrogate_in_changes_is_a_validation_error(kit):
+    kit.create("train", [labelled(kit.images(1)[0], "normal")])
+    with pytest.raises(ClientError) as err:
+        kit.lookout.update_dataset_entries(ProjectName=kit.project, DatasetType="train", Changes=SURROGATE_LINE)
+    code, status, message = error_of(err)
+    assert (code, status) == ("ValidationException", 400) and "Unicode" in message
+    assert kit.describe()["Status"] == "CREATE_COMPLETE"
+
+
+def test_a_lone_surrogate_in_a_request_body_is_a_validation_error(emulator, lookout, project_name):
+    lookout.create_project(ProjectName=project_name)
+    body = b'{"Description": "bad \\udfff text", "OutputConfig": {"S3Location": {"Bucket": "lookout-dataset-tests"}}}'
+    status, error = _api(emulator, "POST", f"/2020-11-20/projects/{project_name}/models", body)
+    assert status == 400 and "Unicode" in error["message"], error
+    assert lookout.list_models(ProjectName=project_name)["Models"] == []
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"ProjectName": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                                  b'{"ProjectName": "p", "x": ' + b'{"a": ' * 200 + b"1" + b"}" * 200 + b"}"])
+def test_deep_nesting_is_a_validation_error(emulator, body):
+    status, headers, _ = raw_request(emulator.endpoint_url, "POST", "/2020-11-20/projects", body,
+                                     {"Content-Type": "application/json"})
+    assert (status, headers.get("x-amzn-errortype")) == (400, "ValidationException")
+
+
+def test_a_huge_bracket_string_in_changes_is_a_validation_error(kit):
+    kit.create("train")
+    with pytest.raises(ClientError) as err:
+        kit.lookout.update_dataset_entries(ProjectName=kit.project, DatasetType="train", Changes=b"[" * 100_000)
+    assert error_of(err)[:2] == ("ValidationException", 400)
+
+
+@pytest.mark.parametrize("value", ["1e400", "inf", "-inf", "nan", "1e20", "-1e20"])
+def test_out_of_range_timestamps_are_validation_errors(emulator, kit, value):
+    kit.create("train")
+    status, _, raw = raw_request(emulator.endpoint_url, "GET",
+                                 f"/2020-11-20/projects/{kit.project}/datasets/train/entries?createdBefore={value}")
+    assert status == 400 and b"timestamp" in raw, raw
+
+
+def test_unreadable_images_are_described_without_internals(emulator, lookout):
+    from emulator.images import ImageError, open_image
+
+    with pytest.raises(ImageError) as err:
+        open_image(b"\x89PNG\r\n\x1a\n" + b"\0" * 100, "s3://b/x.png")
+    assert "_io" not in str(err.value) and "0x" not in str(err.value), err.value
