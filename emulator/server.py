@@ -49,6 +49,16 @@ class _Task(WSGITask):
 class _Channel(HTTPChannel):
     task_class = _Task
 
+    def send_continue(self) -> None:
+        """waitress answers ``Expect: 100-continue`` with ``100 Continue`` and then waits for the body
+        again, even when the request has none (``Content-Length: 0``, e.g. boto3's PutObject of an
+        empty "folder/" key): the request was never served. A request whose body is complete needs
+        no invitation to send it; it is served and gets its final response."""
+        if self.request is not None and self.request.completed:
+            self.request.expect_continue = False
+            return
+        super().send_continue()
+
 
 class Server:
     """Build the app (its backend starts: S3 restored, recovery run), then bind the socket.

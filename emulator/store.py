@@ -1,8 +1,13 @@
 """SQLite metadata store.
 
-One database file under the data dir, WAL mode, one connection per thread, and every change in an
-explicit ``BEGIN IMMEDIATE`` transaction: a crash (even ``kill -9``) loses no committed change and
-concurrent waitress threads never interleave half-done writes.
+One database file under the data dir, WAL mode, and every change in an explicit ``BEGIN IMMEDIATE``
+transaction: a crash (even ``kill -9``) loses no committed change and concurrent waitress threads
+never interleave half-done writes.
+
+Connections are leased, not owned by threads: a thread holds one only while a query or transaction
+runs (nested calls on the thread reuse it) and gives it back to a small pool afterwards. Every job
+runs on a fresh thread, so connections tied to threads leaked two file descriptors per job until
+the process ran out of them.
 """
 from __future__ import annotations
 
@@ -126,32 +131,61 @@ CREATE TABLE IF NOT EXISTS trial_images (
 """
 
 
+# Idle connections kept for reuse; more are opened while more threads query at once, and closed
+# when they come back to a full pool.
+MAX_IDLE_CONNECTIONS = 8
+
+
 class Store:
     """Thread-safe access to the metadata database."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []  # every thread's connection, closed together
-        self._all_lock = threading.Lock()
+        self._local = threading.local()  # the connection this thread has leased, and how deeply
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
         self._apply(SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives process crashes
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives process crashes
+        conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """Lease a connection for the block: this thread's current one if it holds one (so nested
+        calls see the same transaction), else one from the pool, returned when the block ends."""
+        held: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if held is not None:
+            yield held
+            return
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        conn = conn or self._open()
+        self._local.conn = conn
+        try:
+            yield conn
+        finally:
+            self._local.conn = None
+            self._give_back(conn)
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:  # never hand on a connection with a transaction left open
+            conn.execute("ROLLBACK")
+        with self._lock:
+            if not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
+        conn.close()
+
     def _apply(self, ddl: str) -> None:
-        self._connect().executescript(ddl)
+        with self._connection() as conn:
+            conn.executescript(ddl)
 
     def add_schema(self, ddl: str) -> None:
         """Create the tables of a service module (idempotent DDL) on this database."""
@@ -160,28 +194,30 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """An immediate (write-locked) transaction; commits on success, rolls back on any error."""
-        conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
 
     def query(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         """Read outside a write transaction (WAL readers see the last committed state)."""
-        return self._connect().execute(sql, args).fetchall()
+        with self._connection() as conn:
+            return conn.execute(sql, args).fetchall()
 
     def query_one(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Row | None:
-        rows = self._connect().execute(sql, args).fetchmany(1)
+        with self._connection() as conn:
+            rows = conn.execute(sql, args).fetchmany(1)
         return rows[0] if rows else None
 
     def close(self) -> None:
-        """Close every thread's connection (each waitress and job thread opened its own)."""
-        with self._all_lock:
-            connections, self._all = self._all, []
+        """Close the pooled connections; those leased now are closed when given back."""
+        with self._lock:
+            self._closed = True
+            connections, self._idle = self._idle, []
         for conn in connections:
             conn.close()
-        self._local = threading.local()
