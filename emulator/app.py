@@ -1,6 +1,7 @@
 """WSGI application: Lookout for Vision API, embedded S3 and console on one port."""
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -9,7 +10,10 @@ from flask import Flask
 from emulator import api, console
 from emulator.backend import Backend
 from emulator.config import Settings
-from emulator.s3 import EmbeddedS3, is_s3_request, no_embedded_s3
+from emulator.crosssite import SiteGuard
+from emulator.errors import AccessDeniedException
+from emulator.protocol import render_error
+from emulator.s3 import EmbeddedS3, is_s3_request, no_embedded_s3, s3_error
 from emulator.s3_stores import EmbeddedObjectStore
 from emulator.wsgi import WSGIApp
 
@@ -33,8 +37,16 @@ def create_app(settings: Settings, backend: Backend | None = None) -> tuple[WSGI
     else:
         s3 = no_embedded_s3(str(settings.s3_endpoint_url))
 
+    guard = SiteGuard(settings.allowed_hosts, settings.host)
+
     def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        target = s3 if is_s3_request(environ) else lookout
-        return target(environ, start_response)
+        to_s3 = is_s3_request(environ)
+        refused = guard.refusal(environ)
+        if refused is not None:  # in the error form of the front end the request was meant for
+            if to_s3:
+                return s3_error(environ, start_response, "403 Forbidden", "AccessDenied", refused)
+            error = render_error(AccessDeniedException(refused), str(uuid.uuid4()))
+            return error(environ, start_response)
+        return (s3 if to_s3 else lookout)(environ, start_response)
 
     return dispatch, backend

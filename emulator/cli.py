@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--backbone", choices=BACKBONES, default=os.environ.get("LOOKOUT_BACKBONE", DEFAULT_BACKBONE),
                        help=f"feature extractor for new models (default {DEFAULT_BACKBONE}, shipped with the package;"
                             " the others need ImageNet weights in the file named by LOOKOUT_BACKBONE_WEIGHTS)")
+    serve.add_argument("--allowed-host", action="append", dest="allowed_hosts",
+                       default=[name for name in os.environ.get("LOOKOUT_ALLOWED_HOSTS", "").split(",") if name.strip()],
+                       help="a host name clients use to reach the server besides localhost, *.localhost, 127.0.0.1 "
+                            "and ::1 (repeatable; '.example.com' also allows its subdomains, '*' any name; "
+                            "env LOOKOUT_ALLOWED_HOSTS, comma-separated). Other Host headers and cross-site "
+                            "browser requests are refused")
     serve.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                        help=f"HTTP worker threads (default {DEFAULT_THREADS})")
     return parser
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(data_dir=args.data_dir, host=args.host, port=args.port, region=args.region,
                         account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url,
-                        backbone=args.backbone)
+                        backbone=args.backbone, allowed_hosts=tuple(args.allowed_hosts))
     try:
         serve(settings, threads=args.threads)
     except OSError as exc:  # typically the port is taken

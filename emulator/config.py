@@ -33,6 +33,8 @@ class Settings:
     # Feature extractor for new models. torchvision backbones read their weights from the file in
     # LOOKOUT_BACKBONE_WEIGHTS (e.g. baked into the Docker image); nothing is downloaded.
     backbone: str = DEFAULT_BACKBONE
+    # Host names the server answers to besides the loopback ones (see emulator.crosssite); "*": any.
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def db_path(self) -> Path:
