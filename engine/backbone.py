@@ -13,6 +13,7 @@ handful of normal images destroyed the features in earlier trials).
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
@@ -312,7 +313,6 @@ class Trunk(nn.Module):
         self.eval()
 
         self._traced: dict[tuple[int, int], torch.jit.ScriptModule | None] = {}
-        self._lock = threading.Lock()
 
     def eager(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of the configured levels (plain eager PyTorch)."""
@@ -327,26 +327,50 @@ class Trunk(nn.Module):
         ~40% of the time (Python overhead of ~100 small modules) and is numerically identical to
         eager mode (checked in tests); falls back to eager if tracing is unavailable.
         """
-        key = (int(x.shape[-2]), int(x.shape[-1]))
-        if key not in self._traced:
-            with self._lock:  # concurrent first predictions trace once
-                if key not in self._traced:
-                    self._traced[key] = self._trace(x[:1])
-        fn = self._traced[key]
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        fn = self._traced.get(size)
+        if size not in self._traced:
+            fn = self._traced[size] = _shared_trace(self, x[:1])
         if fn is None:
             return self.eager(x)
         return list(fn(x))
 
-    def _trace(self, example: torch.Tensor) -> torch.jit.ScriptModule | None:
-        import warnings
+    def fingerprint(self) -> str:
+        """A digest of the trunk's architecture and (BN-folded) weights: equal trunks trace alike."""
+        digest = hashlib.blake2b(f"{self.name}{self.levels}".encode(), digest_size=16)
+        for name, tensor in self.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
-        wrapper = _LevelsWrapper(self)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return torch.jit.freeze(torch.jit.trace(wrapper.eval(), (example,), check_trace=False))
-        except Exception:  # noqa: BLE001 - tracing is an optimisation only
-            return None
+
+# Traced + frozen trunks, shared by every Trunk with the same weights (every model of a backbone
+# uses the same pretrained trunk). torch keeps whatever it traces and freezes in its global JIT
+# compilation unit for the life of the process, parameters included; one trace per trunk and input
+# size made a long-running server grow by ~10 MB per training. Shared, the traces are bounded by
+# the backbones times the image sizes in use.
+_TRACES: dict[tuple[str, int, int], torch.jit.ScriptModule | None] = {}
+_TRACES_LOCK = threading.Lock()
+
+
+def _shared_trace(trunk: Trunk, example: torch.Tensor) -> torch.jit.ScriptModule | None:
+    key = (trunk.fingerprint(), int(example.shape[-2]), int(example.shape[-1]))
+    with _TRACES_LOCK:  # concurrent first predictions trace once
+        if key not in _TRACES:
+            _TRACES[key] = _trace(trunk, example)
+        return _TRACES[key]
+
+
+def _trace(trunk: Trunk, example: torch.Tensor) -> torch.jit.ScriptModule | None:
+    import warnings
+
+    wrapper = _LevelsWrapper(trunk)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.freeze(torch.jit.trace(wrapper.eval(), (example,), check_trace=False))
+    except Exception:  # noqa: BLE001 - tracing is an optimisation only
+        return None
 
 
 class _LevelsWrapper(nn.Module):

@@ -6,7 +6,6 @@ import socket
 from urllib.parse import urlsplit
 
 import pytest
-from botocore.config import Config
 
 
 def _exchange(endpoint_url: str, request: bytes, body: bytes = b"") -> bytes:

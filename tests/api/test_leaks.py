@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.api.datasets_support import buckets, kit, labelled  # noqa: F401 - fixtures
+from datasets_support import buckets, kit, labelled  # noqa: F401 - fixtures
 
 
 def open_fds() -> int:
