@@ -47,3 +47,10 @@ def check(value: Any) -> None:
                 raise JSONTextError(f"the JSON is nested more than {MAX_DEPTH} levels deep.")
             children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
+
+
+def storable(text: str) -> str:
+    """`text` with anything that is not Unicode text (lone surrogates, from data stored by older
+    versions) written as a backslash escape, so that a status message quoting user data can always
+    be stored: a job must be able to record its failure whatever the failure quotes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

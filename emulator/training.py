@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from emulator import jsontext
 from emulator.errors import ConflictException, ValidationException
 from emulator.images import ImageError, open_image, rgb_pixels
 from emulator.jobs import on_startup
@@ -279,7 +280,7 @@ def run_training(backend: "Backend", plan: TrainingPlan) -> None:
 
 def _fail(backend: "Backend", plan: TrainingPlan, message: str) -> None:
     update_model_row(backend, plan.project, plan.version, status=TRAINING_FAILED,
-                     status_message=f"Training failed: {message}")
+                     status_message=jsontext.storable(f"Training failed: {message}"))
 
 
 def _progress(backend: "Backend", plan: TrainingPlan) -> Callable[[float, str], None]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from PIL import Image
 
+from emulator import jsontext
 from emulator.backend import Backend
 from emulator.errors import ConflictException, ResourceNotFoundException, ValidationException
 from emulator.images import ImageError, decode_image
@@ -413,7 +414,7 @@ def _finish(backend: Backend, project: str, dataset_type: str, expected: str, st
     with backend.store.transaction() as db:
         done = db.execute("UPDATE datasets SET status=?, status_message=?, pending_changes=NULL, updated_at=?"
                           " WHERE project=? AND dataset_type=? AND status=?",
-                          (status, message, now, project, dataset_type, expected))
+                          (status, jsontext.storable(message), now, project, dataset_type, expected))
         if done.rowcount == 0:
             return
         db.executemany(

@@ -75,3 +75,32 @@ def test_unreadable_images_are_described_without_internals(emulator, lookout):
     with pytest.raises(ImageError) as err:
         open_image(b"\x89PNG\r\n\x1a\n" + b"\0" * 100, "s3://b/x.png")
     assert "_io" not in str(err.value) and "0x" not in str(err.value), err.value
+
+
+def test_a_dataset_stuck_by_an_older_version_is_failed_at_the_next_start(tmp_path):
+    """Data dirs written before the door checks may hold an update whose JSON carries a lone surrogate
+    (the job could not store it and the dataset stayed UPDATE_IN_PROGRESS). The next start's recovery
+    re-runs the job, which now ends UPDATE_FAILED instead of crashing again."""
+    import sqlite3
+    import time
+
+    from emulator.testing import LocalEmulator
+
+    with LocalEmulator(data_dir=tmp_path) as emu:
+        lookout = emu.client("lookoutvision")
+        lookout.create_project(ProjectName="stuck")
+        lookout.create_dataset(ProjectName="stuck", DatasetType="train")
+    pending = json.dumps([[1, {"source-ref": "s3://lookout-dataset-tests/\ud800.png"}]])  # escaped: storable
+    with sqlite3.connect(tmp_path / "metadata.sqlite3") as db:
+        db.execute("UPDATE datasets SET status='UPDATE_IN_PROGRESS', pending_changes=? WHERE project='stuck'",
+                   (pending,))
+    with LocalEmulator(data_dir=tmp_path) as emu:
+        lookout = emu.client("lookoutvision")
+        deadline = time.monotonic() + 30
+        while (described := lookout.describe_dataset(ProjectName="stuck", DatasetType="train")
+               ["DatasetDescription"])["Status"] == "UPDATE_IN_PROGRESS":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert described["Status"] == "UPDATE_FAILED_ROLLBACK_COMPLETE", described
+        assert "\ud800" not in described["StatusMessage"]
+        lookout.delete_dataset(ProjectName="stuck", DatasetType="train")
