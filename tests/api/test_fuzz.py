@@ -5,7 +5,6 @@ server may log no traceback. The request count is printed (run with -s) and quot
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import uuid
 from collections.abc import Iterator
