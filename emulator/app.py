@@ -7,14 +7,15 @@ from typing import Any
 
 from flask import Flask
 
-from emulator import api, console
+from emulator.api import dispatch as api
+from emulator import console
 from emulator.backend import Backend
 from emulator.config import Settings
 from emulator.crosssite import SiteGuard
-from emulator.errors import AccessDeniedException
-from emulator.protocol import render_error
-from emulator.s3 import EmbeddedS3, is_s3_request, no_embedded_s3, s3_error
-from emulator.s3_stores import EmbeddedObjectStore
+from emulator.api.errors import AccessDeniedException
+from emulator.api.protocol import render_error
+from emulator.s3.frontend import EmbeddedS3, is_s3_request, no_embedded_s3, s3_error
+from emulator.s3.stores import EmbeddedObjectStore
 from emulator.wsgi import WSGIApp
 
 

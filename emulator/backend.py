@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from emulator.config import Settings
 from emulator.jobs import RECOVERY_HOOKS, JobRunner
-from emulator.s3 import ObjectStore, object_store_for
+from emulator.s3.frontend import ObjectStore, object_store_for
 from emulator.store import Store
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from waitress.trigger import trigger
 import engine  # noqa: F401  (cheap, no torch: its process settings must precede our threads)
 from emulator.app import create_app
 from emulator.config import Settings
-from emulator.images import MAX_IMAGE_BYTES
+from emulator.formats.image_files import MAX_IMAGE_BYTES
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_SECONDS = 10.0

@@ -10,7 +10,7 @@ from emulator.testing import LocalEmulator
 
 @pytest.fixture(scope="session")
 def emulator(lookoutvision_server: LocalEmulator) -> LocalEmulator:
-    """The session's server from the pytest plugin users get (emulator/pytest_plugin.py), so the
+    """The session's server from the pytest plugin users get (emulator/testing/pytest_plugin.py), so the
     project's own tests exercise that fixture and a session starts one server, not two."""
     return lookoutvision_server
 

@@ -1,4 +1,4 @@
-"""Image checks (emulator.images): formats by content, the 64..4096 and 8 MB limits, bombs, corruption,
+"""Image checks (emulator.formats.image_files): formats by content, the 64..4096 and 8 MB limits, bombs, corruption,
 and the pixels training and DetectAnomalies read."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emulator.images import MAX_IMAGE_BYTES, ImageError, decode_image, open_image, rgb_pixels, sniff_format
+from emulator.formats.image_files import MAX_IMAGE_BYTES, ImageError, decode_image, open_image, rgb_pixels, sniff_format
 
 
 def encoded(size: tuple[int, int] = (64, 64), fmt: str = "PNG", mode: str = "RGB") -> bytes:

@@ -1,4 +1,4 @@
-"""Ground Truth manifest parsing (emulator.manifests): what each JSON line means, and every refusal."""
+"""Ground Truth manifest parsing (emulator.formats.manifests): what each JSON line means, and every refusal."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from shared_datasets import COOKIES_DIR
-from emulator.manifests import (MAX_LINE_CHARS, ManifestError, parse_line, parse_lines, parse_manifest,
+from emulator.formats.manifests import (MAX_LINE_CHARS, ManifestError, parse_line, parse_lines, parse_manifest,
                                 read_json_lines)
 
 CLASSIFICATION = "groundtruth/image-classification"

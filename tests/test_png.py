@@ -1,4 +1,4 @@
-"""The anomaly-mask PNG writer (emulator.png) against Pillow's decoder."""
+"""The anomaly-mask PNG writer (emulator.formats.png) against Pillow's decoder."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emulator.png import encode_rgb
+from emulator.formats.png import encode_rgb
 
 
 def _decoded(data: bytes) -> np.ndarray:

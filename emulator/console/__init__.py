@@ -14,7 +14,7 @@ def register(app: Flask) -> None:
     resume the trial detections a restart interrupted."""
     from emulator.console import dataset_pages, model_pages, objects, project_pages, trial_pages  # noqa: F401
     from emulator.console.trial_runs import resume_interrupted
-    from emulator.console.web import blueprint
+    from emulator.console.blueprint import blueprint
 
     app.register_blueprint(blueprint)
     resume_interrupted(app.extensions["lookout_backend"])

@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 from emulator.backend import Backend
-from emulator.errors import ConflictException, ValidationException
-from emulator.manifests import CLASSIFICATION_TYPE, ManifestLine
+from emulator.api.errors import ConflictException, ValidationException
+from emulator.formats.manifests import CLASSIFICATION_TYPE, ManifestLine
 from emulator.services import datasets
 
 SETTLE_TIMEOUT_S = 300.0

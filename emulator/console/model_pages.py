@@ -9,8 +9,8 @@ from flask import Response, jsonify, render_template, request, url_for
 from emulator.console.bucket import console_bucket
 from emulator.console.project_pages import list_models
 from emulator.console.model_results import read_test_results
-from emulator.console.web import back_to, backend, blueprint, call
-from emulator.errors import ValidationException
+from emulator.console.blueprint import back_to, backend, blueprint, call
+from emulator.api.errors import ValidationException
 
 # Statuses a model leaves by itself; the model page polls while it is in one of them.
 TRANSITIONS = ("TRAINING", "STARTING_HOSTING", "STOPPING_HOSTING", "DELETING")

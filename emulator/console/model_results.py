@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator.backend import Backend
-from emulator.manifests import parse_line, read_json_lines
-from emulator.s3_stores import ObjectNotFound
+from emulator.formats.manifests import parse_line, read_json_lines
+from emulator.s3.stores import ObjectNotFound
 
 DETECTED = "anomaly-label-detected"
 

@@ -7,10 +7,10 @@ import numpy as np
 from flask import Response, abort, request
 from PIL import Image
 
-from emulator.console.web import backend, blueprint
-from emulator.images import ImageError, decode_image, sniff_format
-from emulator.s3 import parse_s3_uri
-from emulator.s3_stores import ObjectNotFound
+from emulator.console.blueprint import backend, blueprint
+from emulator.formats.image_files import ImageError, decode_image, sniff_format
+from emulator.s3.frontend import parse_s3_uri
+from emulator.s3.stores import ObjectNotFound
 
 _CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 

@@ -6,7 +6,7 @@ from typing import Any
 from flask import Response, render_template, request, url_for
 
 from emulator.console.readiness import training_readiness
-from emulator.console.web import back_to, backend, blueprint, call, call_all
+from emulator.console.blueprint import back_to, backend, blueprint, call, call_all
 
 
 @blueprint.get("/")

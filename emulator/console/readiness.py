@@ -1,6 +1,6 @@
 """Whether a project can be trained now, and if not, why (for the console's "Train model" button).
 
-The answer comes from the very check CreateModel runs (`emulator.training.plan_training`: the
+The answer comes from the very check CreateModel runs (`emulator.services.training_job.plan_training`: the
 documented minimums of limits.md and model-create-dataset.md, dataset states, mask colours), so the
 button is enabled exactly when CreateModel would accept the request.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emulator.backend import Backend
-from emulator.errors import ServiceError
+from emulator.api.errors import ServiceError
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Readiness:
 
 
 def training_readiness(backend: Backend, project: str) -> Readiness:
-    from emulator.training import plan_training
+    from emulator.services.training_job import plan_training
 
     try:
         plan_training(backend, project)

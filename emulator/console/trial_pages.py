@@ -10,8 +10,8 @@ from emulator.console import trial_runs
 from emulator.console.dataset_pages import store_uploads
 from emulator.console.project_pages import list_models
 from emulator.console.readiness import training_readiness
-from emulator.console.web import back_to, backend, blueprint, call, count, wants_json
-from emulator.errors import ValidationException
+from emulator.console.blueprint import back_to, backend, blueprint, call, count, wants_json
+from emulator.api.errors import ValidationException
 
 
 @blueprint.get("/projects/<project>/trials")

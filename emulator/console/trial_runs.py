@@ -21,11 +21,11 @@ from typing import Any
 from emulator.backend import Backend, per_backend
 from emulator.console.bucket import console_bucket, s3_uri
 from emulator.console.entries import labelled_line, put_lines
-from emulator.errors import ConflictException, ResourceNotFoundException, ServiceError, ValidationException
-from emulator.images import sniff_format
-from emulator.manifests import SEGMENTATION_TYPE, split_s3_uri
-from emulator.operations import handler_for
-from emulator.s3_stores import ObjectNotFound
+from emulator.api.errors import ConflictException, ResourceNotFoundException, ServiceError, ValidationException
+from emulator.formats.image_files import sniff_format
+from emulator.formats.manifests import SEGMENTATION_TYPE, split_s3_uri
+from emulator.api.registry import handler_for
+from emulator.s3.stores import ObjectNotFound
 
 log = logging.getLogger(__name__)
 

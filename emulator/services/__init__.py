@@ -2,6 +2,6 @@
 from emulator.services import projects  # noqa: F401
 from emulator.services import datasets  # noqa: F401
 from emulator.services import tags  # noqa: F401
-from emulator.services import models  # noqa: F401
+from emulator.services import model_lifecycle  # noqa: F401
 from emulator.services import detection  # noqa: F401
 from emulator.services import packaging  # noqa: F401

@@ -29,14 +29,14 @@ from PIL import Image
 
 from emulator import jsontext
 from emulator.backend import Backend
-from emulator.errors import ConflictException, ResourceNotFoundException, ValidationException
-from emulator.images import ImageError, decode_image
+from emulator.api.errors import ConflictException, ResourceNotFoundException, ValidationException
+from emulator.formats.image_files import ImageError, decode_image
 from emulator.jobs import on_startup
-from emulator.manifests import ManifestError, ManifestLine, parse_line, parse_lines, parse_manifest, \
+from emulator.formats.manifests import ManifestError, ManifestLine, parse_line, parse_lines, parse_manifest, \
     read_json_lines, split_s3_uri
-from emulator.operations import operation
-from emulator.pagination import decode_token, page, page_size
-from emulator.s3_stores import ObjectNotFound
+from emulator.api.registry import operation
+from emulator.api.pagination import decode_token, page, page_size
+from emulator.s3.stores import ObjectNotFound
 from emulator.services import projects
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emulator import hosting, png
+from emulator.services import hosting
+from emulator.formats import png
 from emulator.backend import Backend
-from emulator.errors import ConflictException, ValidationException
-from emulator.images import ImageError, open_image, rgb_pixels, sniff_format
-from emulator.operations import operation
-from emulator.services.models import HOSTED, conflict, get_model
+from emulator.api.errors import ConflictException, ValidationException
+from emulator.formats.image_files import ImageError, open_image, rgb_pixels, sniff_format
+from emulator.api.registry import operation
+from emulator.services.model_lifecycle import HOSTED, conflict, get_model
 
 if TYPE_CHECKING:
     import engine

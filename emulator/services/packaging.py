@@ -24,15 +24,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from emulator import training
+from emulator.services import training_job as training
 from emulator.backend import Backend
-from emulator.errors import ConflictException, ResourceNotFoundException, ValidationException
-from emulator.evaluation import output_key
+from emulator.api.errors import ConflictException, ResourceNotFoundException, ValidationException
+from emulator.services.evaluation_output import output_key
 from emulator.jobs import on_startup
-from emulator.operations import operation
-from emulator.pagination import decode_token, invalid_token, page, page_size
-from emulator.s3_stores import ObjectNotFound
-from emulator.services.models import conflict, get_model, model_arn
+from emulator.api.registry import operation
+from emulator.api.pagination import decode_token, invalid_token, page, page_size
+from emulator.s3.stores import ObjectNotFound
+from emulator.services.model_lifecycle import conflict, get_model, model_arn
 from emulator.services.projects import get_project
 
 log = logging.getLogger(__name__)

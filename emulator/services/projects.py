@@ -5,9 +5,9 @@ import sqlite3
 from typing import Any
 
 from emulator.backend import Backend
-from emulator.errors import ConflictException, ResourceNotFoundException
-from emulator.operations import operation
-from emulator.pagination import decode_token, page, page_size
+from emulator.api.errors import ConflictException, ResourceNotFoundException
+from emulator.api.registry import operation
+from emulator.api.pagination import decode_token, page, page_size
 
 
 def project_arn(backend: Backend, name: str) -> str:

@@ -12,8 +12,8 @@ import sqlite3
 from typing import Any
 
 from emulator.backend import Backend
-from emulator.errors import ResourceNotFoundException, ServiceQuotaExceededException, ValidationException
-from emulator.operations import operation
+from emulator.api.errors import ResourceNotFoundException, ServiceQuotaExceededException, ValidationException
+from emulator.api.registry import operation
 
 MAX_TAGS_PER_RESOURCE = 50
 RESERVED_PREFIX = "aws:"

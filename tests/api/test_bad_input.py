@@ -70,7 +70,7 @@ def test_out_of_range_timestamps_are_validation_errors(emulator, kit, value):
 
 
 def test_unreadable_images_are_described_without_internals(emulator, lookout):
-    from emulator.images import ImageError, open_image
+    from emulator.formats.image_files import ImageError, open_image
 
     with pytest.raises(ImageError) as err:
         open_image(b"\x89PNG\r\n\x1a\n" + b"\0" * 100, "s3://b/x.png")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from emulator.pagination import encode_token
+from emulator.api.pagination import encode_token
 
 from datasets_support import DatasetKit, buckets, error_of, kit, labelled  # noqa: F401
 

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from datasets_support import error_of
-from emulator.hosting import registry
+from emulator.services.hosting import registry
 from models_support import COLOUR, LABEL, SIZE, Trained, encode, new_kit, texture, trained
 
 
@@ -231,8 +231,8 @@ def test_a_model_that_cannot_be_loaded_fails_hosting(lookout: Any, s3: Any, proj
 
 def test_a_request_racing_stop_model_finds_the_model_stopped(hosted: Trained, emulator: Any) -> None:
     """What DetectAnomalies meets when StopModel completes between its status check and inference."""
-    from emulator.hosting import HostingRegistry, NotHosted
-    from emulator.training import engine_dir
+    from emulator.services.hosting import HostingRegistry, NotHosted
+    from emulator.services.training_job import engine_dir
 
     own = HostingRegistry()
     key = (hosted.kit.project, 1)

@@ -15,7 +15,7 @@ import botocore.exceptions
 import botocore.model
 import pytest
 
-from emulator.servicemodel import service_model
+from emulator.api.servicemodel import service_model
 from emulator.testing import LocalEmulator
 
 pytestmark = pytest.mark.slow

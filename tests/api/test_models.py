@@ -96,7 +96,7 @@ def test_segmentation_model_reports_per_label_metrics(segmentation, s3) -> None:
 
 
 def test_trained_model_keeps_its_own_copy_of_the_images(classification, emulator) -> None:
-    from emulator.training import model_dir
+    from emulator.services.training_job import model_dir
 
     directory = model_dir(emulator.backend, classification.kit.project, 1)
     assert len(list((directory / "data" / "train").iterdir())) == 24
@@ -128,7 +128,7 @@ def test_versions_count_up_and_are_never_reused(mkit: ModelKit, lookout) -> None
 
 
 def test_next_token_of_another_listing_is_invalid(mkit: ModelKit, lookout) -> None:
-    from emulator.pagination import encode_token
+    from emulator.api.pagination import encode_token
 
     with pytest.raises(ClientError) as err:
         lookout.list_models(ProjectName=mkit.project, NextToken=encode_token("a-project-name"))
@@ -333,7 +333,7 @@ def test_project_with_models_cannot_be_deleted(mkit: ModelKit, lookout) -> None:
 
 
 def test_deleted_model_is_gone_with_its_files_and_tags(mkit: ModelKit, lookout, emulator) -> None:
-    from emulator.training import model_dir
+    from emulator.services.training_job import model_dir
 
     mkit.stage_doomed()
     created = mkit.create_model(Tags=[{"Key": "k", "Value": "v"}])

@@ -191,7 +191,7 @@ def test_models_in_use_by_packaging_or_training_conflict(model: Trained, lookout
 
 @pytest.mark.parametrize("position", ["a-project-name", [1.5], [1.5, 7]])
 def test_next_token_of_another_listing_is_invalid(model: Trained, lookout: Any, position: Any) -> None:
-    from emulator.pagination import encode_token
+    from emulator.api.pagination import encode_token
 
     with pytest.raises(ClientError) as err:
         lookout.list_model_packaging_jobs(ProjectName=model.kit.project, NextToken=encode_token(position))

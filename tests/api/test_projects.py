@@ -7,7 +7,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from emulator.pagination import encode_token
+from emulator.api.pagination import encode_token
 from tests.api.core_support import error_of, stored_model
 from tests.api.datasets_support import jobs_held
 

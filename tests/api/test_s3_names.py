@@ -62,8 +62,8 @@ def test_overlong_keys_are_refused(s3):
 def test_the_mirror_never_deletes_outside_its_root(tmp_path):
     """The last line of defence: even a bucket name that slipped past validation cannot make the
     mirror remove anything but a bucket folder directly under ``<data-dir>/s3``."""
-    from emulator.s3_mirror import S3Mirror
-    from emulator.s3_moto import MotoS3Space
+    from emulator.s3.mirror import S3Mirror
+    from emulator.s3.moto_space import MotoS3Space
 
     root = tmp_path / "s3"
     root.mkdir()

@@ -2,7 +2,7 @@
 
 Binding follows each member's `location` in the service model (uri, querystring, header, payload,
 JSON body); conversions are only those the wire format needs (query strings are text), the
-constraints themselves are checked by `emulator.schemas`.
+constraints themselves are checked by `emulator.api.schemas`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import botocore.model
 from flask import Request, Response
 
 from emulator import jsontext
-from emulator.errors import ServiceError, ValidationException
+from emulator.api.errors import ServiceError, ValidationException
 
 REQUEST_ID_HEADER = "x-amzn-RequestId"
 

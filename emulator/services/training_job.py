@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emulator import jsontext
-from emulator.errors import ConflictException, ValidationException
-from emulator.images import ImageError, open_image, rgb_pixels
+from emulator.api.errors import ConflictException, ValidationException
+from emulator.formats.image_files import ImageError, open_image, rgb_pixels
 from emulator.jobs import on_startup
-from emulator.s3 import parse_s3_uri
-from emulator.s3_stores import ObjectNotFound
+from emulator.s3.frontend import parse_s3_uri
+from emulator.s3.stores import ObjectNotFound
 
 if TYPE_CHECKING:
     import engine
@@ -241,7 +241,7 @@ def run_training(backend: "Backend", plan: TrainingPlan) -> None:
     """Train, evaluate and record the outcome; never raises (the outcome is the model's status)."""
     import engine
 
-    from emulator.evaluation import write_evaluation
+    from emulator.services.evaluation_output import write_evaluation
 
     started = time.monotonic()
     try:

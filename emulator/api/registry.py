@@ -1,14 +1,14 @@
 """Registry of service functions, one per operation of the service model.
 
 A service function takes the backend and the validated input dict (member names as in the model)
-and returns the output dict; it raises `emulator.errors.ServiceError` for every client error.
+and returns the output dict; it raises `emulator.api.errors.ServiceError` for every client error.
 Keeping them free of Flask lets the web console call the very same functions.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from emulator.servicemodel import service_model
+from emulator.api.servicemodel import service_model
 
 if TYPE_CHECKING:
     from emulator.backend import Backend

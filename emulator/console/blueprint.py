@@ -7,11 +7,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 
-from emulator import api
+from emulator.api import dispatch
 from emulator.backend import Backend
-from emulator.errors import ServiceError
-from emulator.schemas import load_input
-from emulator.servicemodel import service_model
+from emulator.api.errors import ServiceError
+from emulator.api.schemas import load_input
+from emulator.api.servicemodel import service_model
 
 blueprint = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                       static_folder="static", static_url_path="/static")
@@ -24,7 +24,7 @@ def backend() -> Backend:
 def call(operation: str, **params: Any) -> dict[str, Any]:
     """Run an API operation exactly as a boto3 call would: same validation, same service function."""
     validated = load_input(service_model().operation_model(operation), params)
-    return api.call(operation, validated)
+    return dispatch.call(operation, validated)
 
 
 def call_all(operation: str, items: str, **params: Any) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 A model's life (model-train.md, run-start-model.md, run-stop-model.md, delete-model.md):
 
-    CreateModel -> TRAINING -> TRAINED | TRAINING_FAILED          (emulator.training, background)
+    CreateModel -> TRAINING -> TRAINED | TRAINING_FAILED          (emulator.services.training_job, background)
     StartModel  (TRAINED | HOSTING_FAILED) -> STARTING_HOSTING -> HOSTED | HOSTING_FAILED
     StopModel   (HOSTED | HOSTING_FAILED)  -> STOPPING_HOSTING -> TRAINED
     DeleteModel refused while the model trains, is hosted or changes hosting state.
@@ -19,15 +19,16 @@ import sqlite3
 from concurrent.futures import Future
 from typing import Any
 
-from emulator import hosting, training
+from emulator.services import hosting
+from emulator.services import training_job as training
 from emulator.backend import Backend
-from emulator.errors import ConflictException, ResourceNotFoundException, ValidationException
+from emulator.api.errors import ConflictException, ResourceNotFoundException, ValidationException
 from emulator.jobs import on_startup
-from emulator.operations import operation
-from emulator.pagination import decode_token, page, page_size
+from emulator.api.registry import operation
+from emulator.api.pagination import decode_token, page, page_size
 from emulator.services.projects import get_project
 from emulator.services.tags import apply_tags
-from emulator.training import TRAINED, TRAINING, TRAINING_FAILED
+from emulator.services.training_job import TRAINED, TRAINING, TRAINING_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def _transition(backend: Backend, key: hosting.ModelKey, expected: tuple[str, ..
 
 
 def _begin_hosting(backend: Backend, project: str, version: int, units: int) -> None:
-    """Load the model to serve up to `units` requests at once (MaxInferenceUnits: see emulator.hosting)."""
+    """Load the model to serve up to `units` requests at once (MaxInferenceUnits: see emulator.services.hosting)."""
     key = (project, version)
     future = hosting.registry(backend).host(key, training.engine_dir(backend, project, version), units)
     future.add_done_callback(lambda done: _hosting_done(backend, key, done))

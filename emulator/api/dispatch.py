@@ -10,13 +10,13 @@ from typing import Any
 
 from flask import Flask, Response, current_app, request
 
-from emulator import idempotency
+from emulator.api import idempotency
 from emulator.backend import Backend
-from emulator.errors import InternalServerException, ServiceError, ValidationException
-from emulator.operations import HANDLERS
-from emulator.protocol import bind_request, render_error, render_output
-from emulator.schemas import load_input
-from emulator.servicemodel import find_route
+from emulator.api.errors import InternalServerException, ServiceError, ValidationException
+from emulator.api.registry import HANDLERS
+from emulator.api.protocol import bind_request, render_error, render_output
+from emulator.api.schemas import load_input
+from emulator.api.servicemodel import find_route
 from emulator.wsgi import raw_path
 
 log = logging.getLogger(__name__)

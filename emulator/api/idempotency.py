@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from emulator.errors import ConflictException
+from emulator.api.errors import ConflictException
 
 if TYPE_CHECKING:
     from emulator.backend import Backend

@@ -17,11 +17,11 @@ from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from emulator.config import Settings
-from emulator.errors import ValidationException
+from emulator.api.errors import ValidationException
 from emulator.wsgi import raw_path
 
 if TYPE_CHECKING:
-    from emulator.s3_stores import EmbeddedObjectStore
+    from emulator.s3.stores import EmbeddedObjectStore
 
 log = logging.getLogger(__name__)
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
@@ -189,7 +189,7 @@ def s3_error(environ: dict[str, Any], start_response: Callable[..., Any], status
 class ObjectStore(Protocol):
     """What service code needs of S3: read manifests and images, write evaluation output.
 
-    Every method raises `emulator.s3_stores.ObjectNotFound` (with a message for the user) when the
+    Every method raises `emulator.s3.stores.ObjectNotFound` (with a message for the user) when the
     object cannot be read or written.
     """
 
@@ -209,7 +209,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def object_store_for(settings: Settings) -> ObjectStore:
-    from emulator.s3_stores import EmbeddedObjectStore, ExternalObjectStore
+    from emulator.s3.stores import EmbeddedObjectStore, ExternalObjectStore
 
     if settings.s3_endpoint_url:
         return ExternalObjectStore(settings)

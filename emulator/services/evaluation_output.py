@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emulator import png
-from emulator.s3_stores import ObjectNotFound
+from emulator.formats import png
+from emulator.s3.stores import ObjectNotFound
 
 if TYPE_CHECKING:
     from engine import Metrics
 
     from emulator.backend import Backend
-    from emulator.training import TrainingPlan
+    from emulator.services.training_job import TrainingPlan
 
 JOB_NAME = "training-job/anomaly-detection"
 
@@ -117,7 +117,7 @@ def write_evaluation(backend: "Backend", plan: "TrainingPlan", metrics: "Metrics
                      masks: dict[str, np.ndarray] | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """Write both objects (and the predicted `masks` of test images, by source-ref, as PNGs);
     return their {Bucket, Key} (DescribeModel's EvaluationManifest/Result)."""
-    from emulator.training import TrainingError
+    from emulator.services.training_job import TrainingError
 
     suffix = f"{plan.project}-{plan.version}.json"
     manifest = {"Bucket": plan.output_bucket, "Key": output_key(plan.output_prefix, f"EvaluationManifest-{suffix}")}

@@ -1,14 +1,14 @@
 """AWS-style service errors.
 
 Each error is raised by service code with a message a user can act on and is rendered by
-`emulator.protocol` the way restJson1 clients parse it: the HTTP status declared by the error shape
+`emulator.api.protocol` the way restJson1 clients parse it: the HTTP status declared by the error shape
 in the service model, an ``x-amzn-ErrorType`` header and a JSON body with the shape's members.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from emulator.servicemodel import error_members, error_status
+from emulator.api.servicemodel import error_members, error_status
 
 
 class ServiceError(Exception):

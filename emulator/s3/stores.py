@@ -8,8 +8,8 @@ import botocore.exceptions
 from botocore.config import Config
 
 from emulator.config import Settings
-from emulator.s3_mirror import S3Mirror
-from emulator.s3_moto import MotoS3Space
+from emulator.s3.mirror import S3Mirror
+from emulator.s3.moto_space import MotoS3Space
 
 
 class ObjectNotFound(Exception):
@@ -19,7 +19,7 @@ class ObjectNotFound(Exception):
 
 class EmbeddedObjectStore:
     """moto's S3, called directly (no HTTP hop, so jobs never wait on our own server), in a moto
-    space of its own (see `emulator.s3_moto`) and mirrored to ``settings.s3_dir`` so that it
+    space of its own (see `emulator.s3.moto_space`) and mirrored to ``settings.s3_dir`` so that it
     survives restarts: every server starts with exactly the buckets of its data dir."""
 
     def __init__(self, settings: Settings) -> None:

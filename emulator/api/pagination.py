@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from emulator.errors import ValidationException
+from emulator.api.errors import ValidationException
 
 DEFAULT_PAGE_SIZE = 100
 Row = TypeVar("Row")

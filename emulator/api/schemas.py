@@ -21,8 +21,8 @@ import regex
 from marshmallow import fields, validate
 from marshmallow.exceptions import SCHEMA
 
-from emulator.errors import ValidationException
-from emulator.servicemodel import service_model
+from emulator.api.errors import ValidationException
+from emulator.api.servicemodel import service_model
 
 NOT_NULL = "Member must not be null"
 SHOWN_VALUE_CHARS = 200  # longer values are cut in messages
@@ -103,7 +103,7 @@ class _Float(fields.Float):
 
 class _Boolean(fields.Field):
     """JSON true/false only (marshmallow's Boolean would also take 1, "yes", "on", ...); a query
-    string's "true"/"false" is converted by `emulator.protocol` before validation."""
+    string's "true"/"false" is converted by `emulator.api.protocol` before validation."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
         if not isinstance(value, bool):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from emulator.s3_moto import MotoS3Space
+from emulator.s3.moto_space import MotoS3Space
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""File formats the service reads and writes: Ground Truth manifests, image files, mask PNGs."""
