@@ -1,37 +1,50 @@
-"""WSGI application: Lookout for Vision API, embedded S3 and console on one port."""
+"""The app factory: Lookout for Vision API, embedded S3 and console on one port.
+
+Everything is wired here, as in Flask's application-factory pattern: the operation registry the API
+dispatches to, the console blueprint, and the recovery hooks the backend runs before the first
+request. No module registers anything by being imported.
+"""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from flask import Flask
 
-from emulator.api import dispatch as api
-from emulator import console
-from emulator.backend import Backend
-from emulator.config import Settings
-from emulator.crosssite import SiteGuard
+from emulator import console, services
+from emulator.api import dispatch
 from emulator.api.errors import AccessDeniedException
 from emulator.api.protocol import render_error
+from emulator.backend import Backend, RecoveryHook
+from emulator.config import Settings
+from emulator.console import trial_runs
+from emulator.crosssite import SiteGuard
 from emulator.s3.frontend import EmbeddedS3, is_s3_request, no_embedded_s3, s3_error
 from emulator.s3.stores import EmbeddedObjectStore
 from emulator.wsgi import WSGIApp
 
+# What a restart interrupted, finished or failed before the server accepts requests: the services'
+# jobs, then the console's trial detections (which may need a model hosting recovery restarts).
+RECOVERY_HOOKS: tuple[RecoveryHook, ...] = (*services.RECOVERY_HOOKS, trial_runs.resume_interrupted)
+
 
 def create_flask_app(backend: Backend) -> Flask:
+    """The Flask app of the API and the console (the console first: the API answers every other path)."""
     app = Flask("lookout_emulator")
     app.extensions["lookout_backend"] = backend
     console.register(app)
-    api.register(app)
+    dispatch.register(app, services.registry())
     return app
 
 
-def create_app(settings: Settings, backend: Backend | None = None) -> tuple[WSGIApp, Backend]:
-    """Build the WSGI app and start its backend: S3 restored and recovery hooks run, so the app is
-    ready before any server hands it a request. Returns the app with its backend."""
+def create_app(settings: Settings, backend: Backend | None = None,
+               extra_recovery: Sequence[RecoveryHook] = ()) -> tuple[WSGIApp, Backend]:
+    """Build the WSGI app and start its backend: S3 restored and recovery hooks run (ours, then
+    `extra_recovery`), so the app is ready before any server hands it a request. Returns the app
+    with its backend."""
     backend = backend or Backend(settings)
-    backend.start()
+    backend.start((*RECOVERY_HOOKS, *extra_recovery))
     lookout = create_flask_app(backend).wsgi_app
     if isinstance(backend.objects, EmbeddedObjectStore):
         s3: WSGIApp = EmbeddedS3(backend.objects)
@@ -40,7 +53,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> tuple[WSGI
 
     guard = SiteGuard(settings.allowed_hosts, settings.host)
 
-    def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         to_s3 = is_s3_request(environ)
         refused = guard.refusal(environ)
         if refused is not None:  # in the error form of the front end the request was meant for
@@ -50,4 +63,4 @@ def create_app(settings: Settings, backend: Backend | None = None) -> tuple[WSGI
             return error(environ, start_response)
         return (s3 if to_s3 else lookout)(environ, start_response)
 
-    return dispatch, backend
+    return route, backend

@@ -10,11 +10,11 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from emulator.config import Settings
-from emulator.jobs import RECOVERY_HOOKS, JobRunner
+from emulator.jobs import JobRunner
 from emulator.s3.frontend import ObjectStore, object_store_for
 from emulator.store import Store
 
@@ -38,17 +38,16 @@ class Backend:
     def now() -> float:
         return time.time()
 
-    def start(self) -> None:
-        """Import every service module (tables, handlers), load S3, then recover interrupted work.
+    def start(self, recovery: Iterable[RecoveryHook] = ()) -> None:
+        """Load S3, then run the `recovery` hooks, which finish or fail the work a crash or restart
+        interrupted (see `emulator.jobs`).
 
         S3 comes first because recovery may re-run a job that reads manifests or images. On failure
         everything opened so far is closed again.
         """
-        import emulator.services  # noqa: F401
-
         try:
             self.objects.open()
-            for hook in RECOVERY_HOOKS:
+            for hook in recovery:
                 hook(self)
         except BaseException:
             self.close()
@@ -59,6 +58,9 @@ class Backend:
         self.jobs.shutdown()
         self.objects.close()
         self.store.close()
+
+
+RecoveryHook = Callable[[Backend], None]
 
 
 def per_backend(factory: Callable[[Backend], State]) -> Callable[[Backend], State]:

@@ -2,9 +2,8 @@
 
 Long work runs on a small pool of worker threads so that API calls return at once with an
 IN_PROGRESS status, as the real service does. A job records its own outcome in the store; what a
-crash or shutdown interrupts is left IN_PROGRESS there, and the recovery hooks that service modules
-register with `on_startup` finish or fail it when a backend next starts, before the server accepts
-requests.
+crash or shutdown interrupts is left IN_PROGRESS there, and the recovery hooks ``create_app`` hands
+to `Backend.start` finish or fail it when a backend next starts, before the server accepts requests.
 """
 from __future__ import annotations
 
@@ -14,22 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from emulator.backend import Backend
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-RecoveryHook = Callable[["Backend"], None]
-RECOVERY_HOOKS: list[RecoveryHook] = []
 SHUTDOWN_GRACE_SECONDS = 10.0
-
-
-def on_startup(hook: RecoveryHook) -> RecoveryHook:
-    """Register `hook` to run once when a backend starts, before it serves requests (decorator)."""
-    RECOVERY_HOOKS.append(hook)
-    return hook
 
 
 _Job = tuple[Future, str, Callable[..., Any], tuple[Any, ...]]

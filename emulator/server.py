@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import waitress
 from waitress import wasyncore
@@ -20,6 +20,7 @@ from waitress.trigger import trigger
 
 import engine  # noqa: F401  (cheap, no torch: its process settings must precede our threads)
 from emulator.app import create_app
+from emulator.backend import RecoveryHook
 from emulator.config import Settings
 from emulator.formats.image_files import MAX_IMAGE_BYTES
 
@@ -66,9 +67,9 @@ class Server:
     Nothing is accepted before recovery has finished, because the socket is bound only afterwards.
     """
 
-    def __init__(self, settings: Settings, threads: int = 8) -> None:
+    def __init__(self, settings: Settings, threads: int = 8, extra_recovery: Sequence[RecoveryHook] = ()) -> None:
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
-        self.app, self.backend = create_app(settings)
+        self.app, self.backend = create_app(settings, extra_recovery=extra_recovery)
         try:
             self._waitress = waitress.create_server(self.app, host=settings.host, port=settings.port,
                                                     threads=threads, ident="lookout-emulator", **_BUFFERS)

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Response, current_app, request
 
 from emulator.api import idempotency
 from emulator.backend import Backend
 from emulator.api.errors import InternalServerException, ServiceError, ValidationException
-from emulator.api.registry import HANDLERS
+from emulator.api.registry import OperationRegistry
 from emulator.api.protocol import bind_request, render_error, render_output
 from emulator.api.schemas import load_input
 from emulator.api.servicemodel import find_route
@@ -24,7 +24,11 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def backend() -> Backend:
-    return current_app.extensions["lookout_backend"]
+    return cast(Backend, current_app.extensions["lookout_backend"])
+
+
+def operations() -> OperationRegistry:
+    return cast(OperationRegistry, current_app.extensions["lookout_operations"])
 
 
 def dispatch() -> Response:
@@ -48,11 +52,8 @@ def dispatch() -> Response:
 
 
 def call(operation_name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Run a service function, honouring ClientToken idempotency where the operation has one.
-
-    The handlers are registered when the backend starts (it imports `emulator.services`).
-    """
-    handler = HANDLERS.get(operation_name)
+    """Run a service function, honouring ClientToken idempotency where the operation has one."""
+    handler = operations().get(operation_name)
     if handler is None:
         raise ValidationException(f"{operation_name} is not implemented by this emulator.")
     if params.get("ClientToken") is None:
@@ -60,6 +61,8 @@ def call(operation_name: str, params: dict[str, Any]) -> dict[str, Any]:
     return idempotency.run_once(backend(), operation_name, params, lambda: handler(backend(), params))
 
 
-def register(app: Flask) -> None:
+def register(app: Flask, registry: OperationRegistry) -> None:
+    """Answer every path not claimed by an earlier blueprint (the console) with `registry`'s handlers."""
+    app.extensions["lookout_operations"] = registry
     app.add_url_rule("/<path:_any>", "lookoutvision", lambda _any: dispatch(), methods=METHODS)
     app.add_url_rule("/", "lookoutvision_root", dispatch, methods=METHODS)

@@ -10,11 +10,8 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    """Mount the console blueprint on `app` (importing the view modules adds their routes) and
-    resume the trial detections a restart interrupted."""
+    """Mount the console blueprint on `app` (importing the view modules adds their routes)."""
     from emulator.console import dataset_pages, model_pages, objects, project_pages, trial_pages  # noqa: F401
-    from emulator.console.trial_runs import resume_interrupted
     from emulator.console.blueprint import blueprint
 
     app.register_blueprint(blueprint)
-    resume_interrupted(app.extensions["lookout_backend"])

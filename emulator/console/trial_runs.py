@@ -24,8 +24,8 @@ from emulator.console.entries import labelled_line, put_lines
 from emulator.api.errors import ConflictException, ResourceNotFoundException, ServiceError, ValidationException
 from emulator.formats.image_files import sniff_format
 from emulator.formats.manifests import SEGMENTATION_TYPE, split_s3_uri
-from emulator.api.registry import handler_for
 from emulator.s3.stores import ObjectNotFound
+from emulator.services import detection, model_lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class TrialImage:
 
 
 def _model(backend: Backend, project: str, version: str) -> dict[str, Any]:
-    return handler_for("DescribeModel")(backend, {"ProjectName": project, "ModelVersion": version})["ModelDescription"]
+    return model_lifecycle.describe_model(backend, {"ProjectName": project, "ModelVersion": version})["ModelDescription"]
 
 
 def images_under(backend: Backend, uri: str) -> list[str]:
@@ -178,7 +178,7 @@ class _TrialHosting:
             try:
                 if key not in self._started and self._settled(project, version) != "HOSTED":
                     # StartModel itself refuses the states a model can't be started from
-                    handler_for("StartModel")(self._backend, {"ProjectName": project, "ModelVersion": version,
+                    model_lifecycle.start_model(self._backend, {"ProjectName": project, "ModelVersion": version,
                                                               "MinInferenceUnits": 1})
                     self._started.add(key)
             except BaseException:
@@ -202,7 +202,7 @@ class _TrialHosting:
                 return
             self._started.discard(key)
             try:
-                handler_for("StopModel")(self._backend, {"ProjectName": project, "ModelVersion": version})
+                model_lifecycle.stop_model(self._backend, {"ProjectName": project, "ModelVersion": version})
             except ServiceError as refused:  # e.g. someone stopped or deleted it meanwhile
                 log.info("trial hosting of %s/%s not stopped: %s", project, version, refused.message)
 
@@ -231,7 +231,7 @@ def _detect_one(backend: Backend, project: str, name: str, version: str, ref: st
         found = sniff_format(body)
         if found is None:
             raise ValidationException(f"{ref} is not a PNG or JPEG image.")
-        result = handler_for("DetectAnomalies")(backend, {"ProjectName": project, "ModelVersion": version,
+        result = detection.detect_anomalies(backend, {"ProjectName": project, "ModelVersion": version,
                                                           "Body": body, "ContentType": _CONTENT_TYPES[found]})
     except ObjectNotFound as missing:
         columns = {"error": str(missing)}

@@ -1,7 +1,26 @@
-"""Service functions, one module per resource; importing this package registers all of them."""
-from emulator.services import projects  # noqa: F401
-from emulator.services import datasets  # noqa: F401
-from emulator.services import tags  # noqa: F401
-from emulator.services import model_lifecycle  # noqa: F401
-from emulator.services import detection  # noqa: F401
-from emulator.services import packaging  # noqa: F401
+"""Service functions, one module per resource, and the background jobs they start.
+
+Nothing here registers itself: ``create_app`` builds the app's operation registry from `registry()`
+and hands `RECOVERY_HOOKS` to the backend it starts.
+"""
+from __future__ import annotations
+
+from emulator.api.registry import OperationRegistry
+from emulator.backend import RecoveryHook
+from emulator.services import datasets, detection, hosting, model_lifecycle, packaging, projects, tags, training_job
+
+# Run in this order when a backend starts: dataset jobs first (models do not depend on them), then
+# models (hosting needs the engine, whose import starts early), then packaging jobs.
+RECOVERY_HOOKS: tuple[RecoveryHook, ...] = (
+    datasets.resume_interrupted_jobs,
+    hosting.import_engine_early,
+    training_job.fail_interrupted_training,
+    model_lifecycle.restore_hosting,
+    packaging.resume_packaging,
+)
+
+
+def registry() -> OperationRegistry:
+    """Every operation's service function."""
+    return OperationRegistry(module.operations for module in (projects, datasets, tags, model_lifecycle, detection,
+                                                              packaging))

@@ -31,13 +31,14 @@ from emulator import jsontext
 from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ResourceNotFoundException, ValidationException
 from emulator.formats.image_files import ImageError, decode_image
-from emulator.jobs import on_startup
 from emulator.formats.manifests import ManifestError, ManifestLine, parse_line, parse_lines, parse_manifest, \
     read_json_lines, split_s3_uri
-from emulator.api.registry import operation
+from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, page, page_size
 from emulator.s3.stores import ObjectNotFound
 from emulator.services import projects
+
+operations = OperationTable()
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def remove_entries(backend: Backend, project: str, dataset_type: str, source_ref
 
 # --- operations -----------------------------------------------------------------------------------
 
-@operation("CreateDataset")
+@operations.operation("CreateDataset")
 def create_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project, dataset_type = params["ProjectName"], params["DatasetType"]
     manifest = _manifest_location(params.get("DatasetSource"))
@@ -136,7 +137,7 @@ def create_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
                                 "StatusMessage": message}}
 
 
-@operation("DescribeDataset")
+@operations.operation("DescribeDataset")
 def describe_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project, dataset_type = params["ProjectName"], params["DatasetType"]
     row = require_dataset(backend, project, dataset_type)
@@ -153,7 +154,7 @@ def describe_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]
     }}
 
 
-@operation("ListDatasetEntries")
+@operations.operation("ListDatasetEntries")
 def list_dataset_entries(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project, dataset_type = params["ProjectName"], params["DatasetType"]
     require_dataset(backend, project, dataset_type)
@@ -180,7 +181,7 @@ def list_dataset_entries(backend: Backend, params: dict[str, Any]) -> dict[str, 
     return {"DatasetEntries": [row["line"] for row in shown], "NextToken": token}
 
 
-@operation("UpdateDatasetEntries")
+@operations.operation("UpdateDatasetEntries")
 def update_dataset_entries(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     try:
         numbered = read_json_lines(params["Changes"])
@@ -189,7 +190,7 @@ def update_dataset_entries(backend: Backend, params: dict[str, Any]) -> dict[str
     return {"Status": _start_update(backend, params["ProjectName"], params["DatasetType"], numbered)}
 
 
-@operation("DeleteDataset")
+@operations.operation("DeleteDataset")
 def delete_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project, dataset_type = params["ProjectName"], params["DatasetType"]
     with backend.store.transaction() as db:
@@ -260,8 +261,7 @@ def _submit(backend: Backend, project: str, dataset_type: str) -> None:
     backend.jobs.submit(f"dataset {project}/{dataset_type}", _run_job, backend, project, dataset_type)
 
 
-@on_startup
-def _resume_interrupted_jobs(backend: Backend) -> None:
+def resume_interrupted_jobs(backend: Backend) -> None:
     """Finish the imports and updates a crash interrupted: their input is recorded, and redoing one is
     safe because nothing of it was committed."""
     for row in backend.store.query("SELECT project, dataset_type FROM datasets WHERE status IN (?,?)",

@@ -18,11 +18,13 @@ from emulator.formats import png
 from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ValidationException
 from emulator.formats.image_files import ImageError, open_image, rgb_pixels, sniff_format
-from emulator.api.registry import operation
+from emulator.api.registry import OperationTable
 from emulator.services.model_lifecycle import HOSTED, conflict, get_model
 
 if TYPE_CHECKING:
     import engine
+
+operations = OperationTable()
 
 CONTENT_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 
@@ -67,7 +69,7 @@ def _stopped(row: Any) -> ConflictException:
                              "start it with StartModel.", resource_id=str(row["version"]), resource_type="MODEL")
 
 
-@operation("DetectAnomalies")
+@operations.operation("DetectAnomalies")
 def detect_anomalies(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     row = get_model(backend, params["ProjectName"], params["ModelVersion"])
     if row["status"] != HOSTED:

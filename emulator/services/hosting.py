@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emulator.backend import Backend, per_backend
-from emulator.jobs import on_startup
 
 if TYPE_CHECKING:
     import engine
@@ -178,7 +177,6 @@ class HostingRegistry:
         return self._loader.submit(self.stop, key)
 
 
-@on_startup
 def import_engine_early(backend: Backend) -> None:
     """With trained models to start, import the engine (PyTorch: seconds) in the background as the
     server starts, so that StartModel does not wait for it; the server accepts requests meanwhile.

@@ -23,12 +23,13 @@ from emulator.services import hosting
 from emulator.services import training_job as training
 from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ResourceNotFoundException, ValidationException
-from emulator.jobs import on_startup
-from emulator.api.registry import operation
+from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, page, page_size
 from emulator.services.projects import get_project
 from emulator.services.tags import apply_tags
 from emulator.services.training_job import TRAINED, TRAINING, TRAINING_FAILED
+
+operations = OperationTable()
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def _description(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-@operation("CreateModel")
+@operations.operation("CreateModel")
 def create_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project = params["ProjectName"]
     get_project(backend, project)
@@ -132,12 +133,12 @@ def create_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     return {"ModelMetadata": _metadata(get_model(backend, project, str(version)))}
 
 
-@operation("DescribeModel")
+@operations.operation("DescribeModel")
 def describe_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     return {"ModelDescription": _description(get_model(backend, params["ProjectName"], params["ModelVersion"]))}
 
 
-@operation("ListModels")
+@operations.operation("ListModels")
 def list_models(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project = params["ProjectName"]
     get_project(backend, project)
@@ -149,7 +150,7 @@ def list_models(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     return {"Models": [_metadata(row) for row in shown], "NextToken": token}
 
 
-@operation("DeleteModel")
+@operations.operation("DeleteModel")
 def delete_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project = params["ProjectName"]
     with backend.store.transaction() as db:
@@ -169,7 +170,7 @@ def delete_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     return {"ModelArn": row["arn"]}
 
 
-@operation("StartModel")
+@operations.operation("StartModel")
 def start_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     units = params["MinInferenceUnits"]
     max_units = params.get("MaxInferenceUnits", units)
@@ -188,7 +189,7 @@ def start_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     return {"Status": STARTING_HOSTING}
 
 
-@operation("StopModel")
+@operations.operation("StopModel")
 def stop_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     with backend.store.transaction() as db:
         row = get_model(backend, params["ProjectName"], params["ModelVersion"])
@@ -234,7 +235,6 @@ def _stopped(backend: Backend, key: hosting.ModelKey) -> None:
                 min_inference_units=None, max_inference_units=None)
 
 
-@on_startup
 def restore_hosting(backend: Backend) -> None:
     """After a restart: hosted (or starting) models are loaded again; a stop in progress completes."""
     with backend.store.transaction() as db:

@@ -28,12 +28,13 @@ from emulator.services import training_job as training
 from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ResourceNotFoundException, ValidationException
 from emulator.services.evaluation_output import output_key
-from emulator.jobs import on_startup
-from emulator.api.registry import operation
+from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, invalid_token, page, page_size
 from emulator.s3.stores import ObjectNotFound
 from emulator.services.model_lifecycle import conflict, get_model, model_arn
 from emulator.services.projects import get_project
+
+operations = OperationTable()
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _component_arn(backend: Backend, name: str, version: str) -> str:
     return f"arn:aws:greengrass:{settings.region}:{settings.account_id}:components:{name}:versions:{version}"
 
 
-@operation("StartModelPackagingJob")
+@operations.operation("StartModelPackagingJob")
 def start_model_packaging_job(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project = params["ProjectName"]
     configuration = params["Configuration"]
@@ -145,7 +146,7 @@ def _metadata(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-@operation("DescribeModelPackagingJob")
+@operations.operation("DescribeModelPackagingJob")
 def describe_model_packaging_job(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     row = _get_job(backend, params["ProjectName"], params["JobName"])
     description = _metadata(row)
@@ -155,7 +156,7 @@ def describe_model_packaging_job(backend: Backend, params: dict[str, Any]) -> di
     return {"ModelPackagingDescription": description}
 
 
-@operation("ListModelPackagingJobs")
+@operations.operation("ListModelPackagingJobs")
 def list_model_packaging_jobs(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project = params["ProjectName"]
     get_project(backend, project)
@@ -265,7 +266,6 @@ def _archive(directory: Path, manifest: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-@on_startup
 def resume_packaging(backend: Backend) -> None:
     """Jobs a restart interrupted run again from the start (packaging is repeatable)."""
     for row in backend.store.query("SELECT project, job_name FROM packaging_jobs WHERE status IN (?, ?)",

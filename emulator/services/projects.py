@@ -6,8 +6,10 @@ from typing import Any
 
 from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ResourceNotFoundException
-from emulator.api.registry import operation
+from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, page, page_size
+
+operations = OperationTable()
 
 
 def project_arn(backend: Backend, name: str) -> str:
@@ -27,7 +29,7 @@ def _metadata(row: sqlite3.Row) -> dict[str, Any]:
     return {"ProjectArn": row["arn"], "ProjectName": row["name"], "CreationTimestamp": row["created_at"]}
 
 
-@operation("CreateProject")
+@operations.operation("CreateProject")
 def create_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     name = params["ProjectName"]
     with backend.store.transaction() as db:
@@ -39,7 +41,7 @@ def create_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     return {"ProjectMetadata": _metadata(get_project(backend, name))}
 
 
-@operation("DescribeProject")
+@operations.operation("DescribeProject")
 def describe_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     from emulator.services.datasets import dataset_summaries  # datasets imports this module
 
@@ -47,7 +49,7 @@ def describe_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]
     return {"ProjectDescription": {**_metadata(row), "Datasets": dataset_summaries(backend, row["name"])}}
 
 
-@operation("ListProjects")
+@operations.operation("ListProjects")
 def list_projects(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     after = decode_token(params.get("NextToken"), expected=str) or ""
     size = page_size(params.get("MaxResults"))
@@ -59,7 +61,7 @@ def list_projects(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@operation("DeleteProject")
+@operations.operation("DeleteProject")
 def delete_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     """Delete a project with its datasets (and their entries) and tags. As the service requires,
     its models must be deleted first; a dataset import or update in progress must finish first."""

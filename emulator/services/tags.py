@@ -13,7 +13,9 @@ from typing import Any
 
 from emulator.backend import Backend
 from emulator.api.errors import ResourceNotFoundException, ServiceQuotaExceededException, ValidationException
-from emulator.api.registry import operation
+from emulator.api.registry import OperationTable
+
+operations = OperationTable()
 
 MAX_TAGS_PER_RESOURCE = 50
 RESERVED_PREFIX = "aws:"
@@ -70,7 +72,7 @@ def apply_tags(db: sqlite3.Connection, arn: str, tags: list[dict[str, str]]) -> 
                    [(arn, tag["Key"], tag["Value"]) for tag in tags])
 
 
-@operation("TagResource")
+@operations.operation("TagResource")
 def tag_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     arn = params["ResourceArn"]
     with backend.store.transaction() as db:
@@ -79,7 +81,7 @@ def tag_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@operation("UntagResource")
+@operations.operation("UntagResource")
 def untag_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     """Remove the tags with these keys; keys the resource does not have are ignored, as AWS does."""
     arn = params["ResourceArn"]
@@ -91,7 +93,7 @@ def untag_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@operation("ListTagsForResource")
+@operations.operation("ListTagsForResource")
 def list_tags_for_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     arn = params["ResourceArn"]
     with backend.store.transaction() as db:  # one consistent view: the resource and its tags

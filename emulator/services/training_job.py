@@ -29,7 +29,6 @@ import numpy as np
 from emulator import jsontext
 from emulator.api.errors import ConflictException, ValidationException
 from emulator.formats.image_files import ImageError, open_image, rgb_pixels
-from emulator.jobs import on_startup
 from emulator.s3.frontend import parse_s3_uri
 from emulator.s3.stores import ObjectNotFound
 
@@ -379,7 +378,6 @@ def _check_mask_colours(mask: np.ndarray, sample: Sample) -> None:
 
 
 # ------------------------------------------------------------------------------------------ recovery
-@on_startup
 def fail_interrupted_training(backend: "Backend") -> None:
     """A model left TRAINING by a crash or restart is marked failed: its job died with the process."""
     with backend.store.transaction() as db:

@@ -9,11 +9,9 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from botocore.exceptions import ClientError
 
 from emulator.config import Settings
-from emulator.jobs import RECOVERY_HOOKS, on_startup
 from emulator.server import Server
 from tests.api.core_support import ServerProcess
 
@@ -63,14 +61,13 @@ def test_recovery_hooks_run_before_the_port_accepts(tmp_path):
     port = _free_port()
     observed: list[str] = []
 
-    @on_startup
-    def probe(backend):  # registered through the public hook API; _restore_hooks removes it
+    def probe(backend):
         with socket.socket() as client:
             observed.append("refused" if client.connect_ex(("127.0.0.1", port)) else "accepted")
         with backend.store.transaction() as db:
             db.execute("INSERT INTO projects(name, arn, created_at) VALUES ('recovered', 'arn', 0)")
 
-    with Server(Settings(data_dir=tmp_path, port=port)) as server:
+    with Server(Settings(data_dir=tmp_path, port=port), extra_recovery=[probe]) as server:
         assert observed == ["refused"]
         assert server.backend.store.query_one("SELECT name FROM projects WHERE name='recovered'") is not None
 
@@ -122,11 +119,3 @@ def test_parallel_tagging_respects_the_limit(lookout, project_name):
     assert outcomes.count("tagged") == 7
     assert outcomes.count("ServiceQuotaExceededException") == 3
     assert len(lookout.list_tags_for_resource(ResourceArn=arn)["Tags"]) == 49
-
-
-@pytest.fixture(autouse=True)
-def _restore_hooks():
-    """A failing test must not leave a recovery hook behind for the other servers of the session."""
-    before = list(RECOVERY_HOOKS)
-    yield
-    RECOVERY_HOOKS[:] = before
