@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from emulator.api.errors import ConflictException
+from emulator.api.statuses import ResourceType
 
 if TYPE_CHECKING:
     from emulator.backend import Backend
@@ -33,11 +34,11 @@ def fingerprint(params: dict[str, Any]) -> str:
 
 def _resource_type(operation: str) -> str:
     """The ResourceType a ConflictException names for an operation that takes a ClientToken."""
-    for word, resource_type in (("Packaging", "MODEL_PACKAGE_JOB"), ("Dataset", "DATASET"),
-                                ("Model", "MODEL"), ("Project", "PROJECT")):
+    for word, resource_type in (("Packaging", ResourceType.MODEL_PACKAGE_JOB), ("Dataset", ResourceType.DATASET),
+                                ("Model", ResourceType.MODEL), ("Project", ResourceType.PROJECT)):
         if word in operation:
             return resource_type
-    return "PROJECT"
+    return ResourceType.PROJECT
 
 
 def run_once(backend: "Backend", operation: str, params: dict[str, Any],

@@ -12,7 +12,9 @@ from typing import Any
 from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ValidationException
 from emulator.formats.manifests import CLASSIFICATION_TYPE, ManifestLine
+from emulator.api.statuses import DATASET_JOB_RUNNING, DatasetStatus, ResourceType
 from emulator.services import datasets
+from emulator.services.lookups import require_dataset
 
 SETTLE_TIMEOUT_S = 300.0
 CONSOLE_JOB = "labeling-job/lookout-emulator-console"
@@ -56,13 +58,13 @@ def wait_until_settled(backend: Backend, project: str, dataset_type: str) -> str
     """Wait for the dataset's job; raise ValidationException with its message if it failed."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
-        row = datasets.require_dataset(backend, project, dataset_type)
-        if row["status"] not in datasets.IN_PROGRESS:
+        row = require_dataset(backend, project, dataset_type)
+        if row["status"] not in DATASET_JOB_RUNNING:
             break
         if time.monotonic() > deadline:
             raise ConflictException(f"The {dataset_type} dataset is still {row['status']}; reload the page later.",
-                                    resource_id=dataset_type, resource_type="DATASET")
+                                    resource_id=dataset_type, resource_type=ResourceType.DATASET)
         time.sleep(0.05)
-    if row["status"] == datasets.UPDATE_FAILED:
+    if row["status"] == DatasetStatus.UPDATE_FAILED_ROLLBACK_COMPLETE:
         raise ValidationException(row["status_message"])
     return str(row["status_message"] or "")

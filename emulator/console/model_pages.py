@@ -11,9 +11,10 @@ from emulator.console.project_pages import list_models
 from emulator.console.model_results import read_test_results
 from emulator.console.blueprint import back_to, backend, blueprint, call
 from emulator.api.errors import ValidationException
+from emulator.api.statuses import MODEL_IN_TRANSITION, ModelStatus
 
 # Statuses a model leaves by itself; the model page polls while it is in one of them.
-TRANSITIONS = ("TRAINING", "STARTING_HOSTING", "STOPPING_HOSTING", "DELETING")
+TRANSITIONS = MODEL_IN_TRANSITION
 _PERCENT = re.compile(r"\((\d+(?:\.\d+)?)%\)")
 
 
@@ -43,7 +44,7 @@ def model_page(project: str, version: str) -> str:
 
 def progress_of(model: dict[str, Any]) -> float | None:
     """Training progress as a fraction, from the percentage the training job writes in StatusMessage."""
-    found = _PERCENT.search(model.get("StatusMessage") or "") if model["Status"] == "TRAINING" else None
+    found = _PERCENT.search(model.get("StatusMessage") or "") if model["Status"] == ModelStatus.TRAINING else None
     return float(found.group(1)) / 100 if found else None
 
 

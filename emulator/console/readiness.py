@@ -1,6 +1,6 @@
 """Whether a project can be trained now, and if not, why (for the console's "Train model" button).
 
-The answer comes from the very check CreateModel runs (`emulator.services.training_job.plan_training`: the
+The answer comes from the very check CreateModel runs (`emulator.services.training_plan.plan_training`: the
 documented minimums of limits.md and model-create-dataset.md, dataset states, mask colours), so the
 button is enabled exactly when CreateModel would accept the request.
 """
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from emulator.backend import Backend
 from emulator.api.errors import ServiceError
+from emulator.services.training_plan import plan_training
 
 
 @dataclass(frozen=True)
@@ -19,8 +20,6 @@ class Readiness:
 
 
 def training_readiness(backend: Backend, project: str) -> Readiness:
-    from emulator.services.training_job import plan_training
-
     try:
         plan_training(backend, project)
     except ServiceError as refused:

@@ -22,6 +22,7 @@ from emulator.backend import Backend, per_backend
 from emulator.console.bucket import console_bucket, s3_uri
 from emulator.console.entries import labelled_line, put_lines
 from emulator.api.errors import ConflictException, ResourceNotFoundException, ServiceError, ValidationException
+from emulator.api.statuses import ModelStatus, ResourceType
 from emulator.formats.image_files import sniff_format
 from emulator.formats.manifests import SEGMENTATION_TYPE, split_s3_uri
 from emulator.s3.stores import ObjectNotFound
@@ -35,7 +36,7 @@ IN_PROGRESS, COMPLETED, FAILED = "IN_PROGRESS", "COMPLETED", "FAILED"
 HOSTING_TIMEOUT_S = 300.0
 # Models a trial can run on: trained ones, including those being started or stopped (a trial waits
 # for that to finish), e.g. while another trial is starting the same model.
-TRIAL_MODEL_STATUSES = ("TRAINED", "STARTING_HOSTING", "HOSTED", "STOPPING_HOSTING")
+TRIAL_MODEL_STATUSES = (ModelStatus.TRAINED, ModelStatus.STARTING_HOSTING, ModelStatus.HOSTED, ModelStatus.STOPPING_HOSTING)
 _CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -93,7 +94,7 @@ def create_trial(backend: Backend, project: str, name: str, version: str, source
     model = _model(backend, project, version)
     if model["Status"] not in TRIAL_MODEL_STATUSES:
         raise ConflictException(f"Model {version} is {model['Status']}; a trial detection needs a trained model.",
-                                resource_id=version, resource_type="MODEL")
+                                resource_id=version, resource_type=ResourceType.MODEL)
     with backend.store.transaction() as db:
         if db.execute("SELECT 1 FROM trial_detections WHERE project=? AND name=?", (project, name)).fetchone():
             raise ConflictException(f"Project {project} already has a trial detection named {name}.")
@@ -176,7 +177,7 @@ class _TrialHosting:
         with self._lock:
             self._users[key] += 1
             try:
-                if key not in self._started and self._settled(project, version) != "HOSTED":
+                if key not in self._started and self._settled(project, version) != ModelStatus.HOSTED:
                     # StartModel itself refuses the states a model can't be started from
                     model_lifecycle.start_model(self._backend, {"ProjectName": project, "ModelVersion": version,
                                                               "MinInferenceUnits": 1})
@@ -185,8 +186,8 @@ class _TrialHosting:
                 self._users[key] -= 1
                 raise
         try:
-            model = self._wait(project, version, "STARTING_HOSTING")
-            if model["Status"] != "HOSTED":
+            model = self._wait(project, version, ModelStatus.STARTING_HOSTING)
+            if model["Status"] != ModelStatus.HOSTED:
                 raise ValidationException(f"model {version} could not be started ({model['Status']}: "
                                           f"{model.get('StatusMessage') or 'no reason given'}).")
         except BaseException:
@@ -208,7 +209,7 @@ class _TrialHosting:
 
     def _settled(self, project: str, version: str) -> str:
         """The model's status once a start or stop in progress has finished."""
-        return self._wait(project, version, "STARTING_HOSTING", "STOPPING_HOSTING")["Status"]
+        return self._wait(project, version, ModelStatus.STARTING_HOSTING, ModelStatus.STOPPING_HOSTING)["Status"]
 
     def _wait(self, project: str, version: str, *busy: str) -> dict[str, Any]:
         deadline = time.monotonic() + HOSTING_TIMEOUT_S

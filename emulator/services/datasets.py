@@ -29,14 +29,15 @@ from PIL import Image
 
 from emulator import jsontext
 from emulator.backend import Backend
-from emulator.api.errors import ConflictException, ResourceNotFoundException, ValidationException
+from emulator.api.errors import ConflictException, ValidationException
+from emulator.api.statuses import DATASET_JOB_RUNNING, DatasetStatus, ResourceType
 from emulator.formats.image_files import ImageError, decode_image
 from emulator.formats.manifests import ManifestError, ManifestLine, parse_line, parse_lines, parse_manifest, \
     read_json_lines, split_s3_uri
 from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, page, page_size
 from emulator.s3.stores import ObjectNotFound
-from emulator.services import projects
+from emulator.services.lookups import DATASET_TYPE_NAMES, find_dataset, get_project, require_dataset
 
 operations = OperationTable()
 
@@ -47,11 +48,11 @@ MAX_IMAGES = {"train": 16_000, "test": 4_000}
 MAX_MANIFEST_BYTES = 1024 ** 3
 MAX_PROJECT_LABELS = 100
 
-CREATE_IN_PROGRESS, CREATE_COMPLETE, CREATE_FAILED = "CREATE_IN_PROGRESS", "CREATE_COMPLETE", "CREATE_FAILED"
-UPDATE_IN_PROGRESS, UPDATE_COMPLETE = "UPDATE_IN_PROGRESS", "UPDATE_COMPLETE"
-UPDATE_FAILED = "UPDATE_FAILED_ROLLBACK_COMPLETE"
-IN_PROGRESS = (CREATE_IN_PROGRESS, UPDATE_IN_PROGRESS)
-DATASET_TYPE_NAMES = {"train": "training", "test": "test"}
+CREATE_IN_PROGRESS, CREATE_COMPLETE, CREATE_FAILED = (
+    DatasetStatus.CREATE_IN_PROGRESS, DatasetStatus.CREATE_COMPLETE, DatasetStatus.CREATE_FAILED)
+UPDATE_IN_PROGRESS, UPDATE_COMPLETE = DatasetStatus.UPDATE_IN_PROGRESS, DatasetStatus.UPDATE_COMPLETE
+UPDATE_FAILED = DatasetStatus.UPDATE_FAILED_ROLLBACK_COMPLETE
+IN_PROGRESS = DATASET_JOB_RUNNING
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,6 @@ class Entry(ManifestLine):
 
 
 # --- helpers other modules use (training, the console) -------------------------------------------
-
-def require_dataset(backend: Backend, project: str, dataset_type: str) -> sqlite3.Row:
-    """The dataset's row; ResourceNotFoundException for a missing project or dataset."""
-    projects.get_project(backend, project)
-    row = _dataset_row(backend, project, dataset_type)
-    if row is None:
-        raise ResourceNotFoundException(
-            f"The project {project} has no {DATASET_TYPE_NAMES.get(dataset_type, dataset_type)} dataset "
-            f"({dataset_type}).", resource_id=dataset_type, resource_type="DATASET")
-    return row
-
 
 def dataset_summaries(backend: Backend, project: str) -> list[dict[str, Any]]:
     """DatasetMetadata of each dataset of a project (train first), for DescribeProject."""
@@ -120,13 +110,13 @@ def create_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     message = None if manifest else "Created an empty dataset."
     now = backend.now()
     with backend.store.transaction() as db:
-        projects.get_project(backend, project)
+        get_project(backend, project)
         existing = db.execute("SELECT status FROM datasets WHERE project=? AND dataset_type=?",
                               (project, dataset_type)).fetchone()
         if existing is not None:
             raise ConflictException(
                 f"The project {project} already has a {dataset_type} dataset (status {existing['status']}). "
-                "Delete it before creating another.", resource_id=dataset_type, resource_type="DATASET")
+                "Delete it before creating another.", resource_id=dataset_type, resource_type=ResourceType.DATASET)
         db.execute("INSERT INTO datasets(project, dataset_type, status, status_message, created_at, updated_at,"
                    " manifest) VALUES (?,?,?,?,?,?,?)",
                    (project, dataset_type, status, message, now, now, json.dumps(manifest) if manifest else None))
@@ -202,11 +192,6 @@ def delete_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
 
 # --- internals ------------------------------------------------------------------------------------
 
-def _dataset_row(backend: Backend, project: str, dataset_type: str) -> sqlite3.Row | None:
-    return backend.store.query_one("SELECT * FROM datasets WHERE project=? AND dataset_type=?",
-                                   (project, dataset_type))
-
-
 def _metadata(row: sqlite3.Row) -> dict[str, Any]:
     return {"DatasetType": row["dataset_type"], "CreationTimestamp": row["created_at"], "Status": row["status"],
             "StatusMessage": row["status_message"]}
@@ -233,7 +218,7 @@ def _refuse_while_in_progress(row: sqlite3.Row, project: str, action: str) -> No
         raise ConflictException(
             f"The {row['dataset_type']} dataset of project {project} can't be {action} while its status is "
             f"{row['status']}; wait until DescribeDataset reports that it has finished.",
-            resource_id=row["dataset_type"], resource_type="DATASET")
+            resource_id=row["dataset_type"], resource_type=ResourceType.DATASET)
 
 
 def _start_update(backend: Backend, project: str, dataset_type: str, numbered: list[tuple[int, Any]]) -> str:
@@ -249,7 +234,7 @@ def _start_update(backend: Backend, project: str, dataset_type: str, numbered: l
         if row["status"] == CREATE_FAILED:
             raise ConflictException(
                 f"The {dataset_type} dataset of project {project} failed to be created ({row['status_message']}); "
-                "delete it and create it again.", resource_id=dataset_type, resource_type="DATASET")
+                "delete it and create it again.", resource_id=dataset_type, resource_type=ResourceType.DATASET)
         db.execute("UPDATE datasets SET status=?, status_message=NULL, pending_changes=?, updated_at=?"
                    " WHERE project=? AND dataset_type=?",
                    (UPDATE_IN_PROGRESS, json.dumps(numbered), backend.now(), project, dataset_type))
@@ -276,7 +261,7 @@ class _Interrupted(Exception):
 
 def _run_job(backend: Backend, project: str, dataset_type: str) -> None:
     """Import a manifest or apply an update, then record the outcome in the dataset's status."""
-    row = _dataset_row(backend, project, dataset_type)
+    row = find_dataset(backend, project, dataset_type)
     if row is None or row["status"] not in IN_PROGRESS:
         return
     creating = row["status"] == CREATE_IN_PROGRESS

@@ -19,7 +19,9 @@ from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ValidationException
 from emulator.formats.image_files import ImageError, open_image, rgb_pixels, sniff_format
 from emulator.api.registry import OperationTable
-from emulator.services.model_lifecycle import HOSTED, conflict, get_model
+from emulator.api.statuses import ModelStatus, ResourceType
+from emulator.services.lookups import get_model
+from emulator.services.model_lifecycle import conflict
 
 if TYPE_CHECKING:
     import engine
@@ -66,13 +68,13 @@ def _blank_png(width: int, height: int) -> bytes:
 def _stopped(row: Any) -> ConflictException:
     """A StopModel finished between reading the model's status and running the request."""
     return ConflictException(f"Model version {row['version']} of project {row['project']} is no longer hosted; "
-                             "start it with StartModel.", resource_id=str(row["version"]), resource_type="MODEL")
+                             "start it with StartModel.", resource_id=str(row["version"]), resource_type=ResourceType.MODEL)
 
 
 @operations.operation("DetectAnomalies")
 def detect_anomalies(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     row = get_model(backend, params["ProjectName"], params["ModelVersion"])
-    if row["status"] != HOSTED:
+    if row["status"] != ModelStatus.HOSTED:
         raise conflict(row, "detect anomalies with")
     hosted = hosting.registry(backend).get((row["project"], row["version"]))
     if hosted is None:

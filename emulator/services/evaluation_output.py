@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emulator.formats import png
+from emulator.backend import Backend
 from emulator.s3.stores import ObjectNotFound
+from emulator.services.training_plan import TrainingError, TrainingPlan
 
 if TYPE_CHECKING:
     from engine import Metrics
 
-    from emulator.backend import Backend
-    from emulator.services.training_job import TrainingPlan
 
 JOB_NAME = "training-job/anomaly-detection"
 
@@ -56,7 +56,7 @@ def average_precision(labels: list[bool], scores: list[float]) -> float | None:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def manifest_lines(plan: "TrainingPlan", metrics: "Metrics", timestamp: float,
+def manifest_lines(plan: TrainingPlan, metrics: "Metrics", timestamp: float,
                    mask_refs: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Each test image's dataset line plus the model's prediction for it (and, for a segmentation
     model, ``anomaly-label-detected-mask-ref``: the S3 URI of the predicted mask, which the web
@@ -84,7 +84,7 @@ def manifest_lines(plan: "TrainingPlan", metrics: "Metrics", timestamp: float,
     return lines
 
 
-def result_document(plan: "TrainingPlan", metrics: "Metrics", timestamp: float) -> dict[str, Any]:
+def result_document(plan: TrainingPlan, metrics: "Metrics", timestamp: float) -> dict[str, Any]:
     """The EvaluationResult object (schema in performance-metrics.md)."""
     labels = [row["label"] == "anomaly" for row in metrics.per_image]
     scores = [row["score"] for row in metrics.per_image]
@@ -113,12 +113,10 @@ def result_document(plan: "TrainingPlan", metrics: "Metrics", timestamp: float) 
     }
 
 
-def write_evaluation(backend: "Backend", plan: "TrainingPlan", metrics: "Metrics", timestamp: float,
+def write_evaluation(backend: Backend, plan: TrainingPlan, metrics: "Metrics", timestamp: float,
                      masks: dict[str, np.ndarray] | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """Write both objects (and the predicted `masks` of test images, by source-ref, as PNGs);
     return their {Bucket, Key} (DescribeModel's EvaluationManifest/Result)."""
-    from emulator.services.training_job import TrainingError
-
     suffix = f"{plan.project}-{plan.version}.json"
     manifest = {"Bucket": plan.output_bucket, "Key": output_key(plan.output_prefix, f"EvaluationManifest-{suffix}")}
     result = {"Bucket": plan.output_bucket, "Key": output_key(plan.output_prefix, f"EvaluationResult-{suffix}")}

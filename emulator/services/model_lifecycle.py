@@ -19,22 +19,22 @@ import sqlite3
 from concurrent.futures import Future
 from typing import Any
 
-from emulator.services import hosting
-from emulator.services import training_job as training
-from emulator.backend import Backend
-from emulator.api.errors import ConflictException, ResourceNotFoundException, ValidationException
-from emulator.api.registry import OperationTable
+from emulator.api.errors import ConflictException, ValidationException
 from emulator.api.pagination import decode_token, page, page_size
-from emulator.services.projects import get_project
+from emulator.api.registry import OperationTable
+from emulator.api.statuses import PACKAGING_JOB_ACTIVE, ModelStatus, ResourceType
+from emulator.backend import Backend
+from emulator.services import hosting, training_job, training_plan
+from emulator.services.lookups import engine_dir, get_model, get_project, model_arn, model_dir
 from emulator.services.tags import apply_tags
-from emulator.services.training_job import TRAINED, TRAINING, TRAINING_FAILED
 
 operations = OperationTable()
 
 log = logging.getLogger(__name__)
 
+TRAINING, TRAINED, TRAINING_FAILED = ModelStatus.TRAINING, ModelStatus.TRAINED, ModelStatus.TRAINING_FAILED
 STARTING_HOSTING, HOSTED, HOSTING_FAILED, STOPPING_HOSTING = (
-    "STARTING_HOSTING", "HOSTED", "HOSTING_FAILED", "STOPPING_HOSTING")
+    ModelStatus.STARTING_HOSTING, ModelStatus.HOSTED, ModelStatus.HOSTING_FAILED, ModelStatus.STOPPING_HOSTING)
 _CAN_START = (TRAINED, HOSTING_FAILED)
 _CAN_STOP = (HOSTED, HOSTING_FAILED)
 _CAN_DELETE = (TRAINED, TRAINING_FAILED, HOSTING_FAILED)
@@ -49,33 +49,12 @@ _WHY_NOT = {
 }
 
 
-def model_arn(backend: Backend, project: str, version: int) -> str:
-    return backend.arn(f"model/{project}/{version}")
-
-
-def get_model(backend: Backend, project: str, version: str) -> sqlite3.Row:
-    """The model row for a ModelVersion ("latest" is the highest version), or the documented 404s."""
-    get_project(backend, project)
-    if version == "latest":
-        row = backend.store.query_one("SELECT * FROM models WHERE project=? ORDER BY version DESC LIMIT 1",
-                                      (project,))
-        if row is None:
-            raise ResourceNotFoundException(f"Project {project} has no models.", resource_id=project,
-                                            resource_type="MODEL")
-        return row
-    row = backend.store.query_one("SELECT * FROM models WHERE project=? AND version=?", (project, int(version)))
-    if row is None:
-        raise ResourceNotFoundException(f"Model version {version} does not exist in project {project}.",
-                                        resource_id=version, resource_type="MODEL")
-    return row
-
-
 def conflict(row: sqlite3.Row, action: str) -> ConflictException:
     """The ConflictException for an action the model's current status does not allow."""
     return ConflictException(
         f"Can't {action} model version {row['version']} of project {row['project']}: its status is "
         f"{row['status']} (the model {_WHY_NOT[row['status']]}).",
-        resource_id=str(row["version"]), resource_type="MODEL")
+        resource_id=str(row["version"]), resource_type=ResourceType.MODEL)
 
 
 def _metadata(row: sqlite3.Row) -> dict[str, Any]:
@@ -112,7 +91,7 @@ def _description(row: sqlite3.Row) -> dict[str, Any]:
 def create_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project = params["ProjectName"]
     get_project(backend, project)
-    train, test, auto_split, label_colors = training.plan_training(backend, project)
+    train, test, auto_split, label_colors = training_plan.plan_training(backend, project)
     location = params["OutputConfig"]["S3Location"]
     with backend.store.transaction() as db:
         get_project(backend, project)  # still there, now under the write lock
@@ -127,7 +106,7 @@ def create_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
             (project, version, arn, TRAINING, "Training in progress.", params.get("Description"),
              params.get("KmsKeyId"), location["Bucket"], location.get("Prefix"), backend.now()))
         apply_tags(db, arn, params.get("Tags") or [])
-    training.submit(backend, training.TrainingPlan(
+    training_job.submit(backend, training_plan.TrainingPlan(
         project=project, version=version, model_arn=arn, train=train, test=test, auto_split=auto_split,
         label_colors=label_colors, output_bucket=location["Bucket"], output_prefix=location.get("Prefix") or ""))
     return {"ModelMetadata": _metadata(get_model(backend, project, str(version)))}
@@ -158,15 +137,15 @@ def delete_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
         if row["status"] not in _CAN_DELETE:
             raise conflict(row, "delete")
         job = db.execute("SELECT job_name FROM packaging_jobs WHERE project=? AND model_version=? AND status IN "
-                         "('CREATED', 'RUNNING')", (project, row["version"])).fetchone()
+                         "(?, ?)", (project, row["version"], *PACKAGING_JOB_ACTIVE)).fetchone()
         if job is not None:
             raise ConflictException(
                 f"Can't delete model version {row['version']} of project {project}: the model packaging job "
                 f"{job['job_name']} is packaging it; wait until the job finishes.",
-                resource_id=job["job_name"], resource_type="MODEL_PACKAGE_JOB")
+                resource_id=job["job_name"], resource_type=ResourceType.MODEL_PACKAGE_JOB)
         db.execute("DELETE FROM models WHERE project=? AND version=?", (project, row["version"]))
         db.execute("DELETE FROM tags WHERE resource_arn=?", (row["arn"],))
-    shutil.rmtree(training.model_dir(backend, project, row["version"]), ignore_errors=True)
+    shutil.rmtree(model_dir(backend, project, row["version"]), ignore_errors=True)
     return {"ModelArn": row["arn"]}
 
 
@@ -215,7 +194,7 @@ def _transition(backend: Backend, key: hosting.ModelKey, expected: tuple[str, ..
 def _begin_hosting(backend: Backend, project: str, version: int, units: int) -> None:
     """Load the model to serve up to `units` requests at once (MaxInferenceUnits: see emulator.services.hosting)."""
     key = (project, version)
-    future = hosting.registry(backend).host(key, training.engine_dir(backend, project, version), units)
+    future = hosting.registry(backend).host(key, engine_dir(backend, project, version), units)
     future.add_done_callback(lambda done: _hosting_done(backend, key, done))
 
 

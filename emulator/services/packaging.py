@@ -24,21 +24,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from emulator.services import training_job as training
 from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ResourceNotFoundException, ValidationException
+from emulator.api.statuses import ModelStatus, PackagingJobStatus, ResourceType
 from emulator.services.evaluation_output import output_key
 from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, invalid_token, page, page_size
 from emulator.s3.stores import ObjectNotFound
-from emulator.services.model_lifecycle import conflict, get_model, model_arn
-from emulator.services.projects import get_project
+from emulator.services.lookups import engine_dir, get_model, get_project, model_arn
+from emulator.services.model_lifecycle import conflict
 
 operations = OperationTable()
 
 log = logging.getLogger(__name__)
 
-CREATED, RUNNING, SUCCEEDED, FAILED = "CREATED", "RUNNING", "SUCCEEDED", "FAILED"
+CREATED, RUNNING, SUCCEEDED, FAILED = (PackagingJobStatus.CREATED, PackagingJobStatus.RUNNING,
+                                      PackagingJobStatus.SUCCEEDED, PackagingJobStatus.FAILED)
 METHOD = "Greengrass"
 PACKAGE_FORMAT = "lookout-emulator-model-package"
 ARCHIVE_NAME, MANIFEST_NAME = "model.tar.gz", "lookout-model.json"
@@ -98,14 +99,14 @@ def start_model_packaging_job(backend: Backend, params: dict[str, Any]) -> dict[
     now = backend.now()
     with backend.store.transaction() as db:
         model = get_model(backend, project, params["ModelVersion"])
-        if model["status"] == training.TRAINING:
+        if model["status"] == ModelStatus.TRAINING:
             raise conflict(model, "package")
-        if model["status"] == training.TRAINING_FAILED:
+        if model["status"] == ModelStatus.TRAINING_FAILED:
             raise ValidationException(f"Model version {model['version']} of project {project} failed to train; "
                                       "only a trained model can be packaged.")
         if db.execute("SELECT 1 FROM packaging_jobs WHERE project=? AND job_name=?", (project, job_name)).fetchone():
             raise ConflictException(f"A model packaging job named {job_name} already exists in project {project}.",
-                                    resource_id=job_name, resource_type="MODEL_PACKAGE_JOB")
+                                    resource_id=job_name, resource_type=ResourceType.MODEL_PACKAGE_JOB)
         name, version = greengrass["ComponentName"], component_version(configuration, model["version"])
         for other in db.execute("SELECT project, job_name, model_version, configuration FROM packaging_jobs "
                                 "WHERE status<>? AND json_extract(configuration, '$.Greengrass.ComponentName')=?",
@@ -114,7 +115,7 @@ def start_model_packaging_job(backend: Backend, params: dict[str, Any]) -> dict[
                 raise ConflictException(
                     f"The component {name} version {version} already exists (model packaging job "
                     f"{other['job_name']} of project {other['project']}); choose another ComponentName or "
-                    "ComponentVersion.", resource_id=job_name, resource_type="MODEL_PACKAGE_JOB")
+                    "ComponentVersion.", resource_id=job_name, resource_type=ResourceType.MODEL_PACKAGE_JOB)
         db.execute("INSERT INTO packaging_jobs(project, job_name, model_version, status, status_message, description,"
                    " configuration, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
                    (project, job_name, model["version"], CREATED, "The model packaging job was created.",
@@ -128,7 +129,7 @@ def _get_job(backend: Backend, project: str, job_name: str) -> sqlite3.Row:
     row = backend.store.query_one("SELECT * FROM packaging_jobs WHERE project=? AND job_name=?", (project, job_name))
     if row is None:
         raise ResourceNotFoundException(f"The model packaging job {job_name} does not exist in project {project}.",
-                                        resource_id=job_name, resource_type="MODEL_PACKAGE_JOB")
+                                        resource_id=job_name, resource_type=ResourceType.MODEL_PACKAGE_JOB)
     return row
 
 
@@ -205,7 +206,7 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> None:
     location = greengrass["S3OutputLocation"]
     folder = output_key(location.get("Prefix") or "", f"{name}/{version}/")
     try:
-        directory = training.engine_dir(backend, project, row["model_version"])
+        directory = engine_dir(backend, project, row["model_version"])
         model = engine.load_model(directory)  # also proves the packaged artifact loads
         manifest = {
             "Format": PACKAGE_FORMAT,

@@ -5,24 +5,14 @@ import sqlite3
 from typing import Any
 
 from emulator.backend import Backend
-from emulator.api.errors import ConflictException, ResourceNotFoundException
+from emulator.api.errors import ConflictException
+from emulator.api.statuses import DATASET_JOB_RUNNING, ResourceType
 from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, page, page_size
+from emulator.services.datasets import dataset_summaries
+from emulator.services.lookups import get_project, project_arn
 
 operations = OperationTable()
-
-
-def project_arn(backend: Backend, name: str) -> str:
-    return backend.arn(f"project/{name}")
-
-
-def get_project(backend: Backend, name: str) -> sqlite3.Row:
-    """The project's row, or the ResourceNotFoundException every project-scoped call answers."""
-    row = backend.store.query_one("SELECT * FROM projects WHERE name=?", (name,))
-    if row is None:
-        raise ResourceNotFoundException(f"The project {name} does not exist.", resource_id=name,
-                                        resource_type="PROJECT")
-    return row
 
 
 def _metadata(row: sqlite3.Row) -> dict[str, Any]:
@@ -35,7 +25,7 @@ def create_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     with backend.store.transaction() as db:
         if db.execute("SELECT 1 FROM projects WHERE name=?", (name,)).fetchone():
             raise ConflictException(f"A project named {name} already exists.", resource_id=name,
-                                    resource_type="PROJECT")
+                                    resource_type=ResourceType.PROJECT)
         db.execute("INSERT INTO projects(name, arn, created_at) VALUES (?,?,?)",
                    (name, project_arn(backend, name), backend.now()))
     return {"ProjectMetadata": _metadata(get_project(backend, name))}
@@ -43,8 +33,6 @@ def create_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
 
 @operations.operation("DescribeProject")
 def describe_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
-    from emulator.services.datasets import dataset_summaries  # datasets imports this module
-
     row = get_project(backend, params["ProjectName"])
     return {"ProjectDescription": {**_metadata(row), "Datasets": dataset_summaries(backend, row["name"])}}
 
@@ -65,8 +53,6 @@ def list_projects(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
 def delete_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     """Delete a project with its datasets (and their entries) and tags. As the service requires,
     its models must be deleted first; a dataset import or update in progress must finish first."""
-    from emulator.services.datasets import IN_PROGRESS
-
     name = params["ProjectName"]
     with backend.store.transaction() as db:
         row = get_project(backend, name)
@@ -75,13 +61,13 @@ def delete_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
         if models:
             raise ConflictException(
                 f"The project {name} still has model version(s) {', '.join(map(str, models))}; delete its "
-                "models before deleting the project.", resource_id=name, resource_type="PROJECT")
+                "models before deleting the project.", resource_id=name, resource_type=ResourceType.PROJECT)
         busy = db.execute(f"SELECT dataset_type, status FROM datasets WHERE project=? AND status IN "
-                          f"({','.join('?' * len(IN_PROGRESS))})", (name, *IN_PROGRESS)).fetchone()
+                          f"({','.join('?' * len(DATASET_JOB_RUNNING))})", (name, *DATASET_JOB_RUNNING)).fetchone()
         if busy is not None:
             raise ConflictException(
                 f"The {busy['dataset_type']} dataset of project {name} is {busy['status']}; wait until it "
-                "finishes before deleting the project.", resource_id=busy["dataset_type"], resource_type="DATASET")
+                "finishes before deleting the project.", resource_id=busy["dataset_type"], resource_type=ResourceType.DATASET)
         db.execute("DELETE FROM projects WHERE name=?", (name,))  # datasets and entries cascade
         db.execute("DELETE FROM tags WHERE resource_arn=?", (row["arn"],))
     return {"ProjectArn": row["arn"]}

@@ -14,6 +14,7 @@ from typing import Any
 from emulator.backend import Backend
 from emulator.api.errors import ResourceNotFoundException, ServiceQuotaExceededException, ValidationException
 from emulator.api.registry import OperationTable
+from emulator.api.statuses import ResourceType
 
 operations = OperationTable()
 
@@ -31,7 +32,7 @@ def _require_resource(db: sqlite3.Connection, backend: Backend, arn: str) -> Non
         raise ValidationException(
             f"{arn} is not a Lookout for Vision project or model ARN; expected arn:aws:lookoutvision:"
             "<region>:<account-id>:project/<project-name> or ...:model/<project-name>/<model-version>.")
-    resource_type = "PROJECT" if found["project"] else "MODEL"
+    resource_type = ResourceType.PROJECT if found["project"] else ResourceType.MODEL
     local = found["region"] == backend.settings.region and found["account"] == backend.settings.account_id
     if found["project"]:
         exists = local and db.execute("SELECT 1 FROM projects WHERE name=?", (found["project"],)).fetchone()
@@ -65,7 +66,7 @@ def apply_tags(db: sqlite3.Connection, arn: str, tags: list[dict[str, str]]) -> 
     if total > MAX_TAGS_PER_RESOURCE:
         raise ServiceQuotaExceededException(
             f"A resource can have at most {MAX_TAGS_PER_RESOURCE} tags; {arn} has {len(existing)} and this request "
-            f"would bring it to {total}.", resource_id=arn, resource_type="MODEL" if ":model/" in arn else "PROJECT",
+            f"would bring it to {total}.", resource_id=arn, resource_type=ResourceType.MODEL if ":model/" in arn else ResourceType.PROJECT,
             quota_code="TagsPerResource")
     db.executemany("INSERT INTO tags(resource_arn, key, value) VALUES (?,?,?) "
                    "ON CONFLICT(resource_arn, key) DO UPDATE SET value=excluded.value",

@@ -9,7 +9,8 @@ from botocore.exceptions import ClientError
 
 from datasets_support import (BUCKET, DatasetKit, buckets, error_of, image_bytes, kit, labelled,  # noqa: F401
                               mask_bytes, segmented)
-from emulator.services.datasets import dataset_summaries, list_entries, require_dataset
+from emulator.services.datasets import dataset_summaries, list_entries
+from emulator.services.lookups import require_dataset
 
 
 def test_empty_dataset_is_created_synchronously(kit: DatasetKit) -> None:

@@ -232,7 +232,7 @@ def test_a_model_that_cannot_be_loaded_fails_hosting(lookout: Any, s3: Any, proj
 def test_a_request_racing_stop_model_finds_the_model_stopped(hosted: Trained, emulator: Any) -> None:
     """What DetectAnomalies meets when StopModel completes between its status check and inference."""
     from emulator.services.hosting import HostingRegistry, NotHosted
-    from emulator.services.training_job import engine_dir
+    from emulator.services.lookups import engine_dir
 
     own = HostingRegistry()
     key = (hosted.kit.project, 1)

@@ -96,7 +96,7 @@ def test_segmentation_model_reports_per_label_metrics(segmentation, s3) -> None:
 
 
 def test_trained_model_keeps_its_own_copy_of_the_images(classification, emulator) -> None:
-    from emulator.services.training_job import model_dir
+    from emulator.services.lookups import model_dir
 
     directory = model_dir(emulator.backend, classification.kit.project, 1)
     assert len(list((directory / "data" / "train").iterdir())) == 24
@@ -333,7 +333,7 @@ def test_project_with_models_cannot_be_deleted(mkit: ModelKit, lookout) -> None:
 
 
 def test_deleted_model_is_gone_with_its_files_and_tags(mkit: ModelKit, lookout, emulator) -> None:
-    from emulator.services.training_job import model_dir
+    from emulator.services.lookups import model_dir
 
     mkit.stage_doomed()
     created = mkit.create_model(Tags=[{"Key": "k", "Value": "v"}])

@@ -1,0 +1,74 @@
+"""Finding resources: ARNs, the rows of projects, datasets and models or the documented 404, and
+where a model's files live. Every service module looks resources up through here, so each error
+message and ARN format exists once and the service modules need not import one another for it.
+"""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from emulator.api.errors import ResourceNotFoundException
+from emulator.api.statuses import ResourceType
+from emulator.backend import Backend
+
+DATASET_TYPE_NAMES = {"train": "training", "test": "test"}
+
+
+def project_arn(backend: Backend, name: str) -> str:
+    return backend.arn(f"project/{name}")
+
+
+def model_arn(backend: Backend, project: str, version: int) -> str:
+    return backend.arn(f"model/{project}/{version}")
+
+
+def get_project(backend: Backend, name: str) -> sqlite3.Row:
+    """The project's row, or the ResourceNotFoundException every project-scoped call answers."""
+    row = backend.store.query_one("SELECT * FROM projects WHERE name=?", (name,))
+    if row is None:
+        raise ResourceNotFoundException(f"The project {name} does not exist.", resource_id=name,
+                                        resource_type=ResourceType.PROJECT)
+    return row
+
+
+def find_dataset(backend: Backend, project: str, dataset_type: str) -> sqlite3.Row | None:
+    return backend.store.query_one("SELECT * FROM datasets WHERE project=? AND dataset_type=?",
+                                   (project, dataset_type))
+
+
+def require_dataset(backend: Backend, project: str, dataset_type: str) -> sqlite3.Row:
+    """The dataset's row; ResourceNotFoundException for a missing project or dataset."""
+    get_project(backend, project)
+    row = find_dataset(backend, project, dataset_type)
+    if row is None:
+        raise ResourceNotFoundException(
+            f"The project {project} has no {DATASET_TYPE_NAMES.get(dataset_type, dataset_type)} dataset "
+            f"({dataset_type}).", resource_id=dataset_type, resource_type=ResourceType.DATASET)
+    return row
+
+
+def get_model(backend: Backend, project: str, version: str) -> sqlite3.Row:
+    """The model row for a ModelVersion ("latest" is the highest version), or the documented 404s."""
+    get_project(backend, project)
+    if version == "latest":
+        row = backend.store.query_one("SELECT * FROM models WHERE project=? ORDER BY version DESC LIMIT 1",
+                                      (project,))
+        if row is None:
+            raise ResourceNotFoundException(f"Project {project} has no models.", resource_id=project,
+                                            resource_type=ResourceType.MODEL)
+        return row
+    row = backend.store.query_one("SELECT * FROM models WHERE project=? AND version=?", (project, int(version)))
+    if row is None:
+        raise ResourceNotFoundException(f"Model version {version} does not exist in project {project}.",
+                                        resource_id=version, resource_type=ResourceType.MODEL)
+    return row
+
+
+def model_dir(backend: Backend, project: str, version: int) -> Path:
+    """The model's own storage: copied images, the engine artifact, the training record."""
+    return backend.settings.models_dir / project / str(version)
+
+
+def engine_dir(backend: Backend, project: str, version: int) -> Path:
+    """The engine artifact of a model (what hosting and packaging load)."""
+    return model_dir(backend, project, version) / "engine"
