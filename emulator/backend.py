@@ -15,7 +15,8 @@ from typing import TypeVar
 
 from emulator.config import Settings
 from emulator.jobs import JobRunner
-from emulator.s3.frontend import ObjectStore, object_store_for
+from emulator.s3.objects import ObjectStore
+from emulator.s3.stores import object_store_for
 from emulator.store import Store
 
 log = logging.getLogger(__name__)

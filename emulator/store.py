@@ -187,10 +187,6 @@ class Store:
         with self._connection() as conn:
             conn.executescript(ddl)
 
-    def add_schema(self, ddl: str) -> None:
-        """Create the tables of a service module (idempotent DDL) on this database."""
-        self._apply(ddl)
-
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """An immediate (write-locked) transaction; commits on success, rolls back on any error."""

@@ -93,9 +93,3 @@ def error_status(code: str) -> int:
 def error_members(code: str) -> tuple[str, ...]:
     return tuple(service_model().shape_for(code).members)
 
-
-def shape_constraints(shape: botocore.model.Shape) -> dict[str, Any]:
-    """The constraint metadata (min/max/pattern/enum) of a shape."""
-    return {k: shape.metadata[k] for k in ("min", "max", "pattern") if k in shape.metadata} | (
-        {"enum": shape.enum} if getattr(shape, "enum", None) else {}
-    )

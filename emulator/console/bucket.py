@@ -23,7 +23,3 @@ def console_bucket(backend: Backend) -> str:
             name = str(db.execute("SELECT value FROM console_settings WHERE name='bucket'").fetchone()["value"])
     backend.objects.create_bucket(name)  # idempotent; also recreates it if the S3 store was wiped
     return name
-
-
-def s3_uri(bucket: str, key: str) -> str:
-    return f"s3://{bucket}/{key}"

@@ -13,7 +13,7 @@ from typing import Any
 
 from emulator.backend import Backend
 from emulator.formats.manifests import parse_line, read_json_lines
-from emulator.s3.stores import ObjectNotFound
+from emulator.s3.objects import ObjectNotFound
 
 DETECTED = "anomaly-label-detected"
 

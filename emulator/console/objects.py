@@ -8,11 +8,9 @@ from flask import Response, abort, request
 from PIL import Image
 
 from emulator.console.blueprint import backend, blueprint
-from emulator.formats.image_files import ImageError, decode_image, sniff_format
-from emulator.s3.frontend import parse_s3_uri
-from emulator.s3.stores import ObjectNotFound
-
-_CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
+from emulator.formats.image_files import CONTENT_TYPES, ImageError, decode_image, sniff_format
+from emulator.s3.objects import ObjectNotFound
+from emulator.s3.uri import parse_s3_uri, s3_uri
 
 
 @blueprint.get("/object")
@@ -25,9 +23,9 @@ def s3_object() -> Response:
         abort(404, str(missing))
     found = sniff_format(data)
     if found is None:
-        abort(415, f"s3://{bucket}/{key} is not a PNG or JPEG image")
+        abort(415, f"{s3_uri(bucket, key)} is not a PNG or JPEG image")
     # Objects under a key can be replaced, so the browser revalidates each time.
-    return Response(data, content_type=_CONTENT_TYPES[found], headers={"Cache-Control": "no-cache"})
+    return Response(data, content_type=CONTENT_TYPES[found], headers={"Cache-Control": "no-cache"})
 
 
 @blueprint.get("/overlay")
@@ -39,7 +37,7 @@ def mask_overlay() -> Response:
     """
     bucket, key = parse_s3_uri(request.args.get("uri", ""))
     try:
-        mask = decode_image(backend().objects.get(bucket, key), f"s3://{bucket}/{key}", ("PNG",))
+        mask = decode_image(backend().objects.get(bucket, key), s3_uri(bucket, key), ("PNG",))
     except ObjectNotFound as missing:
         abort(404, str(missing))
     except ImageError as bad:
@@ -49,4 +47,4 @@ def mask_overlay() -> Response:
     alpha = np.where(background, 0, 255).astype(np.uint8)
     out = io.BytesIO()
     Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(out, "PNG")
-    return Response(out.getvalue(), content_type="image/png", headers={"Cache-Control": "no-cache"})
+    return Response(out.getvalue(), content_type=CONTENT_TYPES["PNG"], headers={"Cache-Control": "no-cache"})

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator.backend import Backend, per_backend
-from emulator.console.bucket import console_bucket, s3_uri
+from emulator.console.bucket import console_bucket
 from emulator.console.entries import labelled_line, put_lines
 from emulator.api.errors import ConflictException, ResourceNotFoundException, ServiceError, ValidationException
 from emulator.api.statuses import ModelStatus, ResourceType
-from emulator.formats.image_files import sniff_format
-from emulator.formats.manifests import SEGMENTATION_TYPE, split_s3_uri
-from emulator.s3.stores import ObjectNotFound
+from emulator.formats.image_files import CONTENT_TYPES, sniff_format
+from emulator.formats.manifests import SEGMENTATION_TYPE
+from emulator.s3.objects import ObjectNotFound
+from emulator.s3.uri import parse_s3_uri, s3_uri, split_s3_location
 from emulator.services import detection, model_lifecycle
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ HOSTING_TIMEOUT_S = 300.0
 # Models a trial can run on: trained ones, including those being started or stopped (a trial waits
 # for that to finish), e.g. while another trial is starting the same model.
 TRIAL_MODEL_STATUSES = (ModelStatus.TRAINED, ModelStatus.STARTING_HOSTING, ModelStatus.HOSTED, ModelStatus.STOPPING_HOSTING)
-_CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -63,10 +63,10 @@ def _model(backend: Backend, project: str, version: str) -> dict[str, Any]:
 
 def images_under(backend: Backend, uri: str) -> list[str]:
     """The PNG and JPEG objects under an ``s3://bucket/prefix`` (by name; their bytes are checked when run)."""
-    found = re.fullmatch(r"s3://([^/]+)/?(.*)", uri.strip())
+    found = split_s3_location(uri.strip())
     if found is None:
         raise ValidationException(f"{uri!r} is not an S3 location of the form s3://bucket/prefix/")
-    bucket, prefix = found.groups()
+    bucket, prefix = found
     try:
         keys = backend.objects.list_keys(bucket, prefix)
     except ObjectNotFound as missing:
@@ -225,7 +225,7 @@ _trial_hosting = per_backend(_TrialHosting)
 
 
 def _detect_one(backend: Backend, project: str, name: str, version: str, ref: str) -> None:
-    bucket, key = split_s3_uri(ref)  # type: ignore[misc]  (refs are built as s3 URIs)
+    bucket, key = parse_s3_uri(ref)  # refs are built as S3 URIs
     columns: dict[str, Any]
     try:
         body = backend.objects.get(bucket, key)
@@ -233,7 +233,7 @@ def _detect_one(backend: Backend, project: str, name: str, version: str, ref: st
         if found is None:
             raise ValidationException(f"{ref} is not a PNG or JPEG image.")
         result = detection.detect_anomalies(backend, {"ProjectName": project, "ModelVersion": version,
-                                                          "Body": body, "ContentType": _CONTENT_TYPES[found]})
+                                                          "Body": body, "ContentType": CONTENT_TYPES[found]})
     except ObjectNotFound as missing:
         columns = {"error": str(missing)}
     except ValidationException as refused:
@@ -244,7 +244,7 @@ def _detect_one(backend: Backend, project: str, name: str, version: str, ref: st
         if "AnomalyMask" in detected:
             mask_key = f"trials/{project}/{name}/masks/{key.rsplit('/', 1)[-1]}.png"
             mask_bucket = console_bucket(backend)
-            backend.objects.put(mask_bucket, mask_key, detected["AnomalyMask"], "image/png")
+            backend.objects.put(mask_bucket, mask_key, detected["AnomalyMask"], CONTENT_TYPES["PNG"])
             columns |= {"mask_ref": s3_uri(mask_bucket, mask_key), "anomalies": json.dumps(detected["Anomalies"])}
     names = ", ".join(f"{column}=?" for column in columns)
     with backend.store.transaction() as db:

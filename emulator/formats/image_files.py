@@ -19,6 +19,9 @@ MIN_SIDE = 64
 MAX_SIDE = 4096
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 SUPPORTED_FORMATS = ("PNG", "JPEG")
+# The media type of each format: what DetectAnomalies' ContentType names and what S3 and browsers get.
+CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
+FORMAT_OF_CONTENT_TYPE = {media_type: name for name, media_type in CONTENT_TYPES.items()}
 
 # The file signatures of the supported formats: the format is what the bytes say, not the name.
 _SIGNATURES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}

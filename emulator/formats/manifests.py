@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator import jsontext
+from emulator.s3.uri import split_s3_uri
 
 CLASSIFICATION_TYPE = "groundtruth/image-classification"
 SEGMENTATION_TYPE = "groundtruth/semantic-segmentation"
@@ -32,7 +33,6 @@ BACKGROUND = "BACKGROUND"
 MAX_MASK_LABELS = 20  # limits.md: anomaly labels on one mask image
 MAX_LINE_CHARS = 8192  # the service model's DatasetEntry: ListDatasetEntries cannot return longer lines
 _METADATA = "-metadata"
-_S3_URI = re.compile(r"s3://([^/]+)/(.+)")
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 
 
@@ -63,12 +63,6 @@ class ManifestLine:
 def serialize(line: dict[str, Any]) -> str:
     """The compact one-line JSON form a dataset entry is stored and listed in."""
     return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
-
-
-def split_s3_uri(uri: Any) -> tuple[str, str] | None:
-    """(bucket, key) of an ``s3://bucket/key`` string, or None when it is not one."""
-    found = _S3_URI.fullmatch(uri) if isinstance(uri, str) else None
-    return (found.group(1), found.group(2)) if found else None
 
 
 def read_json_lines(data: bytes) -> list[tuple[int, Any]]:

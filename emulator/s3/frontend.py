@@ -1,4 +1,4 @@
-"""S3 beside the API: request routing, the embedded moto S3 front end and the ObjectStore interface.
+"""S3 beside the API on our port: request routing and the embedded moto S3 front end.
 
 Requests are routed to S3 or to Lookout for Vision by the service in their SigV4 credential scope,
 so any bucket name works (even ``projects`` or ``2020-11-20``); unsigned requests fall back to path
@@ -12,12 +12,10 @@ import re
 import sys
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
-from emulator.config import Settings
-from emulator.api.errors import ValidationException
 from emulator.wsgi import raw_path
 
 if TYPE_CHECKING:
@@ -184,33 +182,3 @@ def s3_error(environ: dict[str, Any], start_response: Callable[..., Any], status
             f"<RequestId>{uuid.uuid4()}</RequestId></Error>").encode()
     start_response(status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))], exc_info)
     return [body]
-
-
-class ObjectStore(Protocol):
-    """What service code needs of S3: read manifests and images, write evaluation output.
-
-    Every method raises `emulator.s3.stores.ObjectNotFound` (with a message for the user) when the
-    object cannot be read or written.
-    """
-
-    def open(self) -> None: ...
-    def close(self) -> None: ...
-    def get(self, bucket: str, key: str) -> bytes: ...
-    def put(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
-    def size(self, bucket: str, key: str) -> int: ...
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """Split ``s3://bucket/key`` into (bucket, key); ValidationException otherwise."""
-    found = re.fullmatch(r"s3://([^/]+)/(.+)", uri or "")
-    if found is None:
-        raise ValidationException(f"{uri!r} is not an S3 URI of the form s3://bucket/key")
-    return found.group(1), found.group(2)
-
-
-def object_store_for(settings: Settings) -> ObjectStore:
-    from emulator.s3.stores import EmbeddedObjectStore, ExternalObjectStore
-
-    if settings.s3_endpoint_url:
-        return ExternalObjectStore(settings)
-    return EmbeddedObjectStore(settings)

@@ -10,11 +10,14 @@ from botocore.config import Config
 from emulator.config import Settings
 from emulator.s3.mirror import S3Mirror
 from emulator.s3.moto_space import MotoS3Space
+from emulator.s3.objects import ObjectNotFound, ObjectStore
 
 
-class ObjectNotFound(Exception):
-    """The object cannot be read or written: it (or its bucket) does not exist, or the store refused
-    or could not be reached. The message says which; service code shows it to the user."""
+def object_store_for(settings: Settings) -> ObjectStore:
+    """The external store when the settings name an endpoint, else the embedded one."""
+    if settings.s3_endpoint_url:
+        return ExternalObjectStore(settings)
+    return EmbeddedObjectStore(settings)
 
 
 class EmbeddedObjectStore:

@@ -33,10 +33,11 @@ from emulator.api.errors import ConflictException, ValidationException
 from emulator.api.statuses import DATASET_JOB_RUNNING, DatasetStatus, ResourceType
 from emulator.formats.image_files import ImageError, decode_image
 from emulator.formats.manifests import ManifestError, ManifestLine, parse_line, parse_lines, parse_manifest, \
-    read_json_lines, split_s3_uri
+    read_json_lines
 from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, page, page_size
-from emulator.s3.stores import ObjectNotFound
+from emulator.s3.objects import ObjectNotFound
+from emulator.s3.uri import parse_s3_uri, s3_uri
 from emulator.services.lookups import DATASET_TYPE_NAMES, find_dataset, get_project, require_dataset
 
 operations = OperationTable()
@@ -269,7 +270,7 @@ def _run_job(backend: Backend, project: str, dataset_type: str) -> None:
     try:
         if creating:
             location = json.loads(row["manifest"])
-            manifest_uri = f"s3://{location['Bucket']}/{location['Key']}"
+            manifest_uri = s3_uri(location["Bucket"], location["Key"])
             parsed = _read_manifest(backend, location, manifest_uri)
         else:
             parsed = parse_lines(json.loads(row["pending_changes"]))
@@ -339,13 +340,13 @@ def _check(backend: Backend, project: str, dataset_type: str,
                             f"{DATASET_TYPE_NAMES[dataset_type]} dataset may have at most "
                             f"{MAX_IMAGES[dataset_type]}.")
     _check_label_count(kept, parsed)
-    bucket = split_s3_uri(mine[0]["source_ref"])[0] if mine else split_s3_uri(parsed[0][1].source_ref)[0]
+    bucket = parse_s3_uri(mine[0]["source_ref"])[0] if mine else parse_s3_uri(parsed[0][1].source_ref)[0]
     reference = (kept[0]["source_ref"], kept[0]["width"], kept[0]["height"]) if kept else None
     checked = []
     for number, entry in parsed:
         if backend.jobs.stopping.is_set():
             raise _Interrupted
-        image_bucket = split_s3_uri(entry.source_ref)[0]
+        image_bucket = parse_s3_uri(entry.source_ref)[0]
         if image_bucket != bucket:
             raise ManifestError(number, f"the image {entry.source_ref} is in bucket {image_bucket}, but the "
                                 f"dataset's images are in bucket {bucket}; all images of a dataset must be in "
@@ -383,7 +384,7 @@ def _check_files(backend: Backend, entry: ManifestLine, number: int) -> tuple[in
 
 
 def _decode(backend: Backend, uri: str, number: int, what: str, formats: tuple[str, ...]) -> Image.Image:
-    bucket, key = split_s3_uri(uri)  # type: ignore[misc]  (parse_line checked the URI)
+    bucket, key = parse_s3_uri(uri)  # parse_line checked the URI
     try:
         return decode_image(backend.objects.get(bucket, key), uri, formats)
     except ObjectNotFound as exc:

@@ -17,7 +17,7 @@ from emulator.services import hosting
 from emulator.formats import png
 from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ValidationException
-from emulator.formats.image_files import ImageError, open_image, rgb_pixels, sniff_format
+from emulator.formats.image_files import FORMAT_OF_CONTENT_TYPE, ImageError, open_image, rgb_pixels, sniff_format
 from emulator.api.registry import OperationTable
 from emulator.api.statuses import ModelStatus, ResourceType
 from emulator.services.lookups import get_model
@@ -28,14 +28,12 @@ if TYPE_CHECKING:
 
 operations = OperationTable()
 
-CONTENT_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
-
 
 def read_image(body: bytes, content_type: str, size: tuple[int, int]) -> np.ndarray:
     """The request's image as (H, W, 3) uint8 RGB, or a ValidationException that says what is wrong."""
-    expected = CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
+    expected = FORMAT_OF_CONTENT_TYPE.get(content_type.split(";", 1)[0].strip().lower())
     if expected is None:
-        raise ValidationException(f"ContentType {content_type} is not supported; use image/png or image/jpeg.")
+        raise ValidationException(f"ContentType {content_type} is not supported; use {' or '.join(FORMAT_OF_CONTENT_TYPE)}.")
     found = sniff_format(body)
     if found != expected:
         actual = f"a {found} image" if found else "not a PNG or JPEG image"

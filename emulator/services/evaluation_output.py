@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emulator.formats import png
+from emulator.formats.image_files import CONTENT_TYPES
 from emulator.backend import Backend
-from emulator.s3.stores import ObjectNotFound
+from emulator.s3.objects import ObjectNotFound
+from emulator.s3.uri import s3_uri
 from emulator.services.training_plan import TrainingError, TrainingPlan
 
 if TYPE_CHECKING:
@@ -124,8 +126,8 @@ def write_evaluation(backend: Backend, plan: TrainingPlan, metrics: "Metrics", t
         mask_refs = {}
         for index, (source_ref, mask) in enumerate(sorted((masks or {}).items())):
             key = output_key(plan.output_prefix, f"EvaluationMasks-{plan.project}-{plan.version}/{index}.png")
-            backend.objects.put(plan.output_bucket, key, png.encode_rgb(mask), "image/png")
-            mask_refs[source_ref] = f"s3://{plan.output_bucket}/{key}"
+            backend.objects.put(plan.output_bucket, key, png.encode_rgb(mask), CONTENT_TYPES["PNG"])
+            mask_refs[source_ref] = s3_uri(plan.output_bucket, key)
         body = "".join(json.dumps(line) + "\n" for line in manifest_lines(plan, metrics, timestamp, mask_refs))
         backend.objects.put(manifest["Bucket"], manifest["Key"], body.encode(), "application/json")
         backend.objects.put(result["Bucket"], result["Key"],

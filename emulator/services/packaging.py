@@ -30,7 +30,7 @@ from emulator.api.statuses import ModelStatus, PackagingJobStatus, ResourceType
 from emulator.services.evaluation_output import output_key
 from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, invalid_token, page, page_size
-from emulator.s3.stores import ObjectNotFound
+from emulator.s3.objects import ObjectNotFound
 from emulator.services.lookups import engine_dir, get_model, get_project, model_arn
 from emulator.services.model_lifecycle import conflict
 

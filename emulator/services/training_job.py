@@ -24,8 +24,8 @@ from emulator.api.errors import ValidationException
 from emulator.api.statuses import ModelStatus
 from emulator.backend import Backend
 from emulator.formats.image_files import ImageError, open_image, rgb_pixels
-from emulator.s3.frontend import parse_s3_uri
-from emulator.s3.stores import ObjectNotFound
+from emulator.s3.objects import ObjectNotFound
+from emulator.s3.uri import parse_s3_uri
 from emulator.services.evaluation_output import write_evaluation
 from emulator.services.lookups import engine_dir, model_dir
 from emulator.services.training_plan import Sample, TrainingError, TrainingPlan
