@@ -16,18 +16,18 @@ def emulator(lookoutvision_server: LocalEmulator) -> LocalEmulator:
 
 
 @pytest.fixture(scope="session")
-def lookout(emulator: LocalEmulator):  # type: ignore[no-untyped-def]
+def lookout(emulator: LocalEmulator):
     return emulator.client("lookoutvision")
 
 
 @pytest.fixture(scope="session")
-def lookout_unvalidated(emulator: LocalEmulator):  # type: ignore[no-untyped-def]
+def lookout_unvalidated(emulator: LocalEmulator):
     """A client whose own parameter validation is off, to prove the server validates too."""
     return emulator.client("lookoutvision", parameter_validation=False)
 
 
 @pytest.fixture(scope="session")
-def s3(emulator: LocalEmulator):  # type: ignore[no-untyped-def]
+def s3(emulator: LocalEmulator):
     return emulator.client("s3")
 
 

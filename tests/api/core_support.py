@@ -57,7 +57,8 @@ class ServerProcess:
 
     def __init__(self, command: list[str], *flags: str, timeout: float = 120) -> None:
         self.process = subprocess.Popen([*command, "serve", "--port", "0", *flags], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []
         self._listening = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -21,13 +21,15 @@ CLASSIFICATION = "groundtruth/image-classification"
 SEGMENTATION = "groundtruth/semantic-segmentation"
 
 
-def image_bytes(size: tuple[int, int] = (64, 64), fmt: str = "PNG", color: tuple[int, int, int] = (90, 120, 150)) -> bytes:
+def image_bytes(size: tuple[int, int] = (64, 64), fmt: str = "PNG",
+                color: tuple[int, int, int] = (90, 120, 150)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, fmt)
     return buffer.getvalue()
 
 
-def mask_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (35, 164, 54), fmt: str = "PNG") -> bytes:
+def mask_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (35, 164, 54),
+               fmt: str = "PNG") -> bytes:
     """A white mask with one coloured square, like the masks the console draws."""
     mask = Image.new("RGB", size, (255, 255, 255))
     mask.paste(color, (4, 4, 20, 20))
@@ -114,18 +116,6 @@ class DatasetKit:
         paginator = self.lookout.get_paginator("list_dataset_entries")
         pages = paginator.paginate(ProjectName=self.project, DatasetType=dataset_type, **filters)
         return [json.loads(line) for page in pages for line in page["DatasetEntries"]]
-
-
-@pytest.fixture(scope="session")
-def buckets(s3: Any) -> None:
-    for bucket in (BUCKET, OTHER_BUCKET):
-        s3.create_bucket(Bucket=bucket)
-
-
-@pytest.fixture
-def kit(lookout: Any, s3: Any, project_name: str, buckets: None) -> DatasetKit:
-    lookout.create_project(ProjectName=project_name)
-    return DatasetKit(lookout, s3, project_name)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from datasets_support import BUCKET, DatasetKit, labelled, segmented
+from tests.api.datasets_support import BUCKET, DatasetKit, labelled, segmented
 
 SIZE = (96, 96)
 LABEL, COLOUR = "scratch", "#2CA02C"

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from emulator.console.trial_runs import create_trial, get_trial, trial_images
-from models_support import encode, texture, trained
+from tests.api.models_support import encode, texture, trained
 
 
 def _finished(backend: Any, project: str, name: str, timeout: float = 120) -> dict[str, Any]:

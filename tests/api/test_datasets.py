@@ -7,10 +7,9 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from datasets_support import (BUCKET, DatasetKit, buckets, error_of, image_bytes, kit, labelled,  # noqa: F401
-                              mask_bytes, segmented)
 from emulator.services.datasets import dataset_summaries, list_entries
 from emulator.services.lookups import require_dataset
+from tests.api.datasets_support import BUCKET, DatasetKit, error_of, image_bytes, labelled, mask_bytes, segmented
 
 
 def test_empty_dataset_is_created_synchronously(kit: DatasetKit) -> None:
@@ -53,7 +52,7 @@ def test_create_returns_in_progress_then_completes(kit: DatasetKit) -> None:
     assert kit.wait("test")["Status"] == "CREATE_COMPLETE"
 
 
-def test_segmentation_manifest_in_the_documented_format(kit: DatasetKit, emulator) -> None:  # type: ignore[no-untyped-def]
+def test_segmentation_manifest_in_the_documented_format(kit: DatasetKit, emulator) -> None:
     image = kit.put("seg.png", image_bytes())
     mask = kit.put("seg-mask.png", mask_bytes())
     normal = kit.put("ok.jpg", image_bytes(fmt="JPEG"))
@@ -69,7 +68,7 @@ def test_segmentation_manifest_in_the_documented_format(kit: DatasetKit, emulato
     assert entries[0].created_at > 0
 
 
-def test_segmentation_manifest_like_the_cookies_template(kit: DatasetKit, emulator) -> None:  # type: ignore[no-untyped-def]
+def test_segmentation_manifest_like_the_cookies_template(kit: DatasetKit, emulator) -> None:
     """The getting-started template: no BACKGROUND entry, the anomaly label at key "0", a palette mask."""
     image = kit.put("anomaly-1.jpg", image_bytes((96, 128), fmt="JPEG"))
     palette_mask = mask_bytes((96, 128), color=(35, 164, 54))
@@ -85,7 +84,7 @@ def test_segmentation_manifest_like_the_cookies_template(kit: DatasetKit, emulat
     assert list_entries(emulator.backend, kit.project, "train")[0].label_colors == {"cracked": "#23A436"}
 
 
-def test_a_project_has_one_train_and_one_test_dataset(kit: DatasetKit, emulator) -> None:  # type: ignore[no-untyped-def]
+def test_a_project_has_one_train_and_one_test_dataset(kit: DatasetKit, emulator) -> None:
     kit.create("train")
     kit.create("test")
     for dataset_type in ("train", "test"):
@@ -101,7 +100,7 @@ def test_a_project_has_one_train_and_one_test_dataset(kit: DatasetKit, emulator)
     assert require_dataset(emulator.backend, kit.project, "test")["status"] == "CREATE_COMPLETE"
 
 
-def test_create_in_a_missing_project(lookout, project_name: str) -> None:  # type: ignore[no-untyped-def]
+def test_create_in_a_missing_project(lookout, project_name: str) -> None:
     with pytest.raises(ClientError) as err:
         lookout.create_dataset(ProjectName=project_name, DatasetType="train")
     code, status, message = error_of(err)
@@ -155,7 +154,7 @@ def test_dataset_source_without_a_manifest_location(kit: DatasetKit) -> None:
     assert "GroundTruthManifest.S3Object" in message
 
 
-def test_server_validates_dataset_type_and_manifest_location(kit: DatasetKit, lookout_unvalidated) -> None:  # type: ignore[no-untyped-def]
+def test_server_validates_dataset_type_and_manifest_location(kit: DatasetKit, lookout_unvalidated) -> None:
     with pytest.raises(ClientError) as err:
         lookout_unvalidated.create_dataset(ProjectName=kit.project, DatasetType="validation")
     code, _, message = error_of(err)

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from shared_datasets import COOKIES_DIR
-from datasets_support import BUCKET, DatasetKit, buckets, kit, labelled  # noqa: F401
 from emulator.services.datasets import list_entries
+from tests.api.datasets_support import BUCKET, DatasetKit, labelled
+from tests.shared_datasets import COOKIES_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ def cookies() -> None:
         pytest.skip(f"the shared cookies dataset is not at {COOKIES_DIR}")
 
 
-def test_cookies_segmentation_train_and_classification_test(kit: DatasetKit, emulator, cookies) -> None:  # type: ignore[no-untyped-def]
+def test_cookies_segmentation_train_and_classification_test(kit: DatasetKit, emulator, cookies) -> None:
     files = COOKIES_DIR / "dataset-files"
     for folder in ("training-images", "mask-images"):
         for path in sorted((files / folder).iterdir()):

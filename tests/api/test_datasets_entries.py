@@ -9,8 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from emulator.api.pagination import encode_token
-
-from datasets_support import DatasetKit, buckets, error_of, kit, labelled  # noqa: F401
+from tests.api.datasets_support import DatasetKit, error_of, labelled
 
 
 @pytest.fixture
@@ -20,7 +19,7 @@ def populated(kit: DatasetKit) -> tuple[DatasetKit, list[str], dt.datetime]:
     kit.create("train", [labelled(refs[0], "normal"), labelled(refs[1], "normal"), labelled(refs[2], "anomaly"),
                          {"source-ref": refs[3]}])
     time.sleep(0.05)
-    between = dt.datetime.now(dt.timezone.utc)
+    between = dt.datetime.now(dt.UTC)
     time.sleep(0.05)
     kit.update([labelled(refs[4], "anomaly"), labelled(refs[5], "anomaly")])
     return kit, refs, between
@@ -30,7 +29,7 @@ def _refs(kit: DatasetKit, **filters: Any) -> list[str]:
     return [entry["source-ref"] for entry in kit.entries(**filters)]
 
 
-def test_without_filters_every_entry_in_insertion_order(populated) -> None:  # type: ignore[no-untyped-def]
+def test_without_filters_every_entry_in_insertion_order(populated) -> None:
     kit, refs, _ = populated
     assert _refs(kit) == refs
 
@@ -45,12 +44,12 @@ def test_without_filters_every_entry_in_insertion_order(populated) -> None:  # t
     ({"SourceRefContains": "FIRST"}, []),  # case-sensitive, like S3 keys
     ({"Labeled": True, "AnomalyClass": "anomaly", "SourceRefContains": "first"}, [2]),
 ])
-def test_filters(populated, filters: dict[str, Any], expected: list[int]) -> None:  # type: ignore[no-untyped-def]
+def test_filters(populated, filters: dict[str, Any], expected: list[int]) -> None:
     kit, refs, _ = populated
     assert _refs(kit, **filters) == [refs[i] for i in expected]
 
 
-def test_creation_date_filters(populated) -> None:  # type: ignore[no-untyped-def]
+def test_creation_date_filters(populated) -> None:
     kit, refs, between = populated
     assert _refs(kit, BeforeCreationDate=between) == refs[:4]
     assert _refs(kit, AfterCreationDate=between) == refs[4:]
@@ -60,14 +59,14 @@ def test_creation_date_filters(populated) -> None:  # type: ignore[no-untyped-de
     assert _refs(kit, BeforeCreationDate=later) == refs
 
 
-def test_replacing_an_entry_keeps_its_creation_date(populated) -> None:  # type: ignore[no-untyped-def]
+def test_replacing_an_entry_keeps_its_creation_date(populated) -> None:
     kit, refs, between = populated
     kit.update([labelled(refs[3], "anomaly")])
     assert _refs(kit, BeforeCreationDate=between) == refs[:4]
     assert _refs(kit, AfterCreationDate=between) == refs[4:]
 
 
-def test_pagination(populated) -> None:  # type: ignore[no-untyped-def]
+def test_pagination(populated) -> None:
     kit, refs, _ = populated
     pages, token = [], None
     while True:
@@ -88,10 +87,11 @@ def test_pagination(populated) -> None:  # type: ignore[no-untyped-def]
     assert len(exact["DatasetEntries"]) == 6 and "NextToken" not in exact
 
 
-def test_invalid_pagination_and_filter_values(kit: DatasetKit, lookout_unvalidated) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_pagination_and_filter_values(kit: DatasetKit, lookout_unvalidated) -> None:
     kit.create("train")
     another_listing = encode_token("a-project-name")  # ListProjects' kind of position
-    for kwargs, fragment in (({"NextToken": "bm90IGEgdG9rZW4="}, "NextToken"), ({"NextToken": another_listing}, "NextToken"),
+    for kwargs, fragment in (({"NextToken": "bm90IGEgdG9rZW4="}, "NextToken"),
+                             ({"NextToken": another_listing}, "NextToken"),
                              ({"MaxResults": 101}, "maxResults"),
                              ({"AnomalyClass": "broken"}, "anomalyClass")):
         with pytest.raises(ClientError) as err:

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from datasets_support import (OTHER_BUCKET, DatasetKit, buckets, error_of, image_bytes, kit, labelled,  # noqa: F401
-                              mask_bytes, segmented)
+from tests.api.datasets_support import OTHER_BUCKET, DatasetKit, error_of, image_bytes, labelled, mask_bytes, segmented
 
 # A case stages its files and returns the manifest content and the fragments the StatusMessage must contain.
 Case = Callable[[DatasetKit], tuple[bytes | list[dict[str, Any]], list[str]]]

@@ -7,10 +7,18 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from datasets_support import (BUCKET, OTHER_BUCKET, DatasetKit, buckets, error_of, image_bytes, jobs_held,  # noqa: F401
-                              kit, labelled, manifest_text)
 from emulator.services.datasets import add_entries, remove_entries
 from emulator.testing import TEST_CREDENTIALS, LocalEmulator
+from tests.api.datasets_support import (
+    BUCKET,
+    OTHER_BUCKET,
+    DatasetKit,
+    error_of,
+    image_bytes,
+    jobs_held,
+    labelled,
+    manifest_text,
+)
 
 
 def test_update_adds_new_entries_and_replaces_existing_ones(kit: DatasetKit) -> None:
@@ -43,7 +51,7 @@ def test_update_of_an_empty_dataset(kit: DatasetKit) -> None:
     assert described["ImageStats"]["Total"] == 2
 
 
-def test_remove_entries_for_the_console(kit: DatasetKit, emulator) -> None:  # type: ignore[no-untyped-def]
+def test_remove_entries_for_the_console(kit: DatasetKit, emulator) -> None:
     refs = kit.images(3)
     kit.create("train", [labelled(refs[0], "normal"), labelled(refs[1], "anomaly"), labelled(refs[2], "normal")])
     assert remove_entries(emulator.backend, kit.project, "train", [refs[1], refs[1] + ".unknown"]) == 1
@@ -58,7 +66,7 @@ def test_remove_entries_for_the_console(kit: DatasetKit, emulator) -> None:  # t
     (lambda kit: labelled(kit.put("big.png", image_bytes((80, 80))), "normal"), "same dimensions"),
     (lambda kit: labelled(kit.put("x.png", image_bytes(), bucket=OTHER_BUCKET), "normal"), "one bucket"),
 ])
-def test_a_failed_update_leaves_the_dataset_exactly_as_it_was(kit: DatasetKit, bad_line, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_update_leaves_the_dataset_exactly_as_it_was(kit: DatasetKit, bad_line, reason: str) -> None:
     refs = kit.images(3)
     kit.create("train", [labelled(refs[0], "normal"), labelled(refs[1], "anomaly")])
     before = kit.entries()
@@ -90,7 +98,7 @@ def test_changes_that_are_not_json_lines_are_rejected_at_once(kit: DatasetKit, c
     assert kit.describe()["Status"] == "CREATE_COMPLETE"
 
 
-def test_datasets_in_progress_reject_updates_and_deletion(kit: DatasetKit, emulator) -> None:  # type: ignore[no-untyped-def]
+def test_datasets_in_progress_reject_updates_and_deletion(kit: DatasetKit, emulator) -> None:
     refs = kit.images(2)
     kit.create("test")
     with jobs_held(emulator):
@@ -111,7 +119,7 @@ def test_datasets_in_progress_reject_updates_and_deletion(kit: DatasetKit, emula
     assert kit.wait("test")["ImageStats"]["Anomaly"] == 1
 
 
-def test_an_interrupted_import_and_update_are_finished_or_failed_on_restart(  # type: ignore[no-untyped-def]
+def test_an_interrupted_import_and_update_are_finished_or_failed_on_restart(
         emulator, s3, buckets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The crash state is a copy of the database taken while both jobs were in progress, which is what
     kill -9 leaves behind. These servers use the session server as their S3 (moto's S3 is per process)."""

@@ -13,9 +13,9 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from datasets_support import error_of
 from emulator.services.hosting import registry
-from models_support import COLOUR, LABEL, SIZE, Trained, encode, new_kit, texture, trained
+from tests.api.datasets_support import error_of
+from tests.api.models_support import COLOUR, LABEL, SIZE, Trained, encode, new_kit, texture, trained
 
 
 @pytest.fixture(scope="module")

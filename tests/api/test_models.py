@@ -7,8 +7,18 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from datasets_support import error_of, jobs_held
-from models_support import COLOUR, LABEL, OUTPUT_BUCKET, ModelKit, encode, new_kit, texture, trained, with_defect
+from tests.api.datasets_support import error_of, jobs_held
+from tests.api.models_support import (
+    COLOUR,
+    LABEL,
+    OUTPUT_BUCKET,
+    ModelKit,
+    encode,
+    new_kit,
+    texture,
+    trained,
+    with_defect,
+)
 
 
 @pytest.fixture
@@ -17,12 +27,12 @@ def mkit(lookout: Any, s3: Any, project_name: str) -> ModelKit:
 
 
 @pytest.fixture(scope="module")
-def classification(lookout: Any, s3: Any):  # type: ignore[no-untyped-def]
+def classification(lookout: Any, s3: Any):
     return trained("classification", lookout, s3)
 
 
 @pytest.fixture(scope="module")
-def segmentation(lookout: Any, s3: Any):  # type: ignore[no-untyped-def]
+def segmentation(lookout: Any, s3: Any):
     return trained("segmentation", lookout, s3)
 
 

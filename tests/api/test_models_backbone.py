@@ -6,11 +6,11 @@ import uuid
 import pytest
 
 from emulator.testing import LocalEmulator
-from models_support import new_kit
+from tests.api.models_support import new_kit
 
 
 @pytest.fixture
-def resnet_server(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def resnet_server(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("LOOKOUT_BACKBONE_WEIGHTS", raising=False)
     with LocalEmulator(backbone="resnet18") as emu:
         yield emu

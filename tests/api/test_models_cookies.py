@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared_datasets import COOKIES_DIR
-from models_support import new_kit
+from tests.api.models_support import new_kit
+from tests.shared_datasets import COOKIES_DIR
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core_support import ServerProcess
-from models_support import ModelKit, new_kit, trained
+from tests.api.core_support import ServerProcess
+from tests.api.models_support import ModelKit, new_kit, trained
 
 CLI = [sys.executable, "-m", "emulator.cli"]
 

@@ -14,8 +14,8 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from datasets_support import error_of, jobs_held
-from models_support import OUTPUT_BUCKET, Trained, new_kit, trained
+from tests.api.datasets_support import error_of, jobs_held
+from tests.api.models_support import OUTPUT_BUCKET, Trained, new_kit, trained
 
 PLATFORM = {"Os": "LINUX", "Arch": "X86_64"}
 

@@ -13,11 +13,11 @@ from tests.api.datasets_support import jobs_held
 
 
 def test_create_returns_arn_and_creation_time(lookout, project_name):
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     created = lookout.create_project(ProjectName=project_name)["ProjectMetadata"]
     assert created["ProjectArn"] == f"arn:aws:lookoutvision:us-east-1:123456789012:project/{project_name}"
     assert created["ProjectName"] == project_name
-    assert before - dt.timedelta(seconds=2) <= created["CreationTimestamp"] <= dt.datetime.now(dt.timezone.utc)
+    assert before - dt.timedelta(seconds=2) <= created["CreationTimestamp"] <= dt.datetime.now(dt.UTC)
 
 
 def test_describe_lists_the_datasets(lookout, project_name):
@@ -69,7 +69,8 @@ def test_list_pages_through_every_project(lookout):
     assert [name for name in seen if name.startswith(prefix)] == names
     assert seen == sorted(seen) and len(seen) == len(set(seen))
     assert pages >= 3
-    listed = {p["ProjectName"]: p for p in lookout.get_paginator("list_projects").paginate().build_full_result()["Projects"]}
+    pages = lookout.get_paginator("list_projects").paginate()
+    listed = {p["ProjectName"]: p for p in pages.build_full_result()["Projects"]}
     assert listed[names[0]]["ProjectArn"].endswith(f":project/{names[0]}")
 
 
@@ -171,7 +172,8 @@ def test_delete_is_refused_while_a_dataset_job_runs(emulator, lookout, s3, proje
     s3.create_bucket(Bucket="project-delete-rules")
     s3.put_object(Bucket="project-delete-rules", Key=f"{project_name}.manifest", Body=b'{"source-ref": "s3://x/y.png"}')
     lookout.create_project(ProjectName=project_name)
-    source = {"GroundTruthManifest": {"S3Object": {"Bucket": "project-delete-rules", "Key": f"{project_name}.manifest"}}}
+    manifest = {"Bucket": "project-delete-rules", "Key": f"{project_name}.manifest"}
+    source = {"GroundTruthManifest": {"S3Object": manifest}}
     with jobs_held(emulator):
         lookout.create_dataset(ProjectName=project_name, DatasetType="train", DatasetSource=source)
         with pytest.raises(ClientError) as err:

@@ -45,7 +45,7 @@ def test_arn_labels_carry_slashes_percent_encoded(emulator, lookout, project_nam
 def test_query_string_booleans_and_timestamps(emulator, lookout, project_name):
     lookout.create_project(ProjectName=project_name)
     lookout.create_dataset(ProjectName=project_name, DatasetType="train")
-    tomorrow = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     assert lookout.list_dataset_entries(ProjectName=project_name, DatasetType="train", Labeled=True,
                                         BeforeCreationDate=tomorrow)["DatasetEntries"] == []
     path = f"/2020-11-20/projects/{project_name}/datasets/train/entries"
@@ -61,7 +61,8 @@ def test_one_path_two_services_told_apart_by_the_signature(lookout, s3, project_
     s3.create_bucket(Bucket="2020-11-20")
     s3.put_object(Bucket="2020-11-20", Key="projects", Body=b"not a project list")
     assert s3.get_object(Bucket="2020-11-20", Key="projects")["Body"].read() == b"not a project list"
-    names = [p["ProjectName"] for p in lookout.get_paginator("list_projects").paginate().build_full_result()["Projects"]]
+    pages = lookout.get_paginator("list_projects").paginate()
+    names = [p["ProjectName"] for p in pages.build_full_result()["Projects"]]
     assert project_name in names
     s3.delete_object(Bucket="2020-11-20", Key="projects")
     s3.delete_bucket(Bucket="2020-11-20")

@@ -32,7 +32,8 @@ def test_required_member(lookout_unvalidated):
 def test_min_length_in_body_and_in_an_empty_uri_label(lookout_unvalidated):
     with pytest.raises(ClientError) as err:
         lookout_unvalidated.create_project(ProjectName="")
-    problem = "Value '' at 'projectName' failed to satisfy constraint: Member must have length greater than or equal to 1"
+    problem = ("Value '' at 'projectName' failed to satisfy constraint: "
+               "Member must have length greater than or equal to 1")
     _invalid(err, problem, f"Value '' at 'projectName' failed to satisfy constraint: Member must satisfy regular "
                            f"expression pattern: {PATTERN}")
     with pytest.raises(ClientError) as err:
@@ -131,8 +132,9 @@ def test_query_string_timestamp(emulator, project_name):
     status, headers, body = raw_request(
         emulator.endpoint_url, "GET", f"/2020-11-20/projects/{project_name}/datasets/train/entries?createdBefore=soon")
     assert (status, headers["x-amzn-errortype"]) == (400, "ValidationException")
-    assert json.loads(body)["message"] == ("1 validation error detected: Value 'soon' at 'beforeCreationDate' failed "
-                                           "to satisfy constraint: Member must be a timestamp (ISO 8601 or epoch seconds)")
+    assert json.loads(body)["message"] == (
+        "1 validation error detected: Value 'soon' at 'beforeCreationDate' failed "
+        "to satisfy constraint: Member must be a timestamp (ISO 8601 or epoch seconds)")
 
 
 def test_every_violation_is_reported(lookout_unvalidated):

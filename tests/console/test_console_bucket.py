@@ -2,12 +2,11 @@
 ordinary S3 objects: here an emulator reading an external S3 (another emulator's) stores them there."""
 from __future__ import annotations
 
-import uuid
 import urllib.request
-
-from console_data import synthetic_image
+import uuid
 
 from emulator.testing import LocalEmulator
+from tests.console.console_data import synthetic_image
 
 
 def upload(endpoint: str, project: str, name: str, data: bytes) -> bytes:

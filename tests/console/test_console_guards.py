@@ -6,7 +6,8 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from console_data import synthetic_image
+
+from tests.console.console_data import synthetic_image
 
 BUCKET = "console-guard-tests"
 

@@ -8,9 +8,17 @@ import uuid
 
 import numpy as np
 import pytest
-from console_data import SIDE, classification_line, create_dataset, segmentation_line, synthetic_image, synthetic_mask
-from console_support import click_and_load, drop_files, find, find_all, flash, shoot, text, until
 from PIL import Image
+
+from tests.console.console_data import (
+    SIDE,
+    classification_line,
+    create_dataset,
+    segmentation_line,
+    synthetic_image,
+    synthetic_mask,
+)
+from tests.console.console_support import click_and_load, drop_files, find, find_all, flash, shoot, text, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 BUCKET = "console-page-tests"

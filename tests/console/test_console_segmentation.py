@@ -5,8 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from console_data import classification_line, create_dataset, segmentation_line, synthetic_image, synthetic_mask
-from console_support import click_and_load, find, find_all, flash, shoot, text, until, wait_for_status
+
+from tests.console.console_data import (
+    classification_line,
+    create_dataset,
+    segmentation_line,
+    synthetic_image,
+    synthetic_mask,
+)
+from tests.console.console_support import click_and_load, find, find_all, flash, shoot, text, until, wait_for_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 BUCKET = "console-segmentation-tests"
@@ -30,9 +37,10 @@ def segmentation_project(lookout, s3, project_name):
     for dataset_type, offset in (("train", 0), ("test", 100)):
         lines = [classification_line(put(f"{dataset_type}-normal-{i}.png", synthetic_image(offset + i, False)),
                                      "normal") for i in range(10)]
-        lines += [segmentation_line(put(f"{dataset_type}-scratch-{i}.png", synthetic_image(offset + 50 + i, True)),
-                                    put(f"{dataset_type}-scratch-{i}-mask.png", synthetic_mask(offset + 50 + i, COLOUR)),
-                                    LABEL, "#d62728") for i in range(10)]
+        lines += [segmentation_line(
+            put(f"{dataset_type}-scratch-{i}.png", synthetic_image(offset + 50 + i, True)),
+            put(f"{dataset_type}-scratch-{i}-mask.png", synthetic_mask(offset + 50 + i, COLOUR)),
+            LABEL, "#d62728") for i in range(10)]
         create_dataset(lookout, s3, BUCKET, project_name, dataset_type, lines)
     put("new/normal.png", synthetic_image(900, False))
     put("new/scratched.png", synthetic_image(901, True))

@@ -11,9 +11,21 @@ import re
 import uuid
 
 import pytest
-from console_support import (click_and_load, drop_files, find, find_all, flash, is_stale, shoot, text, until,
-                             upload_files, wait_for_status)
 from selenium.webdriver.support.ui import Select
+
+from tests.console.console_support import (
+    click_and_load,
+    drop_files,
+    find,
+    find_all,
+    flash,
+    is_stale,
+    shoot,
+    text,
+    until,
+    upload_files,
+    wait_for_status,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -148,7 +160,8 @@ def test_console_workflow(browser, console_url, image_files, screenshot_dir):
                         "trial-anomaly-00.png": "anomaly", "trial-anomaly-01.png": "anomaly"}
     click_and_load(driver, find(driver, "#add-verified"))
     assert "Added 4 verified images to the training dataset." in flash(driver)
-    assert len(find_all(driver, "#trial-grid .tile .meta")) == 4 and text(driver, "#trial-grid").count("in training dataset") == 4
+    assert len(find_all(driver, "#trial-grid .tile .meta")) == 4
+    assert text(driver, "#trial-grid").count("in training dataset") == 4
 
     # Retrain from the trial page; the new version learnt from 4 more images.
     click_and_load(driver, find(driver, "#train-button"))

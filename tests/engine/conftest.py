@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from engine import fit
-from engine_synth import SCRATCH, STAIN, fast_options, make_items
+from tests.engine.engine_synth import SCRATCH, STAIN, fast_options, make_items
 
 
 @pytest.fixture(scope="session")

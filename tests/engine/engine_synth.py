@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from engine import FitOptions, Item, fit
+
+from engine import FitOptions, Item
 
 SIZE = 128
 STAIN = "#E0201C"

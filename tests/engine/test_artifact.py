@@ -10,7 +10,7 @@ from engine import EngineError, load_model
 
 
 def _assert_same_predictions(a, b, images):
-    for pa, pb in zip(a.predict_batch(images), b.predict_batch(images)):
+    for pa, pb in zip(a.predict_batch(images), b.predict_batch(images), strict=True):
         assert pa.score == pb.score and pa.confidence == pb.confidence
         assert pa.is_anomalous == pb.is_anomalous
         assert np.array_equal(pa.anomaly_map, pb.anomaly_map)
@@ -42,7 +42,8 @@ def test_roundtrip_bit_exact_segmentation_with_test_metrics(seg_model, synth_tes
     _assert_same_predictions(seg_model, loaded, [it.image for it in items])
     # Saving the loaded model again gives identical files.
     loaded.save(tmp_path / "s2")
-    assert (tmp_path / "s" / "tensors.safetensors").read_bytes() == (tmp_path / "s2" / "tensors.safetensors").read_bytes()
+    tensors = [(tmp_path / copy / "tensors.safetensors").read_bytes() for copy in ("s", "s2")]
+    assert tensors[0] == tensors[1]
 
 
 def test_artifact_is_not_pickle(cls_model, tmp_path):

@@ -60,7 +60,7 @@ def test_traced_trunk_matches_eager():
     fast = trunk(x)
     with torch.inference_mode():
         slow = trunk.eager(x)
-    for a, b in zip(fast, slow):
+    for a, b in zip(fast, slow, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
 
 

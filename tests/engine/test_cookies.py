@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine import FitOptions, Item, fit
-from engine_synth import cookies_dir
+from tests.engine.engine_synth import cookies_dir
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import EngineError, FitOptions, Item, fit
-from engine_synth import STAIN, fast_options, make_items
+from tests.engine.engine_synth import STAIN, fast_options, make_items
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine_synth import SCRATCH, STAIN, fast_options, make_items
 from engine import Metrics, Prediction, fit
+from tests.engine.engine_synth import SCRATCH, STAIN, fast_options, make_items
 
 
 def test_classification_separates_defects(cls_model, synth_test):
@@ -43,7 +43,7 @@ def test_predict_batch_matches_predict(cls_model, synth_test):
     items, _ = synth_test
     imgs = [it.image for it in items[:5]]
     batch = cls_model.predict_batch(imgs)
-    for im, b in zip(imgs, batch):
+    for im, b in zip(imgs, batch, strict=True):
         s = cls_model.predict(im)
         assert s.score == pytest.approx(b.score, abs=1e-6)
         assert np.allclose(s.anomaly_map, b.anomaly_map, atol=1e-5)
@@ -53,7 +53,7 @@ def test_anomaly_map_peaks_on_defect(cls_model, synth_test):
     items, truth = synth_test
     hits = 0
     n = 0
-    for it, gt in zip(items, truth):
+    for it, gt in zip(items, truth, strict=True):
         if gt is None:
             continue
         n += 1
@@ -70,7 +70,7 @@ def test_segmentation_masks_land_on_defects(seg_model, synth_test):
     assert seg_model.is_segmentation
     assert seg_model.label_colors == {"stain": STAIN, "scratch": SCRATCH}
     ious, label_ok, label_n = [], 0, 0
-    for it, gt in zip(items, truth):
+    for it, gt in zip(items, truth, strict=True):
         p = seg_model.predict(it.image)
         assert p.mask is not None and p.mask.shape == it.image.shape and p.mask.dtype == np.uint8
         names = [a[0] for a in p.anomalies]
@@ -114,7 +114,7 @@ def test_fit_is_deterministic_and_seed_matters_little():
     b = fit(items, options=opts)
     pa = a.predict_batch([t.image for t in test])
     pb = b.predict_batch([t.image for t in test])
-    for x, y in zip(pa, pb):
+    for x, y in zip(pa, pb, strict=True):
         assert x.score == y.score and np.array_equal(x.anomaly_map, y.anomaly_map)
     for k, v in a.tensors.items():
         assert np.array_equal(v.numpy(), b.tensors[k].numpy()), k

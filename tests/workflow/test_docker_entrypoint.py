@@ -87,7 +87,7 @@ class Image:
             sys.stderr.write(self.stderr)  # pytest shows it with a failure
 
 
-def clients(endpoint_url: str):  # type: ignore[no-untyped-def]
+def clients(endpoint_url: str):
     return (boto3.client(service, endpoint_url=endpoint_url, region_name="us-east-1", **TEST_CREDENTIALS)
             for service in ("lookoutvision", "s3"))
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import botocore
 import pytest
-from examples import EXAMPLES, run_example
-from synthetic import write_cookies_layout
 
 from emulator.testing import TEST_CREDENTIALS, LocalEmulator
+from tests.workflow.examples import EXAMPLES, run_example
+from tests.workflow.synthetic import write_cookies_layout
 
 LOOKOUTVISION_MODEL = Path(botocore.__file__).parent / "data" / "lookoutvision"  # botocore-a-la-carte-lookoutvision
 

@@ -7,8 +7,9 @@ import uuid
 from collections import Counter
 
 import pytest
-from examples import import_example, python_example
-from synthetic import write_cookies_layout, write_folder_layout
+
+from tests.workflow.examples import import_example, python_example
+from tests.workflow.synthetic import write_cookies_layout, write_folder_layout
 
 quickstart = import_example("quickstart")
 COOKIES = import_example("lookout_project").COOKIES

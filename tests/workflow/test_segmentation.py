@@ -5,11 +5,11 @@ import json
 
 import boto3
 import pytest
-from examples import import_example, python_example
 from PIL import Image
-from synthetic import CRACK_COLOUR, write_cookies_layout
 
 from emulator.mock import mock_lookoutvision
+from tests.workflow.examples import import_example, python_example
+from tests.workflow.synthetic import CRACK_COLOUR, write_cookies_layout
 
 segmentation = import_example("segmentation")
 

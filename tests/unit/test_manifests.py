@@ -6,9 +6,15 @@ from typing import Any
 
 import pytest
 
-from shared_datasets import COOKIES_DIR
-from emulator.formats.manifests import (MAX_LINE_CHARS, ManifestError, parse_line, parse_lines, parse_manifest,
-                                read_json_lines)
+from emulator.formats.manifests import (
+    MAX_LINE_CHARS,
+    ManifestError,
+    parse_line,
+    parse_lines,
+    parse_manifest,
+    read_json_lines,
+)
+from tests.shared_datasets import COOKIES_DIR
 
 CLASSIFICATION = "groundtruth/image-classification"
 SEGMENTATION = "groundtruth/semantic-segmentation"
