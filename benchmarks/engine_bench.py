@@ -60,7 +60,8 @@ def load_cookies(root: Path, masks: bool):
         with Image.open(p) as im:
             return np.asarray(im.convert("RGB"))
 
-    tr, mk, te = root / "dataset-files" / "training-images", root / "dataset-files" / "mask-images", root / "test-images"
+    files = root / "dataset-files"
+    tr, mk, te = files / "training-images", files / "mask-images", root / "test-images"
     train = [Item(rgb(tr / f"normal-{i}.jpg"), "normal", None, f"normal-{i}") for i in range(1, 32)]
     train += [
         Item(rgb(tr / f"anomaly-{i}.jpg"), "anomaly", rgb(mk / f"anomaly-{i}.png") if masks else None, f"anomaly-{i}")
@@ -72,7 +73,6 @@ def load_cookies(root: Path, masks: bool):
 
 
 def bench_cookies(root: Path, threads: int, repeats: int) -> dict:
-    import numpy as np
     import torch
 
     from engine import FitOptions, fit

@@ -46,7 +46,7 @@ def session_for(region: str) -> boto3.Session:
     session = boto3.Session(region_name=region)
     if session.get_credentials() is None:
         # The emulator accepts any credentials, but boto3 needs some to sign a request.
-        session = boto3.Session(region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing")
+        session = boto3.Session(region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106 - not a secret
     return session
 
 

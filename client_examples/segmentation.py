@@ -29,9 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageChops
-
 from lookout_project import CONTENT_TYPES, Project, example_parser, run_main
+from PIL import Image, ImageChops
 
 OVERLAY_OPACITY = 0.55
 
@@ -60,7 +59,8 @@ def prefixed_manifest(manifest: Path, uri: Callable[[str], str]) -> tuple[list[s
 
 def pixels_of_colour(mask: Image.Image, rgb: tuple[int, ...]) -> Image.Image:
     """A greyscale mask: 255 where `mask` has exactly the colour `rgb`, 0 elsewhere."""
-    bands = [band.point(lambda value, want=want: 255 if value == want else 0) for band, want in zip(mask.split(), rgb)]
+    bands = [band.point(lambda value, want=want: 255 if value == want else 0)
+             for band, want in zip(mask.split(), rgb)]
     return ImageChops.darker(ImageChops.darker(bands[0], bands[1]), bands[2])
 
 

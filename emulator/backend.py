@@ -70,7 +70,7 @@ def per_backend(factory: Callable[[Backend], State]) -> Callable[[Backend], Stat
     For in-memory state a module keeps for each emulator (hosted models, trial hosting): several
     emulators can share one process, e.g. in tests.
     """
-    made: "weakref.WeakKeyDictionary[Backend, State]" = weakref.WeakKeyDictionary()
+    made: weakref.WeakKeyDictionary[Backend, State] = weakref.WeakKeyDictionary()
     lock = threading.Lock()
 
     @functools.wraps(factory)

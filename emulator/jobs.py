@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 
-_Job = tuple[Future, str, Callable[..., Any], tuple[Any, ...]]
+_Job = tuple[Future[Any], str, Callable[..., Any], tuple[Any, ...]]
 
 
 class JobRunner:

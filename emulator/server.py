@@ -39,7 +39,7 @@ _BUFFERS = {"recv_bytes": 256 * 1024, "inbuf_overflow": MAX_IMAGE_BYTES + 1024 *
 GIL_SWITCH_SECONDS = 0.0005
 
 
-class _Task(WSGITask):
+class _Task(WSGITask):  # type: ignore[misc]  # waitress has no type information
     """waitress title-cases every response header name. S3 user metadata names must stay lowercase:
     botocore takes Metadata keys from the names as sent (``x-amz-meta-who`` -> ``who``)."""
 
@@ -47,7 +47,7 @@ class _Task(WSGITask):
         return _METADATA_HEADER.sub(lambda name: name.group(0).lower(), super().build_response_header())
 
 
-class _Channel(HTTPChannel):
+class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type information
     task_class = _Task
 
     def send_continue(self) -> None:
@@ -90,7 +90,7 @@ class Server:
         self._thread: threading.Thread | None = None
         self._stopped = False
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         """Serve on a background thread; returns self."""
         self._thread = threading.Thread(target=self._waitress.run, name="lookout-emulator-http", daemon=True)
         self._thread.start()
@@ -131,7 +131,7 @@ class Server:
         self.backend.close()
         log.info("lookout-emulator on port %d stopped", self.port)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,12 +11,12 @@ from typing import Any, cast
 from flask import Flask, Response, current_app, request
 
 from emulator.api import idempotency
-from emulator.backend import Backend
 from emulator.api.errors import InternalServerException, ServiceError, ValidationException
-from emulator.api.registry import OperationRegistry
 from emulator.api.protocol import bind_request, render_error, render_output
+from emulator.api.registry import OperationRegistry
 from emulator.api.schemas import load_input
 from emulator.api.servicemodel import find_route
+from emulator.backend import Backend
 from emulator.wsgi import raw_path
 
 log = logging.getLogger(__name__)

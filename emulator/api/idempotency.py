@@ -9,7 +9,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from emulator.api.errors import ConflictException
 from emulator.api.statuses import ResourceType
@@ -41,7 +41,7 @@ def _resource_type(operation: str) -> str:
     return ResourceType.PROJECT
 
 
-def run_once(backend: "Backend", operation: str, params: dict[str, Any],
+def run_once(backend: Backend, operation: str, params: dict[str, Any],
              run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run `run` unless an earlier call with this ClientToken already succeeded; then replay its
     result. A failed call records nothing, so its retry runs again."""
@@ -59,7 +59,7 @@ def run_once(backend: "Backend", operation: str, params: dict[str, Any],
                     f"The ClientToken {token} was already used for a {operation} request with different "
                     "parameters; use a new token for a new request.",
                     resource_id=params.get("ProjectName"), resource_type=_resource_type(operation))
-            return json.loads(row["response"])
+            return cast(dict[str, Any], json.loads(row["response"]))
         result = run()
         with backend.store.transaction() as db:
             db.execute("DELETE FROM client_tokens WHERE created_at<=?", (now - TOKEN_TTL_SECONDS,))

@@ -13,7 +13,7 @@ import binascii
 import datetime as dt
 import json
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import botocore.model
 import marshmallow
@@ -23,6 +23,11 @@ from marshmallow.exceptions import SCHEMA
 
 from emulator.api.errors import ValidationException
 from emulator.api.servicemodel import service_model
+
+if TYPE_CHECKING:  # marshmallow 4's Field is generic; marshmallow 3's (also supported) is not
+    _Field = fields.Field[Any]
+else:
+    _Field = fields.Field
 
 NOT_NULL = "Member must not be null"
 SHOWN_VALUE_CHARS = 200  # longer values are cut in messages
@@ -60,7 +65,7 @@ class _Range(validate.Validator):
 
 
 class _Pattern(validate.Validator):
-    """Java-flavoured patterns (``\\p{L}``) need the `regex` module; AWS matches the whole value."""
+    r"""Java-flavoured patterns (``\p{L}``) need the `regex` module; AWS matches the whole value."""
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
@@ -101,7 +106,7 @@ class _Float(fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-class _Boolean(fields.Field):
+class _Boolean(_Field):
     """JSON true/false only (marshmallow's Boolean would also take 1, "yes", "on", ...); a query
     string's "true"/"false" is converted by `emulator.api.protocol` before validation."""
 
@@ -111,7 +116,7 @@ class _Boolean(fields.Field):
         return value
 
 
-class _Blob(fields.Field):
+class _Blob(_Field):
     """Raw bytes (a streaming payload) or base64 text (a blob inside a JSON body)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bytes:
@@ -125,12 +130,12 @@ class _Blob(fields.Field):
         raise _constraint("Member must be binary data")
 
 
-class _Timestamp(fields.Field):
+class _Timestamp(_Field):
     """Epoch seconds (JSON body), ISO 8601 (query string) or an already parsed datetime."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
         if isinstance(value, dt.datetime):
-            return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+            return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
         if isinstance(value, str):
             try:
                 value = float(value)
@@ -139,16 +144,16 @@ class _Timestamp(fields.Field):
                     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
                 except ValueError:
                     raise _constraint("Member must be a timestamp (ISO 8601 or epoch seconds)") from None
-                return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+                return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:  # 1e400 and inf overflow, nan and years past 9999 are out of range
-                return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+                return dt.datetime.fromtimestamp(value, tz=dt.UTC)
             except (OverflowError, ValueError, OSError):
                 raise _constraint("Member must be a timestamp between the years 1 and 9999") from None
         raise _constraint("Member must be a timestamp")
 
 
-def _field(shape: botocore.model.Shape, required: bool) -> fields.Field:
+def _field(shape: botocore.model.Shape, required: bool) -> _Field:
     meta = shape.metadata
     kwargs: dict[str, Any] = {
         "required": required,
@@ -253,7 +258,7 @@ def load_input(operation: botocore.model.OperationModel, params: dict[str, Any])
     if shape is None:
         return {}
     try:
-        return schema_for(shape.name).load(params)
+        return cast(dict[str, Any], schema_for(shape.name).load(params))
     except marshmallow.ValidationError as exc:
         problems = _flatten(exc.messages, params, shape, "")
         noun = "error" if len(problems) == 1 else "errors"

@@ -8,8 +8,8 @@ keeps.
 """
 from __future__ import annotations
 
-from enum import StrEnum
 from collections.abc import Callable
+from enum import StrEnum
 from typing import TypeVar
 
 from emulator.api.servicemodel import service_model

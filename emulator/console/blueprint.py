@@ -2,23 +2,23 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 
 from emulator.api import dispatch
-from emulator.backend import Backend
 from emulator.api.errors import ServiceError
 from emulator.api.schemas import load_input
 from emulator.api.servicemodel import service_model
+from emulator.backend import Backend
 
 blueprint = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                       static_folder="static", static_url_path="/static")
 
 
 def backend() -> Backend:
-    return current_app.extensions["lookout_backend"]
+    return cast(Backend, current_app.extensions["lookout_backend"])
 
 
 def call(operation: str, **params: Any) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def back_to(url: str, notice: str | None = None, error: str | None = None) -> Re
     extra = {key: value for key, value in (("notice", notice), ("error", error)) if value}
     if extra:
         url += ("&" if "?" in url else "?") + urlencode(extra)
-    return redirect(url, code=303)
+    return cast(Response, redirect(url, code=303))  # the app's response class: a flask Response
 
 
 def wants_json() -> bool:
@@ -81,8 +81,8 @@ def format_time(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, dt.datetime):
-        value = dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+        value = dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+    return str(value.strftime("%Y-%m-%d %H:%M:%S UTC"))
 
 
 @blueprint.app_template_filter("percent")

@@ -8,11 +8,11 @@ from typing import Any
 
 from flask import Response, jsonify, render_template, request, url_for
 
+from emulator.api.errors import ValidationException
+from emulator.console.blueprint import back_to, backend, blueprint, call, count
 from emulator.console.bucket import console_bucket
 from emulator.console.entries import find_entries, labelled_line, put_lines
 from emulator.console.readiness import training_readiness
-from emulator.console.blueprint import back_to, backend, blueprint, call, count
-from emulator.api.errors import ValidationException
 from emulator.formats.image_files import ImageError, decode_image
 from emulator.formats.manifests import LABELS, ManifestLine, parse_line
 from emulator.s3.uri import s3_uri

@@ -9,10 +9,10 @@ import datetime as dt
 import time
 from typing import Any
 
-from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ValidationException
-from emulator.formats.manifests import CLASSIFICATION_TYPE, ManifestLine
 from emulator.api.statuses import DATASET_JOB_RUNNING, DatasetStatus, ResourceType
+from emulator.backend import Backend
+from emulator.formats.manifests import CLASSIFICATION_TYPE, ManifestLine
 from emulator.services import datasets
 from emulator.services.lookups import require_dataset
 
@@ -26,7 +26,7 @@ def labelled_line(entry: ManifestLine | None, source_ref: str, label: str) -> di
     The existing label attribute keeps its name. A normal image loses its anomaly mask; an anomaly
     keeps it. The attribute value follows LFV's output manifests: 1 for anomaly, 0 for normal.
     """
-    line = dict(entry.line) if entry else {"source-ref": source_ref}
+    line: dict[str, Any] = dict(entry.line) if entry else {"source-ref": source_ref}
     attribute = next((name[: -len("-metadata")] for name, value in line.items()
                       if name.endswith("-metadata") and isinstance(value, dict)
                       and value.get("type") == CLASSIFICATION_TYPE), "anomaly-label")
@@ -37,7 +37,7 @@ def labelled_line(entry: ManifestLine | None, source_ref: str, label: str) -> di
     line[attribute] = 1 if label == "anomaly" else 0
     line[f"{attribute}-metadata"] = {
         "class-name": label, "type": CLASSIFICATION_TYPE, "human-annotated": "yes",
-        "creation-date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "creation-date": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
         "job-name": CONSOLE_JOB,
     }
     return line

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from flask import Response, jsonify, render_template, request, url_for
 
-from emulator.console.bucket import console_bucket
-from emulator.console.project_pages import list_models
-from emulator.console.model_results import read_test_results
-from emulator.console.blueprint import back_to, backend, blueprint, call
 from emulator.api.errors import ValidationException
 from emulator.api.statuses import MODEL_IN_TRANSITION, ModelStatus
+from emulator.console.blueprint import back_to, backend, blueprint, call
+from emulator.console.bucket import console_bucket
+from emulator.console.model_results import read_test_results
+from emulator.console.project_pages import list_models
 
 # Statuses a model leaves by itself; the model page polls while it is in one of them.
 TRANSITIONS = MODEL_IN_TRANSITION
@@ -32,7 +32,7 @@ def train_model(project: str) -> Response:
 
 
 def describe(project: str, version: str) -> dict[str, Any]:
-    return call("DescribeModel", ProjectName=project, ModelVersion=version)["ModelDescription"]
+    return cast(dict[str, Any], call("DescribeModel", ProjectName=project, ModelVersion=version)["ModelDescription"])
 
 
 @blueprint.get("/projects/<project>/models/<version>")
@@ -82,7 +82,7 @@ def compare_models(project: str) -> str:
     versions = [m["ModelVersion"] for m in list_models(project)]
     chosen = [request.args.get("a"), request.args.get("b")]
     defaults = (versions[1:2] or versions[:1]) + versions[:1]  # older first, newer second
-    picked = [choice or default for choice, default in zip(chosen, defaults)] if versions else []
+    picked = [choice or default for choice, default in zip(chosen, defaults, strict=True)] if versions else []
     for version in picked:
         if version not in versions:
             raise ValidationException(f"Project {project} has no model version {version}.")

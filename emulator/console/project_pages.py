@@ -5,8 +5,8 @@ from typing import Any
 
 from flask import Response, render_template, request, url_for
 
-from emulator.console.readiness import training_readiness
 from emulator.console.blueprint import back_to, backend, blueprint, call, call_all
+from emulator.console.readiness import training_readiness
 
 
 @blueprint.get("/")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emulator.backend import Backend
 from emulator.api.errors import ServiceError
+from emulator.backend import Backend
 from emulator.services.training_plan import plan_training
 
 

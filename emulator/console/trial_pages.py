@@ -6,12 +6,12 @@ from typing import Any
 
 from flask import Response, jsonify, render_template, request, url_for
 
+from emulator.api.errors import ValidationException
 from emulator.console import trial_runs
+from emulator.console.blueprint import back_to, backend, blueprint, call, count, wants_json
 from emulator.console.dataset_pages import store_uploads
 from emulator.console.project_pages import list_models
 from emulator.console.readiness import training_readiness
-from emulator.console.blueprint import back_to, backend, blueprint, call, count, wants_json
-from emulator.api.errors import ValidationException
 
 
 @blueprint.get("/projects/<project>/trials")
@@ -87,12 +87,14 @@ def verify_trial(project: str, trial: str) -> Response:
     else:
         verdicts = {key.removeprefix("label:"): value for key, value in request.form.items()
                     if key.startswith("label:") and value}
-    verified = trial_runs.verify(backend(), project, trial, verdicts)  # type: ignore[arg-type]
-    return back_to(url_for("console.trial_page", project=project, trial=trial), notice=f"Verified {count(verified, 'image')}.")
+    verified = trial_runs.verify(backend(), project, trial, verdicts)
+    return back_to(url_for("console.trial_page", project=project, trial=trial),
+                   notice=f"Verified {count(verified, 'image')}.")
 
 
 @blueprint.post("/projects/<project>/trials/<trial>/add")
 def add_trial_images(project: str, trial: str) -> Response:
     added = trial_runs.add_verified_to_dataset(backend(), project, trial)
     return back_to(url_for("console.trial_page", project=project, trial=trial),
-                   notice=f"Added {count(added, 'verified image')} to the training dataset. Train a new model to use them.")
+                   notice=f"Added {count(added, 'verified image')} to the training dataset. "
+                          "Train a new model to use them.")

@@ -16,13 +16,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from emulator.api.errors import ConflictException, ResourceNotFoundException, ServiceError, ValidationException
+from emulator.api.statuses import ModelStatus, ResourceType
 from emulator.backend import Backend, per_backend
 from emulator.console.bucket import console_bucket
 from emulator.console.entries import labelled_line, put_lines
-from emulator.api.errors import ConflictException, ResourceNotFoundException, ServiceError, ValidationException
-from emulator.api.statuses import ModelStatus, ResourceType
 from emulator.formats.image_files import CONTENT_TYPES, sniff_format
 from emulator.formats.manifests import SEGMENTATION_TYPE
 from emulator.s3.objects import ObjectNotFound
@@ -37,7 +37,8 @@ IN_PROGRESS, COMPLETED, FAILED = "IN_PROGRESS", "COMPLETED", "FAILED"
 HOSTING_TIMEOUT_S = 300.0
 # Models a trial can run on: trained ones, including those being started or stopped (a trial waits
 # for that to finish), e.g. while another trial is starting the same model.
-TRIAL_MODEL_STATUSES = (ModelStatus.TRAINED, ModelStatus.STARTING_HOSTING, ModelStatus.HOSTED, ModelStatus.STOPPING_HOSTING)
+TRIAL_MODEL_STATUSES = (ModelStatus.TRAINED, ModelStatus.STARTING_HOSTING, ModelStatus.HOSTED,
+                        ModelStatus.STOPPING_HOSTING)
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -58,7 +59,8 @@ class TrialImage:
 
 
 def _model(backend: Backend, project: str, version: str) -> dict[str, Any]:
-    return model_lifecycle.describe_model(backend, {"ProjectName": project, "ModelVersion": version})["ModelDescription"]
+    described = model_lifecycle.describe_model(backend, {"ProjectName": project, "ModelVersion": version})
+    return cast(dict[str, Any], described["ModelDescription"])
 
 
 def images_under(backend: Backend, uri: str) -> list[str]:
@@ -209,7 +211,7 @@ class _TrialHosting:
 
     def _settled(self, project: str, version: str) -> str:
         """The model's status once a start or stop in progress has finished."""
-        return self._wait(project, version, ModelStatus.STARTING_HOSTING, ModelStatus.STOPPING_HOSTING)["Status"]
+        return str(self._wait(project, version, ModelStatus.STARTING_HOSTING, ModelStatus.STOPPING_HOSTING)["Status"])
 
     def _wait(self, project: str, version: str, *busy: str) -> dict[str, Any]:
         deadline = time.monotonic() + HOSTING_TIMEOUT_S

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
-_QUERY_SCOPE = re.compile(r"X-Amz-Credential=[^&]*?(?:%2F|/)\d{8}(?:%2F|/)[^&%/]+(?:%2F|/)([^&%/]+)(?:%2F|/)aws4_request")
+_QUERY_SCOPE = re.compile(
+    r"X-Amz-Credential=[^&]*?(?:%2F|/)\d{8}(?:%2F|/)[^&%/]+(?:%2F|/)([^&%/]+)(?:%2F|/)aws4_request")
 # Virtual-hosted-style addressing: the bucket is the host name's first labels before ".localhost".
 _VIRTUAL_HOST = re.compile(r"(?P<bucket>.+)\.localhost(?::\d+)?", re.IGNORECASE)
 API_PREFIXES = ("/2020-11-20/", "/console", "/_emulator")
@@ -118,7 +119,7 @@ class EmbeddedS3:
     """moto's S3 server app, fed path-style requests in the store's own moto space, writing each
     successful change through to the store's disk mirror before the client gets its response."""
 
-    def __init__(self, store: "EmbeddedObjectStore") -> None:
+    def __init__(self, store: EmbeddedObjectStore) -> None:
         from moto.server import create_backend_app
 
         self._moto = create_backend_app("s3")

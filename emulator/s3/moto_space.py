@@ -113,7 +113,7 @@ class MotoS3Space:
             return self.backend(get_partition(region)).create_bucket(name, region)
 
     def bucket(self, name: str) -> Any | None:
-        """moto's bucket object, or None when this space has no such bucket."""
+        """Moto's bucket object, or None when this space has no such bucket."""
         with self.active():
             located = self._registry.get(name)
         return None if located is None else self.backend(located[0]).buckets.get(name)

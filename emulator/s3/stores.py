@@ -56,7 +56,7 @@ class EmbeddedObjectStore:
         return found
 
     def get(self, bucket: str, key: str) -> bytes:
-        return self._key(bucket, key).value
+        return bytes(self._key(bucket, key).value)
 
     def size(self, bucket: str, key: str) -> int:
         return int(self._key(bucket, key).size)
@@ -112,7 +112,7 @@ class ExternalObjectStore:
 
     def get(self, bucket: str, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._fail(bucket, key, exc) from None
 
@@ -143,7 +143,8 @@ class ExternalObjectStore:
             pass  # absent (or not ours: creating it says so)
         except botocore.exceptions.BotoCoreError as exc:
             raise self._fail(bucket, "", exc) from None
-        location = {} if self.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+        location = ({} if self.region == "us-east-1"
+                    else {"CreateBucketConfiguration": {"LocationConstraint": self.region}})
         try:
             self.client.create_bucket(Bucket=bucket, **location)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:

@@ -23,19 +23,25 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 from PIL import Image
 
 from emulator import jsontext
-from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ValidationException
-from emulator.api.statuses import DATASET_JOB_RUNNING, DatasetStatus, ResourceType
-from emulator.formats.image_files import ImageError, decode_image
-from emulator.formats.manifests import ManifestError, ManifestLine, parse_line, parse_lines, parse_manifest, \
-    read_json_lines
-from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, page, page_size
+from emulator.api.registry import OperationTable
+from emulator.api.statuses import DATASET_JOB_RUNNING, DatasetStatus, ResourceType
+from emulator.backend import Backend
+from emulator.formats.image_files import ImageError, decode_image
+from emulator.formats.manifests import (
+    ManifestError,
+    ManifestLine,
+    parse_line,
+    parse_lines,
+    parse_manifest,
+    read_json_lines,
+)
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri
 from emulator.services.lookups import DATASET_TYPE_NAMES, find_dataset, get_project, require_dataset
@@ -132,11 +138,10 @@ def create_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
 def describe_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project, dataset_type = params["ProjectName"], params["DatasetType"]
     row = require_dataset(backend, project, dataset_type)
-    stats = backend.store.query_one(
+    [stats] = backend.store.query(  # an aggregate: always exactly one row
         "SELECT COUNT(*) AS total, COUNT(label) AS labeled, COALESCE(SUM(label='normal'), 0) AS normal,"
         " COALESCE(SUM(label='anomaly'), 0) AS anomaly FROM dataset_entries WHERE project=? AND dataset_type=?",
         (project, dataset_type))
-    assert stats is not None  # an aggregate always returns a row
     return {"DatasetDescription": {
         "ProjectName": project, "DatasetType": dataset_type, "CreationTimestamp": row["created_at"],
         "LastUpdatedTimestamp": row["updated_at"], "Status": row["status"], "StatusMessage": row["status_message"],
@@ -211,7 +216,7 @@ def _manifest_location(source: dict[str, Any] | None) -> dict[str, Any] | None:
     if location is None:
         raise ValidationException("DatasetSource must give the manifest's location in GroundTruthManifest.S3Object "
                                   "(Bucket and Key); leave DatasetSource out to create an empty dataset.")
-    return location
+    return cast(dict[str, Any], location)
 
 
 def _refuse_while_in_progress(row: sqlite3.Row, project: str, action: str) -> None:

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emulator.services import hosting
-from emulator.formats import png
-from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ValidationException
-from emulator.formats.image_files import FORMAT_OF_CONTENT_TYPE, ImageError, open_image, rgb_pixels, sniff_format
 from emulator.api.registry import OperationTable
 from emulator.api.statuses import ModelStatus, ResourceType
+from emulator.backend import Backend
+from emulator.formats import png
+from emulator.formats.image_files import FORMAT_OF_CONTENT_TYPE, ImageError, open_image, rgb_pixels, sniff_format
+from emulator.services import hosting
 from emulator.services.lookups import get_model
 from emulator.services.model_lifecycle import conflict
 
@@ -33,7 +33,8 @@ def read_image(body: bytes, content_type: str, size: tuple[int, int]) -> np.ndar
     """The request's image as (H, W, 3) uint8 RGB, or a ValidationException that says what is wrong."""
     expected = FORMAT_OF_CONTENT_TYPE.get(content_type.split(";", 1)[0].strip().lower())
     if expected is None:
-        raise ValidationException(f"ContentType {content_type} is not supported; use {' or '.join(FORMAT_OF_CONTENT_TYPE)}.")
+        raise ValidationException(
+            f"ContentType {content_type} is not supported; use {' or '.join(FORMAT_OF_CONTENT_TYPE)}.")
     found = sniff_format(body)
     if found != expected:
         actual = f"a {found} image" if found else "not a PNG or JPEG image"
@@ -50,12 +51,15 @@ def read_image(body: bytes, content_type: str, size: tuple[int, int]) -> np.ndar
         raise ValidationException(str(exc)) from None
 
 
-def mask_png(prediction: "engine.Prediction") -> bytes:
+def mask_png(prediction: engine.Prediction) -> bytes:
     """The prediction's anomaly mask as a PNG (a blank one, the common case, is encoded once per size)."""
-    height, width = prediction.mask.shape[:2]
+    mask = prediction.mask
+    if mask is None:
+        raise ValueError("a classification model's prediction has no mask")
+    height, width = mask.shape[:2]
     if len(prediction.anomalies) == 1:  # the background alone: an all-white mask
         return _blank_png(width, height)
-    return png.encode_rgb(prediction.mask)
+    return png.encode_rgb(mask)
 
 
 @functools.lru_cache(maxsize=16)
@@ -66,7 +70,8 @@ def _blank_png(width: int, height: int) -> bytes:
 def _stopped(row: Any) -> ConflictException:
     """A StopModel finished between reading the model's status and running the request."""
     return ConflictException(f"Model version {row['version']} of project {row['project']} is no longer hosted; "
-                             "start it with StartModel.", resource_id=str(row["version"]), resource_type=ResourceType.MODEL)
+                             "start it with StartModel.", resource_id=str(row["version"]),
+                             resource_type=ResourceType.MODEL)
 
 
 @operations.operation("DetectAnomalies")

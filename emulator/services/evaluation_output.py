@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from emulator.backend import Backend
 from emulator.formats import png
 from emulator.formats.image_files import CONTENT_TYPES
-from emulator.backend import Backend
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import s3_uri
 from emulator.services.training_plan import TrainingError, TrainingPlan
@@ -40,7 +40,7 @@ def output_key(prefix: str, name: str) -> str:
 
 
 def _iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc).isoformat(timespec="microseconds")
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).isoformat(timespec="microseconds")
 
 
 def average_precision(labels: list[bool], scores: list[float]) -> float | None:
@@ -58,7 +58,7 @@ def average_precision(labels: list[bool], scores: list[float]) -> float | None:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def manifest_lines(plan: TrainingPlan, metrics: "Metrics", timestamp: float,
+def manifest_lines(plan: TrainingPlan, metrics: Metrics, timestamp: float,
                    mask_refs: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Each test image's dataset line plus the model's prediction for it (and, for a segmentation
     model, ``anomaly-label-detected-mask-ref``: the S3 URI of the predicted mask, which the web
@@ -86,7 +86,7 @@ def manifest_lines(plan: TrainingPlan, metrics: "Metrics", timestamp: float,
     return lines
 
 
-def result_document(plan: TrainingPlan, metrics: "Metrics", timestamp: float) -> dict[str, Any]:
+def result_document(plan: TrainingPlan, metrics: Metrics, timestamp: float) -> dict[str, Any]:
     """The EvaluationResult object (schema in performance-metrics.md)."""
     labels = [row["label"] == "anomaly" for row in metrics.per_image]
     scores = [row["score"] for row in metrics.per_image]
@@ -115,7 +115,7 @@ def result_document(plan: TrainingPlan, metrics: "Metrics", timestamp: float) ->
     }
 
 
-def write_evaluation(backend: Backend, plan: TrainingPlan, metrics: "Metrics", timestamp: float,
+def write_evaluation(backend: Backend, plan: TrainingPlan, metrics: Metrics, timestamp: float,
                      masks: dict[str, np.ndarray] | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """Write both objects (and the predicted `masks` of test images, by source-ref, as PNGs);
     return their {Bucket, Key} (DescribeModel's EvaluationManifest/Result)."""

@@ -56,7 +56,7 @@ class NotHosted(Exception):
 @dataclass
 class _Request:
     image: np.ndarray
-    result: "Future[engine.Prediction]" = field(default_factory=Future)
+    result: Future[engine.Prediction] = field(default_factory=Future)
 
 
 class HostedModel:
@@ -84,7 +84,7 @@ class HostedModel:
     def is_segmentation(self) -> bool:
         return self.model.is_segmentation
 
-    def predict(self, image: np.ndarray) -> "engine.Prediction":
+    def predict(self, image: np.ndarray) -> engine.Prediction:
         """Queue the image for the inference thread and wait (an exception in the model is re-raised here)."""
         request = _Request(image)
         with self._lock:
@@ -102,7 +102,7 @@ class HostedModel:
             self._requests.put(None)
         self._thread.join()
 
-    def _serve(self, directory: Path, loaded: "Future[engine.Model]") -> None:
+    def _serve(self, directory: Path, loaded: Future[engine.Model]) -> None:
         import engine
 
         try:
@@ -137,7 +137,7 @@ class HostedModel:
                 for request in batch:
                     self._run([request])
             return
-        for request, prediction in zip(batch, predictions):
+        for request, prediction in zip(batch, predictions, strict=True):
             request.result.set_result(prediction)
 
 

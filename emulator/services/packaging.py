@@ -22,15 +22,15 @@ import sqlite3
 import tarfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from emulator.backend import Backend
 from emulator.api.errors import ConflictException, ResourceNotFoundException, ValidationException
-from emulator.api.statuses import ModelStatus, PackagingJobStatus, ResourceType
-from emulator.services.evaluation_output import output_key
-from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, invalid_token, page, page_size
+from emulator.api.registry import OperationTable
+from emulator.api.statuses import ModelStatus, PackagingJobStatus, ResourceType
+from emulator.backend import Backend
 from emulator.s3.objects import ObjectNotFound
+from emulator.services.evaluation_output import output_key
 from emulator.services.lookups import engine_dir, get_model, get_project, model_arn
 from emulator.services.model_lifecycle import conflict
 
@@ -47,7 +47,7 @@ NVIDIA_OPTIONS = ("gpu-code", "trt-ver", "cuda-ver")
 
 
 def _greengrass(configuration: dict[str, Any]) -> dict[str, Any]:
-    return configuration["Greengrass"]
+    return cast(dict[str, Any], configuration["Greengrass"])
 
 
 def component_version(configuration: dict[str, Any], model_version: int) -> str:
@@ -67,6 +67,7 @@ def check_target(greengrass: dict[str, Any]) -> None:
             raise ValidationException("CompilerOptions can't be used with TargetDevice; remove them (the target "
                                       "device determines the compiler options).")
         return
+    platform = greengrass["TargetPlatform"]
     parsed: Any = {}
     if options is not None:
         try:
@@ -199,6 +200,8 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> None:
     import engine
 
     row = backend.store.query_one("SELECT * FROM packaging_jobs WHERE project=? AND job_name=?", (project, job_name))
+    if row is None:  # its project was deleted while the job waited
+        return
     configuration = json.loads(row["configuration"])
     greengrass = _greengrass(configuration)
     name, version = greengrass["ComponentName"], component_version(configuration, row["model_version"])
@@ -224,7 +227,7 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> None:
             "EngineDirectory": "engine",
             "Target": {key: greengrass[key] for key in ("TargetDevice", "TargetPlatform", "CompilerOptions")
                        if key in greengrass},
-            "CreatedAt": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "CreatedAt": dt.datetime.now(dt.UTC).isoformat(),
         }
         archive = _archive(directory, manifest)
         manifest["Archive"] = {"Key": folder + ARCHIVE_NAME, "Size": len(archive),

@@ -4,11 +4,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from emulator.backend import Backend
 from emulator.api.errors import ConflictException
-from emulator.api.statuses import DATASET_JOB_RUNNING, ResourceType
-from emulator.api.registry import OperationTable
 from emulator.api.pagination import decode_token, page, page_size
+from emulator.api.registry import OperationTable
+from emulator.api.statuses import DATASET_JOB_RUNNING, ResourceType
+from emulator.backend import Backend
 from emulator.services.datasets import dataset_summaries
 from emulator.services.lookups import get_project, project_arn
 
@@ -67,7 +67,8 @@ def delete_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
         if busy is not None:
             raise ConflictException(
                 f"The {busy['dataset_type']} dataset of project {name} is {busy['status']}; wait until it "
-                "finishes before deleting the project.", resource_id=busy["dataset_type"], resource_type=ResourceType.DATASET)
+                "finishes before deleting the project.", resource_id=busy["dataset_type"],
+                resource_type=ResourceType.DATASET)
         db.execute("DELETE FROM projects WHERE name=?", (name,))  # datasets and entries cascade
         db.execute("DELETE FROM tags WHERE resource_arn=?", (row["arn"],))
     return {"ProjectArn": row["arn"]}

@@ -11,10 +11,10 @@ import re
 import sqlite3
 from typing import Any
 
-from emulator.backend import Backend
 from emulator.api.errors import ResourceNotFoundException, ServiceQuotaExceededException, ValidationException
 from emulator.api.registry import OperationTable
 from emulator.api.statuses import ResourceType
+from emulator.backend import Backend
 
 operations = OperationTable()
 
@@ -66,7 +66,8 @@ def apply_tags(db: sqlite3.Connection, arn: str, tags: list[dict[str, str]]) -> 
     if total > MAX_TAGS_PER_RESOURCE:
         raise ServiceQuotaExceededException(
             f"A resource can have at most {MAX_TAGS_PER_RESOURCE} tags; {arn} has {len(existing)} and this request "
-            f"would bring it to {total}.", resource_id=arn, resource_type=ResourceType.MODEL if ":model/" in arn else ResourceType.PROJECT,
+            f"would bring it to {total}.", resource_id=arn,
+            resource_type=ResourceType.MODEL if ":model/" in arn else ResourceType.PROJECT,
             quota_code="TagsPerResource")
     db.executemany("INSERT INTO tags(resource_arn, key, value) VALUES (?,?,?) "
                    "ON CONFLICT(resource_arn, key) DO UPDATE SET value=excluded.value",

@@ -81,7 +81,8 @@ def run_training(backend: Backend, plan: TrainingPlan) -> None:
         masks = {}
         if model.is_segmentation:  # the predicted masks go with the evaluation output
             predictions = model.predict_batch([item.image for item in test])
-            masks = {item.name: prediction.mask for item, prediction in zip(test, predictions)}
+            masks = {item.name: prediction.mask for item, prediction in zip(test, predictions, strict=True)
+                     if prediction.mask is not None}
         finished = backend.now()
         manifest, result = write_evaluation(backend, plan, metrics, finished, masks)
         performance = {"F1Score": metrics.f1, "Recall": metrics.recall, "Precision": metrics.precision}
@@ -135,7 +136,7 @@ def _write_record(directory: Path, plan: TrainingPlan) -> None:
 
 
 def _materialise(backend: Backend, samples: Sequence[Sample], target: Path, plan: TrainingPlan,
-                 reference: "engine.Item | None") -> list["engine.Item"]:
+                 reference: engine.Item | None) -> list[engine.Item]:
     """Read, check and copy the images (and masks) of one split; engine Items in the same order.
 
     Every image must have the dimensions of `reference` (the first training image) or, without one,

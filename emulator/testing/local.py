@@ -29,7 +29,7 @@ class LocalEmulator:
         self.settings = Settings(data_dir=self.data_dir, port=0, region=region, **settings)
         self.endpoint_url = ""
 
-    def __enter__(self) -> "LocalEmulator":
+    def __enter__(self) -> LocalEmulator:
         from emulator.server import Server
 
         try:

@@ -111,8 +111,11 @@ class LookoutVisionMock:
 
 
 def mock_lookoutvision(func: Callable[..., Any] | None = None, **options: Any) -> Any:
-    """Run a fresh emulator for a block or a function: ``with mock_lookoutvision() as emu:`` or
-    ``@mock_lookoutvision`` / ``@mock_lookoutvision(region="eu-west-1")``."""
+    """Run a fresh emulator for a block or a function.
+
+    Use it as ``with mock_lookoutvision() as emu:``, as ``@mock_lookoutvision`` or with options, as
+    ``@mock_lookoutvision(region="eu-west-1")``.
+    """
     if func is not None:
         return LookoutVisionMock(**options)(func)
     return LookoutVisionMock(**options)
