@@ -11,6 +11,7 @@ from emulator.api import dispatch
 from emulator.api.errors import ServiceError
 from emulator.api.schemas import load_input
 from emulator.api.servicemodel import service_model
+from emulator.api.statuses import ModelStatus
 from emulator.backend import Backend
 
 blueprint = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
@@ -73,6 +74,12 @@ def _referring_page() -> str:
         return "/console/"
     query = urlencode([(k, v) for k, v in parse_qsl(referrer.query) if k not in ("notice", "error")])
     return referrer.path + ("?" + query if query else "")
+
+
+@blueprint.app_context_processor
+def statuses() -> dict[str, Any]:
+    """Templates compare with the service model's statuses, not with strings typed again."""
+    return {"ModelStatus": ModelStatus}
 
 
 @blueprint.app_template_filter("when")
