@@ -12,8 +12,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5010
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "123456789012"
+# Backbones the engine can train with; all but the default need a local ImageNet weights file. The
+# engine defines them (engine.backbone.SUPPORTED_BACKBONES, FitOptions.backbone), but importing that
+# module loads torch, which the CLI must not wait for; tests/unit/test_architecture.py checks that
+# these copies agree.
 DEFAULT_BACKBONE = "efficientnet_lite0"
-# Backbones the engine can train with; all but the default need a local ImageNet weights file.
 BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2")
 
 
