@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"feature extractor for new models (default {DEFAULT_BACKBONE}, shipped with the package;"
                             " the others need ImageNet weights in the file named by LOOKOUT_BACKBONE_WEIGHTS)")
     serve.add_argument("--allowed-host", action="append", dest="allowed_hosts",
-                       default=[name for name in os.environ.get("LOOKOUT_ALLOWED_HOSTS", "").split(",") if name.strip()],
+                       default=[name for name in os.environ.get("LOOKOUT_ALLOWED_HOSTS", "").split(",")
+                                if name.strip()],
                        help="a host name clients use to reach the server besides localhost, *.localhost, 127.0.0.1 "
                             "and ::1 (repeatable; '.example.com' also allows its subdomains, '*' any name; "
                             "env LOOKOUT_ALLOWED_HOSTS, comma-separated). Other Host headers and cross-site "

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 # S3 requests use <bucket>.localhost).
 LOOPBACK_NAMES = ("localhost", ".localhost", "127.0.0.1", "::1")
 ANY_HOST = "*"
-_WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
+_WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")  # noqa: S104 - recognised, not bound
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -51,7 +51,7 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type infor
     task_class = _Task
 
     def send_continue(self) -> None:
-        """waitress answers ``Expect: 100-continue`` with ``100 Continue`` and then waits for the body
+        """Waitress answers ``Expect: 100-continue`` with ``100 Continue`` and then waits for the body
         again, even when the request has none (``Content-Length: 0``, e.g. boto3's PutObject of an
         empty "folder/" key): the request was never served. A request whose body is complete needs
         no invitation to send it; it is served and gets its final response."""

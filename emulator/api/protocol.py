@@ -14,8 +14,8 @@ from typing import Any
 import botocore.model
 from flask import Request, Response
 
-from emulator import jsontext
 from emulator.api.errors import ServiceError, ValidationException
+from emulator.formats import jsontext
 
 REQUEST_ID_HEADER = "x-amzn-RequestId"
 

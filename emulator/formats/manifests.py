@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from emulator import jsontext
+from emulator.formats import jsontext
 from emulator.s3.uri import split_s3_uri
 
 CLASSIFICATION_TYPE = "groundtruth/image-classification"

@@ -27,12 +27,12 @@ from typing import Any, cast
 
 from PIL import Image
 
-from emulator import jsontext
 from emulator.api.errors import ConflictException, ValidationException
 from emulator.api.pagination import decode_token, page, page_size
 from emulator.api.registry import OperationTable
 from emulator.api.statuses import DATASET_JOB_RUNNING, DatasetStatus, ResourceType
 from emulator.backend import Backend
+from emulator.formats import jsontext
 from emulator.formats.image_files import ImageError, decode_image
 from emulator.formats.manifests import (
     ManifestError,

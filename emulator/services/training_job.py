@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emulator import jsontext
 from emulator.api.errors import ValidationException
 from emulator.api.statuses import ModelStatus
 from emulator.backend import Backend
+from emulator.formats import jsontext
 from emulator.formats.image_files import ImageError, open_image, rgb_pixels
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri

@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.api.core_support import raw_request
-from datasets_support import buckets, error_of, kit, labelled  # noqa: F401 - fixtures
+from tests.api.datasets_support import error_of, labelled
 
 SURROGATE_LINE = b'{"source-ref": "s3://lookout-dataset-tests/\\ud800.png", "anomaly-label": 1, ' \
                  b'"anomaly-label-metadata": {"type": "groundtruth/image-classification", "class-name": "normal"}}'

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from datasets_support import buckets, kit, labelled  # noqa: F401 - fixtures
+from tests.api.datasets_support import labelled
 
 
 def open_fds() -> int:

@@ -8,9 +8,9 @@ import os
 import time
 
 import pytest
-from models_support import new_kit
 
 from emulator.testing import LocalEmulator
+from tests.api.models_support import new_kit
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to measure the process")]

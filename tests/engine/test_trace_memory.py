@@ -39,6 +39,6 @@ def test_different_weights_get_their_own_trace():
     fa, fb = a(x), b(x)
     assert a._traced[(64, 64)] is not b._traced[(64, 64)]
     with torch.inference_mode():
-        for fast, slow in zip(fb, b.eager(x)):
+        for fast, slow in zip(fb, b.eager(x), strict=True):
             assert torch.allclose(fast, slow, atol=1e-5)
-    assert not all(torch.equal(p, q) for p, q in zip(fa, fb))
+    assert not all(torch.equal(p, q) for p, q in zip(fa, fb, strict=True))

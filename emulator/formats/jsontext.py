@@ -1,7 +1,7 @@
-"""JSON text from clients (request bodies, manifests, dataset changes), checked at the door.
+r"""JSON text from clients (request bodies, manifests, dataset changes), checked at the door.
 
 Python's json module accepts two things nothing downstream can handle: escaped lone surrogates
-(``"\\ud800"`` decodes to a str that is not Unicode text, which SQLite refuses to store, so a job
+(``"\ud800"`` decodes to a str that is not Unicode text, which SQLite refuses to store, so a job
 holding one could not even record its failure) and nesting deep enough to exhaust the recursion
 limit. Both become a `JSONTextError` here, before any value reaches a service, a job or the store.
 """
