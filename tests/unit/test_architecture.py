@@ -1,8 +1,6 @@
 """The shape of the code: no import cycles, and a service function for every operation of the model."""
 from __future__ import annotations
 
-import pytest
-
 from emulator import services
 from emulator.api.servicemodel import service_model
 from tests.unit.import_graph import ROOT, cycles, import_graph, imports_of, module_files
@@ -13,9 +11,10 @@ def test_no_import_cycles_in_emulator():
     assert cycles(import_graph(packages=["emulator"])) == []
 
 
-@pytest.mark.xfail(strict=True, reason="engine.artifact <-> engine.model: removed by the engine rework (issue 12)")
 def test_no_import_cycles_in_engine():
-    assert cycles(import_graph(packages=["engine"])) == []
+    """The engine rework (issue 12) removes engine.artifact <-> engine.model; until it lands that one
+    cycle is tolerated, no other. Afterwards this asserts no cycle at all (tighten it to ``== []``)."""
+    assert cycles(import_graph(packages=["engine"])) in ([], [["engine.artifact", "engine.model"]])
 
 
 def test_the_cycle_finder_finds_cycles(tmp_path):
