@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask
 
 from emulator import console, services
+from emulator.access import KeyRing, SignatureGate, is_console_request
 from emulator.api import dispatch
 from emulator.api.errors import AccessDeniedException
 from emulator.api.protocol import render_error
@@ -29,23 +30,30 @@ from emulator.wsgi import WSGIApp
 RECOVERY_HOOKS: tuple[RecoveryHook, ...] = (*services.RECOVERY_HOOKS, trial_runs.resume_interrupted)
 
 
-def create_flask_app(backend: Backend) -> Flask:
+def create_flask_app(backend: Backend, keys: KeyRing | None = None) -> Flask:
     """The Flask app of the API and the console (the console first: the API answers every other path)."""
     app = Flask("lookout_emulator")
     app.extensions["lookout_backend"] = backend
+    app.extensions["lookout_keys"] = keys
     console.register(app)
     dispatch.register(app, services.registry())
     return app
 
 
-def create_app(settings: Settings, backend: Backend | None = None,
-               extra_recovery: Sequence[RecoveryHook] = ()) -> tuple[WSGIApp, Backend]:
+def create_app(settings: Settings, backend: Backend | None = None, extra_recovery: Sequence[RecoveryHook] = ()
+               ) -> tuple[WSGIApp, Backend, KeyRing | None]:
     """Build the WSGI app and start its backend: S3 restored and recovery hooks run (ours, then
     `extra_recovery`), so the app is ready before any server hands it a request. Returns the app
-    with its backend."""
+    with its backend and its access keys.
+
+    With a credentials file, every API and S3 request passes the signature gate first, before
+    anything is read or written; the console checks its own sign-in. A credentials file that cannot
+    be used raises `emulator.access.CredentialsFileError` before the backend starts."""
+    keys = KeyRing.load(settings.credentials_file) if settings.credentials_file else None
     backend = backend or Backend(settings)
     backend.start((*RECOVERY_HOOKS, *extra_recovery))
-    lookout = create_flask_app(backend).wsgi_app
+    lookout = create_flask_app(backend, keys).wsgi_app
+    gate = SignatureGate(keys) if keys else None
     if isinstance(backend.objects, EmbeddedObjectStore):
         s3: WSGIApp = EmbeddedS3(backend.objects)
     else:
@@ -61,6 +69,10 @@ def create_app(settings: Settings, backend: Backend | None = None,
                 return s3_error(environ, start_response, "403 Forbidden", "AccessDenied", refused)
             error = render_error(AccessDeniedException(refused), str(uuid.uuid4()))
             return error(environ, start_response)
+        if gate is not None and (to_s3 or not is_console_request(environ)):
+            refused = gate.check(environ, start_response, to_s3)
+            if refused is not None:
+                return refused
         return (s3 if to_s3 else lookout)(environ, start_response)
 
-    return route, backend
+    return route, backend, keys

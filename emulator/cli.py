@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -49,7 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "browser requests are refused")
     serve.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                        help=f"HTTP worker threads (default {DEFAULT_THREADS})")
+    serve.add_argument("--credentials-file", type=Path, default=_path_from_env("LOOKOUT_CREDENTIALS_FILE"),
+                       help="AWS shared-credentials file (~/.aws/credentials format) whose keys may call: every API "
+                            "and S3 request must then be signed with one of them, and the console asks to sign in "
+                            "(default: open to anyone who reaches the port)")
+    serve.add_argument("--tls-cert", type=Path, default=_path_from_env("LOOKOUT_TLS_CERT"),
+                       help="PEM certificate (chain) to serve HTTPS; needs --tls-key")
+    serve.add_argument("--tls-key", type=Path, default=_path_from_env("LOOKOUT_TLS_KEY"),
+                       help="PEM private key of --tls-cert")
     return parser
+
+
+def _path_from_env(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,18 +71,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error("--threads must be at least 1")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(data_dir=args.data_dir, host=args.host, port=args.port, region=args.region,
                         account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url,
-                        backbone=args.backbone, allowed_hosts=tuple(args.allowed_hosts))
+                        backbone=args.backbone, allowed_hosts=tuple(args.allowed_hosts),
+                        credentials_file=args.credentials_file,
+                        tls_cert=args.tls_cert, tls_key=args.tls_key)
+    from emulator.access import CredentialsFileError
+
     try:
         serve(settings, threads=args.threads)
+    except CredentialsFileError as exc:
+        parser.exit(1, f"lookout-emulator: {exc}\n")
     except OSError as exc:  # typically the port is taken
         parser.exit(1, f"lookout-emulator: cannot serve on {settings.host}:{settings.port}: {exc}\n")
 
 
 def serve(settings: Settings, threads: int = DEFAULT_THREADS) -> None:
     """Serve until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly."""
+    from emulator.access import startup_notice
     from emulator.server import Server
 
     stop = threading.Event()
@@ -77,6 +100,10 @@ def serve(settings: Settings, threads: int = DEFAULT_THREADS) -> None:
     server = Server(settings, threads=threads).start()
     # Printed (not logged) so that scripts and tests can read the bound port.
     print(f"lookout-emulator listening on {server.endpoint_url}", flush=True)
+    notice, warning = startup_notice(settings.host, server.keys)
+    print(notice, flush=True)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     try:
         while server.running and not stop.wait(0.5):
             pass

@@ -38,6 +38,12 @@ class Settings:
     backbone: str = DEFAULT_BACKBONE
     # Host names the server answers to besides the loopback ones (see emulator.crosssite); "*": any.
     allowed_hosts: tuple[str, ...] = ()
+    # An AWS shared-credentials file: when given, every API and S3 request must be signed (SigV4)
+    # with one of its keys and the console asks to sign in. None: open to anyone who reaches the port.
+    credentials_file: Path | None = None
+    # PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def db_path(self) -> Path:

@@ -69,7 +69,7 @@ class Server:
 
     def __init__(self, settings: Settings, threads: int = 8, extra_recovery: Sequence[RecoveryHook] = ()) -> None:
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
-        self.app, self.backend = create_app(settings, extra_recovery=extra_recovery)
+        self.app, self.backend, self.keys = create_app(settings, extra_recovery=extra_recovery)
         try:
             self._waitress = waitress.create_server(self.app, host=settings.host, port=settings.port,
                                                     threads=threads, ident="lookout-emulator", **_BUFFERS)

@@ -71,3 +71,36 @@ class ThrottlingException(ServiceError):
 
 class InternalServerException(ServiceError):
     code = "InternalServerException"
+
+
+class CommonError(ServiceError):
+    """An error every AWS JSON service may return that service models do not declare (botocore
+    knows them by code): authentication failures, answered before any operation runs."""
+
+    http_status = 403
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.message = message
+        self.fields = {}
+
+    @property
+    def status(self) -> int:
+        return self.http_status
+
+
+class MissingAuthenticationTokenException(CommonError):
+    code = "MissingAuthenticationTokenException"
+
+
+class IncompleteSignatureException(CommonError):
+    code = "IncompleteSignatureException"
+    http_status = 400
+
+
+class UnrecognizedClientException(CommonError):
+    code = "UnrecognizedClientException"
+
+
+class InvalidSignatureException(CommonError):
+    code = "InvalidSignatureException"

@@ -11,7 +11,8 @@ from flask import Flask
 
 def register(app: Flask) -> None:
     """Mount the console blueprint on `app` (importing the view modules adds their routes)."""
-    from emulator.console import dataset_pages, model_pages, objects, project_pages, trial_pages  # noqa: F401
+    from emulator.console import dataset_pages, model_pages, objects, project_pages, signin, trial_pages  # noqa: F401
     from emulator.console.blueprint import blueprint
 
+    signin.configure(app)
     app.register_blueprint(blueprint)

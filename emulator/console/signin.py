@@ -1,0 +1,139 @@
+"""Console sign-in: with a credentials file, the console asks for an access key id and its secret.
+
+A browser cannot sign requests with SigV4, so the console checks a key once, at sign-in, and keeps a
+session cookie signed with a secret kept in the data directory (sessions survive a restart): HttpOnly
+(scripts cannot read it), SameSite=Lax (other sites' posts do not carry it) and expiring after
+`SESSION_HOURS`. The session remembers a digest of the key's secret, so changing or removing the key
+in the file and restarting signs its sessions out. Without a credentials file the console is open,
+as before.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, abort, current_app, redirect, render_template, request, session, url_for
+
+from emulator.access import AccessKey, KeyRing, is_loopback
+from emulator.console.blueprint import blueprint, wants_json
+
+log = logging.getLogger(__name__)
+SESSION_HOURS = 8
+SESSION_SECRET_FILE = "console-session.key"
+# Pages a visitor who has not signed in may see: the form itself and the style sheet it uses.
+_OPEN_ENDPOINTS = frozenset({"console.sign_in", "console.static"})
+
+
+def configure(app: Flask) -> None:
+    """Session cookie settings; the signing secret is created once per data directory."""
+    settings = app.extensions["lookout_backend"].settings
+    app.secret_key = _session_secret(Path(settings.data_dir) / SESSION_SECRET_FILE)
+    app.config.update(SESSION_COOKIE_NAME="lookout_console", SESSION_COOKIE_PATH="/console",
+                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      SESSION_COOKIE_SECURE=settings.tls_cert is not None,
+                      PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=SESSION_HOURS))
+    app.extensions["console_open_to_network"] = keys_of(app) is None and not is_loopback(settings.host)
+
+
+def _session_secret(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_bytes(32)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(secret)
+        return secret
+
+
+def keys_of(app: Flask) -> KeyRing | None:
+    return app.extensions.get("lookout_keys")
+
+
+def keys() -> KeyRing | None:
+    return keys_of(current_app)
+
+
+def _proof(key: AccessKey) -> str:
+    """What the session keeps to tie it to the key's current secret (not the secret itself)."""
+    return hmac.new(current_app.secret_key, key.secret.encode(), hashlib.sha256).hexdigest()[:32]  # type: ignore[arg-type]
+
+
+def signed_in_key() -> AccessKey | None:
+    """The key this browser signed in with, if its session is still valid."""
+    ring = keys()
+    key = ring.get(session.get("key_id", "")) if ring else None
+    if key is None or not hmac.compare_digest(session.get("proof", ""), _proof(key)):
+        return None
+    return key
+
+
+@blueprint.before_request
+def require_sign_in() -> Response | None:
+    """With credentials configured, every console page but the sign-in form needs a session; a
+    read-only key may look but not change anything."""
+    if keys() is None or request.endpoint in _OPEN_ENDPOINTS:
+        return None
+    key = signed_in_key()
+    if key is None:
+        if request.method != "GET" or wants_json():
+            abort(401, "Sign in to the console first.")
+        return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")), code=303)
+    if key.read_only and request.method == "POST" and request.endpoint != "console.sign_out":
+        log.warning("console: refused %s %s from %s: access key %s is read-only", request.method, request.path,
+                    request.remote_addr, key.key_id)
+        abort(403, f"Access key {key.key_id} is read-only: it may look, not change anything.")
+    return None
+
+
+@blueprint.app_context_processor
+def console_access() -> dict[str, object]:
+    """What every page shows about access: who is signed in, or that the console is open to a network."""
+    if keys() is not None:
+        return {"signed_in_key": signed_in_key() if request.blueprint == "console" else None}
+    return {"open_to_network": current_app.extensions["console_open_to_network"]}
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after signing in: only a console page of this server, never another site."""
+    target = target or ""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/console") or "\\" in target:
+        return url_for("console.project_list")
+    return target
+
+
+@blueprint.route("/signin", methods=["GET", "POST"])
+def sign_in() -> Response | str | tuple[str, int]:
+    if keys() is None:
+        return redirect(url_for("console.project_list"), code=303)  # type: ignore[return-value]
+    target = _safe_next(request.values.get("next"))
+    if request.method == "GET":
+        return render_template("signin.html", next=target, key_id="")
+    key_id = request.form.get("access_key_id", "").strip()
+    secret = request.form.get("secret_access_key", "")
+    key = keys().get(key_id)  # type: ignore[union-attr]
+    # Compare even for an unknown id, so that timing does not tell which ids exist.
+    valid = hmac.compare_digest((key.secret if key else "\x00unknown").encode(), secret.encode()) and key is not None
+    if not valid:
+        log.warning("console: failed sign-in for access key %s from %s", key_id or "(none)", request.remote_addr)
+        return render_template("signin.html", next=target, key_id=key_id,
+                               error="The access key id or the secret access key is not right."), 401
+    session.clear()
+    session.permanent = True
+    session.update(key_id=key.key_id, proof=_proof(key))  # type: ignore[union-attr]
+    log.info("console: access key %s signed in from %s", key_id, request.remote_addr)
+    return redirect(target, code=303)  # type: ignore[return-value]
+
+
+@blueprint.post("/signout")
+def sign_out() -> Response:
+    session.clear()
+    return redirect(url_for("console.sign_in"), code=303)  # type: ignore[return-value]
