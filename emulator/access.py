@@ -8,7 +8,9 @@ server and the SDKs can never disagree about the algorithm; this module only fee
 the client said it signed and compares the result.
 
 A file section may also say ``lookout_permissions = read-only``: such a key may only read (the
-Describe*/List* operations, DetectAnomalies, and S3 GET/HEAD).
+Describe*/List* operations, DetectAnomalies, and S3 GET/HEAD). S3 URLs presigned with Signature
+Version 2, which boto3 and the AWS CLI still make by default, are checked with botocore's
+``HmacV1QueryAuth`` in the same way.
 
 Secrets and signatures are never logged; refusals are, with the access key id and source address.
 """
@@ -29,9 +31,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
-from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth, SigV4QueryAuth
+from botocore.auth import (
+    UNSIGNED_PAYLOAD,
+    HmacV1QueryAuth,
+    S3SigV4Auth,
+    S3SigV4QueryAuth,
+    SigV4Auth,
+    SigV4QueryAuth,
+)
 from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import ReadOnlyCredentials
@@ -45,8 +54,8 @@ from emulator.api.errors import (
     UnrecognizedClientException,
 )
 from emulator.api.protocol import render_error
+from emulator.s3.frontend import s3_error, virtual_hosted_bucket
 from emulator.api.servicemodel import find_route
-from emulator.s3.frontend import s3_error
 from emulator.wsgi import raw_path
 
 log = logging.getLogger(__name__)
@@ -255,9 +264,6 @@ def _parse(environ: dict[str, Any]) -> _Signed:
             raise Refusal("malformed", "X-Amz-Expires must be a number of seconds.") from None
         if not 0 < expires <= MAX_PRESIGNED_SECONDS:
             raise Refusal("malformed", f"X-Amz-Expires must be between 1 and {MAX_PRESIGNED_SECONDS} seconds.")
-    elif "AWSAccessKeyId" in query:
-        raise Refusal("malformed", "Signature Version 2 presigned URLs are not accepted: presign with Signature "
-                                   "Version 4 (boto3: Config(signature_version='s3v4')).", query["AWSAccessKeyId"])
     else:
         raise Refusal("missing", "Missing Authentication Token: the request carries no AWS Signature Version 4.")
     if not credential or not signed or not signature:
@@ -384,12 +390,62 @@ def _check_chunks(body: BinaryIO, signer: SigV4Auth, request: AWSRequest, seed: 
         body.seek(0)
 
 
+class _V2QuerySigner(HmacV1QueryAuth):
+    """botocore's Signature Version 2 presigner, set to the expiry the URL carries."""
+
+    def __init__(self, credentials: ReadOnlyCredentials, expires_at: str) -> None:
+        super().__init__(credentials)
+        self._expires_at = expires_at
+
+    def _get_date(self) -> str:
+        return self._expires_at
+
+
+def _verify_v2_presigned(environ: dict[str, Any], keys: KeyRing, query: dict[str, str], now: dt.datetime) -> AccessKey:
+    """An S3 URL presigned with Signature Version 2 (``AWSAccessKeyId``, ``Expires``, ``Signature``):
+    what boto3's ``generate_presigned_url`` and ``aws s3 presign`` make by default for us-east-1."""
+    key = keys.get(query["AWSAccessKeyId"])
+    if key is None:
+        raise Refusal("unknown_key", "The AWS Access Key Id you provided does not exist in our records.",
+                      query["AWSAccessKeyId"])
+    expires = query.get("Expires", "")
+    if not expires.isdigit():
+        raise Refusal("malformed", "A Signature Version 2 presigned URL needs Expires (seconds since the epoch).",
+                      key.key_id)
+    if now.timestamp() > int(expires):
+        raise Refusal("expired", "Request has expired.", key.key_id)
+    # Headers the presigner signed travel in the query; the request's own count where the query has none.
+    headers = HTTPHeaders()
+    for name in ("content-md5", "content-type"):
+        value = query.get(name, _environ_header(environ, name))
+        if value is not None:
+            headers[name] = value
+    amz = {k[5:].lower().replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_X_AMZ_")}
+    for name, value in {**{f"x-amz-{n}": v for n, v in amz.items()},
+                        **{k: v for k, v in query.items() if k.lower().startswith("x-amz-")}}.items():
+        headers[name] = value
+    bucket = virtual_hosted_bucket(environ)
+    path = f"/{bucket}{raw_path(environ)}" if bucket else raw_path(environ)
+    signer = _V2QuerySigner(ReadOnlyCredentials(key.key_id, key.secret, None), expires)
+    url = urlsplit(f"http://localhost{path}?{environ.get('QUERY_STRING', '')}")
+    expected = signer.sign_string(signer.canonical_string(environ["REQUEST_METHOD"], url, headers))
+    if not hmac.compare_digest(expected, query.get("Signature", "")):
+        raise Refusal("signature", "The request signature we calculated does not match the signature you "
+                                   "provided. Check your key and signing method.", key.key_id)
+    return key
+
+
 def verify(environ: dict[str, Any], keys: KeyRing, service: str, now: dt.datetime | None = None) -> AccessKey:
     """The key that signed this request for `service` (``s3`` or ``lookoutvision``), else Refusal.
 
     Must run before anything rewrites the request (the S3 front end changes its Host and path).
     The body is read (and put back) only where the signature covers it.
     """
+    now = now or dt.datetime.now(dt.UTC)
+    if service == "s3" and not environ.get("HTTP_AUTHORIZATION"):
+        query = dict(_query_pairs(environ.get("QUERY_STRING", "")))
+        if "AWSAccessKeyId" in query and "Signature" in query:
+            return _verify_v2_presigned(environ, keys, query, now)
     signed = _parse(environ)
     if signed.service != service:
         raise Refusal("signature", f"Credential should be scoped to correct service: '{service}', "
@@ -398,7 +454,7 @@ def verify(environ: dict[str, Any], keys: KeyRing, service: str, now: dt.datetim
     if key is None:
         raise Refusal("unknown_key", "The security token included in the request is invalid: the AWS Access Key "
                                      "Id you provided does not exist in our records.", signed.key_id)
-    _check_time(signed, now or dt.datetime.now(dt.UTC))
+    _check_time(signed, now)
     headers = HTTPHeaders()
     for name in signed.signed_headers:
         value = _environ_header(environ, name)

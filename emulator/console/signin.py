@@ -18,7 +18,17 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, abort, current_app, redirect, render_template, request, session, url_for
+from flask import (
+    Flask,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from emulator.access import AccessKey, KeyRing, is_loopback
 from emulator.console.blueprint import blueprint, wants_json

@@ -5,24 +5,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
+from access_support import CREDENTIALS, FULL, make_client
 
 from emulator.testing import LocalEmulator
-
-FULL = ("AKIDLOOKOUTFULL", "full-secret/with+symbols")
-READ_ONLY = ("AKIDLOOKOUTREAD", "read-only-secret")
-CREDENTIALS = f"""\
-[default]
-aws_access_key_id = {FULL[0]}
-aws_secret_access_key = {FULL[1]}
-
-[line-pc]
-aws_access_key_id = {READ_ONLY[0]}
-aws_secret_access_key = {READ_ONLY[1]}
-lookout_permissions = read-only
-"""
 
 
 @pytest.fixture(scope="session")
@@ -38,13 +24,6 @@ def secured(credentials_file: Path) -> Iterator[LocalEmulator]:
     """The fixture server, started with the credentials file."""
     with LocalEmulator(credentials_file=credentials_file) as server:
         yield server
-
-
-def make_client(server: LocalEmulator, service: str, key: tuple[str, str], **config: Any) -> Any:
-    """A boto3 client signing with `key`; one attempt, so a refusal is seen as it is sent."""
-    return boto3.client(service, endpoint_url=server.endpoint_url, region_name=server.settings.region,
-                        aws_access_key_id=key[0], aws_secret_access_key=key[1],
-                        config=Config(retries={"max_attempts": 1}, **config))
 
 
 @pytest.fixture(scope="session")
