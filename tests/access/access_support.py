@@ -10,7 +10,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from emulator.config import DEFAULT_REGION
 from emulator.testing import LocalEmulator
+from tests.api.core_support import ServerProcess
 
 FULL = ("AKIDLOOKOUTFULL", "full-secret/with+symbols")
 READ_ONLY = ("AKIDLOOKOUTREAD", "read-only-secret")
@@ -26,9 +28,10 @@ lookout_permissions = read-only
 """
 
 
-def make_client(server: LocalEmulator, service: str, key: tuple[str, str], **config: Any) -> Any:
+def make_client(server: LocalEmulator | ServerProcess, service: str, key: tuple[str, str], **config: Any) -> Any:
     """A boto3 client signing with `key`; one attempt, so a refusal is seen as it is sent."""
-    return boto3.client(service, endpoint_url=server.endpoint_url, region_name=server.settings.region,
+    region = server.settings.region if isinstance(server, LocalEmulator) else DEFAULT_REGION
+    return boto3.client(service, endpoint_url=server.endpoint_url, region_name=region,
                         aws_access_key_id=key[0], aws_secret_access_key=key[1],
                         config=Config(retries={"max_attempts": 1}, **config))
 

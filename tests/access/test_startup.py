@@ -1,0 +1,80 @@
+"""`serve --credentials-file` / LOOKOUT_CREDENTIALS_FILE: what the server says at start-up, and
+credentials files it refuses to start with."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from access_support import CREDENTIALS, FULL, make_client, refused
+
+from emulator.access import CredentialsFileError, KeyRing, startup_notice
+from emulator.cli import build_parser
+from tests.api.core_support import ServerProcess
+
+
+def test_serve_with_a_credentials_file_says_so_and_requires_signatures(tmp_path: Path) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.write_text(CREDENTIALS)
+    credentials.chmod(0o600)
+    server = ServerProcess([sys.executable, "-m", "emulator.cli"], "--data-dir", str(tmp_path / "data"),
+                           "--credentials-file", str(credentials), "--threads", "2")
+    try:
+        deadline = time.monotonic() + 30
+        while "access control" not in server.output and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (f"access control: requests must be signed (SigV4) with one of 2 access keys from {credentials} "
+                "(1 read-only)") in server.output
+        assert make_client(server, "lookoutvision", FULL).list_projects()["Projects"] == []
+        assert refused(lambda: make_client(server, "lookoutvision", (FULL[0], "wrong-secret-xyz")).list_projects()) == (
+            403, "InvalidSignatureException")
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+    assert "refused GET /2020-11-20/projects from 127.0.0.1: signature (access key AKIDLOOKOUTFULL)" in server.output
+    assert FULL[1] not in server.output and "wrong-secret-xyz" not in server.output and "Signature=" not in server.output
+
+
+def test_the_environment_names_the_credentials_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOKOUT_CREDENTIALS_FILE", "/run/secrets/lookout-credentials")
+    assert build_parser().parse_args(["serve"]).credentials_file == Path("/run/secrets/lookout-credentials")
+    monkeypatch.delenv("LOOKOUT_CREDENTIALS_FILE")
+    assert build_parser().parse_args(["serve"]).credentials_file is None
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                                          ("0.0.0.0", True), ("192.0.2.10", True)])
+def test_an_open_server_says_so_and_warns_when_other_machines_reach_it(host: str, warned: bool) -> None:
+    line, warning = startup_notice(host, None)
+    assert line.startswith("access control: none")
+    assert (warning is not None) == warned
+    if warning:
+        assert "WITHOUT access control" in warning and "--credentials-file" in warning and host in warning
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[default]\naws_access_key_id = AKID\n", "has no aws_secret_access_key"),
+    ("[default]\nregion = eu-west-1\n", "holds no access key"),
+    ("[a]\naws_access_key_id = AKID\naws_secret_access_key = x\n[b]\naws_access_key_id = AKID\n"
+     "aws_secret_access_key = y\n", "appears in [a] and [b]"),
+    ("[a]\naws_access_key_id = AKID\naws_secret_access_key = x\nlookout_permissions = admin\n",
+     "lookout_permissions must be"),
+    ("aws_access_key_id = AKID\n", "is not an AWS shared-credentials file"),
+])
+def test_unusable_credentials_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "credentials"
+    path.write_text(text)
+    with pytest.raises(CredentialsFileError) as refusal:
+        KeyRing.load(path)
+    assert message in str(refusal.value)
+
+
+def test_serve_refuses_to_start_without_its_credentials_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "credentials"
+    done = subprocess.run([sys.executable, "-m", "emulator.cli", "serve", "--port", "0", "--data-dir",
+                           str(tmp_path / "data"), "--credentials-file", str(missing)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1 and f"cannot read the credentials file {missing}" in done.stderr
+    assert "listening" not in done.stdout
