@@ -57,8 +57,8 @@ def test_an_open_server_says_so_and_warns_when_other_machines_reach_it(host: str
 @pytest.mark.parametrize("text, message", [
     ("[default]\naws_access_key_id = AKID\n", "has no aws_secret_access_key"),
     ("[default]\nregion = eu-west-1\n", "holds no access key"),
-    ("[a]\naws_access_key_id = AKID\naws_secret_access_key = x\n[b]\naws_access_key_id = AKID\n"
-     "aws_secret_access_key = y\n", "appears in [a] and [b]"),
+    (("[a]\naws_access_key_id = AKID\naws_secret_access_key = x\n[b]\naws_access_key_id = AKID\n"
+      "aws_secret_access_key = y\n"), "appears in [a] and [b]"),
     ("[a]\naws_access_key_id = AKID\naws_secret_access_key = x\nlookout_permissions = admin\n",
      "lookout_permissions must be"),
     ("aws_access_key_id = AKID\n", "is not an AWS shared-credentials file"),
