@@ -80,10 +80,11 @@ def main(argv: list[str] | None = None) -> None:
                         credentials_file=args.credentials_file,
                         tls_cert=args.tls_cert, tls_key=args.tls_key)
     from emulator.access import CredentialsFileError
+    from emulator.tls import TLSSetupError
 
     try:
         serve(settings, threads=args.threads)
-    except CredentialsFileError as exc:
+    except (CredentialsFileError, TLSSetupError) as exc:
         parser.exit(1, f"lookout-emulator: {exc}\n")
     except OSError as exc:  # typically the port is taken
         parser.exit(1, f"lookout-emulator: cannot serve on {settings.host}:{settings.port}: {exc}\n")

@@ -23,6 +23,7 @@ from emulator.app import create_app
 from emulator.backend import RecoveryHook
 from emulator.config import Settings
 from emulator.formats.image_files import MAX_IMAGE_BYTES
+from emulator.tls import TLSChannel, server_context
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_SECONDS = 10.0
@@ -61,6 +62,18 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type infor
         super().send_continue()
 
 
+class _TLSChannel(TLSChannel):
+    task_class = _Task
+
+
+def _channel_class(settings: Settings) -> type[HTTPChannel]:
+    """Plain HTTP, or HTTPS when the settings name a certificate and its key."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return _Channel
+    context = server_context(settings.tls_cert, settings.tls_key)
+    return type("_ServerTLSChannel", (_TLSChannel,), {"context": context})
+
+
 class Server:
     """Build the app (its backend starts: S3 restored, recovery run), then bind the socket.
 
@@ -69,10 +82,13 @@ class Server:
 
     def __init__(self, settings: Settings, threads: int = 8, extra_recovery: Sequence[RecoveryHook] = ()) -> None:
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
+        channel_class = _channel_class(settings)  # a bad certificate stops us before anything starts
+        scheme = "http" if channel_class is _Channel else "https"
         self.app, self.backend, self.keys = create_app(settings, extra_recovery=extra_recovery)
         try:
             self._waitress = waitress.create_server(self.app, host=settings.host, port=settings.port,
-                                                    threads=threads, ident="lookout-emulator", **_BUFFERS)
+                                                    threads=threads, ident="lookout-emulator", url_scheme=scheme,
+                                                    **_BUFFERS)
         except BaseException:
             self.backend.close()
             raise
@@ -84,9 +100,9 @@ class Server:
             host, port = self._waitress.effective_host, self._waitress.effective_port
         for listener in self._map.values():
             if isinstance(listener, BaseWSGIServer):
-                listener.channel_class = _Channel
+                listener.channel_class = channel_class
         self.port = int(port)
-        self.endpoint_url = f"http://{f'[{host}]' if ':' in str(host) else host}:{self.port}"
+        self.endpoint_url = f"{scheme}://{f'[{host}]' if ':' in str(host) else host}:{self.port}"
         self._thread: threading.Thread | None = None
         self._stopped = False
 
