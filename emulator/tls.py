@@ -41,7 +41,7 @@ class TLSChannel(HTTPChannel):
 
     context: ssl.SSLContext
 
-    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:  # noqa: A002
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
         sock = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         self._handshaken = False
         self._handshake_wants_write = False
