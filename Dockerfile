@@ -1,9 +1,14 @@
 # lookout-emulator: the Amazon Lookout for Vision API, its S3 and the web console on one port.
 #
 #   docker build -t lookout-emulator .
-#   docker run --rm -p 5010:5010 -v lookout-data:/data lookout-emulator
+#   docker run --rm -p 5010:5010 -v lookout-data:/data \
+#     -v "$PWD/credentials:/run/secrets/lookout-credentials:ro" \
+#     -e LOOKOUT_CREDENTIALS_FILE=/run/secrets/lookout-credentials lookout-emulator
 #
-# then point clients at it: AWS_ENDPOINT_URL=http://127.0.0.1:5010 (console: http://127.0.0.1:5010/console).
+# The credentials file (AWS shared-credentials format, readable by uid 10001) holds the access keys
+# that may call: every API and S3 request must be signed with one of them and the console asks to
+# sign in (README: Access control). Without it the container is open to anyone who reaches the port.
+# Then point clients at it: AWS_ENDPOINT_URL=http://127.0.0.1:5010 (console: http://127.0.0.1:5010/console).
 # The volume keeps projects, datasets, trained models and the embedded S3 across containers.
 # Settings are the `lookout-emulator serve` flags or LOOKOUT_* variables, e.g. -e LOOKOUT_REGION=eu-west-1.
 #

@@ -22,7 +22,8 @@ def test_serve_flags_and_documented_defaults(monkeypatch):
     assert (args.host, args.port, str(args.data_dir), args.region, args.account_id, args.s3_endpoint_url,
             args.threads) == ("127.0.0.1", 5010, "lookout-data", "us-east-1", "123456789012", None, 8)
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for flag in ("--host", "--port", "--data-dir", "--s3-endpoint-url", "--region", "--account-id", "--threads"):
+    for flag in ("--host", "--port", "--data-dir", "--s3-endpoint-url", "--region", "--account-id", "--threads",
+                 "--credentials-file", "--tls-cert", "--tls-key"):
         assert f"`{flag}" in readme, f"{flag} is not documented in the README"
 
 

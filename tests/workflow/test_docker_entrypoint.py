@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
+import pytest
+from botocore.exceptions import ClientError
 
 from emulator.testing import TEST_CREDENTIALS
 
@@ -77,7 +79,7 @@ class Image:
             line = process.stdout.readline()  # type: ignore[union-attr]
             bound = re.search(r"listening on http://(\S+):(\d+)", line)
             assert bound, f"the server did not start: {line!r} (its stderr follows the failure)"
-            assert bound.group(1) == self.env["LOOKOUT_HOST"]
+            assert bound.group(1) == env["LOOKOUT_HOST"]
             yield f"http://127.0.0.1:{bound.group(2)}"
         finally:
             if process.poll() is None:
@@ -120,6 +122,7 @@ def test_the_entrypoint_serves_and_keeps_its_state_in_the_volume(tmp_path):
         s3.put_object(Bucket=bucket, Key="images/a.png", Body=b"png bytes")
     assert image.exit_code == 0, image.stderr
     assert (volume / "metadata.sqlite3").is_file()
+    assert "WITHOUT access control" in image.stderr  # the image listens on 0.0.0.0 and was given no keys
 
     with image.run(LOOKOUT_DATA_DIR=str(volume), LOOKOUT_PORT="0") as endpoint:  # a new container, same volume
         lookout, s3 = clients(endpoint)
@@ -134,3 +137,23 @@ def test_serve_flags_after_the_image_name_still_work():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     assert "--port" in done.stdout and "--data-dir" in done.stdout
+
+
+def test_a_credentials_file_mounted_as_a_secret_requires_signed_requests(tmp_path):
+    """The README's way: the file mounted read-only, LOOKOUT_CREDENTIALS_FILE naming it."""
+    secret = tmp_path / "run-secrets" / "lookout-credentials"
+    secret.parent.mkdir()
+    secret.write_text("[operator]\naws_access_key_id = AKIADOCKER\naws_secret_access_key = docker-secret\n")
+    secret.chmod(0o600)
+    image = Image()
+    with image.run(LOOKOUT_DATA_DIR=str(tmp_path / "volume"), LOOKOUT_PORT="0", LOOKOUT_HOST="127.0.0.1",
+                   LOOKOUT_CREDENTIALS_FILE=str(secret)) as endpoint:
+        signed = boto3.client("lookoutvision", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="AKIADOCKER", aws_secret_access_key="docker-secret")
+        signed.create_project(ProjectName="from-docker")
+        lookout, _ = clients(endpoint)  # the test suite's usual key is not in the file
+        with pytest.raises(ClientError) as refused:
+            lookout.list_projects()
+        assert refused.value.response["Error"]["Code"] == "UnrecognizedClientException"
+    assert image.exit_code == 0, image.stderr
+    assert "WITHOUT access control" not in image.stderr
