@@ -462,10 +462,10 @@ def verify(environ: dict[str, Any], keys: KeyRing, service: str, now: dt.datetim
             raise Refusal("signature", f"The header {name!r} is signed but not in the request.", key.key_id)
         headers[name] = value
     claimed_payload = _environ_header(environ, "x-amz-content-sha256")
-    query = _canonical_query(environ.get("QUERY_STRING", ""), signed.presigned)
+    canonical_query = _canonical_query(environ.get("QUERY_STRING", ""), signed.presigned)
     request = AWSRequest(method=environ["REQUEST_METHOD"],
                          url=f"http://{environ.get('HTTP_HOST', 'localhost')}{raw_path(environ)}"
-                             + (f"?{query}" if query else ""),
+                             + (f"?{canonical_query}" if canonical_query else ""),
                          headers={"X-Amz-Content-SHA256": claimed_payload} if claimed_payload else {})
     request.context.update(timestamp=signed.timestamp, signed_headers=headers)
     body: BinaryIO | None = None
@@ -560,7 +560,7 @@ def is_loopback(host: str) -> bool:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:
         return False
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+    return bool(addresses) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses)
 
 
 def startup_notice(host: str, keys: KeyRing | None) -> tuple[str, str | None]:

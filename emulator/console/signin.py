@@ -18,17 +18,8 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import (
-    Flask,
-    Response,
-    abort,
-    current_app,
-    redirect,
-    render_template,
-    request,
-    session,
-    url_for,
-)
+from flask import Flask, abort, current_app, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
 
 from emulator.access import AccessKey, KeyRing, is_loopback
 from emulator.console.blueprint import blueprint, wants_json
@@ -73,7 +64,9 @@ def keys() -> KeyRing | None:
 
 def _proof(key: AccessKey) -> str:
     """What the session keeps to tie it to the key's current secret (not the secret itself)."""
-    return hmac.new(current_app.secret_key, key.secret.encode(), hashlib.sha256).hexdigest()[:32]  # type: ignore[arg-type]
+    secret = current_app.secret_key
+    assert isinstance(secret, bytes)  # set by `configure`
+    return hmac.new(secret, key.secret.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def signed_in_key() -> AccessKey | None:
@@ -86,7 +79,7 @@ def signed_in_key() -> AccessKey | None:
 
 
 @blueprint.before_request
-def require_sign_in() -> Response | None:
+def require_sign_in() -> ResponseReturnValue | None:
     """With credentials configured, every console page but the sign-in form needs a session; a
     read-only key may look but not change anything."""
     if keys() is None or request.endpoint in _OPEN_ENDPOINTS:
@@ -121,29 +114,30 @@ def _safe_next(target: str | None) -> str:
 
 
 @blueprint.route("/signin", methods=["GET", "POST"])
-def sign_in() -> Response | str | tuple[str, int]:
-    if keys() is None:
-        return redirect(url_for("console.project_list"), code=303)  # type: ignore[return-value]
+def sign_in() -> ResponseReturnValue:
+    ring = keys()
+    if ring is None:
+        return redirect(url_for("console.project_list"), code=303)
     target = _safe_next(request.values.get("next"))
     if request.method == "GET":
         return render_template("signin.html", next=target, key_id="")
     key_id = request.form.get("access_key_id", "").strip()
     secret = request.form.get("secret_access_key", "")
-    key = keys().get(key_id)  # type: ignore[union-attr]
+    key = ring.get(key_id)
     # Compare even for an unknown id, so that timing does not tell which ids exist.
-    valid = hmac.compare_digest((key.secret if key else "\x00unknown").encode(), secret.encode()) and key is not None
-    if not valid:
+    matches = hmac.compare_digest((key.secret if key else "\x00unknown").encode(), secret.encode())
+    if key is None or not matches:
         log.warning("console: failed sign-in for access key %s from %s", key_id or "(none)", request.remote_addr)
         return render_template("signin.html", next=target, key_id=key_id,
                                error="The access key id or the secret access key is not right."), 401
     session.clear()
     session.permanent = True
-    session.update(key_id=key.key_id, proof=_proof(key))  # type: ignore[union-attr]
+    session.update(key_id=key.key_id, proof=_proof(key))
     log.info("console: access key %s signed in from %s", key_id, request.remote_addr)
-    return redirect(target, code=303)  # type: ignore[return-value]
+    return redirect(target, code=303)
 
 
 @blueprint.post("/signout")
-def sign_out() -> Response:
+def sign_out() -> ResponseReturnValue:
     session.clear()
-    return redirect(url_for("console.sign_in"), code=303)  # type: ignore[return-value]
+    return redirect(url_for("console.sign_in"), code=303)
