@@ -26,8 +26,7 @@ import logging
 import re
 import socket
 import tempfile
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,17 +44,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import ReadOnlyCredentials
 
-from emulator.api.errors import (
-    AccessDeniedException,
-    IncompleteSignatureException,
-    InvalidSignatureException,
-    MissingAuthenticationTokenException,
-    ServiceError,
-    UnrecognizedClientException,
-)
-from emulator.api.protocol import render_error
-from emulator.s3.frontend import s3_error, virtual_hosted_bucket
-from emulator.api.servicemodel import find_route
+from emulator.s3.frontend import virtual_hosted_bucket
 from emulator.wsgi import raw_path
 
 log = logging.getLogger(__name__)
@@ -491,63 +480,7 @@ def verify(environ: dict[str, Any], keys: KeyRing, service: str, now: dt.datetim
     return key
 
 
-# -- the gate in front of the API and S3 --------------------------------------------------------
-
-# How each refusal reads to a Lookout for Vision client (restJson1) and to an S3 client (XML).
-_API_ERRORS: dict[str, type[ServiceError]] = {
-    "missing": MissingAuthenticationTokenException, "malformed": IncompleteSignatureException,
-    "unknown_key": UnrecognizedClientException, "signature": InvalidSignatureException,
-    "skewed": InvalidSignatureException, "expired": InvalidSignatureException,
-    "payload": InvalidSignatureException, "denied": AccessDeniedException}
-_S3_ERRORS = {
-    "missing": ("403 Forbidden", "AccessDenied"), "malformed": ("400 Bad Request", "AuthorizationHeaderMalformed"),
-    "unknown_key": ("403 Forbidden", "InvalidAccessKeyId"), "signature": ("403 Forbidden", "SignatureDoesNotMatch"),
-    "skewed": ("403 Forbidden", "RequestTimeTooSkewed"), "expired": ("403 Forbidden", "AccessDenied"),
-    "payload": ("400 Bad Request", "XAmzContentSHA256Mismatch"), "denied": ("403 Forbidden", "AccessDenied")}
-ACCESS_KEY_ENVIRON = "lookout.access_key"  # the verified AccessKey, for the app behind the gate
-
-
-class SignatureGate:
-    """Checks the signature of every API and S3 request before the front end sees it.
-
-    `check` returns None to let the request through, or the refusal response to send instead.
-    Console pages are not signed by browsers: the console checks its own sign-in session.
-    """
-
-    def __init__(self, keys: KeyRing) -> None:
-        self.keys = keys
-
-    def check(self, environ: dict[str, Any], start_response: Callable[..., Any], s3: bool) -> Iterable[bytes] | None:
-        service = "s3" if s3 else "lookoutvision"
-        try:
-            key = verify(environ, self.keys, service)
-            if s3 and not key.may_send(environ["REQUEST_METHOD"]):
-                raise Refusal("denied", f"Access Denied: access key {key.key_id} is read-only.", key.key_id)
-            if not s3:
-                found = find_route(environ["REQUEST_METHOD"], raw_path(environ))
-                if found is not None and not key.may_call(found[0].name):
-                    raise Refusal("denied", f"User: {key.key_id} is not authorized to perform: "
-                                            f"lookoutvision:{found[0].name} (the key is read-only)", key.key_id)
-        except Refusal as refusal:
-            log.warning("refused %s %s from %s: %s (access key %s)", environ["REQUEST_METHOD"], raw_path(environ),
-                        environ.get("REMOTE_ADDR", "?"), refusal.reason, refusal.key_id or "none")
-            if s3:
-                status, code = _S3_ERRORS[refusal.reason]
-                if refusal.reason == "malformed" and not environ.get("HTTP_AUTHORIZATION"):
-                    code = "AuthorizationQueryParametersError"
-                return s3_error(environ, start_response, status, code, refusal.message)
-            error = _API_ERRORS[refusal.reason](refusal.message)
-            return render_error(error, str(uuid.uuid4()))(environ, start_response)
-        environ[ACCESS_KEY_ENVIRON] = key
-        return None
-
-
-def is_console_request(environ: dict[str, Any]) -> bool:
-    path = environ.get("PATH_INFO", "")
-    return path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/")
-
-
-CONSOLE_PATH = "/console"
+# -- start-up ----------------------------------------------------------------------------------
 
 
 def is_loopback(host: str) -> bool:

@@ -6,22 +6,20 @@ request. No module registers anything by being imported.
 """
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from flask import Flask
 
 from emulator import console, services
-from emulator.access import KeyRing, SignatureGate, is_console_request
+from emulator.access import KeyRing
 from emulator.api import dispatch
-from emulator.api.errors import AccessDeniedException
-from emulator.api.protocol import render_error
 from emulator.backend import Backend, RecoveryHook
 from emulator.config import Settings
 from emulator.console import trial_runs
 from emulator.crosssite import SiteGuard
-from emulator.s3.frontend import EmbeddedS3, is_s3_request, no_embedded_s3, s3_error
+from emulator.gate import RequestGate
+from emulator.s3.frontend import EmbeddedS3, is_s3_request, no_embedded_s3
 from emulator.s3.stores import EmbeddedObjectStore
 from emulator.wsgi import WSGIApp
 
@@ -46,33 +44,25 @@ def create_app(settings: Settings, backend: Backend | None = None, extra_recover
     `extra_recovery`), so the app is ready before any server hands it a request. Returns the app
     with its backend and its access keys.
 
-    With a credentials file, every API and S3 request passes the signature gate first, before
-    anything is read or written; the console checks its own sign-in. A credentials file that cannot
-    be used raises `emulator.access.CredentialsFileError` before the backend starts."""
+    Every request passes the request gate (`emulator.gate`) before anything is read or written:
+    cross-site checks, and with a credentials file its SigV4 signature (the console checks its own
+    sign-in). A credentials file that cannot be used raises `emulator.access.CredentialsFileError`
+    before the backend starts."""
     keys = KeyRing.load(settings.credentials_file) if settings.credentials_file else None
     backend = backend or Backend(settings)
     backend.start((*RECOVERY_HOOKS, *extra_recovery))
     lookout = create_flask_app(backend, keys).wsgi_app
-    gate = SignatureGate(keys) if keys else None
+    gate = RequestGate(SiteGuard(settings.allowed_hosts, settings.host), keys)
     if isinstance(backend.objects, EmbeddedObjectStore):
         s3: WSGIApp = EmbeddedS3(backend.objects)
     else:
         s3 = no_embedded_s3(str(settings.s3_endpoint_url))
 
-    guard = SiteGuard(settings.allowed_hosts, settings.host)
-
     def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         to_s3 = is_s3_request(environ)
-        refused = guard.refusal(environ)
-        if refused is not None:  # in the error form of the front end the request was meant for
-            if to_s3:
-                return s3_error(environ, start_response, "403 Forbidden", "AccessDenied", refused)
-            error = render_error(AccessDeniedException(refused), str(uuid.uuid4()))
-            return error(environ, start_response)
-        if gate is not None and (to_s3 or not is_console_request(environ)):
-            refused = gate.check(environ, start_response, to_s3)
-            if refused is not None:
-                return refused
+        refusal = gate.refusal(environ, to_s3)
+        if refusal is not None:  # in the error form of the front end the request was meant for
+            return gate.refuse(environ, start_response, refusal, to_s3)
         return (s3 if to_s3 else lookout)(environ, start_response)
 
     return route, backend, keys
