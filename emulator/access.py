@@ -309,9 +309,13 @@ def _signer_for(signed: _Signed, key: AccessKey) -> SigV4Auth:
 
 
 def _read_body(environ: dict[str, Any]) -> BinaryIO:
-    """The request body as a seekable file at its start, which replaces ``wsgi.input`` so that the
-    app still reads it after the signature check did."""
+    """The request body as a file at its start that the check can read and rewind, so that the app
+    still reads it afterwards: waitress's own buffer when it can seek (no copy), else a copy that
+    replaces ``wsgi.input``."""
     stream = environ.get("wsgi.input") or io.BytesIO()
+    seekable = getattr(stream, "seekable", None)
+    if seekable is not None and seekable() and stream.tell() == 0:
+        return stream  # type: ignore[no-any-return]
     try:
         length = int(environ.get("CONTENT_LENGTH") or -1)
     except ValueError:
