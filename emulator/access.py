@@ -12,7 +12,8 @@ Describe*/List* operations, DetectAnomalies, and S3 GET/HEAD). S3 URLs presigned
 Version 2, which boto3 and the AWS CLI still make by default, are checked with botocore's
 ``HmacV1QueryAuth`` in the same way.
 
-Secrets and signatures are never logged; refusals are, with the access key id and source address.
+Nothing here logs a secret or a signature; `emulator.gate` logs refusals with the access key id and
+the client's address.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ MAX_SKEW = dt.timedelta(minutes=15)
 MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
 PERMISSIONS_OPTION = "lookout_permissions"
 READ_ONLY, FULL = "read-only", "full"
-# S3 payload hashes that stand for a body the signature does not cover byte for byte.
+# S3 payload hashes announcing an aws-chunked body whose chunks are signed one after the other.
 STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
