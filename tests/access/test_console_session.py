@@ -1,0 +1,49 @@
+"""The console's sign-in over plain HTTP, on the secured server: where it sends you, what a session
+allows, and what a forged or stale cookie gets."""
+from __future__ import annotations
+
+import requests
+from access_support import FULL, READ_ONLY
+
+from emulator.testing import LocalEmulator
+
+
+def signed_in(server: LocalEmulator, key: tuple[str, str], next_page: str = "") -> requests.Response:
+    return requests.post(f"{server.endpoint_url}/console/signin", allow_redirects=False, timeout=30,
+                         data={"access_key_id": key[0], "secret_access_key": key[1], "next": next_page})
+
+
+def test_after_signing_in_only_console_pages_of_this_server_are_destinations(secured: LocalEmulator) -> None:
+    assert signed_in(secured, FULL, "/console/projects/x").headers["Location"] == "/console/projects/x"
+    for elsewhere in ("https://attacker.example/", "//attacker.example/console", "/other", "/console\\@x"):
+        assert signed_in(secured, FULL, elsewhere).headers["Location"] == "/console/", elsewhere
+
+
+def test_pages_without_a_session_redirect_scripts_get_401(secured: LocalEmulator) -> None:
+    page = requests.get(f"{secured.endpoint_url}/console/projects/x?tab=models", allow_redirects=False, timeout=30)
+    assert page.status_code == 303 and page.headers["Location"].startswith("/console/signin?next=")
+    script = requests.get(f"{secured.endpoint_url}/console/", headers={"Accept": "application/json"}, timeout=30,
+                          allow_redirects=False)
+    assert script.status_code == 401
+    assert requests.get(f"{secured.endpoint_url}/console/static/console.css", timeout=30).status_code == 200
+
+
+def test_a_forged_or_tampered_cookie_is_no_session(secured: LocalEmulator) -> None:
+    cookie = signed_in(secured, FULL).cookies["lookout_console"]
+    console = f"{secured.endpoint_url}/console/"
+    assert requests.get(console, cookies={"lookout_console": cookie}, allow_redirects=False, timeout=30).status_code == 200
+    payload, rest = cookie.split(".", 1)
+    tampered = payload[:-2] + ("AA" if not payload.endswith("AA") else "BB") + "." + rest
+    for forged in (tampered, "eyJrZXlfaWQiOiJBS0lETE9PS09VVEZVTEwifQ.x.y"):
+        assert requests.get(console, cookies={"lookout_console": forged}, allow_redirects=False,
+                            timeout=30).status_code == 303
+
+
+def test_a_read_only_session_may_not_post(secured: LocalEmulator) -> None:
+    cookie = signed_in(secured, READ_ONLY).cookies["lookout_console"]
+    created = requests.post(f"{secured.endpoint_url}/console/projects", data={"name": "ro-console"}, timeout=30,
+                            cookies={"lookout_console": cookie}, allow_redirects=False)
+    assert created.status_code == 403
+    out = requests.post(f"{secured.endpoint_url}/console/signout", cookies={"lookout_console": cookie}, timeout=30,
+                        allow_redirects=False)
+    assert out.status_code == 303 and "lookout_console=;" in out.headers["Set-Cookie"]
