@@ -279,8 +279,7 @@ def _check_time(signed: _Signed, now: dt.datetime) -> None:
     if signed.scope_date != signed.timestamp[:8]:
         raise Refusal("signature", f"Date in Credential scope does not match YYYYMMDD from X-Amz-Date "
                                    f"({signed.scope_date} vs {signed.timestamp[:8]}).", signed.key_id)
-    if signed.presigned:
-        assert signed.expires is not None
+    if signed.expires is not None:  # a presigned URL: valid from its date until it expires
         if when - now > MAX_SKEW:
             raise Refusal("skewed", "Request is not yet valid: X-Amz-Date is in the future.", signed.key_id)
         if now > when + dt.timedelta(seconds=signed.expires):

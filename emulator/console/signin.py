@@ -26,7 +26,7 @@ from emulator.console.blueprint import blueprint, wants_json
 
 log = logging.getLogger(__name__)
 SESSION_HOURS = 8
-SESSION_SECRET_FILE = "console-session.key"
+SESSION_SIGNING_KEY_FILE = "console-session.key"
 # Pages a visitor who has not signed in may see: the form itself and the style sheet it uses.
 _OPEN_ENDPOINTS = frozenset({"console.sign_in", "console.static"})
 
@@ -34,7 +34,7 @@ _OPEN_ENDPOINTS = frozenset({"console.sign_in", "console.static"})
 def configure(app: Flask) -> None:
     """Session cookie settings; the signing secret is created once per data directory."""
     settings = app.extensions["lookout_backend"].settings
-    app.secret_key = _session_secret(Path(settings.data_dir) / SESSION_SECRET_FILE)
+    app.secret_key = _session_secret(Path(settings.data_dir) / SESSION_SIGNING_KEY_FILE)
     app.config.update(SESSION_COOKIE_NAME="lookout_console", SESSION_COOKIE_PATH="/console",
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=settings.tls_cert is not None,
@@ -64,9 +64,9 @@ def keys() -> KeyRing | None:
 
 def _proof(key: AccessKey) -> str:
     """What the session keeps to tie it to the key's current secret (not the secret itself)."""
-    secret = current_app.secret_key
-    assert isinstance(secret, bytes)  # set by `configure`
-    return hmac.new(secret, key.secret.encode(), hashlib.sha256).hexdigest()[:32]
+    signing = current_app.secret_key  # bytes, from `configure`
+    signing_bytes = signing if isinstance(signing, bytes) else str(signing).encode()
+    return hmac.new(signing_bytes, key.secret.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def signed_in_key() -> AccessKey | None:

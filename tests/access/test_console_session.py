@@ -31,7 +31,8 @@ def test_pages_without_a_session_redirect_scripts_get_401(secured: LocalEmulator
 def test_a_forged_or_tampered_cookie_is_no_session(secured: LocalEmulator) -> None:
     cookie = signed_in(secured, FULL).cookies["lookout_console"]
     console = f"{secured.endpoint_url}/console/"
-    assert requests.get(console, cookies={"lookout_console": cookie}, allow_redirects=False, timeout=30).status_code == 200
+    fine = requests.get(console, cookies={"lookout_console": cookie}, allow_redirects=False, timeout=30)
+    assert fine.status_code == 200
     payload, rest = cookie.split(".", 1)
     tampered = payload[:-2] + ("AA" if not payload.endswith("AA") else "BB") + "." + rest
     for forged in (tampered, "eyJrZXlfaWQiOiJBS0lETE9PS09VVEZVTEwifQ.x.y"):

@@ -22,7 +22,7 @@ from emulator.testing import LocalEmulator
 
 @contextmanager
 def clock_off_by(offset: dt.timedelta) -> Iterator[None]:
-    """botocore signs as if its clock were `offset` away from the real one."""
+    """Let botocore sign as if its clock were `offset` away from the real one."""
     original = botocore.auth.get_current_datetime
     botocore.auth.get_current_datetime = lambda: original() + offset  # type: ignore[assignment]
     try:
@@ -178,7 +178,8 @@ def test_signature_version_2_presigned_urls_boto3_makes_by_default(secured: Loca
     assert "AWSAccessKeyId=" in url
     assert requests.get(url, timeout=30).content == b"visible"
     key = unique("v2")
-    put_url = v2.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key, "ContentType": "text/plain"},
+    put_url = v2.generate_presigned_url("put_object",
+                                        Params={"Bucket": bucket, "Key": key, "ContentType": "text/plain"},
                                         ExpiresIn=60)
     tampered = put_url.replace(key, key + "x")
     assert _s3_error(requests.put(tampered, data=b"x", headers={"Content-Type": "text/plain"},
