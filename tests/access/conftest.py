@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from access_support import CREDENTIALS, FULL, make_client
 
 from emulator.testing import LocalEmulator
+from tests.access.access_support import CREDENTIALS, FULL, make_client
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,9 @@ allows, and what a forged or stale cookie gets."""
 from __future__ import annotations
 
 import requests
-from access_support import FULL, READ_ONLY
 
 from emulator.testing import LocalEmulator
+from tests.access.access_support import FULL, READ_ONLY
 
 
 def signed_in(server: LocalEmulator, key: tuple[str, str], next_page: str = "") -> requests.Response:

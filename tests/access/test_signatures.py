@@ -12,12 +12,12 @@ from typing import Any
 import botocore.auth
 import pytest
 import requests
-from access_support import FULL, READ_ONLY, exists, make_client, refused, unique
 from botocore import UNSIGNED
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
 from emulator.testing import LocalEmulator
+from tests.access.access_support import FULL, READ_ONLY, exists, make_client, refused, unique
 
 
 @contextmanager

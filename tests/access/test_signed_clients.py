@@ -18,9 +18,9 @@ from typing import Any
 import botocore
 import pytest
 import requests
-from access_support import FULL, READ_ONLY, exists
 
 from emulator.testing import LocalEmulator
+from tests.access.access_support import FULL, READ_ONLY, exists
 
 LOOKOUTVISION_MODEL = Path(botocore.__file__).parent / "data" / "lookoutvision"  # botocore-a-la-carte-lookoutvision
 NODE_SDK = Path(__file__).resolve().parents[2] / "client_examples" / "node_modules" / "@aws-sdk"

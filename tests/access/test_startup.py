@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from access_support import CREDENTIALS, FULL, make_client, refused
 
 from emulator.access import CredentialsFileError, KeyRing, startup_notice
 from emulator.cli import build_parser
+from tests.access.access_support import CREDENTIALS, FULL, make_client, refused
 from tests.api.core_support import ServerProcess
 
 

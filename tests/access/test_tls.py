@@ -13,7 +13,6 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from access_support import CREDENTIALS, FULL, refused
 from botocore.config import Config
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from emulator.testing import LocalEmulator
+from tests.access.access_support import CREDENTIALS, FULL, refused
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:

@@ -14,19 +14,7 @@ from console_support import click_and_load, find, find_all, until
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from emulator.testing import LocalEmulator
-
-FULL = ("AKIDCONSOLEFULL", "console-full-secret")
-READ_ONLY = ("AKIDCONSOLEREAD", "console-read-secret")
-CREDENTIALS = f"""\
-[operator]
-aws_access_key_id = {FULL[0]}
-aws_secret_access_key = {FULL[1]}
-
-[line-pc]
-aws_access_key_id = {READ_ONLY[0]}
-aws_secret_access_key = {READ_ONLY[1]}
-lookout_permissions = read-only
-"""
+from tests.access.access_support import CREDENTIALS, FULL, READ_ONLY
 
 
 @pytest.fixture(scope="module")
