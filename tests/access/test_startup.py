@@ -9,9 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from werkzeug.test import Client
 
 from emulator.access import CredentialsFileError, KeyRing, startup_notice
+from emulator.app import create_app
 from emulator.cli import build_parser
+from emulator.config import Settings
 from tests.access.access_support import CREDENTIALS, FULL, make_client, refused
 from tests.api.core_support import ServerProcess
 
@@ -79,3 +82,15 @@ def test_serve_refuses_to_start_without_its_credentials_file(tmp_path: Path) -> 
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1 and f"cannot read the credentials file {missing}" in done.stderr
     assert "listening" not in done.stdout
+
+
+@pytest.mark.parametrize("host, banner", [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_an_open_console_reachable_from_other_machines_says_so(tmp_path: Path, host: str, banner: bool) -> None:
+    """The app as a server bound to `host` would run it (no socket is bound here)."""
+    app, backend, _ = create_app(Settings(data_dir=tmp_path, host=host, port=0))
+    try:
+        page = Client(app).get("/console/", headers={"Host": "localhost"})
+        assert page.status_code == 200
+        assert ("reachable from other machines and open to anyone" in " ".join(page.text.split())) == banner
+    finally:
+        backend.close()
