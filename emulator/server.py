@@ -62,8 +62,8 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type infor
         super().send_continue()
 
 
-class _TLSChannel(TLSChannel):
-    task_class = _Task
+class _TLSChannel(TLSChannel, _Channel):
+    """Our HTTP channel (its tasks, its 100-continue) over TLS."""
 
 
 def _channel_class(settings: Settings) -> type[HTTPChannel]:

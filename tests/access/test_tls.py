@@ -4,6 +4,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -99,3 +101,20 @@ def test_serve_refuses_an_unusable_certificate(tmp_path: Path) -> None:
     half = subprocess.run([sys.executable, "-m", "emulator.cli", "serve", "--tls-cert", str(cert)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert half.returncode == 2 and "--tls-cert and --tls-key go together" in half.stderr
+
+
+def test_an_empty_request_expecting_100_continue_is_answered_over_https(tls_server: tuple[LocalEmulator, Path]) -> None:
+    """The plain channel's 100-continue fix holds over TLS too (the request gets its final answer)."""
+    server, cert = tls_server
+    context = ssl.create_default_context(cafile=str(cert))
+    with socket.create_connection(("127.0.0.1", server.server.port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        conn.sendall(f"PUT /tls-bucket/folder/ HTTP/1.1\r\nHost: 127.0.0.1:{server.server.port}\r\n"
+                     "Expect: 100-continue\r\nContent-Length: 0\r\n\r\n".encode())
+        received = b""
+        while b"AccessDenied" not in received:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    assert b"HTTP/1.1 403" in received and b"AccessDenied" in received  # unsigned, refused, but answered
