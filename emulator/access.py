@@ -176,19 +176,19 @@ class _AsSigned:
         return request.context["signed_headers"]
 
 
-class _HeaderSigner(_AsSigned, SigV4Auth):
+class _HeaderSigner(_AsSigned, SigV4Auth):  # type: ignore[misc]  # botocore has no type information
     pass
 
 
-class _S3HeaderSigner(_AsSigned, S3SigV4Auth):
+class _S3HeaderSigner(_AsSigned, S3SigV4Auth):  # type: ignore[misc]  # botocore has no type information
     pass
 
 
-class _QuerySigner(_AsSigned, SigV4QueryAuth):
+class _QuerySigner(_AsSigned, SigV4QueryAuth):  # type: ignore[misc]  # botocore has no type information
     pass
 
 
-class _S3QuerySigner(_AsSigned, S3SigV4QueryAuth):
+class _S3QuerySigner(_AsSigned, S3SigV4QueryAuth):  # type: ignore[misc]  # botocore has no type information
     pass
 
 
@@ -312,10 +312,10 @@ def _read_body(environ: dict[str, Any]) -> BinaryIO:
     """The request body as a file at its start that the check can read and rewind, so that the app
     still reads it afterwards: waitress's own buffer when it can seek (no copy), else a copy that
     replaces ``wsgi.input``."""
-    stream = environ.get("wsgi.input") or io.BytesIO()
+    stream: BinaryIO = environ.get("wsgi.input") or io.BytesIO()
     seekable = getattr(stream, "seekable", None)
     if seekable is not None and seekable() and stream.tell() == 0:
-        return stream  # type: ignore[no-any-return]
+        return stream
     try:
         length = int(environ.get("CONTENT_LENGTH") or -1)
     except ValueError:
@@ -383,7 +383,7 @@ def _check_chunks(body: BinaryIO, signer: SigV4Auth, request: AWSRequest, seed: 
         body.seek(0)
 
 
-class _V2QuerySigner(HmacV1QueryAuth):
+class _V2QuerySigner(HmacV1QueryAuth):  # type: ignore[misc]  # botocore has no type information
     """botocore's Signature Version 2 presigner, set to the expiry the URL carries."""
 
     def __init__(self, credentials: ReadOnlyCredentials, expires_at: str) -> None:

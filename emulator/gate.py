@@ -47,7 +47,7 @@ _S3_ERRORS = {
 
 
 def is_console_request(environ: dict[str, Any]) -> bool:
-    path = environ.get("PATH_INFO", "")
+    path: str = environ.get("PATH_INFO", "")
     return path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/")
 
 

@@ -36,7 +36,7 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-class TLSChannel(HTTPChannel):
+class TLSChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no type information
     """waitress's HTTP channel over a TLS connection; `context` is set on a subclass per server."""
 
     context: ssl.SSLContext
