@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from emulator.access import AccessKey, KeyRing, Refusal, verify
-from emulator.crosssite import SiteGuard
 from emulator.api.errors import (
     AccessDeniedException,
     IncompleteSignatureException,
@@ -25,8 +24,9 @@ from emulator.api.errors import (
     UnrecognizedClientException,
 )
 from emulator.api.protocol import render_error
-from emulator.s3.frontend import s3_error
 from emulator.api.servicemodel import find_route
+from emulator.crosssite import SiteGuard
+from emulator.s3.frontend import s3_error
 from emulator.wsgi import raw_path
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,11 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from console_support import click_and_load, find, find_all, until
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from emulator.testing import LocalEmulator
 from tests.access.access_support import CREDENTIALS, FULL, READ_ONLY
+from tests.console.console_support import click_and_load, find, find_all, until
 
 
 @pytest.fixture(scope="module")
