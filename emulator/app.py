@@ -54,7 +54,7 @@ def create_app(settings: Settings, backend: Backend | None = None,
     guard = SiteGuard(settings.allowed_hosts, settings.host)
 
     def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        to_s3 = is_s3_request(environ)
+        to_s3 = is_s3_request(environ) and not console.is_browser_visit(environ)
         refused = guard.refusal(environ)
         if refused is not None:  # in the error form of the front end the request was meant for
             if to_s3:
