@@ -9,6 +9,8 @@
 #     botocore/data folder of an environment where that package is installed;
 #   - aws configure add-model --service-name lookoutvision --service-model file://<that service-2.json>
 #     (also the way for AWS CLI v2, which bundles its own botocore).
+# When the CLI has no model of its own, the script uses the one in this repository's .venv (where the
+# README's install command puts botocore-a-la-carte-lookoutvision), and only that service's model.
 #
 # Usage, with `lookout-emulator serve` running:
 #   client_examples/aws_cli.sh [DATA] [PROJECT] [BUCKET]
@@ -29,6 +31,21 @@ if [[ -z ${AWS_ACCESS_KEY_ID:-} && -z ${AWS_PROFILE:-} ]]; then
     export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 fi
 POLL_SECONDS=${POLL_SECONDS:-2}
+
+# The lookoutvision model of the repository's own environment, alone in a folder for AWS_DATA_PATH
+# (a whole botocore data folder would replace the CLI's models of every other service too).
+models=$(mktemp -d)
+trap 'rm -rf "$models"' EXIT
+if ! aws lookoutvision help >/dev/null 2>&1; then
+    for found in "$here"/../.venv/lib/python3*/site-packages/botocore/data/lookoutvision; do
+        if [[ -d $found ]]; then
+            ln -s "$(cd "$found" && pwd)" "$models/lookoutvision"
+            export AWS_DATA_PATH=$models${AWS_DATA_PATH:+:$AWS_DATA_PATH}
+            echo "Using the lookoutvision service model in $(cd "$found" && pwd)"
+            break
+        fi
+    done
+fi
 
 if ! problem=$(aws lookoutvision list-projects --max-results 1 --output text 2>&1 >/dev/null); then
     if [[ $problem == *"Invalid choice"* ]]; then
@@ -67,7 +84,7 @@ aws s3 cp --recursive --no-progress "$DATA/dataset-files/training-images" "s3://
 
 echo "Writing a Ground Truth manifest (the label is in each file name: normal-*.jpg, anomaly-*.jpg)"
 manifest=$(mktemp)
-trap 'rm -f "$manifest"' EXIT
+trap 'rm -f "$manifest"; rm -rf "$models"' EXIT
 for image in "$DATA"/dataset-files/training-images/*; do
     name=$(basename "$image")
     label=${name%%-*}

@@ -5,7 +5,8 @@
 // The package is still published; `npm install` in client_examples/ installs the version in package.json.
 //
 // Usage, with `lookout-emulator serve` running and a trained model (e.g. from aws_cli.sh or quickstart.py):
-//   node client_examples/detect.mjs --project NAME [--model-version 1] [--keep-hosted] IMAGE...
+//   node client_examples/detect.mjs --project NAME [--model-version N] [--keep-hosted] IMAGE...
+// Without --model-version it uses the project's latest trained (or hosted) model version.
 // Starts the model unless it is hosted, prints one line per image (JPEG or PNG), then stops the model
 // again if it started it (hosted models are billed by the hour on AWS).
 // Options: --endpoint-url (default $AWS_ENDPOINT_URL or http://127.0.0.1:5010), --region, --poll-seconds.
@@ -16,6 +17,7 @@ import { parseArgs } from "node:util";
 import {
   DescribeModelCommand,
   DetectAnomaliesCommand,
+  ListModelsCommand,
   LookoutVisionClient,
   StartModelCommand,
   StopModelCommand,
@@ -28,7 +30,7 @@ const { values: options, positionals: images } = parseArgs({
   allowPositionals: true,
   options: {
     project: { type: "string" },
-    "model-version": { type: "string", default: "1" },
+    "model-version": { type: "string" },
     "keep-hosted": { type: "boolean", default: false },
     "endpoint-url": { type: "string", default: process.env.AWS_ENDPOINT_URL ?? "http://127.0.0.1:5010" },
     region: { type: "string", default: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1" },
@@ -36,7 +38,7 @@ const { values: options, positionals: images } = parseArgs({
   },
 });
 if (!options.project || images.length === 0) {
-  console.error("usage: detect.mjs --project NAME [--model-version 1] [--keep-hosted] IMAGE...");
+  console.error("usage: detect.mjs --project NAME [--model-version N] [--keep-hosted] IMAGE...");
   process.exit(2);
 }
 
@@ -48,7 +50,26 @@ const client = new LookoutVisionClient({
     ? {}
     : { credentials: { accessKeyId: "testing", secretAccessKey: "testing" } }),
 });
-const model = { ProjectName: options.project, ModelVersion: options["model-version"] };
+// The newest model version that can detect: trained, or hosted already (ListModels pages through them all).
+async function latestUsableVersion(project) {
+  const usable = [];
+  let NextToken;
+  do {
+    const page = await client.send(new ListModelsCommand({ ProjectName: project, NextToken }));
+    usable.push(...page.Models.filter((m) => ["TRAINED", "HOSTED"].includes(m.Status)).map((m) => Number(m.ModelVersion)));
+    NextToken = page.NextToken;
+  } while (NextToken);
+  if (usable.length === 0) {
+    console.error(`project ${project} has no trained model: train one first`);
+    process.exit(1);
+  }
+  return String(Math.max(...usable));
+}
+
+const model = {
+  ProjectName: options.project,
+  ModelVersion: options["model-version"] ?? (await latestUsableVersion(options.project)),
+};
 
 async function status() {
   const { ModelDescription: found } = await client.send(new DescribeModelCommand(model));

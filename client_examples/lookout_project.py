@@ -104,6 +104,12 @@ class Project:
         self.lookout = session.client("lookoutvision", endpoint_url=args.endpoint_url)
         self.s3 = session.client("s3", endpoint_url=args.endpoint_url)
         self.name, self.bucket, self.interval = args.project, args.bucket, args.poll_interval
+        self.endpoint_url = args.endpoint_url.rstrip("/")
+
+    @property
+    def console_url(self) -> str:
+        """The project's page in the emulator's web console (the emulator serves it on the API's port)."""
+        return f"{self.endpoint_url}/console/projects/{self.name}"
 
     def uri(self, key: str) -> str:
         """The S3 URI of `key`, relative to the project's prefix."""

@@ -15,11 +15,13 @@ the same calls ran against the AWS service.
 Data (``--data``), either layout:
 
 - ``train/{normal,anomaly}/``, ``test/{normal,anomaly}/`` and ``extra/``: the new images to verify,
-  unlabelled directly in ``extra/`` or already sorted into ``extra/normal/`` and ``extra/anomaly/``;
+  already sorted into ``extra/normal/`` and ``extra/anomaly/``, or directly in ``extra/``: labeled
+  by their file names when a name holds exactly one of the words normal and anomaly (as in the
+  cookies dataset's ``test-anomaly-3.jpg``), unlabeled otherwise;
 - the Lookout for Vision getting-started *cookies* dataset (``dataset-files/training-images/`` and
   ``test-images/``), the default: training images numbered 1-20 form the train dataset, the rest
   (11 normal, 12 anomaly) the test dataset, which needs at least 10 of each label; the separate
-  ``test-images/`` play the new images of the trial detection, labelled by their file names.
+  ``test-images/`` play the new images of the trial detection, labeled by their file names.
 
 Usage, with ``lookout-emulator serve`` running::
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -49,7 +52,7 @@ COOKIES_TRAIN_UP_TO = 20  # cookies images numbered up to this go to the train d
 class Image:
     path: Path
     key: str  # where it is uploaded, relative to the project's S3 prefix: train/normal/normal-1.jpg
-    label: str | None  # "normal", "anomaly" or None (a new image nobody has labelled yet)
+    label: str | None  # "normal", "anomaly" or None (a new image nobody has labeled yet)
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -64,8 +67,16 @@ def folder_layout(root: Path) -> dict[str, list[Image]]:
     for split in splits:
         for label in LABELS:
             splits[split] += [Image(p, f"{split}/{label}/{p.name}", label) for p in images_in(root / split / label)]
-    splits["extra"] += [Image(p, f"extra/{p.name}", None) for p in images_in(root / "extra")]
+    splits["extra"] += [Image(p, f"extra/{p.name}", label_in_name(p)) for p in images_in(root / "extra")]
     return splits
+
+
+def label_in_name(path: Path) -> str | None:
+    """The label a file name states (``test-anomaly-3.jpg``, ``normal_12.png``): the one of normal
+    and anomaly among its words; None if it names neither or both."""
+    words = set(re.split(r"[^a-z]+", path.stem.lower()))
+    named = [label for label in LABELS if label in words]
+    return named[0] if len(named) == 1 else None
 
 
 def cookies_layout(root: Path) -> dict[str, list[Image]]:
@@ -76,7 +87,7 @@ def cookies_layout(root: Path) -> dict[str, list[Image]]:
         split = "train" if int(number) <= COOKIES_TRAIN_UP_TO else "test"
         splits[split].append(Image(p, f"{split}/{label}/{p.name}", label))
     for p in images_in(root / "test-images"):
-        splits["extra"].append(Image(p, f"extra/{p.name}", p.stem.split("-")[1]))  # test-anomaly-3.jpg
+        splits["extra"].append(Image(p, f"extra/{p.name}", label_in_name(p)))  # test-anomaly-3.jpg
     return splits
 
 
@@ -148,7 +159,8 @@ def verify(results: list[tuple[Image, dict[str, Any]]], interactive: bool) -> li
         verified.append((image, label))
         correct += label == predicted
     print(f"Verified {len(verified)} images: the model was right on {correct}, wrong on {len(verified) - correct}"
-          + (f"; {skipped} left out (no label folder; run interactively to label them)" if skipped else ""))
+          + (f"; {skipped} left out (no label in a folder or file name; run interactively to label them)"
+             if skipped else ""))
     return verified
 
 
@@ -175,7 +187,7 @@ def print_comparison(first: dict[str, Any], second: dict[str, Any], train_sizes:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = example_parser(__doc__, "quickstart", "image folder in the train/test/extra or the cookies layout")
     parser.add_argument("--non-interactive", action="store_true",
-                        help="never ask for labels: new images without a label folder are left out")
+                        help="never ask for labels: new images labeled by neither folder nor file name are left out")
     return parser.parse_args(argv)
 
 
@@ -207,6 +219,7 @@ def run(args: argparse.Namespace) -> None:
     print_comparison(first, second, (before, project.dataset("train")["ImageStats"]["Labeled"]))
     print(f"\nDone in {time.monotonic() - started:.0f} s: project {project.name}, "
           f"images and evaluation results in {project.uri('')}")
+    print(f"See it in the web console: {project.console_url}")
 
 
 if __name__ == "__main__":

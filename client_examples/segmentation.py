@@ -64,13 +64,18 @@ def pixels_of_colour(mask: Image.Image, rgb: tuple[int, ...]) -> Image.Image:
     return ImageChops.darker(ImageChops.darker(bands[0], bands[1]), bands[2])
 
 
+def as_rgb(image: Image.Image) -> Image.Image:
+    """`image` in RGB; a palette PNG with transparency goes through RGBA (Pillow warns otherwise)."""
+    return (image.convert("RGBA") if image.mode == "P" and "transparency" in image.info else image).convert("RGB")
+
+
 def overlay(image: Image.Image, mask: Image.Image, anomalies: list[dict[str, Any]]) -> Image.Image:
     """Paint every anomaly's mask pixels, in its label colour, over the image.
 
     Colours come from the result's Anomalies list, not from assumptions about the mask: the first
     entry is always the background, whatever colour the service gives it.
     """
-    image, mask = image.convert("RGB"), mask.convert("RGB").resize(image.size, Image.NEAREST)
+    image, mask = as_rgb(image), as_rgb(mask).resize(image.size, Image.NEAREST)
     painted = image.copy()
     for anomaly in anomalies[1:]:
         colour = anomaly["PixelAnomaly"]["Color"]
@@ -133,6 +138,7 @@ def run(args: argparse.Namespace) -> None:
                   f"{describe_anomalies(result)}{'' if saved else '  (no mask returned)'}", flush=True)
     finally:
         project.stop(version)
+    print(f"\nIn the web console: {project.console_url}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def create_app(settings: Settings, backend: Backend | None = None, extra_recover
         s3 = no_embedded_s3(str(settings.s3_endpoint_url))
 
     def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        to_s3 = is_s3_request(environ)
+        to_s3 = is_s3_request(environ) and not console.is_browser_visit(environ)
         refusal = gate.refusal(environ, to_s3)
         if refusal is not None:  # in the error form of the front end the request was meant for
             return gate.refuse(environ, start_response, refusal, to_s3)

@@ -1,13 +1,26 @@
-"""``lookout-emulator`` command line: ``serve`` runs the API (and embedded S3) with waitress."""
+"""lookout-emulator command line: serve runs the Lookout for Vision API, an embedded S3 and the web
+console on one port (waitress).
+
+Every setting is a flag or a LOOKOUT_* environment variable (the flag wins). Bad input of either kind
+ends with one line on stderr and exit status 2, never a traceback.
+"""
 from __future__ import annotations
 
 import argparse
+import errno
+import ipaddress
 import logging
 import os
+import re
 import signal
+import socket
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from emulator.config import (
     BACKBONES,
@@ -19,75 +32,263 @@ from emulator.config import (
     Settings,
 )
 
+PROG = "lookout-emulator"
 DEFAULT_THREADS = 8
+MAX_THREADS = 256
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+_ACCOUNT_ID = re.compile(r"\d{12}")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # one DNS label
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's pyproject.toml when not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed(PROG)
+    except PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.M) if pyproject.exists() else None
+        return found.group(1) if found else "unknown"
+
+
+# ------------------------------------------------------------------------------------------ checks
+# Each turns the text of a flag or variable into its value, or raises ArgumentTypeError saying why not.
+def _port(text: str) -> int:
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
+    return port
+
+
+def _threads(text: str) -> int:
+    try:
+        threads = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= threads <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_THREADS}, not {threads}")
+    return threads
+
+
+def _host(text: str) -> str:
+    candidate = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ipaddress.ip_address(candidate)
+        return candidate
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(candidate):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or host name")
+    return candidate
+
+
+def _data_dir(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory")
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a directory")
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{existing} is not writable by this user")
+    return path
+
+
+def _endpoint_url(text: str) -> str:
+    parts = urlsplit(text)
+    try:
+        port_ok = parts.port is None or 0 < parts.port
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL with a host")
+    return text
+
+
+def _region(text: str) -> str:
+    if not _REGION.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a region name like us-east-1")
+    return text
+
+
+def _account_id(text: str) -> str:
+    if not _ACCOUNT_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a 12-digit account id")
+    return text
+
+
+def _allowed_host(text: str) -> str:
+    name = text.strip()
+    if name == "*":
+        return name
+    try:
+        _host(name[1:] if name.startswith(".") else name)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host name, .domain or *") from None
+    return name
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a file")
+    return Path(text).expanduser()
+
+
+def _backbone(text: str) -> str:
+    if text not in BACKBONES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(BACKBONES)}")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `serve` setting: its flag, its environment variable, its default and its check."""
+
+    flag: str
+    env: str | None
+    default: Any
+    check: Callable[[str], Any]
+    help: str
+    metavar: str
+    shown_default: str | None = None  # how help names the default, when not just its value
+    repeatable: bool = False  # a list: the flag may be given again, the variable is comma-separated
+
+
+SERVE_OPTIONS = (
+    Option("--host", "LOOKOUT_HOST", DEFAULT_HOST, _host, "interface to listen on (0.0.0.0 exposes the "
+           "emulator to your network: use it only when you mean it)", "HOST"),
+    Option("--port", "LOOKOUT_PORT", DEFAULT_PORT, _port, "TCP port, 0 to 65535 (0 picks a free one)", "PORT"),
+    Option("--data-dir", "LOOKOUT_DATA_DIR", Path("./lookout-data"), _data_dir,
+           "where metadata, model artifacts and embedded S3 objects are kept", "DIR"),
+    Option("--s3-endpoint-url", "LOOKOUT_S3_ENDPOINT_URL", None, _endpoint_url,
+           "use this external S3-compatible store instead of the embedded S3", "URL", "the embedded S3"),
+    Option("--region", "LOOKOUT_REGION", DEFAULT_REGION, _region, "region in ARNs", "REGION"),
+    Option("--account-id", "LOOKOUT_ACCOUNT_ID", DEFAULT_ACCOUNT_ID, _account_id, "12-digit account id in ARNs",
+           "ID"),
+    Option("--backbone", "LOOKOUT_BACKBONE", DEFAULT_BACKBONE, _backbone,
+           f"feature extractor for new models: {', '.join(BACKBONES)}; all but {DEFAULT_BACKBONE} need "
+           "ImageNet weights in the file named by LOOKOUT_BACKBONE_WEIGHTS", "NAME"),
+    Option("--allowed-host", "LOOKOUT_ALLOWED_HOSTS", (), _allowed_host,
+           "another host name clients use to reach the server, besides localhost, *.localhost, 127.0.0.1 and "
+           "::1 (repeatable; .example.com also allows its subdomains, * any name); requests with other Host "
+           "headers, and cross-site browser requests, are refused", "NAME", "loopback names only", repeatable=True),
+    Option("--threads", "LOOKOUT_THREADS", DEFAULT_THREADS, _threads, f"HTTP worker threads, 1 to {MAX_THREADS}",
+           "N"),
+    Option("--credentials-file", "LOOKOUT_CREDENTIALS_FILE", None, _path,
+           "AWS shared-credentials file (~/.aws/credentials format) whose keys may call: every API and S3 request "
+           "must then be signed with one of them, and the console asks to sign in", "FILE",
+           "none: open to anyone who reaches the port"),
+    Option("--tls-cert", "LOOKOUT_TLS_CERT", None, _path, "PEM certificate (chain) to serve HTTPS; needs --tls-key",
+           "FILE", "plain HTTP"),
+    Option("--tls-key", "LOOKOUT_TLS_KEY", None, _path, "PEM private key of --tls-cert", "FILE", "none"),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a refused flag is one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lookout-emulator", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve the Lookout for Vision API and S3 on one port")
-    serve.add_argument("--host", default=os.environ.get("LOOKOUT_HOST", DEFAULT_HOST),
-                       help=f"interface to listen on (default {DEFAULT_HOST}; use 0.0.0.0 only when you mean it)")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("LOOKOUT_PORT", DEFAULT_PORT)),
-                       help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
-    serve.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LOOKOUT_DATA_DIR", "./lookout-data")),
-                       help="where metadata, model artifacts and embedded S3 objects are kept (default ./lookout-data)")
-    serve.add_argument("--s3-endpoint-url", default=os.environ.get("LOOKOUT_S3_ENDPOINT_URL"),
-                       help="use this external S3-compatible store instead of the embedded S3")
-    serve.add_argument("--region", default=os.environ.get("LOOKOUT_REGION", DEFAULT_REGION),
-                       help=f"region in ARNs (default {DEFAULT_REGION})")
-    serve.add_argument("--account-id", default=os.environ.get("LOOKOUT_ACCOUNT_ID", DEFAULT_ACCOUNT_ID),
-                       help=f"account id in ARNs (default {DEFAULT_ACCOUNT_ID})")
-    serve.add_argument("--backbone", choices=BACKBONES, default=os.environ.get("LOOKOUT_BACKBONE", DEFAULT_BACKBONE),
-                       help=f"feature extractor for new models (default {DEFAULT_BACKBONE}, shipped with the package;"
-                            " the others need ImageNet weights in the file named by LOOKOUT_BACKBONE_WEIGHTS)")
-    serve.add_argument("--allowed-host", action="append", dest="allowed_hosts",
-                       default=[name for name in os.environ.get("LOOKOUT_ALLOWED_HOSTS", "").split(",")
-                                if name.strip()],
-                       help="a host name clients use to reach the server besides localhost, *.localhost, 127.0.0.1 "
-                            "and ::1 (repeatable; '.example.com' also allows its subdomains, '*' any name; "
-                            "env LOOKOUT_ALLOWED_HOSTS, comma-separated). Other Host headers and cross-site "
-                            "browser requests are refused")
-    serve.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                       help=f"HTTP worker threads (default {DEFAULT_THREADS})")
-    serve.add_argument("--credentials-file", type=Path, default=_path_from_env("LOOKOUT_CREDENTIALS_FILE"),
-                       help="AWS shared-credentials file (~/.aws/credentials format) whose keys may call: every API "
-                            "and S3 request must then be signed with one of them, and the console asks to sign in "
-                            "(default: open to anyone who reaches the port)")
-    serve.add_argument("--tls-cert", type=Path, default=_path_from_env("LOOKOUT_TLS_CERT"),
-                       help="PEM certificate (chain) to serve HTTPS; needs --tls-key")
-    serve.add_argument("--tls-key", type=Path, default=_path_from_env("LOOKOUT_TLS_KEY"),
-                       help="PEM private key of --tls-cert")
+    parser = _Parser(prog=PROG, description=__doc__.strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    serve = sub.add_parser("serve", help="serve the Lookout for Vision API, S3 and the web console on one port",
+                           description="Serve the Lookout for Vision API, an embedded S3 and the web console "
+                                       "(at /console/) on one port until Ctrl-C or SIGTERM.")
+    for option in SERVE_OPTIONS:
+        shown = option.shown_default or option.default
+        env = f"; environment variable {option.env}" if option.env else ""
+        env += ", comma-separated" if option.env and option.repeatable else ""
+        serve.add_argument(option.flag, type=option.check, default=None, metavar=option.metavar,
+                           action="append" if option.repeatable else "store", dest=_dest(option),
+                           help=f"{option.help} (default {shown}{env})")
     return parser
 
 
-def _path_from_env(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The flags, with each one not given taken from its environment variable (checked the same
+    way) or its default."""
+    args = parser.parse_args(argv)
+    for option in SERVE_OPTIONS:
+        name, given = _dest(option), getattr(args, _dest(option))
+        value = os.environ.get(option.env) if option.env else None
+        try:
+            if option.repeatable:  # the variable's items, then the flags'
+                from_env = [option.check(item) for item in (value or "").split(",") if item.strip()]
+                setattr(args, name, (*from_env, *(given or ())) or option.default)
+            elif given is None:
+                setattr(args, name, option.default if value is None else option.check(value))
+        except argparse.ArgumentTypeError as bad:
+            parser.error(f"environment variable {option.env}: {bad}")
+    return args
+
+
+def _dest(option: Option) -> str:
+    """The attribute of the parsed arguments: --allowed-host gives allowed_hosts, --data-dir data_dir."""
+    name = option.flag.lstrip("-").replace("-", "_")
+    return name + "s" if option.repeatable else name
+
+
+def check_port_free(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port, found before the data directory is opened
+    (which may take seconds and belong to another server); None if it can. Port 0 always can."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"the host {host} can't be resolved ({exc.strerror})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"port {port} on {host} is already in use (another lookout-emulator?); choose another "
+                        "with --port or LOOKOUT_PORT")
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.threads < 1:
-        parser.error("--threads must be at least 1")
+    args = parse_args(parser, argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
+    problem = check_port_free(args.host, args.port)
+    if problem:
+        parser.exit(1, f"{PROG}: {problem}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(data_dir=args.data_dir, host=args.host, port=args.port, region=args.region,
                         account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url,
-                        backbone=args.backbone, allowed_hosts=tuple(args.allowed_hosts),
-                        credentials_file=args.credentials_file,
-                        tls_cert=args.tls_cert, tls_key=args.tls_key)
+                        backbone=args.backbone, allowed_hosts=args.allowed_hosts,
+                        credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
     from emulator.access import CredentialsFileError
     from emulator.tls import TLSSetupError
 
     try:
         serve(settings, threads=args.threads)
     except (CredentialsFileError, TLSSetupError) as exc:
-        parser.exit(1, f"lookout-emulator: {exc}\n")
-    except OSError as exc:  # typically the port is taken
-        parser.exit(1, f"lookout-emulator: cannot serve on {settings.host}:{settings.port}: {exc}\n")
+        parser.exit(1, f"{PROG}: {exc}\n")
+    except OSError as exc:  # e.g. the port was taken between the check and the bind
+        parser.exit(1, f"{PROG}: cannot serve on {settings.host}:{settings.port}: {exc}\n")
+
+
+def console_url(endpoint_url: str, host: str) -> str:
+    """Where a browser on this machine finds the console (a wildcard address is not one to browse to)."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - recognising a wildcard address, not binding to one
+        endpoint_url = re.sub(r"//(\[::\]|0\.0\.0\.0)", "//127.0.0.1", endpoint_url)
+    return f"{endpoint_url}/console/"
 
 
 def serve(settings: Settings, threads: int = DEFAULT_THREADS) -> None:
@@ -99,8 +300,10 @@ def serve(settings: Settings, threads: int = DEFAULT_THREADS) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     server = Server(settings, threads=threads).start()
-    # Printed (not logged) so that scripts and tests can read the bound port.
-    print(f"lookout-emulator listening on {server.endpoint_url}", flush=True)
+    # Printed (not logged) so that scripts and tests can read the bound port; the console's address
+    # follows on its own line for people.
+    print(f"{PROG} listening on {server.endpoint_url}", flush=True)
+    print(f"web console: {console_url(server.endpoint_url, settings.host)}", flush=True)
     notice, warning = startup_notice(settings.host, server.keys)
     print(notice, flush=True)
     if warning:
@@ -113,4 +316,4 @@ def serve(settings: Settings, threads: int = DEFAULT_THREADS) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

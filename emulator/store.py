@@ -121,6 +121,7 @@ CREATE TABLE IF NOT EXISTS trial_images (
     is_anomalous INTEGER,                 -- the prediction (NULL until detected)
     confidence   REAL,
     mask_ref     TEXT,                    -- s3:// URI of the predicted anomaly mask (segmentation models)
+    heatmap_ref  TEXT,                    -- s3:// URI of the anomaly map as a greyscale PNG (every model)
     anomalies    TEXT,                    -- JSON Anomalies of a segmentation prediction
     error        TEXT,                    -- why detection failed on this image
     verified     TEXT,                    -- label the user confirmed: 'normal' / 'anomaly' / NULL
@@ -186,6 +187,12 @@ class Store:
     def _apply(self, ddl: str) -> None:
         with self._connection() as conn:
             conn.executescript(ddl)
+
+    def add_column(self, table: str, column: str, declaration: str) -> None:
+        """Add a column that SCHEMA gained later to a database created before (idempotent)."""
+        with self.transaction() as db:
+            if column not in {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

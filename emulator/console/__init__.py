@@ -6,7 +6,20 @@ the same projects, datasets, models and images.
 """
 from __future__ import annotations
 
-from flask import Flask
+from typing import Any
+
+from flask import Flask, redirect
+
+
+def is_browser_visit(environ: dict[str, Any]) -> bool:
+    """A person opening the server's address in a browser: an unsigned GET of ``/`` that accepts
+    HTML. It is sent to the console; S3 requests to ``/`` (ListBuckets: signed, or XML) are not."""
+    from emulator.s3.frontend import signed_service, virtual_hosted_bucket
+
+    return (environ.get("PATH_INFO", "/") in ("", "/") and environ.get("REQUEST_METHOD") in ("GET", "HEAD")
+            and not environ.get("QUERY_STRING") and not environ.get("HTTP_AUTHORIZATION")
+            and signed_service(environ) is None and virtual_hosted_bucket(environ) is None
+            and "text/html" in environ.get("HTTP_ACCEPT", ""))
 
 
 def register(app: Flask) -> None:
@@ -16,3 +29,4 @@ def register(app: Flask) -> None:
 
     signin.configure(app)
     app.register_blueprint(blueprint)
+    app.add_url_rule("/", "console_root", lambda: redirect("/console/", code=302))

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Iterable
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from markupsafe import Markup, escape
 
 from emulator.api import dispatch
 from emulator.api.errors import ServiceError
@@ -13,6 +16,7 @@ from emulator.api.schemas import load_input
 from emulator.api.servicemodel import service_model
 from emulator.api.statuses import ModelStatus
 from emulator.backend import Backend
+from emulator.console.words import natural_key
 
 blueprint = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                       static_folder="static", static_url_path="/static")
@@ -38,11 +42,6 @@ def call_all(operation: str, items: str, **params: Any) -> list[dict[str, Any]]:
         token = page.get("NextToken")
         if not token:
             return found
-
-
-def count(number: int, noun: str) -> str:
-    """``1 image``, ``3 images``: messages about what the user just did read naturally."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def back_to(url: str, notice: str | None = None, error: str | None = None) -> Response:
@@ -95,3 +94,32 @@ def format_time(value: Any) -> str:
 @blueprint.app_template_filter("percent")
 def format_percent(value: Any) -> str:
     return "—" if value is None else f"{float(value) * 100:.1f}%"
+
+
+@blueprint.app_template_filter("report_value")
+def format_report_value(value: Any) -> str:
+    """A training report value in one line: floats to 3 decimals, mappings as ``key: value`` (nested
+    ones in brackets), lists joined by ×."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, dict):
+        parts = ((key, format_report_value(item), isinstance(item, dict)) for key, item in sorted(value.items()))
+        return ", ".join(f"{key}: ({text})" if nested else f"{key}: {text}" for key, text, nested in parts)
+    if isinstance(value, list):
+        return " × ".join(format_report_value(item) for item in value)
+    return str(value)
+
+
+@blueprint.app_template_filter("natural_sort")
+def natural_sort(items: Iterable[Any], attribute: str) -> list[Any]:
+    """`items` ordered by `attribute` as people expect: anomaly-2 before anomaly-10."""
+    return sorted(items, key=lambda item: natural_key(
+        str(item[attribute] if isinstance(item, dict) else getattr(item, attribute))))
+
+
+@blueprint.app_template_filter("breakable")
+def breakable(name: str) -> Markup:
+    """A long name that may wrap after its hyphens, underscores and dots, never inside a word."""
+    return Markup("<wbr>").join(escape(part) for part in re.split(r"(?<=[-_.])", name))

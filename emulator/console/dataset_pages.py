@@ -1,37 +1,39 @@
 """A dataset: the paged image grid with filters, upload, bulk labelling and removal."""
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Response, jsonify, render_template, request, url_for
 
-from emulator.api.errors import ValidationException
-from emulator.console.blueprint import back_to, backend, blueprint, call, count
+from emulator.api.errors import ResourceNotFoundException, ValidationException
+from emulator.console.blueprint import back_to, backend, blueprint, call
 from emulator.console.bucket import console_bucket
+from emulator.console.colours import label_colours
 from emulator.console.entries import find_entries, labelled_line, put_lines
+from emulator.console.objects import label_areas, overlays
 from emulator.console.readiness import training_readiness
+from emulator.console.words import count, natural_key
 from emulator.formats.image_files import ImageError, decode_image
-from emulator.formats.manifests import LABELS, ManifestLine, parse_line
+from emulator.formats.manifests import LABELS, ManifestLine
 from emulator.s3.uri import s3_uri
 from emulator.services import datasets
 
 PAGE_SIZE = 24
-# The filters of the grid, as ListDatasetEntries arguments.
-FILTERS: dict[str, dict[str, Any]] = {
-    "all": {},
-    "labeled": {"Labeled": True},
-    "unlabeled": {"Labeled": False},
-    "normal": {"AnomalyClass": "normal"},
-    "anomaly": {"AnomalyClass": "anomaly"},
+# The filters of the grid (those of ListDatasetEntries: Labeled, AnomalyClass).
+FILTERS: dict[str, Callable[[ManifestLine], bool]] = {
+    "all": lambda entry: True,
+    "labeled": lambda entry: entry.label is not None,
+    "unlabeled": lambda entry: entry.label is None,
+    "normal": lambda entry: entry.label == "normal",
+    "anomaly": lambda entry: entry.label == "anomaly",
 }
 
 
 @dataclass(frozen=True)
 class Page:
-    entries: list[ManifestLine]
+    entries: Sequence[ManifestLine]
     number: int
     has_next: bool
 
@@ -60,26 +62,41 @@ def dataset_page(project: str, dataset_type: str) -> str:
     if shown not in FILTERS:
         raise ValidationException(f"Unknown filter {shown!r}; use one of {', '.join(FILTERS)}.")
     number = max(1, request.args.get("page", 1, type=int))
+    page = _page(project, dataset_type, number, FILTERS[shown])
     return render_template("dataset.html", project_name=project, dataset=dataset, filters=FILTERS, shown=shown,
-                           page=_page(project, dataset_type, number, FILTERS[shown]),
-                           readiness=training_readiness(backend(), project))
+                           page=page, readiness=training_readiness(backend(), project),
+                           colours=label_colours(name for entry in page.entries for name in entry.label_colors))
 
 
-def _page(project: str, dataset_type: str, number: int, filters: dict[str, Any]) -> Page:
-    """Page `number` (1-based) of ListDatasetEntries with `filters`, walking the API's NextTokens."""
-    token: str | None = None
-    for current in range(1, number + 1):
-        page = call("ListDatasetEntries", ProjectName=project, DatasetType=dataset_type, MaxResults=PAGE_SIZE,
-                    **filters, **({"NextToken": token} if token else {}))
-        token = page.get("NextToken")
-        if token is None and current < number:
-            return Page([], number, False)
-    return Page([parse_line(json.loads(text), 0) for text in page["DatasetEntries"]], number, token is not None)
+@blueprint.get("/projects/<project>/datasets/<dataset_type>/image")
+def dataset_image_page(project: str, dataset_type: str) -> str:
+    """One dataset image (``?ref=<source-ref>``) in full, with its mask as an overlay."""
+    ref = request.args.get("ref", "")
+    entry = find_entries(backend(), project, dataset_type, [ref]).get(ref)
+    if entry is None:
+        raise ResourceNotFoundException(f"The {dataset_type} dataset of project {project} has no image {ref}.")
+    areas = label_areas(entry.mask_ref, entry.label_colors) if entry.mask_ref and entry.label_colors else {}
+    return render_template(
+        "image.html", project_name=project, title=ref.rsplit("/", 1)[-1],
+        crumbs=[(f"{dataset_type} dataset",
+                 url_for("console.dataset_page", project=project, dataset_type=dataset_type))],
+        source_ref=ref, overlays=overlays(None, (None, {}), (entry.mask_ref, entry.label_colors)), areas=areas,
+        colours=label_colours(entry.label_colors), facts={"Label": entry.label or "unlabeled"},
+        previous=None, next=None)
+
+
+def _page(project: str, dataset_type: str, number: int, shown: Callable[[ManifestLine], bool]) -> Page:
+    """Page `number` (1-based) of the entries `shown` selects, in natural order of their file names
+    (anomaly-2 before anomaly-10), so that a page is where a person looks for an image."""
+    entries = sorted(filter(shown, datasets.list_entries(backend(), project, dataset_type)),
+                     key=lambda entry: natural_key(entry.source_ref))
+    start = (number - 1) * PAGE_SIZE
+    return Page(entries[start:start + PAGE_SIZE], number, len(entries) > start + PAGE_SIZE)
 
 
 @blueprint.post("/projects/<project>/datasets/<dataset_type>/upload")
 def upload_images(project: str, dataset_type: str) -> Response:
-    """Store uploaded files in the console bucket and add them to the dataset (unlabelled, or with
+    """Store uploaded files in the console bucket and add them to the dataset (unlabeled, or with
     the label chosen in the form)."""
     call("DescribeDataset", ProjectName=project, DatasetType=dataset_type)  # the dataset must exist
     label = request.form.get("label") or None
@@ -128,7 +145,7 @@ def label_images(project: str, dataset_type: str) -> Response:
     refs = _selected()
     existing = find_entries(backend(), project, dataset_type, refs)
     put_lines(backend(), project, dataset_type, [labelled_line(existing.get(ref), ref, label) for ref in refs])
-    return back_to(_current_page(project, dataset_type), notice=f"Labelled {count(len(refs), 'image')} {label}.")
+    return back_to(_current_page(project, dataset_type), notice=f"Labeled {count(len(refs), 'image')} {label}.")
 
 
 @blueprint.post("/projects/<project>/datasets/<dataset_type>/remove")

@@ -6,15 +6,22 @@ from typing import Any, cast
 
 from flask import Response, jsonify, render_template, request, url_for
 
-from emulator.api.errors import ValidationException
+from emulator.api.errors import ResourceNotFoundException, ValidationException
 from emulator.api.statuses import MODEL_IN_TRANSITION, ModelStatus
 from emulator.console.blueprint import back_to, backend, blueprint, call
 from emulator.console.bucket import console_bucket
-from emulator.console.model_results import read_test_results
+from emulator.console.colours import label_colours
+from emulator.console.model_results import REPORT_LABELS, THRESHOLD, TestResults, engine_facts, read_test_results
+from emulator.console.objects import label_areas, overlays
 from emulator.console.project_pages import list_models
+from emulator.console.readiness import training_readiness
+from emulator.services.training_job import training_progress
 
 # Statuses a model leaves by itself; the model page polls while it is in one of them.
 TRANSITIONS = MODEL_IN_TRANSITION
+# Statuses from which the model page offers Retrain (CreateModel again on the current datasets).
+RETRAINABLE = (ModelStatus.TRAINED, ModelStatus.TRAINING_FAILED, ModelStatus.HOSTED, ModelStatus.HOSTING_FAILED)
+HISTOGRAM_BINS = 20
 _PERCENT = re.compile(r"\((\d+(?:\.\d+)?)%\)")
 
 
@@ -38,21 +45,72 @@ def describe(project: str, version: str) -> dict[str, Any]:
 @blueprint.get("/projects/<project>/models/<version>")
 def model_page(project: str, version: str) -> str:
     model = describe(project, version)
+    results = read_test_results(backend(), model)
+    facts = engine_facts(backend(), project, version)
     return render_template("model.html", project_name=project, model=model, polling=model["Status"] in TRANSITIONS,
-                           results=read_test_results(backend(), model), progress=progress_of(model))
+                           results=results, live=live_state(project, model), facts=facts,
+                           threshold=THRESHOLD, report_labels=REPORT_LABELS,
+                           histogram=histogram(results) if results else None,
+                           colours=label_colours(facts.label_colors if facts else {}),
+                           retrainable=model["Status"] in RETRAINABLE,
+                           readiness=training_readiness(backend(), project) if model["Status"] in RETRAINABLE else None)
 
 
-def progress_of(model: dict[str, Any]) -> float | None:
-    """Training progress as a fraction, from the percentage the training job writes in StatusMessage."""
-    found = _PERCENT.search(model.get("StatusMessage") or "") if model["Status"] == ModelStatus.TRAINING else None
-    return float(found.group(1)) / 100 if found else None
+def live_state(project: str, model: dict[str, Any]) -> dict[str, Any]:
+    """What the model page shows of a model in transition, and its status endpoint returns: the
+    training job's stage and start (epoch seconds; the page counts the elapsed time) and progress."""
+    state: dict[str, Any] = {"Status": model["Status"], "StatusMessage": model.get("StatusMessage") or "",
+                             "settled": model["Status"] not in TRANSITIONS, "stage": "", "started": None,
+                             "progress": None}
+    if model["Status"] == ModelStatus.TRAINING:
+        job = training_progress(backend(), project, int(model["ModelVersion"]))
+        if job is not None:
+            state |= {"stage": job.stage, "started": job.started, "progress": job.fraction}
+        else:  # queued behind other jobs, or trained by another server on this data directory
+            found = _PERCENT.search(state["StatusMessage"])
+            state |= {"stage": "waiting for a training slot" if found is None else "training",
+                      "progress": float(found.group(1)) / 100 if found else None}
+    return state
+
+
+def histogram(results: TestResults) -> list[dict[str, Any]]:
+    """The test images' anomaly scores in HISTOGRAM_BINS bins over 0 to 1, counted by ground truth."""
+    bins = [{"low": i / HISTOGRAM_BINS, "normal": 0, "anomaly": 0} for i in range(HISTOGRAM_BINS)]
+    for image in results.images:
+        if image.actual in ("normal", "anomaly"):
+            bins[min(int(image.score * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)][image.actual] += 1
+    return bins
 
 
 @blueprint.get("/projects/<project>/models/<version>/status.json")
 def model_status(project: str, version: str) -> Response:
+    return jsonify(live_state(project, describe(project, version)))
+
+
+@blueprint.get("/projects/<project>/models/<version>/results/<int:index>")
+def test_image_page(project: str, version: str, index: int) -> str:
+    """One test image in full: zoom and pan, the heatmap, predicted and true masks as overlays."""
     model = describe(project, version)
-    return jsonify(Status=model["Status"], StatusMessage=model.get("StatusMessage") or "",
-                   progress=progress_of(model), settled=model["Status"] not in TRANSITIONS)
+    results = read_test_results(backend(), model)
+    if results is None or not 0 <= index < len(results.images):
+        raise ResourceNotFoundException(f"Model {version} of project {project} has no test result {index}.")
+    image = results.images[index]
+    facts = engine_facts(backend(), project, version)
+    model_colours = facts.label_colors if facts else {}
+    areas = label_areas(image.predicted_mask_ref, model_colours) if image.predicted_mask_ref and model_colours else {}
+    return render_template(
+        "image.html", project_name=project, title=f"Test image {index + 1} of {len(results.images)}",
+        crumbs=[(f"Model {version}", url_for("console.model_page", project=project, version=version))],
+        source_ref=image.source_ref, areas=areas,
+        overlays=overlays(image.heatmap_ref, (image.predicted_mask_ref, model_colours),
+                          (image.mask_ref, image.label_colors)),
+        colours=label_colours([*model_colours, *image.label_colors]),
+        facts={"Actual label": image.actual, "Predicted label": image.predicted, "Confidence": image.confidence,
+               "Anomaly score": image.score, "Correct": image.correct},
+        previous=url_for("console.test_image_page", project=project, version=version, index=index - 1)
+        if index else None,
+        next=url_for("console.test_image_page", project=project, version=version, index=index + 1)
+        if index + 1 < len(results.images) else None)
 
 
 @blueprint.post("/projects/<project>/models/<version>/start")

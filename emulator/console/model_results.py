@@ -14,22 +14,52 @@ from typing import Any
 from emulator.backend import Backend
 from emulator.formats.manifests import parse_line, read_json_lines
 from emulator.s3.objects import ObjectNotFound
+from emulator.services.evaluation_output import HEATMAP_REF, MASK_REF
+from emulator.services.lookups import engine_dir
 
 DETECTED = "anomaly-label-detected"
+# The engine normalises every model's anomaly score so that this is its decision threshold.
+THRESHOLD = 0.5
+_MAX_CONFIG_BYTES = 64 * 1024 * 1024
+# Names people read for the engine's training report keys (engine/training.py); other keys the
+# engine adds are shown under their own names.
+REPORT_LABELS = {
+    "candidate": "Scorer chosen", "cv_auroc": "Cross-validated ROC AUC per scorer", "cv_f1": "Cross-validated F1",
+    "threshold": "Threshold on the raw score", "n_train": "Training images", "n_normal": "Normal training images",
+    "n_anomaly": "Anomalous training images", "n_masked": "Training images with masks",
+    "n_cv_images": "Images in cross-validation", "seg_iou_cv": "Cross-validated mask IoU",
+    "work_size": "Working size (pixels)", "grid": "Feature grid", "memory_bank": "Memory bank (patches)",
+    "choice": "Why this scorer", "threshold_rule": "How the threshold was chosen",
+    "candidates": "Scorers tried (cross-validated)", "cv_confusion": "Cross-validated confusion counts",
+    "device": "Device",
+}
 
 
 @dataclass(frozen=True)
 class TestImage:
+    index: int  # its line in the evaluation manifest, from 0 (the detail view's address)
     source_ref: str
     actual: str | None
     predicted: str
     confidence: float
     mask_ref: str | None  # the ground-truth mask of a segmentation test image
+    label_colors: dict[str, str]  # its ground-truth labels' mask colours
     predicted_mask_ref: str | None
+    heatmap_ref: str | None  # the model's anomaly map (every model trained since maps were kept)
 
     @property
     def correct(self) -> bool:
         return self.actual == self.predicted
+
+    @property
+    def score(self) -> float:
+        return anomaly_score(self.predicted == "anomaly", self.confidence)
+
+
+def anomaly_score(anomalous: bool, confidence: float) -> float:
+    """The engine's anomaly score (0 to 1, anomalous from THRESHOLD up) behind a prediction: LFV's
+    confidence is in the predicted label, so a normal prediction's confidence is 1 - score."""
+    return confidence if anomalous else 1.0 - confidence
 
 
 @dataclass(frozen=True)
@@ -59,11 +89,36 @@ def read_test_results(backend: Backend, model: dict[str, Any]) -> TestResults | 
     except (ObjectNotFound, ValueError) as exc:
         return TestResults([], {}, {}, problem=f"The evaluation output can't be read: {exc}")
     images = []
-    for number, line in lines:
+    for index, (number, line) in enumerate(lines):
         meaning = parse_line({k: v for k, v in line.items() if not k.startswith(DETECTED)}, number)
         detected = line.get(f"{DETECTED}-metadata", {})
-        images.append(TestImage(meaning.source_ref, meaning.label, detected.get("class-name", ""),
+        images.append(TestImage(index, meaning.source_ref, meaning.label, detected.get("class-name", ""),
                                 float(detected.get("confidence", 0.0)), meaning.mask_ref,
-                                line.get(f"{DETECTED}-mask-ref")))
+                                dict(meaning.label_colors), line.get(MASK_REF), line.get(HEATMAP_REF)))
     return TestResults(images, document.get("AggregatedEvaluationResults", {}).get("Metrics", {}),
                        document.get("EvaluationDetails", {}))
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What the model's engine artifact says about how it decides: its labels' mask colours and the
+    training report (the candidate training chose, its cross-validated scores, the threshold)."""
+
+    label_colors: dict[str, str]
+    report: dict[str, Any]
+
+
+def engine_facts(backend: Backend, project: str, version: str) -> EngineFacts | None:
+    """Read from the artifact's JSON (no tensors are loaded); None if the model has none (yet)."""
+    path = engine_dir(backend, project, int(version)) / "model.json"
+    try:
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            return None
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    colours = dict(zip(config.get("labels") or [], config.get("colours") or [], strict=False))
+    report = config.get("training")
+    return EngineFacts(colours, report if isinstance(report, dict) else {})

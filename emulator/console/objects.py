@@ -2,15 +2,50 @@
 from __future__ import annotations
 
 import io
+import re
+from dataclasses import dataclass
 
 import numpy as np
-from flask import Response, abort, request
+from flask import Response, abort, request, url_for
 from PIL import Image
 
 from emulator.console.blueprint import backend, blueprint
-from emulator.formats.image_files import CONTENT_TYPES, ImageError, decode_image, sniff_format
+from emulator.console.colours import recolouring
+from emulator.formats.image_files import CONTENT_TYPES, ImageError, as_rgb, decode_image, sniff_format
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """A layer the image detail view can show over its image."""
+
+    kind: str  # heatmap | predicted | truth
+    title: str
+    url: str
+
+
+@blueprint.app_template_global()
+def mask_url(mask_ref: str, label_hex: dict[str, str] | None = None) -> str:
+    """The overlay of a mask, its labels (label -> mask colour) painted in their display colours."""
+    if label_hex:
+        return url_for("console.mask_overlay", uri=mask_ref, recolour=recolouring(label_hex))
+    return url_for("console.mask_overlay", uri=mask_ref)
+
+
+@blueprint.app_template_global()
+def heatmap_url(heatmap_ref: str) -> str:
+    return url_for("console.heatmap_overlay", uri=heatmap_ref)
+
+
+def overlays(heatmap_ref: str | None, predicted: tuple[str | None, dict[str, str]],
+             truth: tuple[str | None, dict[str, str]] = (None, {})) -> list[Overlay]:
+    """The detail view's layers: the anomaly map, the predicted mask and the true mask, those there are."""
+    found = [Overlay("heatmap", "Anomaly map", heatmap_url(heatmap_ref))] if heatmap_ref else []
+    for kind, title, (ref, label_hex) in (("predicted", "Predicted mask", predicted), ("truth", "True mask", truth)):
+        if ref:
+            found.append(Overlay(kind, title, mask_url(ref, label_hex)))
+    return found
 
 
 @blueprint.get("/object")
@@ -33,18 +68,64 @@ def mask_overlay() -> Response:
     """A mask (``?uri=s3://...``) as a PNG whose background is transparent, to lay over its image.
 
     Masks paint anomalies in label colours on a white or black background (the manifest's
-    BACKGROUND colour, or DetectAnomalies' black); both become see-through here.
+    BACKGROUND colour, or DetectAnomalies' black); both become see-through here. ``recolour``
+    (``RRGGBB-RRGGBB,...``, see `colours.recolouring`) paints label colours in display colours.
     """
+    rgb = np.array(as_rgb(_png_pixels()))
+    background = np.all(rgb == 0, axis=-1) | np.all(rgb == 255, axis=-1)
+    packed = _pack(rgb)
+    for pair in filter(None, request.args.get("recolour", "").split(",")):
+        own, _, shown = pair.partition("-")
+        if not (_HEX.fullmatch(own) and _HEX.fullmatch(shown)):
+            abort(400, f"recolour takes RRGGBB-RRGGBB pairs, not {pair!r}")
+        rgb[packed == int(own, 16)] = [int(shown[i:i + 2], 16) for i in (0, 2, 4)]
+    alpha = np.where(background, 0, 255).astype(np.uint8)
+    return _png_response(np.dstack([rgb, alpha]))
+
+
+@blueprint.get("/heatmap")
+def heatmap_overlay() -> Response:
+    """An anomaly map (``?uri=``: a greyscale PNG, 255 = most anomalous) in a colour ramp, to lay
+    over its image: see-through where the model sees nothing, opaque from the decision level up
+    (128, where a segmentation model paints)."""
+    value = np.asarray(as_rgb(_png_pixels()).convert("L"), dtype=np.float32) / 255.0
+    rgb = np.stack([np.interp(value, _RAMP_AT, channel) for channel in _RAMP.T], axis=-1)
+    alpha = np.clip((value - 0.1) / 0.4, 0.0, 1.0) * 255
+    return _png_response(np.dstack([rgb, alpha]).round().astype(np.uint8))
+
+
+def _png_pixels() -> Image.Image:
+    """The PNG named by ``?uri=s3://...``, decoded and checked (404 if missing, 415 if not a PNG)."""
     bucket, key = parse_s3_uri(request.args.get("uri", ""))
     try:
-        mask = decode_image(backend().objects.get(bucket, key), s3_uri(bucket, key), ("PNG",))
+        return decode_image(backend().objects.get(bucket, key), s3_uri(bucket, key), ("PNG",))
     except ObjectNotFound as missing:
         abort(404, str(missing))
     except ImageError as bad:
         abort(415, str(bad))
-    rgb = np.asarray(mask.convert("RGB"))
-    background = np.all(rgb == 0, axis=-1) | np.all(rgb == 255, axis=-1)
-    alpha = np.where(background, 0, 255).astype(np.uint8)
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    """Each RGB pixel as one 0xRRGGBB integer (colours compare in one step)."""
+    packed: np.ndarray = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    return packed
+
+
+def label_areas(uri: str, label_hex: dict[str, str]) -> dict[str, float]:
+    """The share of the mask at `uri` each label (label -> ``#RRGGBB``) covers, 0 to 1."""
+    bucket, key = parse_s3_uri(uri)
+    packed = _pack(np.asarray(as_rgb(decode_image(backend().objects.get(bucket, key), uri, ("PNG",)))))
+    return {name: float(np.mean(packed == int(colour.lstrip("#"), 16))) for name, colour in label_hex.items()}
+
+
+def _png_response(rgba: np.ndarray) -> Response:
     out = io.BytesIO()
-    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(out, "PNG")
+    Image.fromarray(rgba, "RGBA").save(out, "PNG")
     return Response(out.getvalue(), content_type=CONTENT_TYPES["PNG"], headers={"Cache-Control": "no-cache"})
+
+
+_HEX = re.compile(r"[0-9A-Fa-f]{6}")
+# A perceptual dark-to-bright ramp (close to matplotlib's "inferno") that uses none of the console's
+# status colours: near-black, purple, crimson-pink, amber, pale yellow.
+_RAMP_AT = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32)

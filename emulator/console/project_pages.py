@@ -7,11 +7,13 @@ from flask import Response, render_template, request, url_for
 
 from emulator.console.blueprint import back_to, backend, blueprint, call, call_all
 from emulator.console.readiness import training_readiness
+from emulator.console.words import natural_key
 
 
 @blueprint.get("/")
 def project_list() -> str:
-    return render_template("projects.html", projects=call_all("ListProjects", "Projects"))
+    projects = sorted(call_all("ListProjects", "Projects"), key=lambda p: natural_key(p["ProjectName"]))
+    return render_template("projects.html", projects=projects)
 
 
 @blueprint.post("/projects")

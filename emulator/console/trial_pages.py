@@ -6,12 +6,15 @@ from typing import Any
 
 from flask import Response, jsonify, render_template, request, url_for
 
-from emulator.api.errors import ValidationException
+from emulator.api.errors import ResourceNotFoundException, ValidationException
 from emulator.console import trial_runs
-from emulator.console.blueprint import back_to, backend, blueprint, call, count, wants_json
+from emulator.console.blueprint import back_to, backend, blueprint, call, wants_json
+from emulator.console.colours import label_colours
 from emulator.console.dataset_pages import store_uploads
+from emulator.console.objects import overlays
 from emulator.console.project_pages import list_models
 from emulator.console.readiness import training_readiness
+from emulator.console.words import count, natural_key
 
 
 @blueprint.get("/projects/<project>/trials")
@@ -49,9 +52,10 @@ TRIAL_FILTERS: dict[str, Callable[[trial_runs.TrialImage], bool]] = {
     "anomaly": lambda image: image.predicted == "anomaly",
     "normal": lambda image: image.predicted == "normal",
     "unverified": lambda image: image.verified is None,
+    "incorrect": lambda image: image.verified is not None and image.verified != image.predicted,
 }
 TRIAL_SORTS: dict[str, Callable[[trial_runs.TrialImage], Any]] = {
-    "name": lambda image: image.source_ref,
+    "name": lambda image: natural_key(image.source_ref),
     "confidence": lambda image: (image.confidence is None, image.confidence),  # least sure first
 }
 
@@ -65,9 +69,37 @@ def trial_page(project: str, trial: str) -> str:
     images = sorted(filter(TRIAL_FILTERS[shown], trial_runs.trial_images(backend(), project, trial)),
                     key=TRIAL_SORTS[order])
     return render_template("trial.html", project_name=project, trial=record, images=images, filters=TRIAL_FILTERS,
+                           colours=label_colours(a["Name"] for i in images for a in i.anomalies[1:]),
                            sorts=TRIAL_SORTS, shown=shown, order=order,
                            polling=record["status"] == trial_runs.IN_PROGRESS,
                            readiness=training_readiness(backend(), project))
+
+
+@blueprint.get("/projects/<project>/trials/<trial>/image")
+def trial_image_page(project: str, trial: str) -> str:
+    """One image of a trial (``?ref=<source-ref>``) in full: zoom and pan, heatmap and mask overlays."""
+    record = trial_runs.get_trial(backend(), project, trial)
+    images = sorted(trial_runs.trial_images(backend(), project, trial), key=TRIAL_SORTS["name"])
+    refs = [image.source_ref for image in images]
+    ref = request.args.get("ref", "")
+    if ref not in refs:
+        raise ResourceNotFoundException(f"Trial detection {trial} has no image {ref}.")
+    index = refs.index(ref)
+    image = images[index]
+    label_hex = image.label_hex
+    return render_template(
+        "image.html", project_name=project, title=f"Image {index + 1} of {len(images)}",
+        crumbs=[("Trial detections", url_for("console.trial_list", project=project)),
+                (record["name"], url_for("console.trial_page", project=project, trial=trial))],
+        source_ref=ref, overlays=overlays(image.heatmap_ref, (image.mask_ref, label_hex)),
+        areas={a["Name"]: a["PixelAnomaly"]["TotalPercentageArea"] for a in image.anomalies[1:]},
+        colours=label_colours(label_hex), error=image.error,
+        facts={"Predicted label": image.predicted, "Confidence": image.confidence, "Anomaly score": image.score,
+               "Verified label": image.verified},
+        previous=url_for("console.trial_image_page", project=project, trial=trial, ref=refs[index - 1])
+        if index else None,
+        next=url_for("console.trial_image_page", project=project, trial=trial, ref=refs[index + 1])
+        if index + 1 < len(refs) else None)
 
 
 @blueprint.get("/projects/<project>/trials/<trial>/status.json")

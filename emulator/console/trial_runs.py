@@ -23,11 +23,14 @@ from emulator.api.statuses import ModelStatus, ResourceType
 from emulator.backend import Backend, per_backend
 from emulator.console.bucket import console_bucket
 from emulator.console.entries import labelled_line, put_lines
+from emulator.console.model_results import anomaly_score
+from emulator.console.words import count
 from emulator.formats.image_files import CONTENT_TYPES, sniff_format
 from emulator.formats.manifests import SEGMENTATION_TYPE
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri, split_s3_location
 from emulator.services import detection, model_lifecycle
+from emulator.services.evaluation_output import heatmap_png
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class TrialImage:
     is_anomalous: bool | None
     confidence: float | None
     mask_ref: str | None
+    heatmap_ref: str | None
     anomalies: list[dict[str, Any]]
     error: str | None
     verified: str | None
@@ -56,6 +60,18 @@ class TrialImage:
     @property
     def predicted(self) -> str | None:
         return None if self.is_anomalous is None else ("anomaly" if self.is_anomalous else "normal")
+
+    @property
+    def label_hex(self) -> dict[str, str]:
+        """The predicted anomaly labels' mask colours (label -> ``#RRGGBB``), background left out."""
+        return {a["Name"]: a["PixelAnomaly"]["Color"] for a in self.anomalies[1:]}
+
+    @property
+    def score(self) -> float | None:
+        """The anomaly score behind the prediction (None before detection)."""
+        if self.confidence is None or self.is_anomalous is None:
+            return None
+        return anomaly_score(self.is_anomalous, self.confidence)
 
 
 def _model(backend: Backend, project: str, version: str) -> dict[str, Any]:
@@ -102,7 +118,8 @@ def create_trial(backend: Backend, project: str, name: str, version: str, source
             raise ConflictException(f"Project {project} already has a trial detection named {name}.")
         db.execute("INSERT INTO trial_detections(project, name, model_version, source, status, status_message,"
                    " created_at) VALUES (?,?,?,?,?,?,?)",
-                   (project, name, int(version), source, IN_PROGRESS, f"Waiting to detect {len(refs)} images.",
+                   (project, name, int(version), source, IN_PROGRESS,
+                    f"Waiting to detect {count(len(refs), 'image')}.",
                     backend.now()))
         db.executemany("INSERT OR IGNORE INTO trial_images(project, trial, source_ref) VALUES (?,?,?)",
                        [(project, name, ref) for ref in refs])
@@ -129,8 +146,8 @@ def trial_images(backend: Backend, project: str, name: str) -> list[TrialImage]:
     rows = backend.store.query("SELECT * FROM trial_images WHERE project=? AND trial=? ORDER BY source_ref",
                                (project, name))
     return [TrialImage(r["source_ref"], None if r["is_anomalous"] is None else bool(r["is_anomalous"]),
-                       r["confidence"], r["mask_ref"], json.loads(r["anomalies"] or "[]"), r["error"], r["verified"],
-                       bool(r["added"])) for r in rows]
+                       r["confidence"], r["mask_ref"], r["heatmap_ref"], json.loads(r["anomalies"] or "[]"),
+                       r["error"], r["verified"], bool(r["added"])) for r in rows]
 
 
 # ------------------------------------------------------------------------------------------- the job
@@ -146,7 +163,8 @@ def run_trial(backend: Backend, project: str, name: str) -> None:
                                           " is_anomalous IS NULL AND error IS NULL", (project, name))
             for number, row in enumerate(pending, start=1):
                 _detect_one(backend, project, name, version, row["source_ref"])
-                _set_status(backend, project, name, IN_PROGRESS, f"Detected {number} of {len(pending)} images.")
+                _set_status(backend, project, name, IN_PROGRESS,
+                            f"Detected {number} of {count(len(pending), 'image')}.")
         finally:
             hosting.release(project, version)
         _set_status(backend, project, name, COMPLETED, _summary(backend, project, name))
@@ -234,33 +252,46 @@ def _detect_one(backend: Backend, project: str, name: str, version: str, ref: st
         found = sniff_format(body)
         if found is None:
             raise ValidationException(f"{ref} is not a PNG or JPEG image.")
-        result = detection.detect_anomalies(backend, {"ProjectName": project, "ModelVersion": version,
-                                                          "Body": body, "ContentType": CONTENT_TYPES[found]})
+        result, prediction = detection.detect(backend, {"ProjectName": project, "ModelVersion": version,
+                                                        "Body": body, "ContentType": CONTENT_TYPES[found]})
     except ObjectNotFound as missing:
         columns = {"error": str(missing)}
     except ValidationException as refused:
         columns = {"error": refused.message}
     else:
         detected = result["DetectAnomalyResult"]
-        columns = {"is_anomalous": int(detected["IsAnomalous"]), "confidence": detected["Confidence"]}
+        image_name = key.rsplit("/", 1)[-1]
+
+        def output(kind: str) -> str:
+            return f"trial-results/{project}/{name}/{kind}/{image_name}.png"
+
+        columns = {"is_anomalous": int(detected["IsAnomalous"]), "confidence": detected["Confidence"],
+                   "heatmap_ref": _keep(backend, output("heatmaps"), heatmap_png(prediction.anomaly_map))}
         if "AnomalyMask" in detected:
-            mask_key = f"trials/{project}/{name}/masks/{key.rsplit('/', 1)[-1]}.png"
-            mask_bucket = console_bucket(backend)
-            backend.objects.put(mask_bucket, mask_key, detected["AnomalyMask"], CONTENT_TYPES["PNG"])
-            columns |= {"mask_ref": s3_uri(mask_bucket, mask_key), "anomalies": json.dumps(detected["Anomalies"])}
+            columns |= {"mask_ref": _keep(backend, output("masks"), detected["AnomalyMask"]),
+                        "anomalies": json.dumps(detected["Anomalies"])}
     names = ", ".join(f"{column}=?" for column in columns)
     with backend.store.transaction() as db:
         db.execute(f"UPDATE trial_images SET {names} WHERE project=? AND trial=? AND source_ref=?",
                    (*columns.values(), project, name, ref))
 
 
+def _keep(backend: Backend, key: str, png_data: bytes) -> str:
+    """Store a PNG the trial produced in the console bucket; its S3 URI. Outputs go under
+    ``trial-results/``, apart from the uploaded images under ``trials/``: a later trial on that
+    prefix must find the images only."""
+    bucket = console_bucket(backend)
+    backend.objects.put(bucket, key, png_data, CONTENT_TYPES["PNG"])
+    return s3_uri(bucket, key)
+
+
 def _summary(backend: Backend, project: str, name: str) -> str:
     images = trial_images(backend, project, name)
     anomalous = sum(1 for i in images if i.is_anomalous)
     failed = [i for i in images if i.error]
-    text = f"Detected {len(images) - len(failed)} images: {anomalous} anomalous."
+    text = f"Detected {count(len(images) - len(failed), 'image')}: {anomalous} anomalous."
     if failed:
-        text += f" {len(failed)} could not be analysed (see each image)."
+        text += f" {count(len(failed), 'image')} could not be analysed (see each image)."
     return text
 
 
@@ -272,6 +303,7 @@ def _set_status(backend: Backend, project: str, name: str, status: str, message:
 
 def resume_interrupted(backend: Backend) -> None:
     """Run again the trials a restart interrupted (images already detected are kept)."""
+    backend.store.add_column("trial_images", "heatmap_ref", "TEXT")  # data dirs from before heatmaps
     for row in backend.store.query("SELECT project, name FROM trial_detections WHERE status=?", (IN_PROGRESS,)):
         backend.jobs.submit(f"trial detection {row['project']}/{row['name']}", run_trial, backend,
                             row["project"], row["name"])

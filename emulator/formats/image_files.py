@@ -107,11 +107,7 @@ def rgb_pixels(image: Image.Image, data: bytes, source: str) -> np.ndarray:
     if image.format == "JPEG":
         return _jpeg_pixels(data, source)
     try:
-        if image.mode in _WIDE_GRAY_MODES:
-            return _wide_gray_pixels(image)
-        if image.mode == "P" and "transparency" in image.info:
-            image = image.convert("RGBA")
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(as_rgb(image))
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{source} is a corrupt or truncated {image.format} image: {exc}") from None
 
@@ -126,6 +122,16 @@ def _wide_gray_pixels(image: Image.Image) -> np.ndarray:
     wide = np.asarray(image).astype(np.uint32)
     gray = ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """`image` in RGB mode; a palette image with transparency goes through RGBA, as Pillow requires
+    (converting it directly works but warns). A 16-bit grayscale image is scaled, not clipped."""
+    if image.mode in _WIDE_GRAY_MODES:
+        return Image.fromarray(_wide_gray_pixels(image), "RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
 
 
 def _jpeg_pixels(data: bytes, source: str) -> np.ndarray:

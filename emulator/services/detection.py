@@ -76,6 +76,12 @@ def _stopped(row: Any) -> ConflictException:
 
 @operations.operation("DetectAnomalies")
 def detect_anomalies(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    return detect(backend, params)[0]
+
+
+def detect(backend: Backend, params: dict[str, Any]) -> tuple[dict[str, Any], engine.Prediction]:
+    """DetectAnomalies' answer with the engine's prediction it came from (whose anomaly map the
+    console's trial detections show as a heatmap, for every model)."""
     row = get_model(backend, params["ProjectName"], params["ModelVersion"])
     if row["status"] != ModelStatus.HOSTED:
         raise conflict(row, "detect anomalies with")
@@ -96,4 +102,4 @@ def detect_anomalies(backend: Backend, params: dict[str, Any]) -> dict[str, Any]
         result["Anomalies"] = [{"Name": name, "PixelAnomaly": {"TotalPercentageArea": area, "Color": colour}}
                                for name, colour, area in prediction.anomalies]
         result["AnomalyMask"] = mask_png(prediction)
-    return {"DetectAnomalyResult": result}
+    return {"DetectAnomalyResult": result}, prediction

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from emulator.s3.uri import s3_uri
 from emulator.services.training_plan import TrainingError, TrainingPlan
 
 if TYPE_CHECKING:
-    from engine import Metrics
+    from engine import Metrics, Prediction
 
 
 JOB_NAME = "training-job/anomaly-detection"
@@ -58,18 +59,22 @@ def average_precision(labels: list[bool], scores: list[float]) -> float | None:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+HEATMAP_REF = "anomaly-label-detected-heatmap-ref"
+MASK_REF = "anomaly-label-detected-mask-ref"
+
+
 def manifest_lines(plan: TrainingPlan, metrics: Metrics, timestamp: float,
-                   mask_refs: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Each test image's dataset line plus the model's prediction for it (and, for a segmentation
-    model, ``anomaly-label-detected-mask-ref``: the S3 URI of the predicted mask, which the web
-    console overlays on the test results)."""
+                   refs: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Each test image's dataset line plus the model's prediction for it, and the emulator's own
+    additions the web console overlays on the test results: `refs` by source-ref, i.e.
+    ``anomaly-label-detected-heatmap-ref`` (the S3 URI of the anomaly map, every model) and, for a
+    segmentation model, ``anomaly-label-detected-mask-ref`` (the predicted mask)."""
     predicted = {row["name"]: row for row in metrics.per_image}
     lines = []
     for sample in plan.test:
         row = predicted[sample.source_ref]
         line = dict(sample.line)
-        if mask_refs and sample.source_ref in mask_refs:
-            line["anomaly-label-detected-mask-ref"] = mask_refs[sample.source_ref]
+        line.update((refs or {}).get(sample.source_ref, {}))
         line["anomaly-label-detected"] = 1 if row["is_anomalous"] else 0
         line["anomaly-label-detected-metadata"] = {
             "class-name": "anomaly" if row["is_anomalous"] else "normal",
@@ -115,20 +120,31 @@ def result_document(plan: TrainingPlan, metrics: Metrics, timestamp: float) -> d
     }
 
 
+def heatmap_png(anomaly_map: np.ndarray) -> bytes:
+    """An engine anomaly map ((H, W) floats in [0, 1], >= 0.5 where a segmentation model paints) as
+    an 8-bit greyscale PNG; the console colours it for its overlay."""
+    return png.encode_grey(np.clip(np.rint(anomaly_map * 255.0), 0, 255).astype(np.uint8))
+
+
 def write_evaluation(backend: Backend, plan: TrainingPlan, metrics: Metrics, timestamp: float,
-                     masks: dict[str, np.ndarray] | None = None) -> tuple[dict[str, str], dict[str, str]]:
-    """Write both objects (and the predicted `masks` of test images, by source-ref, as PNGs);
-    return their {Bucket, Key} (DescribeModel's EvaluationManifest/Result)."""
+                     predictions: Iterable[tuple[str, Prediction]] = ()) -> tuple[dict[str, str], dict[str, str]]:
+    """Write both objects, and as PNGs the anomaly maps and predicted masks of the test images'
+    `predictions` ((source-ref, prediction) pairs, taken one at a time: a large test set's maps need
+    not fit in memory together); return their {Bucket, Key} (DescribeModel's EvaluationManifest/Result)."""
     suffix = f"{plan.project}-{plan.version}.json"
     manifest = {"Bucket": plan.output_bucket, "Key": output_key(plan.output_prefix, f"EvaluationManifest-{suffix}")}
     result = {"Bucket": plan.output_bucket, "Key": output_key(plan.output_prefix, f"EvaluationResult-{suffix}")}
     try:
-        mask_refs = {}
-        for index, (source_ref, mask) in enumerate(sorted((masks or {}).items())):
-            key = output_key(plan.output_prefix, f"EvaluationMasks-{plan.project}-{plan.version}/{index}.png")
-            backend.objects.put(plan.output_bucket, key, png.encode_rgb(mask), CONTENT_TYPES["PNG"])
-            mask_refs[source_ref] = s3_uri(plan.output_bucket, key)
-        body = "".join(json.dumps(line) + "\n" for line in manifest_lines(plan, metrics, timestamp, mask_refs))
+        refs: dict[str, dict[str, str]] = {}
+        for index, (source_ref, prediction) in enumerate(predictions):
+            outputs = {HEATMAP_REF: ("EvaluationHeatmaps", heatmap_png(prediction.anomaly_map))}
+            if prediction.mask is not None:
+                outputs[MASK_REF] = ("EvaluationMasks", png.encode_rgb(prediction.mask))
+            for attribute, (folder, data) in outputs.items():
+                key = output_key(plan.output_prefix, f"{folder}-{plan.project}-{plan.version}/{index}.png")
+                backend.objects.put(plan.output_bucket, key, data, CONTENT_TYPES["PNG"])
+                refs.setdefault(source_ref, {})[attribute] = s3_uri(plan.output_bucket, key)
+        body = "".join(json.dumps(line) + "\n" for line in manifest_lines(plan, metrics, timestamp, refs))
         backend.objects.put(manifest["Bucket"], manifest["Key"], body.encode(), "application/json")
         backend.objects.put(result["Bucket"], result["Key"],
                             json.dumps(result_document(plan, metrics, timestamp), indent=2).encode(),

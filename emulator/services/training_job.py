@@ -13,7 +13,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from emulator.api.errors import ValidationException
 from emulator.api.statuses import ModelStatus
-from emulator.backend import Backend
+from emulator.backend import Backend, per_backend
 from emulator.formats import jsontext
 from emulator.formats.image_files import ImageError, open_image, rgb_pixels
 from emulator.s3.objects import ObjectNotFound
@@ -43,6 +44,26 @@ _BACKGROUND = {"#FFFFFF", "#000000"}
 _PROGRESS_INTERVAL = 1.0
 
 
+@dataclass
+class Progress:
+    """Where a running training job is, for the console's live view. Kept in memory only: a
+    restart fails the job (`fail_interrupted_training`), so there is nothing to resume."""
+
+    started: float  # time.time() when the job began
+    stage: str
+    fraction: float = 0.0
+
+
+@per_backend
+def _running(backend: Backend) -> dict[tuple[str, int], Progress]:
+    return {}
+
+
+def training_progress(backend: Backend, project: str, version: int) -> Progress | None:
+    """The stage of model `version`'s training job; None when no job of this server is training it."""
+    return _running(backend).get((project, int(version)))
+
+
 class _Interrupted(Exception):
     """The emulator is shutting down: training stops and leaves the model to start-up recovery."""
 
@@ -62,7 +83,18 @@ def submit(backend: Backend, plan: TrainingPlan) -> None:
 
 
 def run_training(backend: Backend, plan: TrainingPlan) -> None:
-    """Train, evaluate and record the outcome; never raises (the outcome is the model's status)."""
+    """Train, evaluate and record the outcome; never raises (the outcome is the model's status).
+    While it runs, `training_progress` tells its stage."""
+    running = _running(backend)
+    key = (plan.project, plan.version)
+    running[key] = Progress(time.time(), "copying the training and test images")
+    try:
+        _train(backend, plan, running[key])
+    finally:
+        running.pop(key, None)
+
+
+def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> None:
     import engine
 
     started = time.monotonic()
@@ -75,16 +107,13 @@ def run_training(backend: Backend, plan: TrainingPlan) -> None:
         options = engine.FitOptions(seed=FIT_SEED, max_train_seconds=MAX_TRAINING_SECONDS,
                                     backbone=backend.settings.backbone)
         model = engine.fit(train, test, options, label_colors=plan.label_colors or None,
-                           progress=_progress(backend, plan))
+                           progress=_progress(backend, plan, progress))
+        progress.stage, progress.fraction = "writing the evaluation results", 1.0
         model.save(engine_dir(backend, plan.project, plan.version))
         metrics = model.test_metrics if model.test_metrics is not None else model.evaluate(test)
-        masks = {}
-        if model.is_segmentation:  # the predicted masks go with the evaluation output
-            predictions = model.predict_batch([item.image for item in test])
-            masks = {item.name: prediction.mask for item, prediction in zip(test, predictions, strict=True)
-                     if prediction.mask is not None}
         finished = backend.now()
-        manifest, result = write_evaluation(backend, plan, metrics, finished, masks)
+        # Every model's anomaly maps (and a segmentation model's masks) go with the evaluation output.
+        manifest, result = write_evaluation(backend, plan, metrics, finished, _predictions(model, test))
         performance = {"F1Score": metrics.f1, "Recall": metrics.recall, "Precision": metrics.precision}
         update_model_row(
             backend, plan.project, plan.version, status=ModelStatus.TRAINED,
@@ -101,19 +130,29 @@ def run_training(backend: Backend, plan: TrainingPlan) -> None:
         _fail(backend, plan, "an internal error stopped training; the server log has the details.")
 
 
+def _predictions(model: engine.Model, items: Sequence[engine.Item],
+                 batch: int = 8) -> Iterator[tuple[str, engine.Prediction]]:
+    """(name, prediction) of each item, predicted a batch at a time as they are consumed."""
+    for start in range(0, len(items), batch):
+        chunk = items[start:start + batch]
+        yield from zip((item.name for item in chunk), model.predict_batch([item.image for item in chunk]),
+                       strict=True)
+
+
 def _fail(backend: Backend, plan: TrainingPlan, message: str) -> None:
     update_model_row(backend, plan.project, plan.version, status=ModelStatus.TRAINING_FAILED,
                      status_message=jsontext.storable(f"Training failed: {message}"))
 
 
-def _progress(backend: Backend, plan: TrainingPlan) -> Callable[[float, str], None]:
-    """An engine progress callback: shows the current step in StatusMessage (at most once a second)
-    and ends training early when the emulator shuts down."""
+def _progress(backend: Backend, plan: TrainingPlan, progress: Progress) -> Callable[[float, str], None]:
+    """An engine progress callback: keeps `progress` current, shows the step in StatusMessage (at
+    most once a second) and ends training early when the emulator shuts down."""
     last = [0.0]
 
     def report(fraction: float, step: str) -> None:
         if backend.jobs.stopping.is_set():
             raise _Interrupted
+        progress.stage, progress.fraction = step, fraction
         now = time.monotonic()
         if now - last[0] >= _PROGRESS_INTERVAL:
             last[0] = now

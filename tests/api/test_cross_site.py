@@ -107,8 +107,8 @@ def test_allowed_hosts_are_configurable():
 
 
 def test_serve_flag_and_environment_variable(monkeypatch):
-    from emulator.cli import build_parser
+    from emulator.cli import build_parser, parse_args
 
     monkeypatch.setenv("LOOKOUT_ALLOWED_HOSTS", "a.example, b.example")
-    args = build_parser().parse_args(["serve", "--allowed-host", "c.example"])
+    args = parse_args(build_parser(), ["serve", "--allowed-host", "c.example"])
     assert [name.strip() for name in args.allowed_hosts] == ["a.example", "b.example", "c.example"]

@@ -31,4 +31,4 @@ def test_the_cli_refuses_an_unknown_backbone(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["serve", "--backbone", "vgg16"])
     assert exited.value.code == 2
-    assert "invalid choice: 'vgg16'" in capsys.readouterr().err
+    assert "'vgg16' is not one of" in capsys.readouterr().err

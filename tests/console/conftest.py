@@ -19,15 +19,20 @@ from tests.console.console_data import synthetic_image
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM = Path("/usr/bin/chromium")
+# What the browser tests need, and the Debian package that has it.
+BROWSER_PARTS = (("headless Chromium", CHROMIUM, "chromium"), ("chromedriver", CHROMEDRIVER, "chromium-driver"))
 # Set to a folder (e.g. docs/screenshots) to keep the workflow's screenshots; a temp dir otherwise.
 SCREENSHOT_DIR_ENV = "CONSOLE_SCREENSHOTS"
 
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[WebDriver]:
-    if not (CHROMEDRIVER.exists() and CHROMIUM.exists()):
-        pytest.skip("headless Chromium is not installed (apt-get install -y chromium chromium-driver; "
-                    ".ci/run installs it in CI)")
+    missing = [f"{what} ({path})" for what, path, package in BROWSER_PARTS if not path.exists()]
+    if missing:
+        packages = " ".join(package for _, path, package in BROWSER_PARTS if not path.exists())
+        verb = "is" if len(missing) == 1 else "are"
+        pytest.skip(f"the browser tests need {' and '.join(missing)}, which {verb} not installed "
+                    f"(apt-get install -y {packages}; .ci/run installs it in CI)")
     profile = tempfile.mkdtemp(prefix="lookout-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)

@@ -108,7 +108,9 @@ def shoot(driver: WebDriver, folder: Path, name: str) -> Path:
         "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
     path = folder / f"{name}.png"
     image = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
-    image.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    # Octree keeps small areas of distinct colour (a green badge beside a large heatmap) that median
+    # cut merges into their neighbours.
+    image.quantize(256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
     return path
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from emulator.console.colours import STATUS_COLOURS, label_colours
 from tests.console.console_data import (
     SIDE,
     classification_line,
@@ -31,7 +32,7 @@ def seeded_project(lookout, s3, project_name):
     s3.create_bucket(Bucket=BUCKET)
     lines = []
     for index in range(25):
-        key = f"{project_name}/normal-{index:02d}.png"
+        key = f"{project_name}/normal-{index}.png"
         s3.put_object(Bucket=BUCKET, Key=key, Body=synthetic_image(index, False))
         lines.append(classification_line(f"s3://{BUCKET}/{key}", "normal"))
     s3.put_object(Bucket=BUCKET, Key=f"{project_name}/scratch.png", Body=synthetic_image(99, True))
@@ -46,9 +47,12 @@ def seeded_project(lookout, s3, project_name):
 def test_dataset_pages_filters_and_mask_overlays(browser, console_url, seeded_project, screenshot_dir):
     driver = browser
     driver.get(f"{console_url}/projects/{seeded_project}/datasets/train")
-    assert len(find_all(driver, ".tile")) == 24  # the first page
+    names = [t.get_attribute("data-ref").rsplit("/", 1)[1] for t in find_all(driver, ".tile")]
+    assert names == [f"normal-{i}.png" for i in range(24)]  # the first page, in natural order
     click_and_load(driver, find(driver, "#next-page"))
     assert len(find_all(driver, ".tile")) == 2 and "Page 2" in text(driver, ".pager")
+    assert [t.get_attribute("data-ref").rsplit("/", 1)[1] for t in find_all(driver, ".tile")] == \
+        ["normal-24.png", "scratch.png"]
 
     click_and_load(driver, find(driver, "[data-filter=anomaly]"))
     shoot(driver, screenshot_dir, "dataset-segmentation")
@@ -58,13 +62,29 @@ def test_dataset_pages_filters_and_mask_overlays(browser, console_url, seeded_pr
     overlay = find(tile, "img.mask")
     until(lambda: driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay) == SIDE,
           10, "the mask overlay to load")
-    # The overlay is the mask with its background made transparent and the anomaly opaque.
+    # The overlay is the mask with its background made transparent and the anomaly opaque, painted in
+    # the label's display colour: the mask's own green is the console's colour for "normal".
+    shown = label_colours(["scratch"])["scratch"]
+    assert shown not in STATUS_COLOURS
+    badge = find(tile, "[data-label-name=scratch]")
+    assert badge.get_attribute("title").lower() == "mask colour #23a436"
+    assert driver.execute_script("return getComputedStyle(arguments[0]).backgroundColor", badge) == \
+        "rgb({}, {}, {})".format(*(int(shown[i:i + 2], 16) for i in (1, 3, 5)))
     with urllib.request.urlopen(overlay.get_attribute("src")) as reply:
         pixels = np.asarray(Image.open(io.BytesIO(reply.read())))
     assert pixels.shape == (SIDE, SIDE, 4)
     scratch = pixels[..., 3] == 255
-    assert scratch.sum() == 14 * 30 and (pixels[scratch][:, :3] == SCRATCH).all()
+    assert scratch.sum() == 14 * 30
+    assert (pixels[scratch][:, :3] == [int(shown[i:i + 2], 16) for i in (1, 3, 5)]).all()
     assert (pixels[~scratch][:, 3] == 0).all()
+
+    # The detail view: the full image with the mask as an overlay and the label's share of the image.
+    click_and_load(driver, find(tile, "a.open"))
+    until(lambda: find(driver, "#viewer").get_attribute("data-ready"), 10, "the image viewer")
+    areas = text(driver, "#label-areas")
+    assert "scratch" in areas and f"{100 * 14 * 30 / SIDE ** 2:.2f}%" in areas
+    assert find(driver, "#stage img.layer[data-layer=truth]").is_displayed()
+    driver.get(f"{console_url}/projects/{seeded_project}/datasets/train?filter=anomaly")
 
     # A single-dataset project needs 20 normal and 10 anomaly images: the button says what is missing.
     assert not find(driver, "#train-button").is_enabled()

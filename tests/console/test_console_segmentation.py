@@ -3,6 +3,7 @@ and a trial detection whose confirmed anomalies go back to the training dataset 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -62,6 +63,15 @@ def test_segmentation_model_in_the_console(browser, console_url, segmentation_pr
     assert all("EvaluationMasks-" in m.get_attribute("src") for m in masks)
     shoot(driver, screenshot_dir, "model-segmentation")
 
+    # A scratched test image in full: the heatmap, the predicted and the true mask, the label's area.
+    scratched = next(t for t in tiles if "scratch" in t.get_attribute("data-ref"))
+    click_and_load(driver, find(scratched, "a.open"))
+    until(lambda: find(driver, "#viewer").get_attribute("data-ready"), 10, "the image viewer")
+    assert {e.get_attribute("data-layer") for e in find_all(driver, "#stage img.layer")} == \
+        {"heatmap", "predicted", "truth"}
+    area = re.search(rf"{LABEL}\s+(\d+\.\d\d)% of the image", text(driver, "#label-areas"))
+    assert area and 0 < float(area.group(1)) < 100, text(driver, "#label-areas")
+
     driver.get(f"{console_url}/projects/{project}/trials")
     find(driver, "#trial-form input[name=name]").send_keys("new-parts")
     find(driver, "#trial-form input[name=s3_uri]").send_keys(f"s3://{BUCKET}/{project}/new/")
@@ -72,6 +82,10 @@ def test_segmentation_model_in_the_console(browser, console_url, segmentation_pr
     assert LABEL in text(scratched, ".meta")  # the anomaly label found, with its share of the image
     until(lambda: loaded(driver, find(scratched, "img.mask")), 20, "the trial's mask overlay to load")
     shoot(driver, screenshot_dir, "trial-segmentation")
+    click_and_load(driver, find(scratched, "a.open"))
+    until(lambda: find(driver, "#viewer").get_attribute("data-ready"), 10, "the image viewer")
+    assert LABEL in text(driver, "#label-areas") and find(driver, "#stage img.layer[data-layer=predicted]")
+    driver.get(f"{console_url}/projects/{project}/trials/new-parts")
     click_and_load(driver, find(driver, "[data-filter=anomaly]"))
     assert [t.get_attribute("data-ref").rsplit("/", 1)[1] for t in find_all(driver, "#trial-grid .tile")] == \
         ["scratched.png"]

@@ -73,7 +73,7 @@ def test_console_workflow(browser, console_url, image_files, screenshot_dir):
     find(driver, "[data-select-all]").click()
     assert text(driver, "[data-selected-count]") == "12"
     click_and_load(driver, find(driver, "#label-normal"))
-    assert "Labelled 12 images normal." in flash(driver)
+    assert "Labeled 12 images normal." in flash(driver)
     assert find_all(driver, ".tile") == [] and "No images match this filter" in text(driver, "main")
 
     click_and_load(driver, find(driver, "[data-filter=all]"))
@@ -142,7 +142,18 @@ def test_console_workflow(browser, console_url, image_files, screenshot_dir):
     for tile in tiles:
         assert tile.get_attribute("data-predicted") in ("normal", "anomaly")
         assert re.fullmatch(r"\d+\.\d%", text(tile, ".confidence"))
+    # A classification model's trial shows where it looked: a heatmap over every image.
+    heatmaps = [find(tile, "img.heatmap") for tile in tiles]
+    until(lambda: all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", h) == 96
+                      for h in heatmaps), 20, "the trial's heatmaps to load")
+    assert all(h.is_displayed() for h in heatmaps)
     shoot(driver, screenshot_dir, "trial")
+    flagged = next((t for t in tiles if t.get_attribute("data-predicted") == "anomaly"), tiles[0])
+    click_and_load(driver, find(flagged, "a.open"))  # the detail view of one image
+    until(lambda: find(driver, "#viewer").get_attribute("data-ready"), 10, "the image viewer")
+    assert find(driver, "#stage img.layer[data-layer=heatmap]").is_displayed()
+    assert "Predicted label" in text(driver, "#image-facts") and "Anomaly score" in text(driver, "#image-facts")
+    driver.get(f"{console_url}/projects/{project}/trials/new-batch")
     click_and_load(driver, find(driver, "[data-sort=confidence]"))  # the least certain predictions first
     confidences = [float(text(t, ".confidence").rstrip("%")) for t in find_all(driver, "#trial-grid .tile")]
     assert len(confidences) == 4 and confidences == sorted(confidences)
@@ -158,6 +169,11 @@ def test_console_workflow(browser, console_url, image_files, screenshot_dir):
                 for t in find_all(driver, "#trial-grid .tile")}
     assert verified == {"trial-normal-00.png": "normal", "trial-normal-01.png": "normal",
                         "trial-anomaly-00.png": "anomaly", "trial-anomaly-01.png": "anomaly"}
+    wrong = sorted(t.get_attribute("data-ref") for t in find_all(driver, "#trial-grid .tile")
+                   if t.get_attribute("data-predicted") != t.get_attribute("data-verified"))
+    click_and_load(driver, find(driver, "[data-filter=incorrect]"))  # the predictions the user corrected
+    assert sorted(t.get_attribute("data-ref") for t in find_all(driver, "#trial-grid .tile")) == wrong
+    click_and_load(driver, find(driver, "[data-filter=all]"))
     click_and_load(driver, find(driver, "#add-verified"))
     assert "Added 4 verified images to the training dataset." in flash(driver)
     assert len(find_all(driver, "#trial-grid .tile .meta")) == 4

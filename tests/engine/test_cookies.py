@@ -14,6 +14,8 @@ def _load(path, rgb=True):
     from PIL import Image
 
     with Image.open(path) as im:
+        if im.mode == "P" and "transparency" in im.info:  # the cookies masks; Pillow warns on a direct RGB conversion
+            im = im.convert("RGBA")
         return np.asarray(im.convert("RGB"))
 
 

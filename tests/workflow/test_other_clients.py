@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,18 +62,36 @@ def test_aws_cli_script_trains_hosts_detects_and_stops(cli_run):
     assert out.rstrip().endswith(f"Done: project {cli_run['project']}, model 1")
 
 
+def run_copy_of_aws_cli_script(tmp_path: Path, venv_model: bool) -> subprocess.CompletedProcess[str]:
+    """aws_cli.sh copied into a checkout of its own (with or without a .venv holding the lookoutvision
+    model), with no ~/.aws/models, no AWS_DATA_PATH and nothing listening: it stops at its check."""
+    checkout = tmp_path / ("with-venv" if venv_model else "without-venv")
+    (checkout / "client_examples").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "aws_cli.sh", checkout / "client_examples" / "aws_cli.sh")
+    if venv_model:
+        data = checkout / ".venv" / "lib" / "python3.11" / "site-packages" / "botocore" / "data"
+        data.mkdir(parents=True)
+        (data / "lookoutvision").symlink_to(LOOKOUTVISION_MODEL, target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(HOME=str(tmp_path), AWS_ENDPOINT_URL="http://127.0.0.1:9")
+    return subprocess.run(["bash", str(checkout / "client_examples" / "aws_cli.sh"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
 def test_aws_cli_script_explains_a_cli_without_the_lookoutvision_model(tmp_path):
     if shutil.which("aws") is None:
         pytest.skip("the AWS CLI (`aws`) is not installed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    # No ~/.aws/models, no AWS_DATA_PATH, and nothing listening: the script must stop at its check.
-    env.update(HOME=str(tmp_path), AWS_ENDPOINT_URL="http://127.0.0.1:9")
-    done = subprocess.run(["bash", str(EXAMPLES / "aws_cli.sh"), str(tmp_path)], capture_output=True, text=True,
-                          timeout=120, env=env)
+    done = run_copy_of_aws_cli_script(tmp_path, venv_model=False)
     if "Invalid choice" not in done.stderr and "no lookoutvision model" not in done.stderr:
         pytest.skip("this AWS CLI ships the lookoutvision model itself")
     assert done.returncode == 1
     assert "no lookoutvision model: see the header of" in done.stderr
+
+    # With the model in the checkout's .venv, the script uses it: the CLI gets as far as connecting.
+    found = run_copy_of_aws_cli_script(tmp_path, venv_model=True)
+    assert found.returncode == 1 and "no lookoutvision model" not in found.stderr, found.stderr
+    assert "Using the lookoutvision service model in" in found.stdout
+    assert "Could not connect to the endpoint URL" in found.stderr
 
 
 @pytest.mark.slow
@@ -82,12 +101,23 @@ def test_detect_mjs_hosts_the_model_detects_and_stops_it(cli_run):
     if not (EXAMPLES / "node_modules" / "@aws-sdk" / "client-lookoutvision").is_dir():
         pytest.skip("run `npm install` in client_examples/ to run the JavaScript example")
     images = sorted((cli_run["data"] / "test-images").iterdir())
+    # Without --model-version it takes the project's latest trained model: train a second one.
+    lookout = cli_run["server"].client()
+    version = lookout.create_model(ProjectName=cli_run["project"], OutputConfig={"S3Location": {
+        "Bucket": cli_run["project"], "Prefix": f"{cli_run['project']}/models/"}})["ModelMetadata"]["ModelVersion"]
+    assert version == "2"
+    deadline = time.monotonic() + 300
+    while (status := lookout.describe_model(ProjectName=cli_run["project"], ModelVersion="2")
+           ["ModelDescription"]["Status"]) == "TRAINING":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert status == "TRAINED"
     done = run_example("node", str(EXAMPLES / "detect.mjs"), "--project", cli_run["project"], "--poll-seconds", "0.3",
                        *map(str, images), **client_environment(cli_run["server"]))
-    assert "model 1: HOSTED" in done.stdout and "model 1: TRAINED" in done.stdout
+    assert "model 2: HOSTED" in done.stdout and "model 2: TRAINED" in done.stdout
     lines = re.findall(r"^\s+(test-\w+-\d\.jpg)\s+(normal|anomaly)\s+confidence (\d\.\d\d)$", done.stdout, re.M)
     assert sorted(name for name, _, _ in lines) == [p.name for p in images]
-    model = cli_run["server"].client().describe_model(ProjectName=cli_run["project"], ModelVersion="1")
+    model = lookout.describe_model(ProjectName=cli_run["project"], ModelVersion="2")
     assert model["ModelDescription"]["Status"] == "TRAINED"  # it stopped the model it started
 
 

@@ -46,6 +46,7 @@ def test_quickstart_trains_verifies_adds_and_retrains(lookoutvision_emulator, tm
     assert "model 1: TRAINED" in out and "model 2: TRAINED" in out and "model 1: HOSTED" in out
     assert len(re.findall(r"^\s+\[\s*\d+/6\] extra/\S+\s+(normal|anomaly)\s+confidence \d\.\d\d$", out, re.M)) == 6
     assert "2 left out" in out
+    assert f"See it in the web console: {lookoutvision_emulator.endpoint_url}/console/projects/{project}" in out
     for title, key in (("F1 score", "F1Score"), ("Precision", "Precision"), ("Recall", "Recall")):
         first, second = (described[v]["Performance"][key] for v in ("1", "2"))
         cells = (title, f"{first:.3f}", f"{second:.3f}", f"{second - first:+.3f}")
@@ -71,6 +72,15 @@ def test_verify_asks_only_about_images_without_a_label(monkeypatch, tmp_path):
     ]  # d was skipped
     assert len(prompts) == 4 and "the model says anomaly" in prompts[0]
     assert [label for _, label in quickstart.verify(results, interactive=False)] == ["normal"]
+
+
+def test_extra_images_labeled_by_their_file_names(tmp_path):
+    data = write_folder_layout(tmp_path, {"train/normal": 1, "test/normal": 1, "extra": 1})
+    for name in ("new-anomaly-7.png", "normal_12.jpg", "part-3.jpg", "normal-or-anomaly.jpg"):
+        (data / "extra" / name).write_bytes((data / "extra" / "extra-0.jpg").read_bytes())
+    labels = {image.path.name: image.label for image in quickstart.load_images(data)["extra"]}
+    assert labels == {"extra-0.jpg": None, "new-anomaly-7.png": "anomaly", "normal_12.jpg": "normal",
+                      "part-3.jpg": None, "normal-or-anomaly.jpg": None}
 
 
 def test_the_cookies_layout_maps_onto_train_test_and_extra(tmp_path):

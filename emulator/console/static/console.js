@@ -122,7 +122,8 @@ document.querySelectorAll("[data-poll]").forEach((panel) => {
     } catch (_) { return setTimeout(tick, 3000); }
     for (const [name, value] of Object.entries(state)) {
       panel.querySelectorAll(`[data-field="${name}"]`).forEach((el) => {
-        if (el.classList.contains("bar")) el.firstElementChild.style.width = `${Math.round(value * 100)}%`;
+        if (el.classList.contains("bar")) el.firstElementChild.style.width = `${Math.round((value || 0) * 100)}%`;
+        else if (el.hasAttribute("data-elapsed-since")) { el.dataset.elapsedSince = value ?? ""; showElapsed(el); }
         else el.textContent = value ?? "";
       });
     }
@@ -135,3 +136,183 @@ document.querySelectorAll("[data-poll]").forEach((panel) => {
 });
 
 refreshSelection();
+
+// Elapsed time of a running job, counted in the page between status polls.
+function showElapsed(el) {
+  const since = Number(el.dataset.elapsedSince);
+  if (!since) return;
+  const seconds = Math.max(0, Math.floor(Date.now() / 1000 - since));
+  const minutes = Math.floor(seconds / 60);
+  el.textContent = `${minutes}:${String(seconds % 60).padStart(2, "0")} elapsed`;
+}
+document.querySelectorAll("[data-elapsed-since]").forEach((el) => {
+  showElapsed(el);
+  setInterval(() => showElapsed(el), 1000);
+});
+
+// Image grids: which overlay the thumbnails show and how strongly; "incorrect only".
+document.querySelectorAll("[data-layer-controls]").forEach((controls) => {
+  const grid = controls.closest(".panel").querySelector(".grid");
+  if (!grid) return;
+  const checked = controls.querySelector("input[name=grid-layer]:checked");
+  if (checked) grid.dataset.layer = checked.value;
+  controls.addEventListener("change", (event) => {
+    if (event.target.name === "grid-layer") grid.dataset.layer = event.target.value;
+  });
+  const opacity = controls.querySelector("[data-layer-opacity]");
+  const apply = () => grid.style.setProperty("--layer-opacity", opacity.value / 100);
+  opacity.addEventListener("input", apply);
+  apply();
+});
+function refreshIncorrectOnly(box) {
+  const grid = document.querySelector(box.dataset.incorrectOnly);
+  grid.classList.toggle("incorrect-only", box.checked);
+  const empty = document.getElementById("no-incorrect");
+  if (empty) empty.hidden = !(box.checked && !grid.querySelector(".tile[data-correct=false]"));
+}
+document.querySelectorAll("[data-incorrect-only]").forEach((box) => {
+  box.addEventListener("change", () => refreshIncorrectOnly(box));
+  refreshIncorrectOnly(box);
+});
+
+// Threshold what-if: recompute the test results at another threshold, in the page only.
+function ratios(tp, fp, fn) {  // engine/metrics.py's conventions: nothing to find and nothing flagged is perfect
+  if (tp + fp + fn === 0) return [1, 1, 1];
+  const p = tp + fp ? tp / (tp + fp) : 0, r = tp + fn ? tp / (tp + fn) : 0;
+  return [p, r, p + r ? (2 * p * r) / (p + r) : 0];
+}
+const percent = (value) => `${(value * 100).toFixed(1)}%`;
+document.querySelectorAll("#threshold-view").forEach((view) => {
+  const slider = view.querySelector("#threshold-slider");
+  const tiles = [...document.querySelectorAll("#result-grid .tile[data-score]")];
+  const modelThreshold = Number(view.dataset.threshold);
+  const line = view.querySelector("#whatif-line");
+  const badge = (label) => `<span class="badge ${label}">${label}</span>`;
+  const update = () => {
+    const t = Number(slider.value);
+    let tp = 0, fp = 0, fn = 0, correct = 0;
+    for (const tile of tiles) {
+      const predicted = Number(tile.dataset.score) >= t ? "anomaly" : "normal";
+      const actual = tile.dataset.actual;
+      const right = predicted === actual;
+      correct += right;
+      if (predicted === "anomaly" && actual === "anomaly") tp += 1;
+      else if (predicted === "anomaly") fp += 1;
+      else if (actual === "anomaly") fn += 1;
+      tile.dataset.correct = String(right);
+      const verdict = tile.querySelector("[data-verdict]");
+      verdict.className = `badge ${right ? "correct" : "incorrect"}`;
+      verdict.textContent = right ? "Correct" : "Incorrect";
+      tile.querySelector("[data-predicted]").innerHTML = badge(predicted);
+    }
+    const [p, r, f] = ratios(tp, fp, fn);
+    view.querySelector("#whatif-precision").textContent = percent(p);
+    view.querySelector("#whatif-recall").textContent = percent(r);
+    view.querySelector("#whatif-f1").textContent = percent(f);
+    view.querySelector("#whatif-correct").textContent = correct;
+    view.querySelector("#whatif-incorrect").textContent = tiles.length - correct;
+    view.querySelector("#threshold-value").textContent = t.toFixed(2);
+    const moved = Math.abs(t - modelThreshold) > 1e-9;
+    view.querySelectorAll("#whatif-metrics .metric").forEach((m) => m.classList.toggle("changed", moved));
+    for (const [id, value] of [["correct-count", correct], ["incorrect-count", tiles.length - correct]]) {
+      const el = document.getElementById(id);
+      if (el) el.textContent = value;
+    }
+    line.setAttribute("x1", 10 + t * 380);
+    line.setAttribute("x2", 10 + t * 380);
+    const box = document.querySelector("[data-incorrect-only]");
+    if (box) refreshIncorrectOnly(box);
+  };
+  slider.addEventListener("input", update);
+  view.querySelector("#threshold-reset").addEventListener("click", () => { slider.value = modelThreshold; update(); });
+  update();
+});
+
+// Image detail view: zoom (wheel, buttons, keys) around a point, pan by dragging, overlay and opacity.
+document.querySelectorAll("#viewer").forEach((viewer) => {
+  const stage = viewer.querySelector("#stage");
+  const image = viewer.querySelector("#detail-image");
+  const level = document.getElementById("zoom-level");
+  const view = { scale: 1, x: 0, y: 0 };
+  const MIN = 0.05, MAX = 32;
+  const apply = () => {
+    stage.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.scale})`;
+    viewer.dataset.zoom = view.scale.toFixed(4);
+    viewer.classList.toggle("pixelated", view.scale >= 2);
+    if (level) level.textContent = `${Math.round(view.scale * 100)}%`;
+  };
+  const zoomAt = (factor, cx, cy) => {
+    const scale = Math.min(MAX, Math.max(MIN, view.scale * factor));
+    view.x = cx - ((cx - view.x) * scale) / view.scale;
+    view.y = cy - ((cy - view.y) * scale) / view.scale;
+    view.scale = scale;
+    apply();
+  };
+  const centre = () => [viewer.clientWidth / 2, viewer.clientHeight / 2];
+  const fit = () => {
+    const w = image.naturalWidth || 1, h = image.naturalHeight || 1;
+    view.scale = Math.min(viewer.clientWidth / w, viewer.clientHeight / h);
+    view.x = (viewer.clientWidth - w * view.scale) / 2;
+    view.y = (viewer.clientHeight - h * view.scale) / 2;
+    apply();
+  };
+  const actual = () => { const [cx, cy] = centre(); zoomAt(1 / view.scale, cx, cy); };
+  const ready = () => {
+    stage.style.width = `${image.naturalWidth}px`;
+    stage.style.height = `${image.naturalHeight}px`;
+    stage.querySelectorAll("img").forEach((img) => { img.style.width = `${image.naturalWidth}px`; img.style.height = `${image.naturalHeight}px`; });
+    const size = document.getElementById("image-size");
+    if (size) size.textContent = `${image.naturalWidth} × ${image.naturalHeight} pixels.`;
+    fit();
+    viewer.dataset.ready = "1";
+  };
+  if (image.complete && image.naturalWidth) ready(); else image.addEventListener("load", ready);
+  viewer.addEventListener("wheel", (event) => {
+    event.preventDefault();
+    const box = viewer.getBoundingClientRect();
+    zoomAt(event.deltaY < 0 ? 1.25 : 0.8, event.clientX - box.left, event.clientY - box.top);
+  }, { passive: false });
+  let drag = null;
+  viewer.addEventListener("pointerdown", (event) => {
+    drag = { x: event.clientX - view.x, y: event.clientY - view.y };
+    viewer.setPointerCapture(event.pointerId);
+    viewer.classList.add("dragging");
+  });
+  viewer.addEventListener("pointermove", (event) => {
+    if (!drag) return;
+    view.x = event.clientX - drag.x;
+    view.y = event.clientY - drag.y;
+    apply();
+  });
+  const stop = () => { drag = null; viewer.classList.remove("dragging"); };
+  viewer.addEventListener("pointerup", stop);
+  viewer.addEventListener("pointercancel", stop);
+  const actions = { in: () => zoomAt(1.5, ...centre()), out: () => zoomAt(1 / 1.5, ...centre()), fit, actual };
+  document.querySelectorAll("[data-zoom]").forEach((button) => {
+    button.addEventListener("click", () => actions[button.dataset.zoom]());
+  });
+  viewer.addEventListener("keydown", (event) => {
+    const key = { "+": "in", "=": "in", "-": "out", 0: "fit", 1: "actual" }[event.key];
+    if (key) { event.preventDefault(); actions[key](); }
+  });
+  const layers = [...stage.querySelectorAll("img.layer")];
+  const showLayer = (kind) => layers.forEach((layer) => { layer.hidden = layer.dataset.layer !== kind; });
+  const chosen = document.querySelector("input[name=layer]:checked");
+  showLayer(chosen ? chosen.value : "none");
+  document.querySelectorAll("input[name=layer]").forEach((radio) => {
+    radio.addEventListener("change", () => showLayer(radio.value));
+  });
+  const opacity = document.getElementById("overlay-opacity");
+  if (opacity) {
+    const setOpacity = () => stage.style.setProperty("--layer-opacity", opacity.value / 100);
+    opacity.addEventListener("input", setOpacity);
+    setOpacity();
+  }
+});
+
+// Image detail view: the arrow keys go to the previous and next image (unless typing in a field).
+document.addEventListener("keydown", (event) => {
+  if (event.target.matches("input, select, textarea") || event.altKey || event.ctrlKey || event.metaKey) return;
+  const link = document.getElementById({ ArrowLeft: "previous-image", ArrowRight: "next-image" }[event.key]);
+  if (link) window.location.assign(link.href);
+});

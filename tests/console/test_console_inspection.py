@@ -1,0 +1,242 @@
+"""What an inspection engineer uses on a classification model's page, in headless Chromium: live
+training progress, heatmaps over every test image, the threshold what-if, "incorrect only", the
+image detail view (zoom, pan, overlays) and Retrain on failed and trained models.
+
+Small synthetic images (96x96) and one trained model shared by the module's tests keep this cheap.
+"""
+from __future__ import annotations
+
+import io
+import re
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.keys import Keys
+
+from tests.console.console_data import classification_line, create_dataset, synthetic_image
+from tests.console.console_support import click_and_load, find, find_all, is_stale, shoot, text, until, wait_for_status
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+BUCKET = "console-inspection-tests"
+
+
+def stage_datasets(lookout, s3, project: str, missing: bool = False) -> None:
+    """Separate datasets with the classification minimums: 10 normal training images, 10 normal and
+    10 scratched test images. With `missing`, one training image's object is deleted after import,
+    so that training fails at once (cheaply) naming it."""
+    s3.create_bucket(Bucket=BUCKET)
+    lookout.create_project(ProjectName=project)
+    for dataset_type, offset, anomalies in (("train", 0, 0), ("test", 100, 10)):
+        lines = []
+        for index in range(10 + anomalies):
+            anomaly = index >= 10
+            key = f"{project}/{dataset_type}-{'scratch' if anomaly else 'normal'}-{index}.png"
+            s3.put_object(Bucket=BUCKET, Key=key, Body=synthetic_image(offset + index, anomaly))
+            lines.append(classification_line(f"s3://{BUCKET}/{key}", "anomaly" if anomaly else "normal"))
+        create_dataset(lookout, s3, BUCKET, project, dataset_type, lines)
+    if missing:
+        s3.delete_object(Bucket=BUCKET, Key=f"{project}/train-normal-3.png")
+
+
+def metric(driver, css: str) -> float:
+    return float(text(driver, css).rstrip("%"))
+
+
+@pytest.fixture(scope="module")
+def trained(browser, console_url, lookout, s3):
+    """A classification model trained from its project page, watching the live progress on the way."""
+    project = "inspection-classification"
+    stage_datasets(lookout, s3, project)
+    driver = browser
+    driver.get(f"{console_url}/projects/{project}")
+    click_and_load(driver, find(driver, "#train-button"))
+    assert text(driver, "#status") == "TRAINING"
+    # Live: the training job's stage and the elapsed time, counted up while training runs.
+    assert text(driver, "#stage")
+    elapsed = until(lambda: re.fullmatch(r"(\d+):(\d\d) elapsed", text(driver, "#elapsed")), 60,
+                    lambda: f"the elapsed time (the page says {text(driver, '#training-progress')!r})")
+    first = int(elapsed.group(1)) * 60 + int(elapsed.group(2))
+    stages = {text(driver, "#stage")}
+    until(lambda: (stages.add(text(driver, "#stage")) or True) and text(driver, "#status") == "TRAINING"
+          and re.fullmatch(r"(\d+):(\d\d) elapsed", text(driver, "#elapsed"))
+          and sum(int(x) * f for x, f in zip(text(driver, "#elapsed").split()[0].split(":"), (60, 1), strict=True))
+          > first,
+          60, "the elapsed time to count up")
+    until(lambda: not text(driver, "#stage").startswith("copying") or text(driver, "#status") != "TRAINING", 60,
+          "a training stage after copying")
+    shoot(driver, _screens(), "model-training") if _screens() else None
+    wait_for_status(driver, "#status", "TRAINED")
+    assert stages - {"", "starting"}, stages
+    return project
+
+
+def _screens():
+    import os
+    from pathlib import Path
+
+    folder = os.environ.get("CONSOLE_SCREENSHOTS")
+    return Path(folder) if folder else None
+
+
+def test_heatmaps_over_a_classification_models_test_results(browser, console_url, trained):
+    driver = browser
+    driver.get(f"{console_url}/projects/{trained}/models/1")
+    tiles = find_all(driver, "#result-grid .tile")
+    assert len(tiles) == 20
+    assert find(driver, "#result-grid").get_attribute("data-layer") == "heatmap"  # no masks: heatmaps shown
+    heatmaps = [find(tile, "img.heatmap") for tile in tiles]
+    until(lambda: all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", h) == 96
+                      for h in heatmaps), 20, "the heatmaps to load")
+    assert all("EvaluationHeatmaps-" in h.get_attribute("src") and h.is_displayed() for h in heatmaps)
+
+    def opaque_share(tile) -> float:
+        with urllib.request.urlopen(find(tile, "img.heatmap").get_attribute("src")) as reply:
+            pixels = np.asarray(Image.open(io.BytesIO(reply.read())))
+        assert pixels.shape == (96, 96, 4)
+        return float((pixels[..., 3] > 128).mean())
+
+    flagged = [t for t in tiles if "anomaly" in text(t, "[data-predicted]")]
+    passed = [t for t in tiles if "normal" in text(t, "[data-predicted]")]
+    assert flagged and passed
+    # Where the model flags an image, its map shows where; an image it passes shows (almost) nothing.
+    assert min(opaque_share(t) for t in flagged) > max(opaque_share(t) for t in passed)
+
+    find(driver, "[data-layer-controls] input[value=none]").click()
+    assert not any(h.is_displayed() for h in heatmaps)
+    find(driver, "[data-layer-controls] input[value=heatmap]").click()
+    assert all(h.is_displayed() for h in heatmaps)
+
+
+def test_threshold_slider_and_incorrect_only(browser, console_url, trained, screenshot_dir):
+    driver = browser
+    driver.get(f"{console_url}/projects/{trained}/models/1")
+    assert text(driver, "#model-threshold") == "0.50"
+    # At the model's own threshold the what-if reproduces the model's metrics and counts.
+    for name in ("precision", "recall", "f1"):
+        assert text(driver, f"#whatif-{name}") == text(driver, f"#{name}"), name
+    correct, incorrect = int(text(driver, "#correct-count")), int(text(driver, "#incorrect-count"))
+    assert (int(text(driver, "#whatif-correct")), int(text(driver, "#whatif-incorrect"))) == (correct, incorrect)
+    scores = sorted(float(t.get_attribute("data-score")) for t in find_all(driver, "#result-grid .tile"))
+    assert len(scores) == 20 and all(0 <= s <= 1 for s in scores)
+    shoot(driver, screenshot_dir, "threshold")
+
+    slider = find(driver, "#threshold-slider")
+    slider.send_keys(Keys.HOME)  # threshold 0: every image is called anomalous
+    assert text(driver, "#threshold-value") == "0.00"
+    assert (text(driver, "#whatif-recall"), text(driver, "#whatif-precision")) == ("100.0%", "50.0%")
+    assert (text(driver, "#whatif-correct"), text(driver, "#whatif-incorrect")) == ("10", "10")
+    tiles = find_all(driver, "#result-grid .tile")
+    assert sum(t.get_attribute("data-correct") == "true" for t in tiles) == 10
+    assert all("anomaly" in text(t, "[data-predicted]") for t in tiles)
+    assert text(driver, "#incorrect-count") == "10"
+
+    find(driver, "#incorrect-only").click()  # only the 10 normal images are wrong now
+    shown = [t for t in tiles if t.is_displayed()]
+    assert len(shown) == 10 and {t.get_attribute("data-actual") for t in shown} == {"normal"}
+
+    # Other thresholds: the counts and metrics follow the images' scores.
+    truth = [(float(t.get_attribute("data-score")), t.get_attribute("data-actual")) for t in tiles]
+    for threshold in (0.25, 0.75, 0.95):
+        driver.execute_script("const s = arguments[0]; s.value = arguments[1]; s.dispatchEvent(new Event('input'))",
+                              slider, threshold)
+        called = [(score >= threshold, actual == "anomaly") for score, actual in truth]
+        right = sum(flagged == anomalous for flagged, anomalous in called)
+        tp = sum(flagged and anomalous for flagged, anomalous in called)
+        assert (int(text(driver, "#whatif-correct")), int(text(driver, "#whatif-incorrect"))) == (right, 20 - right)
+        assert metric(driver, "#whatif-recall") == pytest.approx(100 * tp / 10, abs=0.05)
+        assert len([t for t in tiles if t.is_displayed()]) == 20 - right
+        assert all(t.get_attribute("data-correct") == "false" for t in tiles if t.is_displayed())
+
+    find(driver, "#threshold-reset").click()
+    assert text(driver, "#threshold-value") == "0.50" and text(driver, "#whatif-f1") == text(driver, "#f1")
+    assert len([t for t in tiles if t.is_displayed()]) == incorrect
+    find(driver, "#incorrect-only").click()
+    assert all(t.is_displayed() for t in tiles)
+    find(driver, "#training-report summary").click()
+    assert re.search(r"Scorer chosen \w+", text(driver, "#training-report"))
+
+
+def test_image_detail_view_zoom_pan_and_overlay(browser, console_url, trained, screenshot_dir):
+    driver = browser
+    driver.get(f"{console_url}/projects/{trained}/models/1")
+    tile = next(t for t in find_all(driver, "#result-grid .tile") if "scratch" in t.get_attribute("data-ref")
+                and "anomaly" in text(t, "[data-predicted]"))
+    ref = tile.get_attribute("data-ref")
+    click_and_load(driver, find(tile, "a.open"))
+    viewer = find(driver, "#viewer")
+    until(lambda: viewer.get_attribute("data-ready"), 10, "the image viewer")
+    assert text(driver, ".wrap-name").replace("\n", "") == ref
+    facts = text(driver, "#image-facts")
+    for fact in ("Actual label", "Predicted label", "Confidence", "Anomaly score"):
+        assert fact in facts
+    assert re.search(r"Confidence \d+\.\d%", facts) and re.search(r"Anomaly score [01]\.\d{3}", facts)
+
+    def zoom() -> float:
+        return float(viewer.get_attribute("data-zoom"))
+
+    fitted = zoom()
+    assert fitted > 2  # a 96-pixel image is enlarged to fill the viewer
+    find(driver, "#zoom-in").click()
+    assert zoom() == pytest.approx(fitted * 1.5, rel=1e-3)
+    find(driver, "#zoom-actual").click()
+    assert zoom() == pytest.approx(1.0) and text(driver, "#zoom-level") == "100%"
+    driver.execute_script("arguments[0].dispatchEvent(new WheelEvent('wheel', {deltaY: -100, clientX: 200, "
+                          "clientY: 200, bubbles: true, cancelable: true}))", viewer)
+    assert zoom() == pytest.approx(1.25)
+    before = find(driver, "#stage").value_of_css_property("transform")
+    ActionChains(driver).move_to_element(viewer).click_and_hold().move_by_offset(40, 25).release().perform()
+    after = find(driver, "#stage").value_of_css_property("transform")
+    numbers = [[float(n) for n in re.findall(r"-?[\d.]+", matrix)] for matrix in (before, after)]
+    shift = [a - b for a, b in zip(numbers[1][4:], numbers[0][4:], strict=True)]  # matrix(a, b, c, d, tx, ty)
+    assert shift == [pytest.approx(40, abs=1), pytest.approx(25, abs=1)]
+    find(driver, "#zoom-fit").click()
+    assert zoom() == pytest.approx(fitted)
+
+    heatmap = find(driver, "#stage img.layer[data-layer=heatmap]")
+    assert heatmap.is_displayed()
+    opacity = find(driver, "#overlay-opacity")
+    opacity.send_keys(Keys.END)
+    assert heatmap.value_of_css_property("opacity") == "1"
+    opacity.send_keys(Keys.HOME)
+    assert heatmap.value_of_css_property("opacity") == "0"
+    opacity.send_keys(*[Keys.RIGHT] * 60)
+    find(driver, "input[name=layer][value=none]").click()
+    assert not heatmap.is_displayed()
+    find(driver, "input[name=layer][value=heatmap]").click()
+    shoot(driver, screenshot_dir, "detail")
+    # The arrow keys step through the test images.
+    title = text(driver, "h1")
+    key = Keys.ARROW_RIGHT if find_all(driver, "#next-image") else Keys.ARROW_LEFT
+    old = find(driver, "html")
+    find(driver, "h1").click()  # out of the overlay's radio buttons, where arrows choose the overlay
+    ActionChains(driver).send_keys(key).perform()
+    until(lambda: is_stale(old) and text(driver, "h1") != title, 20, "the next image's page")
+    assert re.fullmatch(r"Test image \d+ of 20", text(driver, "h1"))
+
+
+def test_retrain_a_trained_model(browser, console_url, trained, lookout):
+    driver = browser
+    driver.get(f"{console_url}/projects/{trained}/models/1")
+    click_and_load(driver, find(driver, "#retrain"))
+    assert text(driver, "h1") == "Model 2" and text(driver, "#status") == "TRAINING"
+    assert "Training model 2 started." in text(driver, ".flash")
+    wait_for_status(driver, "#status", "TRAINED")
+
+
+def test_retrain_a_failed_model(browser, console_url, lookout, s3, project_name):
+    stage_datasets(lookout, s3, project_name, missing=True)
+    driver = browser
+    driver.get(f"{console_url}/projects/{project_name}")
+    click_and_load(driver, find(driver, "#train-button"))
+    wait_for_status(driver, "#status", "TRAINING_FAILED", 120)
+    assert "train-normal-3.png" in text(driver, "#status-message")
+    button = find(driver, "#retrain")
+    assert button.is_enabled() and "primary" in button.get_attribute("class")
+    click_and_load(driver, button)
+    assert text(driver, "h1") == "Model 2"
+    wait_for_status(driver, "#status", "TRAINING_FAILED", 120)
+    assert [m["ModelVersion"] for m in lookout.list_models(ProjectName=project_name)["Models"]] == ["2", "1"] or \
+        sorted(m["ModelVersion"] for m in lookout.list_models(ProjectName=project_name)["Models"]) == ["1", "2"]
