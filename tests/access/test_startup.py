@@ -13,7 +13,7 @@ from werkzeug.test import Client
 
 from emulator.access import CredentialsFileError, KeyRing, startup_notice
 from emulator.app import create_app
-from emulator.cli import build_parser
+from emulator.cli import build_parser, parse_args
 from emulator.config import Settings
 from tests.access.access_support import CREDENTIALS, FULL, make_client, refused
 from tests.api.core_support import ServerProcess
@@ -43,9 +43,9 @@ def test_serve_with_a_credentials_file_says_so_and_requires_signatures(tmp_path:
 
 def test_the_environment_names_the_credentials_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOKOUT_CREDENTIALS_FILE", "/run/secrets/lookout-credentials")
-    assert build_parser().parse_args(["serve"]).credentials_file == Path("/run/secrets/lookout-credentials")
+    assert parse_args(build_parser(), ["serve"]).credentials_file == Path("/run/secrets/lookout-credentials")
     monkeypatch.delenv("LOOKOUT_CREDENTIALS_FILE")
-    assert build_parser().parse_args(["serve"]).credentials_file is None
+    assert parse_args(build_parser(), ["serve"]).credentials_file is None
 
 
 @pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("localhost", False), ("::1", False),
