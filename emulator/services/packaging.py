@@ -1,27 +1,21 @@
 """Model packaging jobs: StartModelPackagingJob, DescribeModelPackagingJob, ListModelPackagingJobs.
 
 The cloud compiled a model into an AWS IoT Greengrass component (package-job-sdk.md). Here the job's
-output is the model itself, ready to load anywhere: under the job's S3OutputLocation it writes
+output is the model itself, in the package format of docs/model-package.md (emulator/edge/package.py)
+that ``lookout-emulator edge-agent`` serves: under the job's S3OutputLocation it writes
 
-    <prefix>/<ComponentName>/<ComponentVersion>/model.tar.gz   the engine artifact (``engine/``) and
-                                                               ``lookout-model.json``
-    <prefix>/<ComponentName>/<ComponentVersion>/lookout-model.json
+    <prefix>/<ComponentName>/<ComponentVersion>/model.tar.gz        the engine artifact as ``engine/``
+                                                                    and ``lookout-model.json``
+    <prefix>/<ComponentName>/<ComponentVersion>/lookout-model.json  the manifest
 
-where ``lookout-model.json`` describes the package (model, image size, model type, labels, target
-and the archive's SHA-256). ``engine.load_model`` loads the extracted ``engine/`` directory.
 Jobs go CREATED -> RUNNING -> SUCCEEDED | FAILED in the background.
 """
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import io
 import json
 import logging
 import sqlite3
-import tarfile
 import uuid
-from pathlib import Path
 from typing import Any, cast
 
 from emulator.api.errors import ConflictException, ResourceNotFoundException, ValidationException
@@ -29,6 +23,7 @@ from emulator.api.pagination import decode_token, invalid_token, page, page_size
 from emulator.api.registry import OperationTable
 from emulator.api.statuses import ModelStatus, PackagingJobStatus, ResourceType
 from emulator.backend import Backend
+from emulator.edge.package import ARCHIVE_NAME, MANIFEST_NAME, build_archive, new_manifest, seal
 from emulator.s3.objects import ObjectNotFound
 from emulator.services.evaluation_output import output_key
 from emulator.services.lookups import engine_dir, get_model, get_project, model_arn
@@ -41,8 +36,6 @@ log = logging.getLogger(__name__)
 CREATED, RUNNING, SUCCEEDED, FAILED = (PackagingJobStatus.CREATED, PackagingJobStatus.RUNNING,
                                       PackagingJobStatus.SUCCEEDED, PackagingJobStatus.FAILED)
 METHOD = "Greengrass"
-PACKAGE_FORMAT = "lookout-emulator-model-package"
-ARCHIVE_NAME, MANIFEST_NAME = "model.tar.gz", "lookout-model.json"
 NVIDIA_OPTIONS = ("gpu-code", "trt-ver", "cuda-ver")
 
 
@@ -211,27 +204,19 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> None:
     try:
         directory = engine_dir(backend, project, row["model_version"])
         model = engine.load_model(directory)  # also proves the packaged artifact loads
-        manifest = {
-            "Format": PACKAGE_FORMAT,
-            "FormatVersion": 1,
-            "ComponentName": name,
-            "ComponentVersion": version,
-            "ComponentDescription": greengrass.get("ComponentDescription"),
-            "ProjectName": project,
-            "ModelVersion": str(row["model_version"]),
-            "ModelArn": model_arn(backend, project, row["model_version"]),
-            "ModelType": "segmentation" if model.is_segmentation else "classification",
-            "ImageWidth": model.image_size[0],
-            "ImageHeight": model.image_size[1],
-            "LabelColors": model.label_colors,
-            "EngineDirectory": "engine",
-            "Target": {key: greengrass[key] for key in ("TargetDevice", "TargetPlatform", "CompilerOptions")
-                       if key in greengrass},
-            "CreatedAt": dt.datetime.now(dt.UTC).isoformat(),
-        }
-        archive = _archive(directory, manifest)
-        manifest["Archive"] = {"Key": folder + ARCHIVE_NAME, "Size": len(archive),
-                               "Sha256": hashlib.sha256(archive).hexdigest()}
+        manifest = new_manifest(
+            component_name=name, component_version=version,
+            model_arn=model_arn(backend, project, row["model_version"]),
+            model_type="segmentation" if model.is_segmentation else "classification",
+            image_size=model.image_size, label_colors=model.label_colors,
+            ComponentDescription=greengrass.get("ComponentDescription"),
+            ProjectName=project,
+            ModelVersion=str(row["model_version"]),
+            Target={key: greengrass[key] for key in ("TargetDevice", "TargetPlatform", "CompilerOptions")
+                    if key in greengrass},
+        )
+        archive = build_archive(directory, manifest)
+        manifest = seal(manifest, archive, folder + ARCHIVE_NAME)
         backend.objects.put(location["Bucket"], folder + ARCHIVE_NAME, archive, "application/gzip")
         backend.objects.put(location["Bucket"], folder + MANIFEST_NAME, json.dumps(manifest, indent=2).encode(),
                             "application/json")
@@ -256,18 +241,6 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> None:
                 f"The model was packaged to s3://{location['Bucket']}/{folder}{ARCHIVE_NAME}.",
                 {"Greengrass": {"ComponentVersionArn": _component_arn(backend, name, version),
                                 "ComponentName": name, "ComponentVersion": version}})
-
-
-def _archive(directory: Path, manifest: dict[str, Any]) -> bytes:
-    """A gzipped tar of the engine artifact (as ``engine/``) with the package manifest beside it."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(directory, arcname="engine")
-        data = json.dumps(manifest, indent=2).encode()
-        info = tarfile.TarInfo(MANIFEST_NAME)
-        info.size, info.mtime = len(data), int(dt.datetime.now().timestamp())
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def resume_packaging(backend: Backend) -> None:
