@@ -472,6 +472,9 @@ def serve(options: AgentOptions, socket_path: str = DEFAULT_SOCKET, listen: str 
     # Printed (not logged) so that scripts and tests can wait for it.
     print(f"lookout-emulator edge agent listening on {where}", flush=True)
     try:
-        stop.wait()
+        # A timed wait: the signal may be delivered to another thread, and Python runs its handler
+        # only when the main thread gets to run bytecode.
+        while not stop.wait(0.5):
+            pass
     finally:
         agent.stop()
