@@ -70,7 +70,7 @@ class AgentProcess:
     """`lookout-emulator edge-agent` in a child process, as a device runs it."""
 
     def __init__(self, components_dir: Path, socket_path: Path, *options: str) -> None:
-        self.socket_path = socket_path
+        self.components_dir, self.socket_path = components_dir, socket_path
         self.target = f"unix://{socket_path}"
         self.log = socket_path.with_suffix(".log")
         self.command = [sys.executable, "-m", "emulator.cli", "edge-agent", "--components-dir", str(components_dir),
@@ -81,6 +81,7 @@ class AgentProcess:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
         line = self.process.stdout.readline()  # type: ignore[union-attr]
+        self.ready = line.strip()  # "... listening on unix://<socket>[ and <host>:<port>]"
         if "listening on" not in line:
             self.process.kill()
             self.process.wait()
