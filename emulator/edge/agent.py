@@ -397,7 +397,11 @@ class Agent:
         pb2_grpc.add_EdgeAgentServicer_to_server(self.service, server)
         _bind(server, "unix:" + self.socket_path, f"the socket {self.socket_path}")
         if self.listen:
-            port = _bind(server, self.listen, self.listen)
+            try:
+                port = _bind(server, self.listen, self.listen)
+            except AgentError:
+                os.unlink(self.socket_path)  # bound already: leave no socket that nothing serves
+                raise
             self.tcp_address = f"{self.listen.rsplit(':', 1)[0]}:{port}"
         server.start()
         self._server = server

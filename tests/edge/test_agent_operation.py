@@ -164,6 +164,12 @@ def test_socket_in_use_or_not_a_socket_is_refused(lab: AgentProcess, tmp_path: P
     assert done.returncode == 2 and "is not a folder" in done.stderr
     done = _agent_command("--components-dir", str(tmp_path), "--queue-size", "0")
     assert done.returncode == 2 and "--queue-size" in done.stderr
+    done = _agent_command("--components-dir", str(tmp_path), "--listen", "127.0.0.1:99999")
+    assert done.returncode == 2 and "a port from 0 to 65535" in done.stderr
+    done = _agent_command("--components-dir", str(tmp_path), "--socket", str(tmp_path / "tcp.sock"),
+                          "--listen", "no-such-host.invalid:5000")
+    assert done.returncode == 1 and "Cannot listen on no-such-host.invalid:5000" in done.stderr
+    assert not (tmp_path / "tcp.sock").exists()
 
 
 def test_stale_socket_is_replaced_and_unknown_start_refused(tmp_path: Path) -> None:
