@@ -46,7 +46,7 @@ class Overloaded(Exception):
 @dataclass
 class _Request:
     image: np.ndarray
-    result: "Future[engine.Prediction]" = field(default_factory=Future)
+    result: Future[engine.Prediction] = field(default_factory=Future)
 
 
 class HostedModel:
@@ -84,7 +84,7 @@ class HostedModel:
     def is_segmentation(self) -> bool:
         return self.model.is_segmentation
 
-    def predict(self, image: np.ndarray) -> "engine.Prediction":
+    def predict(self, image: np.ndarray) -> engine.Prediction:
         """Queue the image for the inference thread and wait (an exception in the model is re-raised here)."""
         request = _Request(image)
         with self._lock:
@@ -105,7 +105,7 @@ class HostedModel:
             self._requests.put(None)
         self._thread.join()
 
-    def _serve(self, directory: Path, loaded: "Future[engine.Model]") -> None:
+    def _serve(self, directory: Path, loaded: Future[engine.Model]) -> None:
         import engine
 
         try:
@@ -149,5 +149,5 @@ class HostedModel:
                 for request in batch:
                     self._run([request])
             return
-        for request, prediction in zip(batch, predictions):
+        for request, prediction in zip(batch, predictions, strict=True):
             request.result.set_result(prediction)

@@ -4,7 +4,7 @@ Each folder of the components directory is a model component, named after the fo
 what a packaging job wrote for it (package.py). Components go through the documented states:
 
     STOPPED --StartModel--> STARTING --(loaded)--> RUNNING --StopModel--> STOPPING --> STOPPED
-                               \\--(cannot load)--> FAILED --StartModel--> STARTING ...
+    STARTING --(cannot load)--> FAILED --StartModel--> STARTING ...
 
 StartModel answers STARTING at once and the package is checked, unpacked and loaded on the agent's
 loader thread (clients poll DescribeModel); StopModel answers once the model has stopped. A package
@@ -86,7 +86,7 @@ class Component:
     def __init__(self, name: str) -> None:
         self.name = name
         self.package: Package | None = None
-        self.status = STOPPED
+        self.status: pb2.ModelStatus = STOPPED
         self.message = "The model is stopped."
         self.hosted: HostedModel | None = None
 
@@ -171,7 +171,7 @@ class EdgeAgent(pb2_grpc.EdgeAgentServicer):
                            f"There is no model component {name} in {self.options.components_dir}.")
         return component
 
-    def start(self, name: str) -> int:
+    def start(self, name: str) -> pb2.ModelStatus:
         """StartModel: STARTING now, RUNNING or FAILED once the loader is done."""
         component = self._component(name)
         with self._lock:
@@ -232,7 +232,7 @@ class EdgeAgent(pb2_grpc.EdgeAgentServicer):
         with self._lock:
             component.status, component.message = FAILED, message
 
-    def stop(self, name: str) -> int:
+    def stop(self, name: str) -> pb2.ModelStatus:
         """StopModel: answers STOPPED once requests already queued are done and the model is unloaded."""
         component = self._component(name, refresh=False)
         with self._lock:
@@ -429,7 +429,7 @@ class Agent:
 
 def _bind(server: grpc.Server, address: str, what: str) -> int:
     try:
-        port = server.add_insecure_port(address)
+        port = int(server.add_insecure_port(address))
     except RuntimeError as exc:
         raise AgentError(f"Cannot listen on {what}: {exc}") from None
     if port == 0:

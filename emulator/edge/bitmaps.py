@@ -114,7 +114,7 @@ def _open(name: str, flags: int) -> int:
     if "/" in path[1:] or len(path) > 255:
         raise BitmapError(f"{name!r} is not a valid POSIX shared memory name (one component, at most 255 bytes).")
     try:
-        return shm_open(path, flags, 0)
+        return int(shm_open(path, flags, 0))
     except FileNotFoundError:
         raise BitmapError(f"There is no shared memory object named {name!r}.") from None
     except OSError as exc:

@@ -58,7 +58,7 @@ def new_manifest(*, component_name: str, component_version: str, model_arn: str,
         "LabelColors": label_colors,
         "EngineDirectory": ENGINE_DIR,
         **extra,
-        "CreatedAt": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "CreatedAt": dt.datetime.now(dt.UTC).isoformat(),
     }
 
 

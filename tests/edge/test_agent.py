@@ -213,7 +213,7 @@ def test_invalid_shared_memory_regions(client: Any, segment: Any) -> None:
                                shared_memory_handle_v3=pb2.SharedMemoryHandle(name=segment.name, size=NBYTES,
                                                                               offset=NBYTES)), "set one"),
     ]:
-        code, message = rpc_error(lambda: detect(client, "segmenter", image, anomaly_mask_params=params))
+        code, message = rpc_error(lambda params=params: detect(client, "segmenter", image, anomaly_mask_params=params))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and expected in message
 
 
@@ -225,7 +225,7 @@ def test_unknown_and_missing_component_names(client: Any) -> None:
         "DetectAnomalies": lambda name: detect(client, name, texture(0)),
     }
     for rpc, call in calls.items():
-        code, message = rpc_error(lambda: call("no-such-component"))
+        code, message = rpc_error(lambda call=call: call("no-such-component"))
         assert (code, "no model component no-such-component" in message) == (grpc.StatusCode.NOT_FOUND, True), rpc
-        code, message = rpc_error(lambda: call(""))
+        code, message = rpc_error(lambda call=call: call(""))
         assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "model_component is required."), rpc

@@ -120,7 +120,7 @@ def test_overload_is_resource_exhausted(client: Any, models: dict[str, Trained])
                                                   byte_data=pixels(models["classification"].normals[0]).tobytes()))
     futures = [client.DetectAnomalies.future(request) for _ in range(24)]
     errors = [future.exception(timeout=120) for future in futures]
-    answered = [future for future, error in zip(futures, errors) if error is None]
+    answered = [future for future, error in zip(futures, errors, strict=True) if error is None]
     refused = [error for error in errors if error is not None]
     assert answered and all(not future.result().detect_anomaly_result.is_anomalous for future in answered)
     assert refused and {error.code() for error in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
