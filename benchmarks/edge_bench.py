@@ -9,8 +9,10 @@ classification and a segmentation model fitted on the 63 training images (576x76
   * ``DetectAnomalies`` latency as a client sees it, over the Unix socket of a
     ``lookout-emulator edge-agent`` child process serving the same package: pixels in the message
     (``byte_data``, the mask back in the response), and pixels in POSIX shared memory with the mask
-    written there (``anomaly_mask_params``), plus the agent's CPU time per call;
-each over the 22 test images x --rounds, sequentially (one request at a time), after warm-up.
+    written there (``anomaly_mask_params``);
+the three back to back for each of the 22 test images x --rounds (one request at a time, after
+warm-up), so that all three see the same load on a shared machine; with the CPU time per call (this
+process's for predict, the agent's for DetectAnomalies) and the median per-image overhead.
 """
 from __future__ import annotations
 
@@ -54,34 +56,32 @@ def package(model: Any, kind: str, components: Path) -> None:
     (folder / MANIFEST_NAME).write_text(json.dumps(seal(manifest, archive, ARCHIVE_NAME)))
 
 
-def engine_latency(components: Path, kind: str, images: list[Any], rounds: int) -> dict[str, float]:
-    """predict() of the model loaded from its package in this process."""
+def load_packaged(components: Path, kind: str) -> Any:
+    """The model loaded in this process from its package, warmed up, as the agent loads it."""
     import engine
     from emulator.edge.package import read_package, unpack_engine
 
     with tempfile.TemporaryDirectory() as scratch:
         model = engine.load_model(unpack_engine(read_package(components / kind), Path(scratch)))
     model.warmup()
-    ms = []
-    for _ in range(rounds):
-        for image in images:
-            start = time.perf_counter()
-            model.predict(image)
-            ms.append((time.perf_counter() - start) * 1000)
-    return summary(ms)
+    return model
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (from /proc, in clock ticks)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def agent_latency(target: str, pid: int, kind: str, images: list[Any], rounds: int) -> dict[str, Any]:
+def compare(target: str, pid: int, components: Path, kind: str, images: list[Any], rounds: int) -> dict[str, Any]:
+    """Per image, back to back (so both see the same machine load): the engine's predict in this
+    process, DetectAnomalies with byte_data, and DetectAnomalies through shared memory."""
     import grpc
 
     from emulator.edge import edge_agent_pb2 as pb2
     from emulator.edge import edge_agent_pb2_grpc as pb2_grpc
 
+    model = load_packaged(components, kind)
     stub = pb2_grpc.EdgeAgentStub(grpc.insecure_channel(target, options=[
         ("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.max_send_message_length", 64 * 1024 * 1024)]))
     stub.StartModel(pb2.StartModelRequest(model_component=kind))
@@ -106,23 +106,33 @@ def agent_latency(target: str, pid: int, kind: str, images: list[Any], rounds: i
             bitmap=pb2.Bitmap(width=width, height=height, shared_memory_handle=pb2.SharedMemoryHandle(
                 name=memory.name, offset=0, size=nbytes)))
 
-    out: dict[str, Any] = {}
+    ms: dict[str, list[float]] = {"engine_predict": [], "byte_data": [], "shared_memory": []}
+    cpu: dict[str, float] = dict.fromkeys(ms, 0.0)
     try:
-        for how, request in (("byte_data", in_message), ("shared_memory", in_shared_memory)):
-            for image in images[:3]:
-                stub.DetectAnomalies(request(image))
-            ms, cpu_before = [], cpu_seconds(pid)
-            for _ in range(rounds):
-                for image in images:
-                    start = time.perf_counter()
+        for image in images[:3]:  # warm-up of the request paths
+            stub.DetectAnomalies(in_message(image))
+            stub.DetectAnomalies(in_shared_memory(image))
+        for _ in range(rounds):
+            for image in images:
+                start, used = time.perf_counter(), time.process_time()
+                model.predict(image)
+                ms["engine_predict"].append((time.perf_counter() - start) * 1000)
+                cpu["engine_predict"] += time.process_time() - used
+                for how, request in (("byte_data", in_message), ("shared_memory", in_shared_memory)):
+                    start, used = time.perf_counter(), cpu_seconds(pid)
                     stub.DetectAnomalies(request(image))  # the request is built inside: the client's copy counts
-                    ms.append((time.perf_counter() - start) * 1000)
-            cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / len(ms)
-            out[how] = {**summary(ms), "agent_cpu_ms_per_call": round(cpu_ms, 1)}
+                    ms[how].append((time.perf_counter() - start) * 1000)
+                    cpu[how] += cpu_seconds(pid) - used
     finally:
         memory.close()
         memory.unlink()
         stub.StopModel(pb2.StopModelRequest(model_component=kind))
+    calls = len(ms["engine_predict"])
+    out: dict[str, Any] = {how: {**summary(values), "cpu_ms_per_call": round(cpu[how] * 1000 / calls, 1)}
+                           for how, values in ms.items()}
+    for how in ("byte_data", "shared_memory"):  # what the agent adds, image by image
+        out[how]["overhead_ms_p50"] = round(statistics.median(
+            agent - own for agent, own in zip(ms[how], ms["engine_predict"], strict=True)), 1)
     return out
 
 
@@ -146,8 +156,6 @@ def main() -> None:
             colours = {"cracked": "#23A436"} if kind == "segmentation" else None
             package(fit(train, None, FitOptions(seed=0), label_colors=colours), kind, components)
             tests[kind] = [item.image for item in test]
-        for kind, images in tests.items():
-            results[kind] = {"engine_predict_ms": engine_latency(components, kind, images, args.rounds)}
         socket_path = Path(scratch) / "agent.sock"
         agent = subprocess.Popen([sys.executable, "-m", "emulator.cli", "edge-agent", "--components-dir",
                                   str(components), "--socket", str(socket_path)],
@@ -156,8 +164,7 @@ def main() -> None:
             line = agent.stdout.readline()  # type: ignore[union-attr]
             assert "listening on" in line, line
             for kind, images in tests.items():
-                results[kind]["detect_anomalies_ms"] = agent_latency(f"unix://{socket_path}", agent.pid, kind,
-                                                                     images, args.rounds)
+                results[kind] = compare(f"unix://{socket_path}", agent.pid, components, kind, images, args.rounds)
         finally:
             agent.terminate()
             agent.wait(timeout=60)

@@ -11,8 +11,8 @@ import grpc
 import numpy as np
 import pytest
 
-from edge_support import (AgentProcess, describe, detect, model_arn, painted, pixels, rpc_error, running, stub,
-                          wait_status)
+from edge_support import (AgentProcess, bitmap, describe, detect, model_arn, painted, pixels, rpc_error, running,
+                          stub, wait_status)
 from emulator.edge import edge_agent_pb2 as pb2
 from models_support import COLOUR, LABEL, SIZE, Trained, texture
 
@@ -61,6 +61,8 @@ def test_start_and_stop_follow_the_documented_states(client: Any, models: dict[s
     assert client.StartModel(pb2.StartModelRequest(model_component=name)).status == pb2.STARTING  # asynchronous
     code, message = rpc_error(lambda: client.StartModel(pb2.StartModelRequest(model_component=name)))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "STARTING" in message
+    code, message = rpc_error(lambda: detect(client, name, image))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "STARTING" in message
     described = wait_status(client, name)
     assert described.status == pb2.RUNNING, described.status_message
     assert "version 1.0.0" in described.status_message and "cpu" in described.status_message
@@ -74,6 +76,20 @@ def test_start_and_stop_follow_the_documented_states(client: Any, models: dict[s
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "StartModel" in message
     running(client, name)  # and it starts again
     assert detect(client, name, image).is_anomalous is False
+
+
+def test_stop_lets_queued_requests_finish(client: Any, models: dict[str, Trained]) -> None:
+    """Requests in flight when StopModel comes are answered or refused as not RUNNING, none lost."""
+    running(client, "classifier")
+    request = pb2.DetectAnomaliesRequest(model_component="classifier",
+                                         bitmap=bitmap(pixels(models["classification"].normals[0])))
+    futures = [client.DetectAnomalies.future(request) for _ in range(6)]
+    assert client.StopModel(pb2.StopModelRequest(model_component="classifier")).status == pb2.STOPPED
+    errors = [future.exception(timeout=60) for future in futures]
+    assert {error.code() for error in errors if error is not None} <= {grpc.StatusCode.FAILED_PRECONDITION}
+    assert all(future.result().detect_anomaly_result.is_anomalous is False
+               for future, error in zip(futures, errors, strict=True) if error is None)
+    assert describe(client, "classifier").status == pb2.STOPPED
 
 
 def test_two_components_run_at_once(client: Any, models: dict[str, Trained]) -> None:
