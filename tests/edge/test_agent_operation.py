@@ -212,3 +212,15 @@ def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
 
     grpc_module = "emulator/edge/edge_agent_pb2_grpc.py"
     assert without_versions(tmp_path / grpc_module) == without_versions(ROOT / grpc_module)
+
+
+def test_cuda_without_a_gpu_fails_the_start_with_the_reason(components_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda would run")
+    with AgentProcess(components_dir, tmp_path / "agent.sock", "--device", "cuda") as process:
+        client = stub(process.target)
+        assert client.StartModel(pb2.StartModelRequest(model_component="classifier")).status == pb2.STARTING
+        described = wait_status(client, "classifier")
+        assert described.status == pb2.FAILED and "torch sees no CUDA device" in described.status_message
