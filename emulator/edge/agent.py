@@ -214,9 +214,9 @@ class EdgeAgent(pb2_grpc.EdgeAgentServicer):
 
     def _host(self, name: str, package: Package) -> tuple[HostedModel, str]:
         """The package loaded and serving, and the device it runs on."""
-        device = resolve_device(self.options.device)
         with tempfile.TemporaryDirectory(prefix="lookout-edge-") as scratch:
-            engine_dir = unpack_engine(package, Path(scratch))
+            engine_dir = unpack_engine(package, Path(scratch))  # first: a bad package fails without torch
+            device = resolve_device(self.options.device)
             hosted = HostedModel(engine_dir, units=self.options.batch, name=name, device=device,
                                  max_waiting=self.options.queue_size)
         kind = "segmentation" if hosted.is_segmentation else "classification"
