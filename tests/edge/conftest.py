@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from edge_support import PACKAGES, AgentProcess, copy_component, package
-from models_support import Trained, trained
+from tests.api.models_support import Trained, trained
+from tests.edge.edge_support import PACKAGES, AgentProcess, copy_component, package
 
 
 @pytest.fixture(scope="session")

@@ -18,13 +18,9 @@ from PIL import Image
 
 from emulator.edge import edge_agent_pb2 as pb2
 from emulator.edge import edge_agent_pb2_grpc as pb2_grpc
+from tests.api.models_support import OUTPUT_BUCKET, Trained
 
 ROOT = Path(__file__).resolve().parents[2]
-# The API tests' helpers train the shared models (cached per server, for both test folders).
-sys.path.insert(0, str(ROOT / "tests" / "api"))
-
-from models_support import OUTPUT_BUCKET, Trained  # noqa: E402
-
 PROTO = ROOT / "emulator" / "edge" / "edge-agent.proto"
 WHITE = (255, 255, 255)
 PREFIX = "edge-packages"

@@ -11,10 +11,21 @@ import grpc
 import numpy as np
 import pytest
 
-from edge_support import (AgentProcess, bitmap, describe, detect, model_arn, painted, pixels, rpc_error, running,
-                          stub, wait_status)
 from emulator.edge import edge_agent_pb2 as pb2
-from models_support import COLOUR, LABEL, SIZE, Trained, texture
+from tests.api.models_support import COLOUR, LABEL, SIZE, Trained, texture
+from tests.edge.edge_support import (
+    AgentProcess,
+    bitmap,
+    describe,
+    detect,
+    model_arn,
+    painted,
+    pixels,
+    rpc_error,
+    running,
+    stub,
+    wait_status,
+)
 
 WIDTH, HEIGHT = SIZE
 NBYTES = WIDTH * HEIGHT * 3

@@ -16,12 +16,22 @@ from typing import Any
 import grpc
 import pytest
 
-from edge_support import (PROTO, ROOT, AgentProcess, describe, detect, pixels, rpc_error, running, stub,
-                          wait_status)
 from emulator.edge import edge_agent_pb2 as pb2
 from emulator.edge import edge_agent_pb2_grpc as pb2_grpc
 from emulator.edge.package import ARCHIVE_NAME, MANIFEST_NAME
-from models_support import Trained
+from tests.api.models_support import Trained
+from tests.edge.edge_support import (
+    PROTO,
+    ROOT,
+    AgentProcess,
+    describe,
+    detect,
+    pixels,
+    rpc_error,
+    running,
+    stub,
+    wait_status,
+)
 
 # Broken copies of a good component, and the start of what the agent says about each.
 BROKEN = {

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_support import PROTO, ROOT, AgentProcess, describe, generate_stubs, painted, stub, variant_proto
 from emulator.edge import edge_agent_pb2 as pb2
-from models_support import SIZE, Trained
+from tests.api.models_support import SIZE, Trained
+from tests.edge.edge_support import PROTO, ROOT, AgentProcess, describe, generate_stubs, painted, stub, variant_proto
 
 # A client of one published copy of the .proto: the pixels and the mask in shared memory.
 VARIANT_CLIENT = """
