@@ -1,5 +1,6 @@
 """lookout-emulator command line: serve runs the Lookout for Vision API, an embedded S3 and the web
-console on one port (waitress).
+console on one port (waitress); edge-agent serves packaged models over the Lookout for Vision Edge
+Agent's gRPC API on a device (it imports neither the web stack nor, until a model starts, torch).
 
 Every setting is a flag or a LOOKOUT_* environment variable (the flag wins). Bad input of either kind
 ends with one line on stderr and exit status 2, never a traceback.
@@ -31,6 +32,7 @@ from emulator.config import (
     DEFAULT_REGION,
     Settings,
 )
+from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET, DEVICES
 
 PROG = "lookout-emulator"
 DEFAULT_THREADS = 8
@@ -140,6 +142,60 @@ def _path(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def _positive(text: str) -> int:
+    try:
+        number = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _batch(text: str) -> int:
+    from emulator.inference import MAX_BATCH
+
+    batch = _positive(text)
+    if batch > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_BATCH}, not {batch}")
+    return batch
+
+
+def _components_dir(text: str) -> Path:
+    path = _path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a directory")
+    return path
+
+
+def _socket_path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a file")
+    return text
+
+
+def _component(text: str) -> str:
+    if not text.strip() or "/" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a component name")
+    return text
+
+
+def _listen(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    try:
+        _host(host)
+        _port(port)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT with a port from 0 to 65535") from None
+    return text
+
+
+def _device(text: str) -> str:
+    if text not in DEVICES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(DEVICES)}")
+    return text
+
+
 def _backbone(text: str) -> str:
     if text not in BACKBONES:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(BACKBONES)}")
@@ -148,7 +204,7 @@ def _backbone(text: str) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    """One `serve` setting: its flag, its environment variable, its default and its check."""
+    """One setting of a command: its flag, its environment variable, its default and its check."""
 
     flag: str
     env: str | None
@@ -189,6 +245,29 @@ SERVE_OPTIONS = (
     Option("--tls-key", "LOOKOUT_TLS_KEY", None, _path, "PEM private key of --tls-cert", "FILE", "none"),
 )
 
+EDGE_AGENT_OPTIONS = (
+    Option("--components-dir", "LOOKOUT_COMPONENTS_DIR", None, _components_dir,
+           "folder of model components (required): each <ComponentName>/ folder as a packaging job wrote it under "
+           "its S3OutputLocation; the highest version folder inside is served", "DIR", "none"),
+    Option("--socket", "LOOKOUT_EDGE_SOCKET", DEFAULT_SOCKET, _socket_path,
+           "Unix socket to serve on (AWS's edge clients connect to the default)", "PATH"),
+    Option("--listen", "LOOKOUT_EDGE_LISTEN", None, _listen,
+           "also serve on TCP, e.g. 127.0.0.1:50051 (no authentication: a trusted network only)", "HOST:PORT",
+           "the socket only"),
+    Option("--device", "LOOKOUT_DEVICE", "cpu", _device,
+           f"where models run: {', '.join(DEVICES)} (auto: CUDA when torch sees a GPU)", "DEVICE"),
+    Option("--queue-size", "LOOKOUT_EDGE_QUEUE_SIZE", DEFAULT_QUEUE_SIZE, _positive,
+           "DetectAnomalies requests that may wait for each running model; more are refused with "
+           "RESOURCE_EXHAUSTED", "N"),
+    Option("--batch", "LOOKOUT_EDGE_BATCH", 1, _batch,
+           "waiting requests a model predicts together, up to 4 (more than 1 helps on a GPU)", "N"),
+    Option("--max-running", "LOOKOUT_EDGE_MAX_RUNNING", None, _positive,
+           "models that may run at once; StartModel beyond it is refused with RESOURCE_EXHAUSTED", "N", "no limit"),
+    Option("--start", "LOOKOUT_EDGE_START", (), _component,
+           "start this model component with the agent (repeatable)", "COMPONENT", "none", repeatable=True),
+)
+COMMAND_OPTIONS = {"serve": SERVE_OPTIONS, "edge-agent": EDGE_AGENT_OPTIONS}
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a refused flag is one line on stderr (no usage block) and exit status 2."""
@@ -204,21 +283,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the Lookout for Vision API, S3 and the web console on one port",
                            description="Serve the Lookout for Vision API, an embedded S3 and the web console "
                                        "(at /console/) on one port until Ctrl-C or SIGTERM.")
-    for option in SERVE_OPTIONS:
+    _add_options(serve, SERVE_OPTIONS)
+    agent = sub.add_parser("edge-agent", help="serve packaged models over the Lookout for Vision Edge Agent gRPC API",
+                           description="Serve the model components of --components-dir over the Lookout for Vision "
+                                       "Edge Agent's gRPC API until Ctrl-C or SIGTERM.")
+    _add_options(agent, EDGE_AGENT_OPTIONS)
+    return parser
+
+
+def _add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
+    for option in options:
         shown = option.shown_default or option.default
         env = f"; environment variable {option.env}" if option.env else ""
         env += ", comma-separated" if option.env and option.repeatable else ""
-        serve.add_argument(option.flag, type=option.check, default=None, metavar=option.metavar,
-                           action="append" if option.repeatable else "store", dest=_dest(option),
-                           help=f"{option.help} (default {shown}{env})")
-    return parser
+        parser.add_argument(option.flag, type=option.check, default=None, metavar=option.metavar,
+                            action="append" if option.repeatable else "store", dest=_dest(option),
+                            help=f"{option.help} (default {shown}{env})")
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """The flags, with each one not given taken from its environment variable (checked the same
     way) or its default."""
     args = parser.parse_args(argv)
-    for option in SERVE_OPTIONS:
+    for option in COMMAND_OPTIONS[args.command]:
         name, given = _dest(option), getattr(args, _dest(option))
         value = os.environ.get(option.env) if option.env else None
         try:
@@ -263,6 +350,9 @@ def check_port_free(host: str, port: int) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parse_args(parser, argv)
+    if args.command == "edge-agent":
+        edge_agent(parser, args)
+        return
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     problem = check_port_free(args.host, args.port)
@@ -282,6 +372,22 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(1, f"{PROG}: {exc}\n")
     except OSError as exc:  # e.g. the port was taken between the check and the bind
         parser.exit(1, f"{PROG}: cannot serve on {settings.host}:{settings.port}: {exc}\n")
+
+
+def edge_agent(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Run the edge agent until SIGINT or SIGTERM."""
+    if args.components_dir is None:
+        parser.error("edge-agent needs --components-dir (or LOOKOUT_COMPONENTS_DIR)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from emulator.edge.agent import AgentError, AgentOptions
+    from emulator.edge.agent import serve as serve_agent
+
+    options = AgentOptions(components_dir=args.components_dir, device=args.device, queue_size=args.queue_size,
+                           batch=args.batch, max_running=args.max_running)
+    try:
+        serve_agent(options, args.socket, args.listen, args.starts)
+    except AgentError as exc:
+        parser.exit(1, f"{PROG} edge-agent: {exc}\n")
 
 
 def console_url(endpoint_url: str, host: str) -> str:

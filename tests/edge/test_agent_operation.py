@@ -171,9 +171,13 @@ def test_socket_in_use_or_not_a_socket_is_refused(lab: AgentProcess, tmp_path: P
     done = _agent_command("--components-dir", str(tmp_path), "--socket", str(tmp_path / "missing" / "a.sock"))
     assert done.returncode == 1 and "does not exist" in done.stderr
     done = _agent_command("--components-dir", str(tmp_path / "nowhere"))
-    assert done.returncode == 2 and "is not a folder" in done.stderr
+    assert done.returncode == 2 and "nowhere is not a directory" in done.stderr
+    done = _agent_command()
+    assert done.returncode == 2 and "needs --components-dir" in done.stderr
     done = _agent_command("--components-dir", str(tmp_path), "--queue-size", "0")
-    assert done.returncode == 2 and "--queue-size" in done.stderr
+    assert done.returncode == 2 and "--queue-size: must be at least 1" in done.stderr
+    done = _agent_command("--components-dir", str(tmp_path), "--device", "tpu")
+    assert done.returncode == 2 and "'tpu' is not one of cpu, cuda, auto" in done.stderr
     done = _agent_command("--components-dir", str(tmp_path), "--listen", "127.0.0.1:99999")
     assert done.returncode == 2 and "a port from 0 to 65535" in done.stderr
     done = _agent_command("--components-dir", str(tmp_path), "--socket", str(tmp_path / "tcp.sock"),
