@@ -20,8 +20,8 @@ Cases (``--cases``, default all):
 - ``kolektorsdd-segmentation``: KolektorSDD (``../shared/datasets/kolektorsdd``) train (140 normal,
   29 anomaly) and test (100 normal, 21 anomaly) as separate datasets, every anomaly with its crack
   mask. The shared masks are single-channel 0/255; the service wants colour masks whose colours the
-  manifest's ``internal-color-map`` names, so they are rewritten as black PNGs with the crack in
-  CRACK_COLOUR (one label, ``crack``) in a temporary folder and uploaded from there.
+  manifest's ``internal-color-map`` names, so each is recoloured in memory (one label, ``crack``, red
+  on black; bench_datasets.py) and uploaded as a PNG: nothing is written next to the dataset.
 - ``kolektorsdd-classification``: the same images and split, image labels only.
 - ``cookies-segmentation``, ``cookies-classification``: the getting-started cookies. Its separate
   test set has 8 anomalies, and a test dataset needs at least 10 (limits.md), so - as the getting-
@@ -38,6 +38,7 @@ A case that fails is reported with its error and the others still run.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -47,34 +48,23 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import boto3
-import numpy as np
+from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, Picture, colour_mask, load_split
 from botocore.config import Config
 from lifecycle_bench import CREDENTIALS, LISTENING, cpu_delta, cpu_seconds, machine, percentile
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
-CRACK_LABEL, CRACK_COLOUR = "crack", "#FF0000"
 CASES = ("kolektorsdd-segmentation", "kolektorsdd-classification", "cookies-segmentation",
          "cookies-classification")
 CONTENT_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
 TRAINING_TIMEOUT_S = 3 * 3600  # a slow engine on a busy machine is slow, not failed
 WARM_UP_CALLS = 3
-
-
-@dataclass(frozen=True)
-class Picture:
-    """One image of a case: its file, its label, its mask's file (a colour PNG) if it has one."""
-
-    path: Path
-    label: str  # "normal" | "anomaly"
-    mask: Path | None = None
 
 
 @dataclass
@@ -89,58 +79,17 @@ class Case:
     label_colors: dict[str, str] = field(default_factory=dict)  # empty for classification
 
 
-# --- the datasets ---------------------------------------------------------------------------------
-
-def colour_mask(source: Path, target: Path) -> Path:
-    """A single-channel 0/255 mask rewritten as the colour mask a segmentation manifest names."""
-    with Image.open(source) as mask:
-        crack = np.asarray(mask.convert("L")) > 127
-    rgb = np.zeros((*crack.shape, 3), np.uint8)
-    rgb[crack] = [int(CRACK_COLOUR[i:i + 2], 16) for i in (1, 3, 5)]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(target)
-    return target
-
-
-def kolektorsdd_case(root: Path, masks: bool, scratch: Path) -> Case:
-    def pictures(split: str) -> list[Picture]:
-        found = []
-        for label in ("normal", "anomaly"):
-            for path in sorted((root / split / label).glob("*.png")):
-                mask = None
-                if masks and label == "anomaly":
-                    mask = colour_mask(root / "masks" / split / path.name, scratch / "masks" / split / path.name)
-                found.append(Picture(path, label, mask))
-        return found
-
-    test = pictures("test")
-    return Case(f"kolektorsdd-{'segmentation' if masks else 'classification'}", pictures("train"), test, test,
-                "separate train and test datasets", {CRACK_LABEL: CRACK_COLOUR} if masks else {})
-
-
-def cookies_case(root: Path, masks: bool) -> Case:
-    files = root / "dataset-files"
-    train = []
-    for raw in (files / "manifests" / "template.manifest").read_text().splitlines():
-        line = json.loads(raw)
-        label = line["anomaly-label-metadata"]["class-name"]
-        mask = files / line["anomaly-mask-ref"] if masks and "anomaly-mask-ref" in line else None
-        train.append(Picture(files / line["source-ref"], label, mask))
-    detect = [Picture(p, "anomaly" if "anomaly" in p.name else "normal") for p in sorted((root / "test-images").glob("*.jpg"))]
-    return Case(f"cookies-{'segmentation' if masks else 'classification'}", train, None, detect,
-                "single dataset split by CreateModel (the 8 test anomalies are under the test dataset minimum of "
-                "10); DetectAnomalies on the 22 separate test images", {"cracked": "#23A436"} if masks else {})
-
-
-def build_case(name: str, kolektorsdd: Path, cookies: Path, scratch: Path) -> Case:
+def build_case(name: str, roots: dict[str, Path]) -> Case:
     dataset, kind = name.split("-")
+    segmentation = kind == "segmentation"
+    train, test = (load_split(dataset, split, roots[dataset]) for split in ("train", "test"))
+    if not segmentation:
+        train, test = ([replace(p, mask=None) for p in pictures] for pictures in (train, test))
+    colours = LABEL_COLOURS[dataset] if segmentation else {}
     if dataset == "kolektorsdd":
-        if not (kolektorsdd / "train" / "anomaly").is_dir():
-            raise FileNotFoundError(f"KolektorSDD is not at {kolektorsdd}")
-        return kolektorsdd_case(kolektorsdd, kind == "segmentation", scratch)
-    if not (cookies / "dataset-files" / "manifests" / "template.manifest").is_file():
-        raise FileNotFoundError(f"the cookies dataset is not at {cookies}")
-    return cookies_case(cookies, kind == "segmentation")
+        return Case(name, train, test, test, "separate train and test datasets", colours)
+    return Case(name, train, None, test, "single dataset split by CreateModel (the 8 test anomalies are under the "
+                "test dataset minimum of 10); DetectAnomalies on the 22 separate test images", colours)
 
 
 # --- the API --------------------------------------------------------------------------------------
@@ -201,11 +150,18 @@ def run_case(case: Case, endpoint_url: str, server_pid: int | None, latency_call
         s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), ContentType=CONTENT_TYPES[path.suffix.lower()])
         return f"s3://{bucket}/{key}"
 
+    def upload_mask(picture: Picture, key: str) -> str:
+        """The mask as a colour PNG in the label's colour (KolektorSDD's are 0/255 single-channel)."""
+        buffer = io.BytesIO()
+        Image.fromarray(colour_mask(case.name.split("-")[0], picture.mask)).save(buffer, format="PNG")
+        s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue(), ContentType="image/png")
+        return f"s3://{bucket}/{key}"
+
     def manifest(dataset_type: str, pictures: list[Picture]) -> None:
         lines = []
         for i, picture in enumerate(pictures):
             uri = upload(picture.path, f"{dataset_type}/{picture.label}/{i:04d}-{picture.path.name}")
-            mask_uri = upload(picture.mask, f"{dataset_type}/masks/{i:04d}-{picture.mask.name}") if picture.mask else None
+            mask_uri = upload_mask(picture, f"{dataset_type}/masks/{i:04d}-{picture.mask.stem}.png") if picture.mask else None
             lines.append(manifest_line(uri, picture, mask_uri, case.label_colors))
         key = f"manifests/{dataset_type}.manifest"
         s3.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode())
@@ -311,8 +267,8 @@ def code_tree(code_path: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
-    parser.add_argument("--kolektorsdd", type=Path, default=SHARED / "kolektorsdd")
-    parser.add_argument("--cookies", type=Path, default=Path(os.environ.get("LOOKOUT_COOKIES_DIR") or SHARED / "cookies"))
+    parser.add_argument("--kolektorsdd", type=Path, default=DEFAULT_ROOTS["kolektorsdd"])
+    parser.add_argument("--cookies", type=Path, default=DEFAULT_ROOTS["cookies"])
     parser.add_argument("--endpoint-url", help="benchmark this running emulator instead of starting one")
     parser.add_argument("--latency-calls", type=int, default=100,
                         help="at least this many timed DetectAnomalies calls, cycling over the test images (default 100)")
@@ -324,15 +280,13 @@ def main() -> None:
         raise SystemExit(f"unknown cases {unknown}; choose from {', '.join(CASES)}")
     code_path = os.environ.get("PYTHONPATH") or str(REPO)
     results: dict[str, Any] = {"machine": machine(), "code": code_tree(code_path), "cases": {}}
-    with tempfile.TemporaryDirectory(prefix="api-accuracy-bench-") as scratch:
-        data_dir = Path(scratch) / "data"
-        data_dir.mkdir()
-        process, endpoint_url = (None, args.endpoint_url) if args.endpoint_url else start_server(str(data_dir), code_path)
+    with tempfile.TemporaryDirectory(prefix="api-accuracy-bench-") as data_dir:
+        process, endpoint_url = (None, args.endpoint_url) if args.endpoint_url else start_server(data_dir, code_path)
         try:
             for name in names:
                 print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
                 try:
-                    case = build_case(name, args.kolektorsdd, args.cookies, Path(scratch) / name)
+                    case = build_case(name, {"kolektorsdd": args.kolektorsdd, "cookies": args.cookies})
                     results["cases"][name] = run_case(case, endpoint_url, process.pid if process else None,
                                                       args.latency_calls)
                 except Exception as exc:  # noqa: BLE001 - one failed case must not lose the others' figures

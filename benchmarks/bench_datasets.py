@@ -1,0 +1,85 @@
+"""The shared datasets as the benchmarks split them: one definition for api_accuracy_bench.py and peers_bench.py.
+
+- KolektorSDD (``../shared/datasets/kolektorsdd``): its own train (140 normal, 29 anomaly) and test
+  (100 normal, 21 anomaly) splits, no physical item in both; every anomaly has a crack mask, stored
+  single-channel 0/255.
+- cookies (``../shared/datasets/cookies``): the 63 training images of the getting-started template
+  manifest (32 anomalies with colour masks) and the 22 separate test images (14 normal, 8 anomaly).
+
+Only reads the datasets; masks are handed out as colour arrays (one anomaly label per dataset).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DEFAULT_ROOTS = {"kolektorsdd": SHARED / "kolektorsdd",
+                 "cookies": Path(os.environ.get("LOOKOUT_COOKIES_DIR") or SHARED / "cookies")}
+# The anomaly label and colour each dataset's masks get in a segmentation manifest or engine Item.
+LABEL_COLOURS = {"kolektorsdd": {"crack": "#FF0000"}, "cookies": {"cracked": "#23A436"}}
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One labelled image: its file, "normal" or "anomaly", and its mask file if it has one."""
+
+    path: Path
+    label: str
+    mask: Path | None = None
+
+
+def kolektorsdd(root: Path, split: str) -> list[Picture]:
+    """``split`` is "train" or "test": the dataset's own folders; anomalies carry their mask."""
+    if not (root / split / "anomaly").is_dir():
+        raise FileNotFoundError(f"KolektorSDD is not at {root} (no {split}/anomaly/)")
+    return [Picture(path, label, root / "masks" / split / path.name if label == "anomaly" else None)
+            for label in ("normal", "anomaly") for path in sorted((root / split / label).glob("*.png"))]
+
+
+def cookies(root: Path, split: str) -> list[Picture]:
+    """"train": the template manifest's 63 images (masks as it names them); "test": test-images/."""
+    files = root / "dataset-files"
+    manifest = files / "manifests" / "template.manifest"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"the cookies dataset is not at {root} (no {manifest.relative_to(root)})")
+    if split == "test":
+        return [Picture(p, "anomaly" if "anomaly" in p.stem else "normal")
+                for p in sorted((root / "test-images").glob("*.jpg"))]
+    pictures = []
+    for raw in manifest.read_text().splitlines():
+        line = json.loads(raw)
+        mask = files / line["anomaly-mask-ref"] if "anomaly-mask-ref" in line else None
+        pictures.append(Picture(files / line["source-ref"], line["anomaly-label-metadata"]["class-name"], mask))
+    return pictures
+
+
+SPLITS = {"kolektorsdd": kolektorsdd, "cookies": cookies}
+
+
+def load_split(dataset: str, split: str, root: Path | None = None) -> list[Picture]:
+    return SPLITS[dataset](root or DEFAULT_ROOTS[dataset], split)
+
+
+def rgb(path: Path) -> np.ndarray:
+    """An image as (H, W, 3) uint8 RGB (greyscale replicated)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def colour_mask(dataset: str, path: Path) -> np.ndarray:
+    """A mask as the (H, W, 3) uint8 colour mask a manifest or engine Item wants: the dataset's one
+    label colour on black. KolektorSDD's 0/255 masks are recoloured; colour masks pass unchanged."""
+    with Image.open(path) as mask:
+        if mask.mode in ("1", "L", "I", "I;16"):
+            colour = next(iter(LABEL_COLOURS[dataset].values()))
+            marked = np.asarray(mask.convert("L")) > 127
+            out = np.zeros((*marked.shape, 3), np.uint8)
+            out[marked] = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+            return out
+        return np.asarray(mask.convert("RGB"))
