@@ -161,7 +161,9 @@ def run_case(case: Case, endpoint_url: str, server_pid: int | None, latency_call
         lines = []
         for i, picture in enumerate(pictures):
             uri = upload(picture.path, f"{dataset_type}/{picture.label}/{i:04d}-{picture.path.name}")
-            mask_uri = upload_mask(picture, f"{dataset_type}/masks/{i:04d}-{picture.mask.stem}.png") if picture.mask else None
+            mask_uri = None
+            if picture.mask is not None:
+                mask_uri = upload_mask(picture, f"{dataset_type}/masks/{i:04d}-{picture.mask.stem}.png")
             lines.append(manifest_line(uri, picture, mask_uri, case.label_colors))
         key = f"manifests/{dataset_type}.manifest"
         s3.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode())
@@ -271,7 +273,8 @@ def main() -> None:
     parser.add_argument("--cookies", type=Path, default=DEFAULT_ROOTS["cookies"])
     parser.add_argument("--endpoint-url", help="benchmark this running emulator instead of starting one")
     parser.add_argument("--latency-calls", type=int, default=100,
-                        help="at least this many timed DetectAnomalies calls, cycling over the test images (default 100)")
+                        help="at least this many timed DetectAnomalies calls, cycling over the test images "
+                        "(default 100)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     names = [n.strip() for n in args.cases.split(",") if n.strip()]

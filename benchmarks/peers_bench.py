@@ -57,11 +57,14 @@ images itself and runs the validation pass that sets the threshold). Latency is 
 time after 3 warm-up calls, from a decoded uint8 RGB array to the anomalib ``InferenceBatch`` (its
 pre-processing, model and post-processing) or our ``Prediction``; p50 and p99 over ``--latency-calls``.
 Each time is also given as the process's CPU time (all threads), which a busy shared machine
-distorts far less than the wall clock. Ratios are peer / ours (for F1 and AUROC above 1 means the peer is better; for time above 1 means
-the peer is slower).
+distorts far less than the wall clock. Ratios are peer / ours (for F1 and AUROC above 1 means the
+peer is better; for time above 1 means the peer is slower).
 """
 from __future__ import annotations
 
+import engine  # noqa: F401  (first: the engine's process settings must precede torch)
+
+# isort: split
 import argparse
 import json
 import os
@@ -73,10 +76,10 @@ import sys
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import engine  # noqa: F401,I001  (first: the engine's process settings must precede torch)
 import numpy as np
 from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, Picture, colour_mask, load_split, rgb
 
@@ -166,7 +169,7 @@ def lite0_state_dict(target: dict[str, Any]) -> dict[str, Any]:
     if len(source) != len(full):
         raise SystemExit(f"cannot map the Lite0 weights: {len(source)} tensors, timm's {LITE0} has {len(full)}")
     mapped = {}
-    for (name, tensor), (source_name, weights) in zip(full.items(), source.items()):
+    for (name, tensor), (source_name, weights) in zip(full.items(), source.items(), strict=True):
         if tensor.shape != weights.shape:
             raise SystemExit(f"cannot map the Lite0 weights: {source_name} {tuple(weights.shape)} -> "
                              f"{name} {tuple(tensor.shape)}")
@@ -240,7 +243,7 @@ def run_peer(name: str, train: list[Picture], test: list[Picture], size_spec: st
     images = [rgb(p.path) for p in test]
     labels, predicted, raw = [], [], []
     with torch.inference_mode():
-        for picture, image in zip(test, images):
+        for picture, image in zip(test, images, strict=True):
             output = module.model(module.pre_processor(tensor(image)))
             raw.append(float(output.pred_score.flatten()[0]))
             predicted.append(int(module.post_processor(output).pred_label.flatten()[0]))
@@ -314,12 +317,13 @@ def main() -> None:
                                             "test": {"normal": sum(p.label == "normal" for p in test),
                                                      "anomaly": sum(p.label == "anomaly" for p in test)},
                                             "rows": rows}
-            runs = [("ours (labels)", lambda: run_ours(dataset, train, test, False, args.latency_calls))]
+            calls = args.latency_calls
+            runs = [("ours (labels)", partial(run_ours, dataset, train, test, False, calls))]
             if not args.skip_segmentation:
-                runs.append(("ours (labels + masks)", lambda: run_ours(dataset, train, test, True, args.latency_calls)))
+                runs.append(("ours (labels + masks)", partial(run_ours, dataset, train, test, True, calls)))
             for peer in [p.strip() for p in args.peers.split(",") if p.strip()]:
-                runs.append((f"anomalib {peer}", lambda peer=peer: run_peer(
-                    peer, train, test, args.peer_size, args.coreset_ratio, args.latency_calls, scratch / dataset)))
+                runs.append((f"anomalib {peer}", partial(run_peer, peer, train, test, args.peer_size,
+                                                         args.coreset_ratio, calls, scratch / dataset)))
             for row, run in runs:
                 print(f"[{time.strftime('%H:%M:%S')}] {dataset}: {row} ...", file=sys.stderr, flush=True)
                 try:
