@@ -98,7 +98,7 @@ def manifest_line(uri: str, picture: Picture, mask_uri: str | None, label_colors
     """A Ground Truth line: the classification label, and the mask when the picture has one."""
     line: dict[str, Any] = {
         "source-ref": uri,
-        "anomaly-label": 1,
+        "anomaly-label": 1 if picture.label == "anomaly" else 0,
         "anomaly-label-metadata": {"class-name": picture.label, "human-annotated": "yes", "confidence": 1,
                                    "job-name": "labeling-job/api-accuracy-bench",
                                    "type": "groundtruth/image-classification"},
