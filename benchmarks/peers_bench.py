@@ -46,10 +46,10 @@ Layers: PatchCore ``blocks.2`` + ``blocks.4`` (strides 8 and 16, like its defaul
 PaDiM ``blocks.1`` + ``blocks.2`` + ``blocks.4`` (strides 4, 8, 16, like layer1-3). Input
 normalisation is the one those weights were trained with ((x*255 - 127) / 128), not ImageNet's.
 
-Input size: ``--peer-size aspect`` (default) resizes to a longer side of 384 px keeping the aspect
-ratio, the shorter side rounded to a multiple of 32 and at least 160 - close to our engine's working
-resolution (KolektorSDD 256x640 -> 160x384, cookies 576x768 -> 288x384); ``--peer-size 256`` is
-anomalib's default square 256x256.
+Input size: ``--peer-size aspect`` (default) resizes to as many pixels as a 288x384 image, aspect
+ratio kept, sides rounded to multiples of 32 - our engine's working resolution since the engine
+branch's pixel budget (KolektorSDD 256x640 -> 224x512, cookies 576x768 -> 288x384);
+``--peer-size 256`` is anomalib's default square 256x256.
 
 Timing: torch at ``--threads`` threads (2) for everyone. Training time is the wall time of
 ``engine.fit`` (decoded images in memory) and of anomalib's ``Engine.fit`` (which decodes the
@@ -67,6 +67,7 @@ import engine  # noqa: F401  (first: the engine's process settings must precede 
 # isort: split
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -88,6 +89,7 @@ PEERS = ("patchcore", "padim")
 LITE0 = "tf_efficientnet_lite0"
 LITE0_MEAN, LITE0_STD = (127 / 255,) * 3, (128 / 255,) * 3
 WARM_UP_CALLS = 3
+PIXEL_BUDGET = 288 * 384  # the peers' input size for --peer-size aspect: as many pixels as 288x384
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -184,9 +186,8 @@ def peer_size(spec: str, width: int, height: int) -> tuple[int, int]:
     """(height, width) the peers' pre-processor resizes to; see the module docstring."""
     if spec != "aspect":
         return int(spec), int(spec)
-    scale = 384 / max(width, height)
-    short = max(160, int(round(min(width, height) * scale / 32)) * 32)
-    return (384, short) if height >= width else (short, 384)
+    scale = min(1.0, math.sqrt(PIXEL_BUDGET / (width * height)))
+    return max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32)
 
 
 def build_peer(name: str, size: tuple[int, int], coreset_ratio: float) -> Any:
