@@ -47,14 +47,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import boto3
-from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, Picture, colour_mask, load_split
+from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, Picture, colour_mask, load_split, write_results
 from botocore.config import Config
 from lifecycle_bench import CREDENTIALS, LISTENING, cpu_delta, cpu_seconds, machine, percentile
 from PIL import Image
@@ -254,6 +255,20 @@ def start_server(data_dir: str, code_path: str) -> tuple[subprocess.Popen[str], 
     raise SystemExit(f"the emulator did not start (exit status {process.wait()})")
 
 
+@contextmanager
+def emulator(endpoint_url: str | None, data_dir: str, code_path: str) -> Iterator[tuple[int | None, str]]:
+    """(server pid or None, endpoint URL): the running emulator named, or one started and stopped here."""
+    if endpoint_url:
+        yield None, endpoint_url
+        return
+    process, started_url = start_server(data_dir, code_path)
+    try:
+        yield process.pid, started_url
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
 def code_tree(code_path: str) -> dict[str, Any]:
     """Which engine is measured: its folder and the git commit of the tree that holds it."""
     engine_dir = Path(code_path.split(os.pathsep)[0]) / "engine"
@@ -283,27 +298,17 @@ def main() -> None:
         raise SystemExit(f"unknown cases {unknown}; choose from {', '.join(CASES)}")
     code_path = os.environ.get("PYTHONPATH") or str(REPO)
     results: dict[str, Any] = {"machine": machine(), "code": code_tree(code_path), "cases": {}}
-    with tempfile.TemporaryDirectory(prefix="api-accuracy-bench-") as data_dir:
-        process, endpoint_url = (None, args.endpoint_url) if args.endpoint_url else start_server(data_dir, code_path)
-        try:
-            for name in names:
-                print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
-                try:
-                    case = build_case(name, {"kolektorsdd": args.kolektorsdd, "cookies": args.cookies})
-                    results["cases"][name] = run_case(case, endpoint_url, process.pid if process else None,
-                                                      args.latency_calls)
-                except Exception as exc:  # noqa: BLE001 - one failed case must not lose the others' figures
-                    results["cases"][name] = {"error": f"{type(exc).__name__}: {exc}"}
-                print(json.dumps({name: results["cases"][name]}, indent=1), file=sys.stderr, flush=True)
-        finally:
-            if process is not None:
-                process.terminate()
-                process.wait(60)
-    results["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    with tempfile.TemporaryDirectory(prefix="api-accuracy-bench-") as data_dir, \
+            emulator(args.endpoint_url, data_dir, code_path) as (server_pid, endpoint_url):
+        for name in names:
+            print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
+            try:
+                case = build_case(name, {"kolektorsdd": args.kolektorsdd, "cookies": args.cookies})
+                results["cases"][name] = run_case(case, endpoint_url, server_pid, args.latency_calls)
+            except Exception as exc:  # noqa: BLE001 - one failed case must not lose the others' figures
+                results["cases"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(json.dumps({name: results["cases"][name]}, indent=1), file=sys.stderr, flush=True)
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The shared datasets as the benchmarks split them: one definition for api_accuracy_bench.py and peers_bench.py.
+"""The shared datasets as the benchmarks split them, and how a benchmark hands its results over.
 
 - KolektorSDD (``../shared/datasets/kolektorsdd``): its own train (140 normal, 29 anomaly) and test
   (100 normal, 21 anomaly) splits, no physical item in both; every anomaly has a crack mask, stored
@@ -14,6 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -83,3 +84,12 @@ def colour_mask(dataset: str, path: Path) -> np.ndarray:
             out[marked] = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
             return out
         return np.asarray(mask.convert("RGB"))
+
+
+def write_results(results: dict[str, Any], path: Path | None) -> None:
+    """Close a benchmark's results: the load average at the end, printed as JSON and, if asked, saved."""
+    results["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if path:
+        path.write_text(text + "\n")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from bench_datasets import write_results
 from botocore.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,11 +211,7 @@ def main() -> None:
             if process is not None:
                 process.terminate()
                 process.wait(60)
-    results["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":

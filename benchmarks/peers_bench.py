@@ -82,7 +82,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, Picture, colour_mask, load_split, rgb
+from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, Picture, colour_mask, load_split, rgb, write_results
 
 DATASETS = ("kolektorsdd", "cookies")
 PEERS = ("patchcore", "padim")
@@ -342,11 +342,7 @@ def main() -> None:
                     figures["ratio_to_ours_labels"] = ratios(figures, ours)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    results["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":
