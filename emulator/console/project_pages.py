@@ -25,9 +25,11 @@ def create_project() -> Response:
 
 @blueprint.post("/projects/<project>/delete")
 def delete_project(project: str) -> Response:
-    """Delete the models, then the project with its datasets, as the real console did in one step."""
+    """Delete the models, the datasets and then the project, as the real console did in one step."""
     for model in list_models(project):
         call("DeleteModel", ProjectName=project, ModelVersion=model["ModelVersion"])
+    for dataset in call("DescribeProject", ProjectName=project)["ProjectDescription"]["Datasets"]:
+        call("DeleteDataset", ProjectName=project, DatasetType=dataset["DatasetType"])
     call("DeleteProject", ProjectName=project)
     return back_to(url_for("console.project_list"), notice=f"Project {project} deleted.")
 

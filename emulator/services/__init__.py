@@ -9,12 +9,12 @@ from emulator.api.registry import OperationRegistry
 from emulator.backend import RecoveryHook
 from emulator.services import datasets, detection, hosting, model_lifecycle, packaging, projects, tags, training_job
 
-# Run in this order when a backend starts: dataset jobs first (models do not depend on them), then
+# Run in this order when a backend starts: dataset jobs first (models waiting for them follow), then
 # models (hosting needs the engine, whose import starts early), then packaging jobs.
 RECOVERY_HOOKS: tuple[RecoveryHook, ...] = (
     datasets.resume_interrupted_jobs,
     hosting.import_engine_early,
-    training_job.fail_interrupted_training,
+    training_job.resume_training,
     model_lifecycle.restore_hosting,
     packaging.resume_packaging,
 )

@@ -114,7 +114,8 @@ def create_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project, dataset_type = params["ProjectName"], params["DatasetType"]
     manifest = _manifest_location(params.get("DatasetSource"))
     status = CREATE_IN_PROGRESS if manifest else CREATE_COMPLETE
-    message = None if manifest else "Created an empty dataset."
+    message = (f"Importing the images listed in s3://{manifest['Bucket']}/{manifest['Key']}." if manifest
+               else "Created an empty dataset.")
     now = backend.now()
     with backend.store.transaction() as db:
         get_project(backend, project)
@@ -241,9 +242,10 @@ def _start_update(backend: Backend, project: str, dataset_type: str, numbered: l
             raise ConflictException(
                 f"The {dataset_type} dataset of project {project} failed to be created ({row['status_message']}); "
                 "delete it and create it again.", resource_id=dataset_type, resource_type=ResourceType.DATASET)
-        db.execute("UPDATE datasets SET status=?, status_message=NULL, pending_changes=?, updated_at=?"
+        db.execute("UPDATE datasets SET status=?, status_message=?, pending_changes=?, updated_at=?"
                    " WHERE project=? AND dataset_type=?",
-                   (UPDATE_IN_PROGRESS, json.dumps(numbered), backend.now(), project, dataset_type))
+                   (UPDATE_IN_PROGRESS, f"Applying {len(parsed)} JSON lines to the dataset.", json.dumps(numbered),
+                    backend.now(), project, dataset_type))
     _submit(backend, project, dataset_type)
     return UPDATE_IN_PROGRESS
 

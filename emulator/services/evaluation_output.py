@@ -8,6 +8,10 @@ Training writes two objects to the model's OutputConfig S3 location:
   precision, precision, recall, F1) with image counts, and per-label pixel metrics for a
   segmentation model.
 
+The OutputConfig Prefix is prepended to these names as it is, as the service did: the awslabs SDK's
+k-fold summary, run against the service, reads ``<prefix>EvaluationResult-<project>-<version>.json``
+with the prefix ``k_fold_``. A prefix meant as a folder ends with ``/``.
+
 Anomaly is the positive class throughout, as in DescribeModel's Performance.
 """
 from __future__ import annotations
@@ -31,13 +35,6 @@ if TYPE_CHECKING:
 
 
 JOB_NAME = "training-job/anomaly-detection"
-
-
-def output_key(prefix: str, name: str) -> str:
-    """`name` under the OutputConfig prefix; a prefix is a folder, so a separator is added if missing."""
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    return f"{prefix}{name}"
 
 
 def _iso(timestamp: float) -> str:
@@ -132,8 +129,8 @@ def write_evaluation(backend: Backend, plan: TrainingPlan, metrics: Metrics, tim
     `predictions` ((source-ref, prediction) pairs, taken one at a time: a large test set's maps need
     not fit in memory together); return their {Bucket, Key} (DescribeModel's EvaluationManifest/Result)."""
     suffix = f"{plan.project}-{plan.version}.json"
-    manifest = {"Bucket": plan.output_bucket, "Key": output_key(plan.output_prefix, f"EvaluationManifest-{suffix}")}
-    result = {"Bucket": plan.output_bucket, "Key": output_key(plan.output_prefix, f"EvaluationResult-{suffix}")}
+    manifest = {"Bucket": plan.output_bucket, "Key": f"{plan.output_prefix}EvaluationManifest-{suffix}"}
+    result = {"Bucket": plan.output_bucket, "Key": f"{plan.output_prefix}EvaluationResult-{suffix}"}
     try:
         refs: dict[str, dict[str, str]] = {}
         for index, (source_ref, prediction) in enumerate(predictions):
@@ -141,7 +138,7 @@ def write_evaluation(backend: Backend, plan: TrainingPlan, metrics: Metrics, tim
             if prediction.mask is not None:
                 outputs[MASK_REF] = ("EvaluationMasks", png.encode_rgb(prediction.mask))
             for attribute, (folder, data) in outputs.items():
-                key = output_key(plan.output_prefix, f"{folder}-{plan.project}-{plan.version}/{index}.png")
+                key = f"{plan.output_prefix}{folder}-{plan.project}-{plan.version}/{index}.png"
                 backend.objects.put(plan.output_bucket, key, data, CONTENT_TYPES["PNG"])
                 refs.setdefault(source_ref, {})[attribute] = s3_uri(plan.output_bucket, key)
         body = "".join(json.dumps(line) + "\n" for line in manifest_lines(plan, metrics, timestamp, refs))

@@ -89,9 +89,18 @@ def _description(row: sqlite3.Row) -> dict[str, Any]:
 
 @operations.operation("CreateModel")
 def create_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
+    """Train a new version. A project whose datasets are still being imported or updated is accepted
+    (see emulator.services.training_job): the model waits, TRAINING, and starts when they finish."""
     project = params["ProjectName"]
     get_project(backend, project)
-    train, test, auto_split, label_colors = training_plan.plan_training(backend, project)
+    busy = training_plan.busy_dataset(backend, project)
+    if busy is None:
+        train, test, auto_split, label_colors = training_plan.plan_training(backend, project)
+        message = training_job.TRAINING_MESSAGE
+    else:
+        training_plan.require_train_dataset(backend, project)
+        train, test, auto_split, label_colors = [], [], False, {}
+        message = f"Training in progress: waiting for the {busy} to finish before training starts."
     location = params["OutputConfig"]["S3Location"]
     with backend.store.transaction() as db:
         get_project(backend, project)  # still there, now under the write lock
@@ -103,13 +112,20 @@ def create_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
         db.execute(
             "INSERT INTO models(project, version, arn, status, status_message, description, kms_key_id,"
             " output_bucket, output_prefix, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (project, version, arn, TRAINING, "Training in progress.", params.get("Description"),
+            (project, version, arn, TRAINING, message, params.get("Description"),
              params.get("KmsKeyId"), location["Bucket"], location.get("Prefix"), backend.now()))
         apply_tags(db, arn, params.get("Tags") or [])
-    training_job.submit(backend, training_plan.TrainingPlan(
-        project=project, version=version, model_arn=arn, train=train, test=test, auto_split=auto_split,
-        label_colors=label_colors, output_bucket=location["Bucket"], output_prefix=location.get("Prefix") or ""))
-    return {"ModelMetadata": _metadata(get_model(backend, project, str(version)))}
+        plan = training_plan.TrainingPlan(
+            project=project, version=version, model_arn=arn, train=train, test=test, auto_split=auto_split,
+            label_colors=label_colors, output_bucket=location["Bucket"], output_prefix=location.get("Prefix") or "",
+            waiting=busy is not None)
+        # Saved before the row commits, so a committed TRAINING model always has its plan. Leftovers
+        # of a deleted project of the same name go first (a version number is never reused otherwise).
+        shutil.rmtree(model_dir(backend, project, version), ignore_errors=True)
+        training_plan.save_plan(backend, plan)
+    response = {"ModelMetadata": _metadata(get_model(backend, project, str(version)))}
+    training_job.submit(backend, plan)
+    return response
 
 
 @operations.operation("DescribeModel")

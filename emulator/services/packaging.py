@@ -25,7 +25,6 @@ from emulator.api.statuses import ModelStatus, PackagingJobStatus, ResourceType
 from emulator.backend import Backend
 from emulator.edge.package import ARCHIVE_NAME, MANIFEST_NAME, build_archive, new_manifest, seal
 from emulator.s3.objects import ObjectNotFound
-from emulator.services.evaluation_output import output_key
 from emulator.services.lookups import engine_dir, get_model, get_project, model_arn
 from emulator.services.model_lifecycle import conflict
 
@@ -200,7 +199,7 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> None:
     name, version = greengrass["ComponentName"], component_version(configuration, row["model_version"])
     _set_status(backend, project, job_name, RUNNING, "The model is being packaged.")
     location = greengrass["S3OutputLocation"]
-    folder = output_key(location.get("Prefix") or "", f"{name}/{version}/")
+    folder = _package_folder(location.get("Prefix") or "", name, version)
     try:
         directory = engine_dir(backend, project, row["model_version"])
         model = engine.load_model(directory)  # also proves the packaged artifact loads
@@ -241,6 +240,14 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> None:
                 f"The model was packaged to s3://{location['Bucket']}/{folder}{ARCHIVE_NAME}.",
                 {"Greengrass": {"ComponentVersionArn": _component_arn(backend, name, version),
                                 "ComponentName": name, "ComponentVersion": version}})
+
+
+def _package_folder(prefix: str, name: str, version: str) -> str:
+    """Where a package goes under the S3OutputLocation prefix. The layout is the emulator's own (the
+    service made a Greengrass component instead), and its prefix is taken as a folder."""
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return f"{prefix}{name}/{version}/"
 
 
 def resume_packaging(backend: Backend) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from emulator.api.errors import ConflictException
 from emulator.api.pagination import decode_token, page, page_size
 from emulator.api.registry import OperationTable
-from emulator.api.statuses import DATASET_JOB_RUNNING, ResourceType
+from emulator.api.statuses import ResourceType
 from emulator.backend import Backend
 from emulator.services.datasets import dataset_summaries
 from emulator.services.lookups import get_project, project_arn
@@ -51,8 +51,8 @@ def list_projects(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
 
 @operations.operation("DeleteProject")
 def delete_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
-    """Delete a project with its datasets (and their entries) and tags. As the service requires,
-    its models must be deleted first; a dataset import or update in progress must finish first."""
+    """Delete a project and its tags. As the service requires (delete-project.md), its models and
+    then its datasets must be deleted first; the console deletes them for the user."""
     name = params["ProjectName"]
     with backend.store.transaction() as db:
         row = get_project(backend, name)
@@ -61,14 +61,14 @@ def delete_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
         if models:
             raise ConflictException(
                 f"The project {name} still has model version(s) {', '.join(map(str, models))}; delete its "
-                "models before deleting the project.", resource_id=name, resource_type=ResourceType.PROJECT)
-        busy = db.execute(f"SELECT dataset_type, status FROM datasets WHERE project=? AND status IN "
-                          f"({','.join('?' * len(DATASET_JOB_RUNNING))})", (name, *DATASET_JOB_RUNNING)).fetchone()
-        if busy is not None:
+                "models, then its datasets, before deleting the project.", resource_id=name,
+                resource_type=ResourceType.PROJECT)
+        datasets = [r["dataset_type"] for r in db.execute(
+            "SELECT dataset_type FROM datasets WHERE project=? ORDER BY dataset_type DESC", (name,))]
+        if datasets:
             raise ConflictException(
-                f"The {busy['dataset_type']} dataset of project {name} is {busy['status']}; wait until it "
-                "finishes before deleting the project.", resource_id=busy["dataset_type"],
-                resource_type=ResourceType.DATASET)
-        db.execute("DELETE FROM projects WHERE name=?", (name,))  # datasets and entries cascade
+                f"The project {name} still has a {' and a '.join(datasets)} dataset; delete its datasets with "
+                "DeleteDataset before deleting the project.", resource_id=name, resource_type=ResourceType.PROJECT)
+        db.execute("DELETE FROM projects WHERE name=?", (name,))
         db.execute("DELETE FROM tags WHERE resource_arn=?", (row["arn"],))
     return {"ProjectArn": row["arn"]}

@@ -6,21 +6,32 @@ colours do not match its manifest line) is found here and reported as TRAINING_F
 StatusMessage that names the image. Like the real service, the job copies every image it uses into
 the model's own directory under ``settings.models_dir``, so a trained or hosted model never reads S3
 again.
+
+A model created while its project's datasets were still being imported or updated waits: its job
+chooses the images once no dataset job of the project runs any more, and looks again every
+WAIT_POLL_SECONDS until then, from a new job each time, so that it never holds a job worker the
+dataset jobs need. If a dataset ends unusable (its import failed) or the project does not meet the
+minimums, the model ends TRAINING_FAILED with the reason in its StatusMessage, where a ready project
+would have had the error from CreateModel.
+
+A training that a stop or a crash cut off starts again from its saved plan when the server starts
+(`resume_training`); training is deterministic, so the resumed model is the one it would have been.
 """
 from __future__ import annotations
 
 import json
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emulator.api.errors import ValidationException
+from emulator.api.errors import ConflictException, ServiceError, ValidationException
 from emulator.api.statuses import ModelStatus
 from emulator.backend import Backend, per_backend
 from emulator.formats import jsontext
@@ -29,7 +40,15 @@ from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri
 from emulator.services.evaluation_output import write_evaluation
 from emulator.services.lookups import engine_dir, model_dir
-from emulator.services.training_plan import Sample, TrainingError, TrainingPlan
+from emulator.services.training_plan import (
+    Sample,
+    TrainingError,
+    TrainingPlan,
+    busy_dataset,
+    load_plan,
+    plan_training,
+    save_plan,
+)
 
 if TYPE_CHECKING:
     import engine
@@ -37,6 +56,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIT_SEED = 0
+TRAINING_MESSAGE = "Training in progress."
+# How often a model waiting for its datasets looks again whether their jobs have ended.
+WAIT_POLL_SECONDS = 0.5
 # The engine's safety cap on training time; limits.md's maximum training time, so that a slow or busy
 # machine makes training slower, never different or failed.
 MAX_TRAINING_SECONDS = 24 * 3600.0
@@ -82,6 +104,50 @@ def submit(backend: Backend, plan: TrainingPlan) -> None:
     backend.jobs.submit(f"train {plan.project} v{plan.version}", run_training, backend, plan)
 
 
+def _ready_plan(backend: Backend, plan: TrainingPlan) -> TrainingPlan | None:
+    """The plan of a model that waited for its datasets, now that they are ready (saved with the
+    model); None when it must wait longer or has failed (its status says so)."""
+    if busy_dataset(backend, plan.project) is not None:
+        _look_again_later(backend, plan)
+        return None
+    try:
+        train, test, auto_split, label_colors = plan_training(backend, plan.project)
+    except ConflictException:  # a dataset job began just now
+        _look_again_later(backend, plan)
+        return None
+    except ServiceError as refused:
+        _fail(backend, plan, _why_unusable(backend, plan.project, refused))
+        return None
+    plan = replace(plan, train=train, test=test, auto_split=auto_split, label_colors=label_colors, waiting=False)
+    save_plan(backend, plan)
+    update_model_row(backend, plan.project, plan.version, status_message=TRAINING_MESSAGE)
+    return plan
+
+
+def _look_again_later(backend: Backend, plan: TrainingPlan) -> None:
+    """Submit the waiting model's job again in a while, behind the dataset jobs queued meanwhile."""
+    def again() -> None:
+        try:
+            submit(backend, plan)
+        except RuntimeError:  # the emulator is shutting down: start-up recovery submits it again
+            pass
+
+    timer = threading.Timer(WAIT_POLL_SECONDS, again)
+    timer.daemon = True
+    timer.start()
+
+
+def _why_unusable(backend: Backend, project: str, refused: ServiceError) -> str:
+    """The StatusMessage reason of a waiting model whose datasets can't be trained on: the failed
+    import's own message where there is one, else the error CreateModel would have answered."""
+    failed = backend.store.query_one("SELECT dataset_type, status_message FROM datasets WHERE project=? AND "
+                                     "status='CREATE_FAILED' ORDER BY dataset_type DESC", (project,))
+    if failed is None:
+        return refused.message
+    return (f"the {failed['dataset_type']} dataset could not be imported ({failed['status_message']}). Delete the "
+            "dataset, create it again from a corrected manifest, then call CreateModel again.")
+
+
 def run_training(backend: Backend, plan: TrainingPlan) -> None:
     """Train, evaluate and record the outcome; never raises (the outcome is the model's status).
     While it runs, `training_progress` tells its stage."""
@@ -97,13 +163,22 @@ def run_training(backend: Backend, plan: TrainingPlan) -> None:
 def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> None:
     import engine
 
+    row = backend.store.query_one("SELECT status FROM models WHERE project=? AND version=?",
+                                  (plan.project, plan.version))
+    if row is None or row["status"] != ModelStatus.TRAINING:
+        return
     started = time.monotonic()
     try:
+        if plan.waiting:
+            ready = _ready_plan(backend, plan)
+            if ready is None:
+                return
+            plan = ready
         directory = model_dir(backend, plan.project, plan.version)
-        shutil.rmtree(directory, ignore_errors=True)  # leftovers of a deleted project of the same name
+        for part in ("data", "engine"):  # what an interrupted run of this plan left
+            shutil.rmtree(directory / part, ignore_errors=True)
         train = _materialise(backend, plan.train, directory / "data" / "train", plan, None)
         test = _materialise(backend, plan.test, directory / "data" / "test", plan, train[0])
-        _write_record(directory, plan)
         options = engine.FitOptions(seed=FIT_SEED, max_train_seconds=MAX_TRAINING_SECONDS,
                                     backbone=backend.settings.backbone)
         model = engine.fit(train, test, options, label_colors=plan.label_colors or None,
@@ -160,18 +235,6 @@ def _progress(backend: Backend, plan: TrainingPlan, progress: Progress) -> Calla
                              status_message=f"Training in progress: {step} ({fraction:.0%}).")
 
     return report
-
-
-def _write_record(directory: Path, plan: TrainingPlan) -> None:
-    """The model's own manifest of what it was trained and tested on (for operators and packaging)."""
-    record = {
-        "ModelArn": plan.model_arn,
-        "AutoSplit": plan.auto_split,
-        "LabelColors": plan.label_colors,
-        "Train": [s.line for s in plan.train],
-        "Test": [s.line for s in plan.test],
-    }
-    (directory / "training-data.json").write_text(json.dumps(record))
 
 
 def _materialise(backend: Backend, samples: Sequence[Sample], target: Path, plan: TrainingPlan,
@@ -241,9 +304,18 @@ def _check_mask_colours(mask: np.ndarray, sample: Sample) -> None:
 
 
 # ------------------------------------------------------------------------------------------ recovery
-def fail_interrupted_training(backend: Backend) -> None:
-    """A model left TRAINING by a crash or restart is marked failed: its job died with the process."""
-    with backend.store.transaction() as db:
-        db.execute("UPDATE models SET status=?, status_message=? WHERE status=?",
-                   (ModelStatus.TRAINING_FAILED, "Training failed: the emulator stopped while the model was training. "
-                    "Call CreateModel again to train a new version.", ModelStatus.TRAINING))
+def resume_training(backend: Backend) -> None:
+    """Models left TRAINING by a stop or a crash train again from their saved plan (or go on
+    waiting for their datasets); one without a plan can only be failed."""
+    for row in backend.store.query("SELECT project, version FROM models WHERE status=? ORDER BY created_at",
+                                   (ModelStatus.TRAINING,)):
+        plan = load_plan(backend, row["project"], row["version"])
+        if plan is None:
+            update_model_row(backend, row["project"], row["version"], status=ModelStatus.TRAINING_FAILED,
+                             status_message="Training failed: the emulator stopped before the model's training "
+                             "plan was saved. Call CreateModel again to train a new version.")
+            continue
+        log.info("resuming the interrupted training of %s v%s", row["project"], row["version"])
+        if not plan.waiting:
+            update_model_row(backend, row["project"], row["version"], status_message=TRAINING_MESSAGE)
+        submit(backend, plan)

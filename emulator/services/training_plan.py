@@ -5,19 +5,29 @@
 as the console's disabled "Train model" button and the API did. What can only be learnt by reading
 the images is left to the job (`emulator.services.training_job`). The plan is fixed when
 CreateModel answers: later dataset changes do not affect a model in training.
+
+CreateModel right after CreateDataset (scripts written for the service did this, e.g. AWS's workshop
+notebook) is accepted: while a dataset of the project is still being imported or updated, the model
+is created TRAINING with an empty plan marked `waiting`, and its job chooses the images once no
+dataset job of the project runs any more (`emulator.services.training_job`).
+
+The plan is kept in the model's directory (``training-data.json``) from the moment CreateModel
+answers, so that a training a stop or a crash cut off starts again from it when the server starts.
 """
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from emulator.api.errors import ConflictException, ValidationException
 from emulator.api.statuses import DATASET_BUSY, DATASET_TRAINABLE, ResourceType
 from emulator.backend import Backend
 from emulator.services.datasets import Entry, list_entries
+from emulator.services.lookups import model_dir
 
 # limits.md / model-create-dataset.md. A single-dataset project is split automatically, so it needs
 # enough of each class for both halves; per-label minimums count images with exactly one anomaly label.
@@ -55,6 +65,8 @@ class TrainingPlan:
     label_colors: dict[str, str] = field(default_factory=dict)  # empty: a classification model
     output_bucket: str = ""
     output_prefix: str = ""
+    # CreateModel came while a dataset was being imported or updated: the images are not chosen yet.
+    waiting: bool = False
 
     @property
     def is_segmentation(self) -> bool:
@@ -63,6 +75,29 @@ class TrainingPlan:
 
 class TrainingError(Exception):
     """A problem with the training data that the user has to fix; the message becomes StatusMessage."""
+
+
+_PLAN_FILE = "training-data.json"
+
+
+def save_plan(backend: Backend, plan: TrainingPlan) -> None:
+    """Keep the plan with the model: what it is trained and tested on, and what a restart resumes."""
+    directory = model_dir(backend, plan.project, plan.version)
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / f"{_PLAN_FILE}.tmp"
+    temporary.write_text(json.dumps(asdict(plan)))
+    temporary.replace(directory / _PLAN_FILE)  # a crash leaves the old plan or the new one, never half
+
+
+def load_plan(backend: Backend, project: str, version: int) -> TrainingPlan | None:
+    """The model's saved plan; None when there is none (or it is unreadable)."""
+    try:
+        saved = json.loads((model_dir(backend, project, version) / _PLAN_FILE).read_text())
+        saved["train"] = [Sample(**sample) for sample in saved["train"]]
+        saved["test"] = [Sample(**sample) for sample in saved["test"]]
+        return TrainingPlan(**saved)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def plan_training(backend: Backend, project: str) -> tuple[list[Sample], list[Sample], bool, dict[str, str]]:
@@ -94,9 +129,7 @@ def _require_ready(backend: Backend, project: str, dataset_type: str, required: 
                                   (project, dataset_type))
     if row is None:
         if required:
-            raise ValidationException(
-                f"Project {project} has no train dataset. Create one with CreateDataset (DatasetType train) "
-                "before calling CreateModel.")
+            raise _no_train_dataset(project)
         return False
     status = row["status"]
     if status in DATASET_BUSY:
@@ -108,6 +141,26 @@ def _require_ready(backend: Backend, project: str, dataset_type: str, required: 
             f"The {dataset_type} dataset of project {project} is {status} and can't be used for training; "
             "delete it and create it again.")
     return True
+
+
+def busy_dataset(backend: Backend, project: str) -> str | None:
+    """How a dataset of the project that is still being imported or updated is described (e.g.
+    "train dataset (CREATE_IN_PROGRESS)"); None when no dataset job of the project is running."""
+    marks = ",".join("?" * len(DATASET_BUSY))
+    row = backend.store.query_one(f"SELECT dataset_type, status FROM datasets WHERE project=? AND status IN ({marks})"
+                                  " ORDER BY dataset_type DESC", (project, *DATASET_BUSY))
+    return None if row is None else f"{row['dataset_type']} dataset ({row['status']})"
+
+
+def require_train_dataset(backend: Backend, project: str) -> None:
+    """The check of `plan_training` that holds whatever the datasets' jobs will bring: a train dataset."""
+    if backend.store.query_one("SELECT 1 FROM datasets WHERE project=? AND dataset_type='train'", (project,)) is None:
+        raise _no_train_dataset(project)
+
+
+def _no_train_dataset(project: str) -> ValidationException:
+    return ValidationException(f"Project {project} has no train dataset. Create one with CreateDataset (DatasetType "
+                               "train) before calling CreateModel.")
 
 
 def _labelled(entries: Sequence[Entry]) -> list[Sample]:

@@ -58,6 +58,14 @@ class ModelKit(DatasetKit):
     def stage(self, dataset_type: str, normals: int, anomalies: int, masked: bool = False, seed: int = 0,
               size: tuple[int, int] = SIZE) -> list[dict[str, Any]]:
         """Upload images (and masks) and create the dataset from them; returns the manifest lines."""
+        lines = self.upload(dataset_type, normals, anomalies, masked, seed, size)
+        described = self.create(dataset_type, lines)
+        assert described["Status"] == "CREATE_COMPLETE", described
+        return lines
+
+    def upload(self, dataset_type: str, normals: int, anomalies: int, masked: bool = False, seed: int = 0,
+               size: tuple[int, int] = SIZE) -> list[dict[str, Any]]:
+        """Upload images (and masks) for a dataset; returns their manifest lines."""
         lines = []
         for i in range(normals):
             ref = self.put(f"{dataset_type}/normal-{i}.png", encode(texture(seed + i, size)))
@@ -69,8 +77,6 @@ class ModelKit(DatasetKit):
                 lines.append(segmented(ref, self.put(f"{dataset_type}/mask-{i}.png", encode(mask)), {LABEL: COLOUR}))
             else:
                 lines.append(labelled(ref, "anomaly"))
-        described = self.create(dataset_type, lines)
-        assert described["Status"] == "CREATE_COMPLETE", described
         return lines
 
     def object(self, uri: str) -> tuple[str, str]:

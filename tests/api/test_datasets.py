@@ -136,8 +136,13 @@ def test_delete_dataset_removes_its_entries(kit: DatasetKit) -> None:
     assert kit.describe("train")["ImageStats"]["Total"] == 0
 
 
-def test_deleting_the_project_deletes_its_datasets(kit: DatasetKit) -> None:
+def test_a_project_with_datasets_cannot_be_deleted(kit: DatasetKit) -> None:
     kit.create("train", [labelled(kit.images(1)[0], "normal")])
+    with pytest.raises(ClientError) as err:
+        kit.lookout.delete_project(ProjectName=kit.project)
+    assert error_of(err)[0] == "ConflictException"
+    assert kit.describe("train")["ImageStats"]["Total"] == 1  # nothing was deleted
+    kit.lookout.delete_dataset(ProjectName=kit.project, DatasetType="train")
     kit.lookout.delete_project(ProjectName=kit.project)
     kit.lookout.create_project(ProjectName=kit.project)
     with pytest.raises(ClientError) as err:

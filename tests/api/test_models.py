@@ -57,7 +57,8 @@ def test_classification_model_trains_on_an_automatically_split_single_dataset(cl
 
     # 20 normal + 10 anomaly split 80/20 per class: 4 normal and 2 anomaly test images.
     manifest = described["EvaluationManifest"]
-    assert manifest == {"Bucket": OUTPUT_BUCKET, "Key": f"{kit.project}/out/EvaluationManifest-{kit.project}-1.json"}
+    # The Prefix is prepended as given, as the service did (no "/" is added after "out").
+    assert manifest == {"Bucket": OUTPUT_BUCKET, "Key": f"{kit.project}/outEvaluationManifest-{kit.project}-1.json"}
     lines = _s3_json_lines(s3, manifest)
     assert len(lines) == 6
     assert sorted(line["anomaly-label-metadata"]["class-name"] for line in lines) == ["anomaly"] * 2 + ["normal"] * 4
@@ -71,7 +72,7 @@ def test_classification_model_trains_on_an_automatically_split_single_dataset(cl
         assert detected["human-annotated"] == "no"
 
     result_location = described["EvaluationResult"]
-    assert result_location["Key"] == f"{kit.project}/out/EvaluationResult-{kit.project}-1.json"
+    assert result_location["Key"] == f"{kit.project}/outEvaluationResult-{kit.project}-1.json"
     result = json.loads(s3.get_object(Bucket=OUTPUT_BUCKET, Key=result_location["Key"])["Body"].read())
     assert result["Version"] == 1
     details = result["EvaluationDetails"]
@@ -233,14 +234,36 @@ def test_an_anomaly_label_has_one_colour(mkit: ModelKit) -> None:
     assert f"{LABEL} has the colour {COLOUR}" in message and "#FF0000" in message
 
 
-def test_create_model_while_the_dataset_is_importing_is_a_conflict(mkit: ModelKit, emulator) -> None:
-    lines = [{"source-ref": mkit.put("a.png", encode(texture(1, (64, 64))))}]
+def test_create_model_right_after_create_dataset_waits_for_the_import_then_trains(mkit: ModelKit, emulator) -> None:
+    lines = mkit.upload("train", normals=20, anomalies=10, size=(64, 64))
+    with jobs_held(emulator):  # the import can't finish before CreateModel, as on a busy service
+        mkit.create("train", lines, wait=False)
+        created = mkit.create_model()
+        assert created["Status"] == "TRAINING"
+        assert "waiting for the train dataset (CREATE_IN_PROGRESS)" in created["StatusMessage"]
+        assert mkit.model(created["ModelVersion"])["Status"] == "TRAINING"
+    described = mkit.wait_model(created["ModelVersion"])
+    assert described["Status"] == "TRAINED", described["StatusMessage"]
+    assert set(described["Performance"]) == {"F1Score", "Recall", "Precision"}
+
+
+@pytest.mark.parametrize("case", ["import fails", "too few images"])
+def test_a_model_waiting_for_its_datasets_fails_with_the_reason(mkit: ModelKit, emulator, case: str) -> None:
+    if case == "import fails":
+        lines = [{"source-ref": f"s3://{OUTPUT_BUCKET}/{mkit.project}/missing.png"}]
+    else:
+        lines = mkit.upload("train", normals=3, anomalies=1, size=(64, 64))
     with jobs_held(emulator):
         mkit.create("train", lines, wait=False)
-        code, status, message = _create_error(mkit)
-    mkit.wait("train")
-    assert (code, status) == ("ConflictException", 409)
-    assert "CREATE_IN_PROGRESS" in message
+        version = mkit.create_model()["ModelVersion"]
+    described = mkit.wait_model(version)
+    assert described["Status"] == "TRAINING_FAILED" and "Performance" not in described
+    message = described["StatusMessage"]
+    if case == "import fails":
+        assert "the train dataset could not be imported" in message and "missing.png" in message
+        assert "CreateModel again" in message
+    else:
+        assert "Not enough labeled images" in message and "(it has 3)" in message
 
 
 def test_create_model_on_a_failed_dataset(mkit: ModelKit) -> None:

@@ -5,30 +5,59 @@ import shutil
 import signal
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from tests.api.core_support import ServerProcess
-from tests.api.models_support import ModelKit, new_kit, trained
+from tests.api.models_support import OUTPUT_BUCKET, ModelKit, new_kit, trained
 
 CLI = [sys.executable, "-m", "emulator.cli"]
 
 
-def test_kill_9_during_training_fails_the_model_with_a_message(tmp_path: Path) -> None:
+def test_trainings_and_packaging_cut_off_by_kill_9_or_ctrl_c_resume_at_start(tmp_path: Path) -> None:
     server = ServerProcess(CLI, "--data-dir", str(tmp_path))
     kit = new_kit(server.client("lookoutvision"), server.client("s3"), "interrupted")
     kit.stage("train", normals=20, anomalies=10, size=(64, 64))
-    version = kit.create_model()["ModelVersion"]
-    server.process.kill()  # training takes seconds: the process dies in the middle of it
+    kit.create_model()
+    assert kit.wait_model("1")["Status"] == "TRAINED"
+    # Two trainings occupy both job workers, so the packaging job is still waiting when the process dies.
+    versions = [kit.create_model()["ModelVersion"] for _ in range(2)]
+    package = {"Greengrass": {"ComponentName": "interrupted-component",
+                              "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
+                              "S3OutputLocation": {"Bucket": OUTPUT_BUCKET, "Prefix": "packages"}}}
+    job = kit.lookout.start_model_packaging_job(ProjectName=kit.project, ModelVersion="1",
+                                                Configuration=package)["JobName"]
+    assert [kit.model(v)["Status"] for v in versions] == ["TRAINING", "TRAINING"]
+    assert _packaging_job(kit, job)["Status"] in ("CREATED", "RUNNING")
+    server.process.kill()  # SIGKILL, in the middle of both trainings
     assert server.process.wait(30) == -signal.SIGKILL
 
     server = ServerProcess(CLI, "--data-dir", str(tmp_path))
     kit = ModelKit(server.client("lookoutvision"), server.client("s3"), "interrupted")
-    described = kit.model(version)
-    assert described["Status"] == "TRAINING_FAILED"
-    assert "stopped while the model was training" in described["StatusMessage"]
-    assert kit.create_model()["ModelVersion"] == str(int(version) + 1)  # versions go on counting
+    assert [kit.model(v)["StatusMessage"] for v in versions] == ["Training in progress."] * 2  # started again
+    for version in versions:
+        described = kit.wait_model(version)
+        assert described["Status"] == "TRAINED", described["StatusMessage"]
+        assert set(described["Performance"]) == {"F1Score", "Recall", "Precision"}
+        kit.s3.head_object(**described["EvaluationResult"])  # the resumed run wrote its evaluation too
+    deadline = time.monotonic() + 120
+    while (packaged := _packaging_job(kit, job))["Status"] in ("CREATED", "RUNNING"):
+        assert time.monotonic() < deadline, packaged
+        time.sleep(0.1)
+    assert packaged["Status"] == "SUCCEEDED", packaged["StatusMessage"]
+    assert kit.create_model()["ModelVersion"] == "4"  # versions go on counting
+    assert server.stop(signal.SIGINT) == 0  # Ctrl-C: a clean stop ends the training job early, not the model
+
+    server = ServerProcess(CLI, "--data-dir", str(tmp_path))
+    kit = ModelKit(server.client("lookoutvision"), server.client("s3"), "interrupted")
+    assert kit.model("4")["Status"] == "TRAINING"
+    assert kit.wait_model("4")["Status"] == "TRAINED"
     assert server.stop(signal.SIGINT) == 0
+
+
+def _packaging_job(kit: ModelKit, job: str) -> dict[str, Any]:
+    return kit.lookout.describe_model_packaging_job(ProjectName=kit.project, JobName=job)["ModelPackagingDescription"]
 
 
 def _snapshot(emulator: Any, target: Path, projects: list[str]) -> None:

@@ -141,10 +141,21 @@ def test_failed_call_records_no_client_token(lookout, project_name):
     assert lookout.delete_project(ProjectName=project_name, ClientToken=token)["ProjectArn"].endswith(project_name)
 
 
-def test_delete_removes_datasets_entries_and_tags(lookout, s3, project_name):
+def test_delete_is_refused_while_the_project_has_datasets(lookout, project_name):
     arn = lookout.create_project(ProjectName=project_name)["ProjectMetadata"]["ProjectArn"]
     lookout.create_dataset(ProjectName=project_name, DatasetType="train")
+    lookout.create_dataset(ProjectName=project_name, DatasetType="test")
     lookout.tag_resource(ResourceArn=arn, Tags=[{"Key": "team", "Value": "qa"}])
+    with pytest.raises(ClientError) as err:
+        lookout.delete_project(ProjectName=project_name)
+    response = error_of(err)
+    assert (response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]) == ("ConflictException", 409)
+    assert "train and a test dataset" in response["Error"]["Message"]
+    assert "DeleteDataset" in response["Error"]["Message"]
+    assert (response["ResourceId"], response["ResourceType"]) == (project_name, "PROJECT")
+    assert len(lookout.describe_project(ProjectName=project_name)["ProjectDescription"]["Datasets"]) == 2
+    for dataset_type in ("train", "test"):
+        lookout.delete_dataset(ProjectName=project_name, DatasetType=dataset_type)
     assert lookout.delete_project(ProjectName=project_name)["ProjectArn"] == arn
     lookout.create_project(ProjectName=project_name)  # the name is free again, and starts empty
     assert lookout.describe_project(ProjectName=project_name)["ProjectDescription"]["Datasets"] == []
@@ -165,6 +176,7 @@ def test_delete_is_refused_while_the_project_has_models(emulator, lookout, proje
     assert lookout.describe_project(ProjectName=project_name)["ProjectDescription"]["Datasets"]
     for version in ("1", "2"):
         lookout.delete_model(ProjectName=project_name, ModelVersion=version)
+    lookout.delete_dataset(ProjectName=project_name, DatasetType="train")
     lookout.delete_project(ProjectName=project_name)
 
 
@@ -178,9 +190,13 @@ def test_delete_is_refused_while_a_dataset_job_runs(emulator, lookout, s3, proje
         lookout.create_dataset(ProjectName=project_name, DatasetType="train", DatasetSource=source)
         with pytest.raises(ClientError) as err:
             lookout.delete_project(ProjectName=project_name)
-    response = error_of(err)
+        with pytest.raises(ClientError) as dataset_err:
+            lookout.delete_dataset(ProjectName=project_name, DatasetType="train")
+    assert error_of(err)["Error"]["Code"] == "ConflictException"
+    response = error_of(dataset_err)
     assert response["Error"]["Code"] == "ConflictException"
     assert "CREATE_IN_PROGRESS" in response["Error"]["Message"]
     assert (response["ResourceId"], response["ResourceType"]) == ("train", "DATASET")
     emulator.backend.jobs.wait_idle(timeout=60)
+    lookout.delete_dataset(ProjectName=project_name, DatasetType="train")
     lookout.delete_project(ProjectName=project_name)
