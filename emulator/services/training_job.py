@@ -69,7 +69,7 @@ _PROGRESS_INTERVAL = 1.0
 @dataclass
 class Progress:
     """Where a running training job is, for the console's live view. Kept in memory only: a
-    restart fails the job (`fail_interrupted_training`), so there is nothing to resume."""
+    restart starts the job again (`resume_training`), and its progress with it."""
 
     started: float  # time.time() when the job began
     stage: str
@@ -153,7 +153,8 @@ def run_training(backend: Backend, plan: TrainingPlan) -> None:
     While it runs, `training_progress` tells its stage."""
     running = _running(backend)
     key = (plan.project, plan.version)
-    running[key] = Progress(time.time(), "copying the training and test images")
+    running[key] = Progress(time.time(), "waiting for the datasets' jobs to finish" if plan.waiting
+                            else "copying the training and test images")
     try:
         _train(backend, plan, running[key])
     finally:
@@ -174,6 +175,7 @@ def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> None:
             if ready is None:
                 return
             plan = ready
+            progress.stage = "copying the training and test images"
         directory = model_dir(backend, plan.project, plan.version)
         for part in ("data", "engine"):  # what an interrupted run of this plan left
             shutil.rmtree(directory / part, ignore_errors=True)
