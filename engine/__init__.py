@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import runtime  # noqa: F401  (process settings; must precede torch and the caller's threads)
 
 if TYPE_CHECKING:
-    from .artifact import load_model
+    from .model import load_model
     from .errors import EngineError
     from .metrics import Metrics
     from .model import Model
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .types import Item, Prediction
 
 _EXPORTS = {
-    "fit": ".training", "load_model": ".artifact", "FitOptions": ".options", "Item": ".types",
+    "fit": ".training", "load_model": ".model", "FitOptions": ".options", "Item": ".types",
     "Model": ".model", "Prediction": ".types", "Metrics": ".metrics", "EngineError": ".errors",
 }
 __all__ = list(_EXPORTS)

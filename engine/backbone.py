@@ -312,7 +312,7 @@ class Trunk(nn.Module):
             p.requires_grad_(False)
         self.eval()
 
-        self._traced: dict[tuple[int, int], torch.jit.ScriptModule | None] = {}
+        self._traced: dict[tuple[str, int, int], torch.jit.ScriptModule | None] = {}
 
     def eager(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of the configured levels (plain eager PyTorch)."""
@@ -327,10 +327,10 @@ class Trunk(nn.Module):
         ~40% of the time (Python overhead of ~100 small modules) and is numerically identical to
         eager mode (checked in tests); falls back to eager if tracing is unavailable.
         """
-        size = (int(x.shape[-2]), int(x.shape[-1]))
-        fn = self._traced.get(size)
-        if size not in self._traced:
-            fn = self._traced[size] = _shared_trace(self, x[:1])
+        key = (str(x.device), int(x.shape[-2]), int(x.shape[-1]))
+        fn = self._traced.get(key)
+        if key not in self._traced:
+            fn = self._traced[key] = _shared_trace(self, x[:1])
         if fn is None:
             return self.eager(x)
         return list(fn(x))
@@ -349,12 +349,12 @@ class Trunk(nn.Module):
 # compilation unit for the life of the process, parameters included; one trace per trunk and input
 # size made a long-running server grow by ~10 MB per training. Shared, the traces are bounded by
 # the backbones times the image sizes in use.
-_TRACES: dict[tuple[str, int, int], torch.jit.ScriptModule | None] = {}
+_TRACES: dict[tuple[str, str, int, int], torch.jit.ScriptModule | None] = {}
 _TRACES_LOCK = threading.Lock()
 
 
 def _shared_trace(trunk: Trunk, example: torch.Tensor) -> torch.jit.ScriptModule | None:
-    key = (trunk.fingerprint(), int(example.shape[-2]), int(example.shape[-1]))
+    key = (trunk.fingerprint(), str(example.device), int(example.shape[-2]), int(example.shape[-1]))
     with _TRACES_LOCK:  # concurrent first predictions trace once
         if key not in _TRACES:
             _TRACES[key] = _trace(trunk, example)

@@ -22,13 +22,15 @@ class PatchFeatureExtractor:
 
     STRIDE = 8
 
-    def __init__(self, backbone: str, trunk_sd: dict[str, torch.Tensor], work_size: tuple[int, int]) -> None:
+    def __init__(self, backbone: str, trunk_sd: dict[str, torch.Tensor], work_size: tuple[int, int],
+                 device: torch.device | None = None) -> None:
         self.backbone = backbone
-        self.trunk = Trunk(backbone, trunk_sd)
+        self.device = device or torch.device("cpu")
+        self.trunk = Trunk(backbone, trunk_sd).to(self.device)
         self.work_w, self.work_h = work_size
         mean, std = NORMALISATION[backbone]
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -37,10 +39,11 @@ class PatchFeatureExtractor:
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[np.ndarray], batch_size: int = 2) -> torch.Tensor:
-        """Descriptors for ``images``; small batches (CPU caches favour them; bounded memory)."""
+        """Descriptors for ``images`` on the extractor's device; small batches (CPU caches favour
+        them; bounded memory)."""
         out = []
         for i in range(0, len(images), batch_size):
-            x = to_tensor_batch(list(images[i : i + batch_size]), self.work_w, self.work_h)
+            x = to_tensor_batch(list(images[i : i + batch_size]), self.work_w, self.work_h).to(self.device)
             x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
             out.append(self._describe(self.trunk(x)))
         return torch.cat(out, 0)

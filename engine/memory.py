@@ -63,3 +63,33 @@ def knn_distance(
         d2 = torch.addmm(offset.unsqueeze(0), q, bank.T, beta=1.0, alpha=-2.0)
         out[s : s + chunk] = d2.amin(1).add_((q * q).sum(1)).clamp_min_(0).sqrt_()
     return out
+
+
+class MemoryBank:
+    """The one-class head: channel statistics of normal patches and the coreset of their
+    standardised descriptors. Scores a descriptor grid by its distance to the nearest normal patch."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, entries: torch.Tensor) -> None:
+        self.mean = mean.contiguous()
+        self.std = std.contiguous()
+        self.entries = entries.contiguous()
+        self._sq = (self.entries * self.entries).sum(1)
+
+    def standardise(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D, gh, gw) raw descriptors -> standardised with the training normals' statistics."""
+        return (feats - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+    def distances(self, feats: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D, gh, gw) standardised descriptors -> (B, gh, gw) nearest-normal distances."""
+        b, d, gh, gw = feats.shape
+        q = feats.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
+        return knn_distance(q, self.entries, self._sq, exclude=exclude).view(b, gh, gw)
+
+    def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """Serialised form (see state.py)."""
+        return {"size": int(self.entries.shape[0])}, {"mean": self.mean, "std": self.std, "entries": self.entries}
+
+    @classmethod
+    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "MemoryBank":
+        """Inverse of ``state``."""
+        return cls(tensors["mean"], tensors["std"], tensors["entries"])

@@ -1,31 +1,34 @@
-"""The trained model: inference, evaluation and (via artifact.py) persistence.
+"""The trained model: inference, evaluation and persistence.
 
-A Model is fully described by a JSON-safe ``config`` dict and a dict of named tensors; both ``fit``
-and ``load_model`` construct it the same way from those two, which is what makes the save/load round
-trip bit-exact.
+A Model is fully described by a JSON-safe ``config`` dict and a dict of named tensors. Each part of
+the model owns its serialisation (``state``/``from_state``, see state.py); this module only says which
+parts a model has. ``fit`` and ``load_model`` both construct a Model from the same two dicts, which is
+what makes the save/load round trip bit-exact.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from . import artifact
+from .device import resolve_device
 from .errors import EngineError
 from .features import PatchFeatureExtractor
 from .images import decode_mask, labelled_image, parse_hex, to_rgb_uint8
-from .memory import knn_distance
-from .patch_head import PatchClassifier, patch_inputs
+from .memory import MemoryBank
 from .metrics import Metrics, SegmentationAccumulator, classification_metrics
+from .patch_head import PatchClassifier, patch_inputs
 from .scoring import smooth, upsample
 from .segmentation import label_regions, render
+from .state import put, take
 from .supervised import LinearHead, pooled
 from .threshold import ScoreNormaliser
 from .types import Item, Prediction
 
-FORMAT = "lookout-emulator-engine-model"
-FORMAT_VERSION = 1
 CANDIDATES = ("oneclass", "supervised", "combined", "patch")
 
 
@@ -36,74 +39,92 @@ class Model:
         image_size: (width, height) the model was trained on; predict() requires exactly this size.
         is_segmentation: True when trained with masks; predictions then carry mask/anomalies.
         label_colors: anomaly label -> "#RRGGBB" (empty for classification).
+        candidate: the image scorer training chose ("oneclass", "supervised", "combined", "patch").
+        device: where the backbone and the memory bank compute (a run-time choice, not saved).
         test_metrics: metrics on the test items given to fit(), if any.
-        training_report: what training chose and measured by cross-validation on training data
-            (candidate, CV AUROC per candidate, threshold, seg IoU CV, counts, timings).
+        training_report: what training chose and why (see ``report``).
     """
 
-    def __init__(
-        self, config: dict, tensors: dict[str, torch.Tensor], extractor: PatchFeatureExtractor | None = None
-    ) -> None:
+    def __init__(self, config: dict[str, Any], tensors: dict[str, torch.Tensor],
+                 extractor: PatchFeatureExtractor | None = None, device: str | torch.device | None = None) -> None:
         self.config = config
         # Own, freshly allocated (64-byte aligned) copies: MKL's results can depend on memory
         # alignment, and safetensors buffers are not aligned like torch's allocator -- without
         # this a loaded model could differ from the fitted one in the last bit.
         self.tensors = {k: v.clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
-        tensors = self.tensors
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.image_size: tuple[int, int] = (int(config["image_size"][0]), int(config["image_size"][1]))
         self.is_segmentation = bool(config["is_segmentation"])
         self._labels: list[str] = list(config["labels"])
         self._colours: list[str] = list(config["colours"])
         self.label_colors: dict[str, str] = dict(zip(self._labels, self._colours))
         self.test_metrics: Metrics | None = None
-        self.training_report: dict = dict(config.get("training", {}))
+        self.training_report: dict[str, Any] = dict(config.get("training", {}))
         self.candidate: str = config["candidate"]
         if self.candidate not in CANDIDATES:
             raise EngineError(f"model artifact has unknown candidate {self.candidate!r}")
 
-        trunk = {k[len("trunk."):]: v for k, v in tensors.items() if k.startswith("trunk.")}
+        trunk = {k[len("trunk."):]: v for k, v in self.tensors.items() if k.startswith("trunk.")}
         # fit() hands over its (already traced) extractor built from the very same trunk tensors.
-        self._extractor = extractor or PatchFeatureExtractor(config["backbone"], trunk, tuple(config["work_size"]))
-        self._feat_mean = tensors["feat_mean"].view(1, -1, 1, 1)
-        self._feat_std = tensors["feat_std"].view(1, -1, 1, 1)
-        self._bank = tensors["bank"]
-        self._bank_sq = (self._bank * self._bank).sum(1)
+        if extractor is None or extractor.device != self.device:
+            extractor = PatchFeatureExtractor(config["backbone"], trunk, tuple(config["work_size"]), self.device)
+        self._extractor = extractor
+        heads = config["heads"]
+        bank = take("bank", MemoryBank, heads, self.tensors)
+        if bank is None:
+            raise EngineError("model artifact lacks its memory bank")
+        self._bank = bank if self.device.type == "cpu" else MemoryBank(
+            bank.mean.to(self.device), bank.std.to(self.device), bank.entries.to(self.device))
+        self._head = take("supervised", LinearHead, heads, self.tensors)
+        self._patch = take("patch", PatchClassifier, heads, self.tensors)
+        self._combo: dict[str, float] | None = heads.get("combined")
         self._sigma = float(config["map_sigma"])
         self._image_norm = ScoreNormaliser.from_dict(config["image_norm"])
         self._pixel_norm = ScoreNormaliser.from_dict(config["pixel_norm"])
-        self._head: LinearHead | None = None
-        if self.candidate != "oneclass":
-            self._head = LinearHead(
-                tensors["head_mean"].numpy(), tensors["head_scale"].numpy(), tensors["head_coef"].numpy(),
-                float(config["head_intercept"]),
-            )
-        self._combo = config.get("combo")
-        self._patch: PatchClassifier | None = None
-        if "patch_coef" in tensors:
-            self._patch = PatchClassifier(
-                tensors["patch_mean"].numpy(), tensors["patch_scale"].numpy(),
-                tensors["patch_coef"].numpy(), tensors["patch_intercept"].numpy(),
-            )
         self._pixel_source = config.get("pixel_source", "oneclass")
+        needs = {"supervised": self._head, "combined": self._combo, "patch": self._patch}
+        if self.candidate in needs and needs[self.candidate] is None:
+            raise EngineError(f"model artifact lacks the head its candidate {self.candidate!r} needs")
+        if self.candidate == "combined" and self._head is None:
+            raise EngineError("model artifact lacks the supervised head its combined candidate needs")
         if self._pixel_source not in ("oneclass", "patch") or (self._pixel_source == "patch" and self._patch is None):
             raise EngineError("model artifact has an inconsistent pixel_source")
-        if self.candidate == "patch" and self._patch is None:
-            raise EngineError("model artifact lacks the patch classifier its candidate needs")
+
+    @classmethod
+    def assemble(cls, config: dict[str, Any], trunk: dict[str, torch.Tensor], heads: dict[str, Any],
+                 extractor: PatchFeatureExtractor | None = None,
+                 device: str | torch.device | None = None) -> "Model":
+        """A model from its configuration, backbone trunk and parts (``heads``: name -> part, or a
+        plain JSON-safe dict for parameter-only parts)."""
+        tensors = {f"trunk.{k}": v for k, v in trunk.items()}
+        stored: dict[str, Any] = {}
+        for name, part in heads.items():
+            if isinstance(part, dict):
+                stored[name] = part
+            else:
+                put(name, part, stored, tensors)
+        return cls({**config, "heads": stored}, tensors, extractor=extractor, device=device)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The training report: the winning candidate, each candidate's cross-validated scores, the
+        threshold and the rule that chose it, counts and timings (also saved with the model)."""
+        return self.training_report
 
     # ------------------------------------------------------------------ features and raw scores
     def standardised_features(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """(B, D, gh, gw) descriptors, standardised with the training normals' channel statistics."""
-        return (self._extractor(images) - self._feat_mean) / self._feat_std
+        """(B, D, gh, gw) descriptors on the model's device, standardised with the training normals'
+        channel statistics."""
+        return self._bank.standardise(self._extractor(images))
 
     def maps(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Grid maps (B, gh, gw): 'raw' and smoothed 'oneclass' k-NN distances to the normal memory
-        bank, plus (segmentation) the smoothed 'patch' anomaly logit and best 'label' per cell."""
-        b, d, gh, gw = feats.shape
-        q = feats.permute(0, 2, 3, 1).reshape(-1, d)
-        raw = knn_distance(q, self._bank, self._bank_sq).view(b, gh, gw)
-        out = {"raw": raw, "oneclass": smooth(raw, self._sigma)}
+        """CPU grid maps (B, gh, gw): 'raw' and smoothed 'oneclass' k-NN distances to the normal memory
+        bank, plus (with a patch classifier) the smoothed 'patch' anomaly logit and best 'label' per cell."""
+        raw = self._bank.distances(feats)
+        out = {"raw": raw.cpu(), "oneclass": smooth(raw, self._sigma).cpu()}
         if self._patch is not None:
-            logit, label = self._patch.anomaly_logit(patch_inputs(feats, raw, out["oneclass"]))
+            b, _, gh, gw = feats.shape
+            logit, label = self._patch.anomaly_logit(patch_inputs(feats.cpu(), out["raw"], out["oneclass"]))
             out["patch"] = smooth(torch.from_numpy(logit.astype(np.float32)).view(b, gh, gw), self._sigma)
             out["label"] = torch.from_numpy(label.astype(np.int64)).view(b, gh, gw)
         return out
@@ -115,10 +136,12 @@ class Model:
             return oneclass
         if self.candidate == "patch":
             return maps["patch"].flatten(1).amax(1).double().numpy()
+        assert self._head is not None and pooled_feats is not None
         sup = self._head.logit(pooled_feats)
         if self.candidate == "supervised":
             return sup
         c = self._combo
+        assert c is not None
         return 0.5 * ((oneclass - c["oc_center"]) / c["oc_scale"] + (sup - c["sup_center"]) / c["sup_scale"])
 
     def _check_images(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -149,14 +172,16 @@ class Model:
                 self.predict_batch([grey] * size, batch_size=size)
 
     def predict(self, image: np.ndarray) -> Prediction:
-        """Classify (and segment) one (H, W, 3) uint8 RGB image of the training size."""
+        """Classify (and segment) one (H, W, 3) uint8 RGB image of the training size. Every model
+        returns a per-pixel ``anomaly_map``; only segmentation models add ``mask``/``anomalies``."""
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[np.ndarray], batch_size: int = 2) -> list[Prediction]:
         """Predict several images; batched so activation memory stays bounded."""
         return [p for p, _ in self._predict_with_index(images, batch_size)]
 
-    def _predict_with_index(self, images: Sequence[np.ndarray], batch_size: int = 2):
+    def _predict_with_index(self, images: Sequence[np.ndarray],
+                            batch_size: int = 2) -> list[tuple[Prediction, np.ndarray | None]]:
         images = self._check_images(list(images))
         w, h = self.image_size
         results = []
@@ -164,7 +189,7 @@ class Model:
             chunk = images[s : s + batch_size]
             feats = self.standardised_features(chunk)
             maps = self.maps(feats)
-            pf = pooled(feats).double().numpy() if self._head is not None else None
+            pf = pooled(feats).cpu().double().numpy() if self._head is not None else None
             raw = self.raw_scores(maps, pf)
             scores = self._image_norm(raw)
             # Normalise on the grid, then upsample: identical decision surface, ~10x cheaper than
@@ -205,7 +230,7 @@ class Model:
                 elif it.label == "normal":
                     gt = np.zeros((h, w), dtype=np.uint8)
             names.append(it.name)
-            labels.append(it.label)
+            labels.append(str(it.label))
             images.append(img)
             gts.append(gt)
         if not images:
@@ -215,7 +240,7 @@ class Model:
         if self.is_segmentation:
             acc = SegmentationAccumulator(self._labels)
             for gt, (_, index) in zip(gts, out):
-                if gt is not None:
+                if gt is not None and index is not None:
                     acc.add(gt, index)
             metrics.per_label, metrics.mean_iou = acc.result()
         return metrics
@@ -223,6 +248,27 @@ class Model:
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> None:
         """Write a self-contained artifact (model.json + tensors.safetensors; no pickle)."""
-        from .artifact import save_model
+        config = dict(self.config)
+        config["training"] = self.training_report
+        if self.test_metrics is not None:
+            config["test_metrics"] = self.test_metrics.to_dict()
+        artifact.write(directory, config, self.tensors)
 
-        save_model(self, directory)
+
+def load_model(directory: str | Path, device: str | None = None) -> Model:
+    """Load an artifact written by ``Model.save`` onto ``device`` (auto, cpu, cuda; default
+    ``$LOOKOUT_DEVICE`` or auto); EngineError if it is missing or malformed."""
+    config, tensors = artifact.read(directory)
+    test_metrics = config.pop("test_metrics", None)
+    try:
+        model = Model(config, tensors, device=device)
+    except EngineError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise EngineError(f"{directory}: malformed model artifact ({type(exc).__name__}: {exc})") from exc
+    if isinstance(test_metrics, dict):
+        try:
+            model.test_metrics = Metrics(**test_metrics)
+        except TypeError:
+            model.test_metrics = None
+    return model

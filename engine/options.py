@@ -16,6 +16,10 @@ class FitOptions:
     backbone: str = "efficientnet_lite0"  # or "resnet18" / "wide_resnet50_2" (weights from a local file)
     backbone_weights: str | None = None  # path; default: installed Lite0 package / env LOOKOUT_BACKBONE_WEIGHTS
     max_train_seconds: float = 120.0
+    # Where to compute: "auto" (CUDA when torch sees a device), "cpu", "cuda" or "cuda:N"; None reads
+    # $LOOKOUT_DEVICE (default auto). A run-time choice: the model does not depend on it beyond
+    # floating-point rounding, and loads on any device.
+    device: str | None = None
 
     # Working resolution: images are downscaled (aspect kept) so the longer side is at most
     # ``resolution`` px; small images are upscaled to at least ``min_resolution`` on the shorter side
@@ -53,6 +57,8 @@ class FitOptions:
             raise EngineError("FitOptions.cv_folds must be >= 2")
         if self.max_train_seconds <= 0:
             raise EngineError("FitOptions.max_train_seconds must be > 0")
+        if self.device is not None and not isinstance(self.device, str):
+            raise EngineError("FitOptions.device must be 'auto', 'cpu', 'cuda' or None")
         if self.map_sigma < 0:
             raise EngineError("FitOptions.map_sigma must be >= 0")
 

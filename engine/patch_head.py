@@ -15,6 +15,9 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from .scoring import smooth
+from .segmentation import mask_to_grid
+
 _L2 = 1e-3  # on standardised inputs with a mean (class-balanced) loss
 
 
@@ -36,6 +39,16 @@ class PatchClassifier:
         self.intercept = np.asarray(intercept, dtype=np.float64)  # (L + 1,)
         self._mean_t, self._scale_t = torch.from_numpy(self.mean), torch.from_numpy(self.scale)
         self._coef_t, self._intercept_t = torch.from_numpy(self.coef), torch.from_numpy(self.intercept)
+
+    def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """Serialised form (see state.py)."""
+        arrays = {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
+        return {"labels": int(self.coef.shape[0] - 1)}, {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
+
+    @classmethod
+    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "PatchClassifier":
+        """Inverse of ``state``."""
+        return cls(*(tensors[k].numpy() for k in ("mean", "scale", "coef", "intercept")))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(N, F) -> (N, L + 1) class logits.
@@ -96,3 +109,71 @@ class PatchClassifier:
                            options={"maxiter": int(max_iter), "gtol": 1e-8})
         w = res.x.reshape(k, f)
         return cls(mean, scale, w[:, :-1].copy(), w[:, -1] + absent)
+
+
+def training_rows(cv_idx, y, masks, std_feats, raw_maps, oof_maps, gh, gw, n_labels, opts, rng):
+    """Per image: (inputs, targets) rows for the patch classifier.
+
+    Normal images: all cells background. Masked anomalies: a cell is label l if >= 50% covered by
+    l, background if untouched, and left out if partly covered (ambiguous borders). Unmasked
+    anomalies contribute nothing (we do not know where the defect is). Background cells are
+    subsampled per image (seeded) to bound the training set.
+    """
+    n_imgs = len(cv_idx)
+    neg_cap = max(32, 8000 // max(n_imgs, 1))
+    rows = {}
+    for i in cv_idx.tolist():
+        if y[i] == 1 and masks[i] is None:
+            continue
+        x = patch_inputs(std_feats(i)[None], raw_maps[i][None], oof_maps[i][None])
+        if masks[i] is None:
+            t = np.zeros(gh * gw, dtype=np.int64)
+        else:
+            cov = mask_to_grid(masks[i], gh, gw, n_labels).reshape(n_labels + 1, -1)
+            lab = cov[1:].argmax(0)
+            best = cov[1:].max(0)
+            # Cells >= 50% covered are positives; a defect thinner than half a cell everywhere
+            # still contributes its best-covered cells.
+            cut = min(0.5, 0.5 * float(best.max())) if best.max() > 0 else 0.5
+            t = np.where(best >= cut, lab + 1, np.where(cov[0] >= 0.999, 0, -1))
+        bg = np.flatnonzero(t == 0)
+        if len(bg) > neg_cap:
+            bg = np.sort(rng.choice(bg, neg_cap, replace=False))
+        sel = np.concatenate([bg, np.flatnonzero(t > 0)])
+        rows[i] = (x[sel], t[sel])
+    return rows
+
+
+def stack_rows(rows, idx):
+    xs = [rows[i][0] for i in idx if i in rows]
+    ts = [rows[i][1] for i in idx if i in rows]
+    return np.concatenate(xs), np.concatenate(ts)
+
+
+def out_of_fold_maps(cv_idx, y, has_mask, rows, inputs_of, n_labels, opts, gh, gw) -> dict[int, torch.Tensor]:
+    """Out-of-fold smoothed anomaly-logit maps of every CV image (stratified K-fold over images)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    ids = np.asarray(cv_idx)
+    strata = y[ids] * 2 + has_mask[ids]
+    n_min = min(int((strata == s).sum()) for s in np.unique(strata))
+    k = max(2, min(opts.cv_folds, 3, n_min)) if n_min >= 2 else 2  # 3 folds: cost vs. OOF quality
+    if n_min < 2:
+        strata = y[ids]
+    skf = StratifiedKFold(k, shuffle=True, random_state=opts.seed)
+    out: dict[int, torch.Tensor] = {}
+    for tr, te in skf.split(ids, strata):
+        tr_ids = [int(i) for i in ids[tr] if int(i) in rows]
+        x, t = stack_rows(rows, tr_ids)
+        if len(np.unique(t[t >= 0])) < 2:
+            clf = None
+        else:
+            clf = PatchClassifier.fit(x[t >= 0], t[t >= 0], n_labels)
+        for i in ids[te].tolist():
+            if clf is None:
+                out[i] = torch.zeros(gh, gw)
+                continue
+            xi = inputs_of(i)
+            logit, _ = clf.anomaly_logit(xi)
+            out[i] = smooth(torch.from_numpy(logit.astype(np.float32)).view(1, gh, gw), opts.map_sigma)[0]
+    return out

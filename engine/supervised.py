@@ -32,6 +32,18 @@ class LinearHead:
         self.coef = np.asarray(coef, dtype=np.float64)
         self.intercept = float(intercept)
 
+    def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """Serialised form (see state.py); the intercept is a float and round-trips exactly in JSON."""
+        tensors = {"mean": torch.from_numpy(self.mean.copy()), "scale": torch.from_numpy(self.scale.copy()),
+                   "coef": torch.from_numpy(self.coef.copy())}
+        return {"intercept": self.intercept}, tensors
+
+    @classmethod
+    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "LinearHead":
+        """Inverse of ``state``."""
+        return cls(tensors["mean"].numpy(), tensors["scale"].numpy(), tensors["coef"].numpy(),
+                   float(config["intercept"]))
+
     def logit(self, x: np.ndarray) -> np.ndarray:
         """Decision value (log-odds of 'anomaly') for rows of x (torch math: see patch_head.py)."""
         z = (torch.from_numpy(np.asarray(x, dtype=np.float64)) - torch.from_numpy(self.mean)) / torch.from_numpy(self.scale)

@@ -40,6 +40,13 @@ def youden_threshold(neg: np.ndarray, pos: np.ndarray) -> float:
     return float(0.5 * (vals[i - 1] + vals[i]))
 
 
+def choose_threshold(neg: np.ndarray, pos: np.ndarray) -> tuple[float, str]:
+    """(threshold, name of the rule) from held-out normal and anomaly scores."""
+    if len(pos) == 0:
+        return normal_only_threshold(neg), "normal-only: median + 3 robust sigmas of held-out normal scores"
+    return youden_threshold(neg, pos), "Youden's J on out-of-fold scores (widest gap among the optimal cuts)"
+
+
 def normal_only_threshold(neg: np.ndarray) -> float:
     """Threshold from held-out normal scores alone (no anomalies to calibrate on)."""
     neg = np.asarray(neg, dtype=np.float64)

@@ -49,7 +49,10 @@ def test_roundtrip_bit_exact_segmentation_with_test_metrics(seg_model, synth_tes
 def test_artifact_is_not_pickle(cls_model, tmp_path):
     cls_model.save(tmp_path / "m")
     raw = (tmp_path / "m" / "tensors.safetensors").read_bytes()
-    assert not raw.startswith(b"\x80") and not raw.startswith(b"PK")  # neither pickle nor torch zip
+    # safetensors: an 8-byte little-endian header length, then a JSON header (neither pickle nor zip).
+    header_len = int.from_bytes(raw[:8], "little")
+    assert json.loads(raw[8 : 8 + header_len])["__metadata__"] == {"format": "lookout-emulator-engine-model"}
+    assert not raw.startswith(b"PK")
     json.loads((tmp_path / "m" / "model.json").read_text())
 
 
