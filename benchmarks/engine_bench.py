@@ -4,6 +4,10 @@
     .venv/bin/python benchmarks/engine_bench.py --skip-memory   # cookies only
     .venv/bin/python benchmarks/engine_bench.py --json out.json
 
+And on KolektorSDD (../shared/datasets/kolektorsdd, or --kolektor): test precision / recall / F1 /
+AUROC at the threshold chosen from training data, every candidate's cross-validated scores, fit time,
+for the official split and for a held-out split by physical item inside the training set.
+
 Measures, on the shared cookies dataset (../shared/datasets/cookies, or --cookies / LOOKOUT_COOKIES_DIR):
   * fit wall time on the 63 training images (classification; segmentation with the 32 masks),
     excluding image decoding and test evaluation;
@@ -120,6 +124,76 @@ def bench_cookies(root: Path, threads: int, repeats: int) -> dict:
     return out
 
 
+def kolektor_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    return ROOT / ".." / "shared" / "datasets" / "kolektorsdd"
+
+
+def load_kolektor(root: Path, split: str, masks: bool, items: set[str] | None = None) -> list:
+    """KolektorSDD images of ``split`` as engine Items; masks become one 'crack' label in red.
+    ``items``: keep only these physical items (kosNN), for held-out splits by item."""
+    import numpy as np
+    from PIL import Image
+
+    from engine import Item
+
+    out = []
+    for label in ("normal", "anomaly"):
+        for path in sorted((root / split / label).glob("*.png")):
+            if items is not None and path.stem.split("_")[0] not in items:
+                continue
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"))
+            mask = None
+            if label == "anomaly" and masks:
+                with Image.open(root / "masks" / split / path.name) as im:
+                    crack = np.asarray(im.convert("L")) > 127
+                mask = np.full(crack.shape + (3,), 255, dtype=np.uint8)
+                mask[crack] = (255, 0, 0)
+            out.append(Item(image, label, mask, path.stem))
+    return out
+
+
+def _fit_and_test(train: list, test: list, colours: dict | None) -> dict:
+    from engine import FitOptions, fit
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    model = fit(train, None, FitOptions(seed=0, max_train_seconds=3600), label_colors=colours)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    m = model.evaluate(test)
+    r = model.report
+    lat = []
+    for it in test[:20]:
+        t1 = time.perf_counter()
+        model.predict(it.image)
+        lat.append((time.perf_counter() - t1) * 1000)
+    return {
+        "train_images": len(train), "test_images": len(test), "fit_s": round(wall, 1), "fit_cpu_s": round(cpu, 1),
+        "test_precision": m.precision, "test_recall": m.recall, "test_f1": m.f1, "test_auroc": m.auroc,
+        "candidate": r["candidate"], "candidates": r["candidates"], "threshold": r["threshold"],
+        "threshold_rule": r["threshold_rule"], "cv_f1": r["cv_f1"], "work_size": r["work_size"],
+        "seg_iou_cv": (r["seg_iou_cv"] or {}).get("mean_iou"), "predict_ms_p50": round(statistics.median(lat[2:]), 1),
+    }
+
+
+def bench_kolektor(root: Path, threads: int) -> dict:
+    """KolektorSDD: the official train/test split (items kos01-30 / kos31-50), segmentation and
+    classification; and a held-out split inside train by physical item (fit on kos01-20, test on kos21-30)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    crack = {"crack": "#FF0000"}
+    out = {}
+    out["segmentation"] = _fit_and_test(load_kolektor(root, "train", True), load_kolektor(root, "test", True), crack)
+    out["classification"] = _fit_and_test(load_kolektor(root, "train", False), load_kolektor(root, "test", False), None)
+    first = {f"kos{i:02d}" for i in range(1, 21)}
+    rest = {f"kos{i:02d}" for i in range(21, 31)}
+    out["heldout_segmentation"] = _fit_and_test(load_kolektor(root, "train", True, first),
+                                                load_kolektor(root, "train", True, rest), crack)
+    return out
+
+
 def memory_child(n: int, threads: int) -> None:
     """Fit on n synthetic 576x768 images (10% with a drawn crack) and print JSON with peak RSS."""
     import numpy as np
@@ -166,6 +240,8 @@ def main() -> None:
     ap.add_argument("--memory-images", type=int, default=1000)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-cookies", action="store_true")
+    ap.add_argument("--kolektor", help="KolektorSDD directory (default ../shared/datasets/kolektorsdd)")
+    ap.add_argument("--skip-kolektor", action="store_true")
     ap.add_argument("--json", help="also write results here")
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -178,6 +254,11 @@ def main() -> None:
         if not (root / "dataset-files").is_dir():
             sys.exit(f"cookies dataset not found at {root}")
         res["cookies"] = bench_cookies(root, args.threads, args.repeats)
+    if not args.skip_kolektor:
+        root = kolektor_dir(args.kolektor)
+        if not (root / "train").is_dir():
+            sys.exit(f"KolektorSDD not found at {root} (or pass --skip-kolektor)")
+        res["kolektorsdd"] = bench_kolektor(root, args.threads)
     if not args.skip_memory:
         p = subprocess.run(
             [sys.executable, __file__, "--memory-child", str(args.memory_images), "--threads", str(args.threads)],

@@ -27,12 +27,14 @@ from emulator.config import (
     BACKBONES,
     DEFAULT_ACCOUNT_ID,
     DEFAULT_BACKBONE,
+    DEFAULT_DEVICE,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_REGION,
+    DEVICES,
     Settings,
 )
-from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET, DEVICES
+from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET
 
 PROG = "lookout-emulator"
 DEFAULT_THREADS = 8
@@ -234,6 +236,9 @@ SERVE_OPTIONS = (
            "another host name clients use to reach the server, besides localhost, *.localhost, 127.0.0.1 and "
            "::1 (repeatable; .example.com also allows its subdomains, * any name); requests with other Host "
            "headers, and cross-site browser requests, are refused", "NAME", "loopback names only", repeatable=True),
+    Option("--device", "LOOKOUT_DEVICE", DEFAULT_DEVICE, _device,
+           f"where models train and predict: {', '.join(DEVICES)} (auto: CUDA when torch sees a GPU, else the "
+           "CPU); a model trained on one runs on the other", "DEVICE"),
     Option("--threads", "LOOKOUT_THREADS", DEFAULT_THREADS, _threads, f"HTTP worker threads, 1 to {MAX_THREADS}",
            "N"),
     Option("--credentials-file", "LOOKOUT_CREDENTIALS_FILE", None, _path,
@@ -362,7 +367,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(data_dir=args.data_dir, host=args.host, port=args.port, region=args.region,
                         account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url,
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
-                        credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                        credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                        device=args.device)
     from emulator.access import CredentialsFileError
     from emulator.tls import TLSSetupError
 

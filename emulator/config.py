@@ -18,6 +18,8 @@ DEFAULT_ACCOUNT_ID = "123456789012"
 # these copies agree.
 DEFAULT_BACKBONE = "efficientnet_lite0"
 BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2")
+DEFAULT_DEVICE = "auto"
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class Settings:
     # PEM certificate chain and private key: serve HTTPS instead of HTTP.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Where the engine trains and predicts: auto (CUDA when torch sees a GPU), cpu or cuda.
+    device: str = DEFAULT_DEVICE
 
     @property
     def db_path(self) -> Path:

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 from . import runtime  # noqa: F401  (process settings; must precede torch and the caller's threads)
 
 if TYPE_CHECKING:
-    from .model import load_model
-    from .errors import EngineError
-    from .metrics import Metrics
-    from .model import Model
-    from .options import FitOptions
-    from .training import fit
-    from .types import Item, Prediction
+    from .errors import EngineError as EngineError
+    from .metrics import Metrics as Metrics
+    from .model import Model as Model
+    from .model import load_model as load_model
+    from .options import FitOptions as FitOptions
+    from .training import fit as fit
+    from .types import Item as Item
+    from .types import Prediction as Prediction
 
 _EXPORTS = {
     "fit": ".training", "load_model": ".model", "FitOptions": ".options", "Item": ".types",

@@ -78,7 +78,8 @@ _V1_TENSORS = {
 def _upgrade_v1(config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     """Models saved by earlier releases keep loading (and predict exactly as before)."""
     tensors = {_V1_TENSORS.get(k, k): v for k, v in tensors.items()}
-    heads: dict[str, Any] = {"bank": {"size": int(tensors["bank.entries"].shape[0])} if "bank.entries" in tensors else {}}
+    entries = tensors.get("bank.entries")
+    heads: dict[str, Any] = {"bank": {"size": int(entries.shape[0])} if entries is not None else {}}
     if "supervised.coef" in tensors and "head_intercept" in config:
         heads["supervised"] = {"intercept": config.pop("head_intercept")}
     if "patch.coef" in tensors:

@@ -18,6 +18,7 @@ import math
 import os
 import threading
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +106,6 @@ class EfficientNetLite0(nn.Module):
     classifier (``_conv_head``/``_fc``) is kept only so the state dict loads strictly.
     """
 
-
     def __init__(self) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
@@ -170,7 +170,7 @@ class TorchvisionResNet(nn.Module):
         self.net = net
 
     def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
-        n = self.net
+        n: Any = self.net  # torchvision's ResNet (attributes typed as Module | Tensor)
         x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
         outs = []
         for i, layer in enumerate([n.layer1, n.layer2, n.layer3, n.layer4]):
@@ -197,6 +197,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise EngineError(f"backbone weights file not found: {p}")
+    sd: Any
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -229,6 +230,7 @@ def load_pretrained_state_dict(name: str, weights: str | None = None) -> dict[st
     """
     if name not in PATCH_LEVELS:
         raise EngineError(f"unknown backbone {name!r}; choose one of {', '.join(SUPPORTED_BACKBONES)}")
+    path: str | None
     if name == "efficientnet_lite0":
         path = weights or _lite0_weights_path()
     else:
@@ -263,9 +265,10 @@ def trunk_state_dict(name: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.
 
 def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     """Fold a frozen BatchNorm into the preceding conv (exact in eval mode, ~30% faster on CPU)."""
-    s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    mean, var = cast(torch.Tensor, bn.running_mean), cast(torch.Tensor, bn.running_var)
+    s = bn.weight / torch.sqrt(var + bn.eps)
     conv.weight = nn.Parameter(conv.weight * s.view(-1, 1, 1, 1), requires_grad=False)
-    bias = bn.bias - bn.running_mean * s
+    bias = bn.bias - mean * s
     if conv.bias is not None:
         bias = bias + conv.bias * s
     conv.bias = nn.Parameter(bias, requires_grad=False)
@@ -280,7 +283,8 @@ class Trunk(nn.Module):
             raise EngineError(f"unknown backbone {name!r}")
         self.name = name
         self.levels = PATCH_LEVELS[name]
-        full = _full_network(name)
+        self.net: Any
+        full: Any = _full_network(name)  # attributes are replaced below: typed loosely on purpose
         missing, unexpected = full.load_state_dict(sd, strict=False)
         needed = set(trunk_state_dict(name, dict(full.state_dict())))
         if unexpected or any(k in needed for k in missing):
@@ -378,7 +382,7 @@ class _LevelsWrapper(nn.Module):
 
     def __init__(self, trunk: Trunk) -> None:
         super().__init__()
-        self.net = trunk.net
+        self.net: Any = trunk.net
         self.levels = tuple(trunk.levels)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102

@@ -115,7 +115,7 @@ def decode_mask(
     nearest = d.argmin(axis=1)
     bad = d[np.arange(len(uniq)), nearest] > 40
     if bad.any():
-        shown = ", ".join("#%02X%02X%02X" % tuple(int(x) for x in u) for u in uniq[bad][:5])
+        shown = ", ".join("#{:02X}{:02X}{:02X}".format(*(int(x) for x in u)) for u in uniq[bad][:5])
         raise EngineError(
             f"{what}: mask contains colour(s) {shown} that are neither background (white/black) nor "
             "one of the anomaly label colours"

@@ -90,6 +90,6 @@ class MemoryBank:
         return {"size": int(self.entries.shape[0])}, {"mean": self.mean, "std": self.std, "entries": self.entries}
 
     @classmethod
-    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "MemoryBank":
+    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> MemoryBank:
         """Inverse of ``state``."""
         return cls(tensors["mean"], tensors["std"], tensors["entries"])

@@ -68,7 +68,7 @@ def classification_metrics(names: list[str], labels: list[str], preds: list) -> 
     fn = int((y & ~yhat).sum())
     p, r, f = prf(tp, fp, fn)
     per_image = []
-    for name, lab, pr in zip(names, labels, preds):
+    for name, lab, pr in zip(names, labels, preds, strict=True):
         pl = "anomaly" if pr.is_anomalous else "normal"
         per_image.append(
             {

@@ -43,6 +43,7 @@ class Model:
         device: where the backbone and the memory bank compute (a run-time choice, not saved).
         test_metrics: metrics on the test items given to fit(), if any.
         training_report: what training chose and why (see ``report``).
+
     """
 
     def __init__(self, config: dict[str, Any], tensors: dict[str, torch.Tensor],
@@ -57,7 +58,7 @@ class Model:
         self.is_segmentation = bool(config["is_segmentation"])
         self._labels: list[str] = list(config["labels"])
         self._colours: list[str] = list(config["colours"])
-        self.label_colors: dict[str, str] = dict(zip(self._labels, self._colours))
+        self.label_colors: dict[str, str] = dict(zip(self._labels, self._colours, strict=True))
         self.test_metrics: Metrics | None = None
         self.training_report: dict[str, Any] = dict(config.get("training", {}))
         self.candidate: str = config["candidate"]
@@ -93,7 +94,7 @@ class Model:
     @classmethod
     def assemble(cls, config: dict[str, Any], trunk: dict[str, torch.Tensor], heads: dict[str, Any],
                  extractor: PatchFeatureExtractor | None = None,
-                 device: str | torch.device | None = None) -> "Model":
+                 device: str | torch.device | None = None) -> Model:
         """A model from its configuration, backbone trunk and parts (``heads``: name -> part, or a
         plain JSON-safe dict for parameter-only parts)."""
         tensors = {f"trunk.{k}": v for k, v in trunk.items()}
@@ -134,14 +135,14 @@ class Model:
         oneclass = maps["oneclass"].flatten(1).amax(1).double().numpy()
         if self.candidate == "oneclass":
             return oneclass
-        if self.candidate == "patch":
-            return maps["patch"].flatten(1).amax(1).double().numpy()
-        assert self._head is not None and pooled_feats is not None
-        sup = self._head.logit(pooled_feats)
+        if self.candidate == "patch" and self._patch is not None:
+            return self._patch.image_score(maps["patch"].flatten(1).amax(1).double().numpy())
+        if self._head is None or pooled_feats is None:  # __init__ checked each candidate's parts
+            raise EngineError(f"model has no supervised head for candidate {self.candidate!r}")
+        sup = self._head.score(pooled_feats)
         if self.candidate == "supervised":
             return sup
-        c = self._combo
-        assert c is not None
+        c = self._combo or {}
         return 0.5 * ((oneclass - c["oc_center"]) / c["oc_scale"] + (sup - c["sup_center"]) / c["sup_scale"])
 
     def _check_images(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -201,7 +202,8 @@ class Model:
                 score = float(scores[j])
                 is_anom = bool(raw[j] >= self._image_norm.threshold)
                 amap = full[j]
-                mask, anomalies, index = None, [], None
+                mask, index = None, None
+                anomalies: list[tuple[str, str, float]] = []
                 if self.is_segmentation:
                     index = label_regions(amap, is_anom, None if cells is None else cells[j])
                     mask, anomalies = render(index, self._labels, self._colours)
@@ -239,7 +241,7 @@ class Model:
         metrics = classification_metrics(names, labels, [p for p, _ in out])
         if self.is_segmentation:
             acc = SegmentationAccumulator(self._labels)
-            for gt, (_, index) in zip(gts, out):
+            for gt, (_, index) in zip(gts, out, strict=True):
                 if gt is not None and index is not None:
                     acc.add(gt, index)
             metrics.per_label, metrics.mean_iou = acc.result()

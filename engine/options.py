@@ -67,7 +67,7 @@ class FitOptions:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FitOptions":
+    def from_dict(cls, d: dict) -> FitOptions:
         """Inverse of to_dict; unknown keys are ignored so old artifacts keep loading."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

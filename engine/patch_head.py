@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from .scoring import smooth
 from .segmentation import mask_to_grid
+from .threshold import normal_score_stats
 
 _L2 = 1e-3  # on standardised inputs with a mean (class-balanced) loss
 
@@ -39,16 +40,28 @@ class PatchClassifier:
         self.intercept = np.asarray(intercept, dtype=np.float64)  # (L + 1,)
         self._mean_t, self._scale_t = torch.from_numpy(self.mean), torch.from_numpy(self.scale)
         self._coef_t, self._intercept_t = torch.from_numpy(self.coef), torch.from_numpy(self.intercept)
+        # Image score = (max of the smoothed map - centre) / scale: the model's own normal scale.
+        self.score_centre, self.score_scale = 0.0, 1.0
+
+    def image_score(self, smoothed_max: np.ndarray) -> np.ndarray:
+        """Image scores from the maxima of smoothed anomaly-logit maps, in units of this model's own
+        training-normal scores (see ``normal_score_stats``)."""
+        return (np.asarray(smoothed_max, dtype=np.float64) - self.score_centre) / self.score_scale
 
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """Serialised form (see state.py)."""
         arrays = {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
-        return {"labels": int(self.coef.shape[0] - 1)}, {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
+        config = {"labels": int(self.coef.shape[0] - 1), "score_centre": self.score_centre,
+                  "score_scale": self.score_scale}
+        return config, {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
 
     @classmethod
-    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "PatchClassifier":
+    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> PatchClassifier:
         """Inverse of ``state``."""
-        return cls(*(tensors[k].numpy() for k in ("mean", "scale", "coef", "intercept")))
+        clf = cls(*(tensors[k].numpy() for k in ("mean", "scale", "coef", "intercept")))
+        clf.score_centre = float(config.get("score_centre", 0.0))
+        clf.score_scale = float(config.get("score_scale", 1.0))
+        return clf
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(N, F) -> (N, L + 1) class logits.
@@ -66,7 +79,7 @@ class PatchClassifier:
         return (torch.logsumexp(za, 1) - z[:, 0]).numpy(), za.argmax(1).numpy()
 
     @classmethod
-    def fit(cls, x: np.ndarray, t: np.ndarray, n_labels: int, max_iter: int = 100) -> "PatchClassifier":
+    def fit(cls, x: np.ndarray, t: np.ndarray, n_labels: int, max_iter: int = 100) -> PatchClassifier:
         """Fit on rows x with targets t in {0 (background), 1..n_labels}.
 
         Class-balanced softmax regression with an L2 penalty, solved with SciPy's L-BFGS-B for at
@@ -150,8 +163,17 @@ def stack_rows(rows, idx):
     return np.concatenate(xs), np.concatenate(ts)
 
 
-def out_of_fold_maps(cv_idx, y, has_mask, rows, inputs_of, n_labels, opts, gh, gw) -> dict[int, torch.Tensor]:
-    """Out-of-fold smoothed anomaly-logit maps of every CV image (stratified K-fold over images)."""
+def image_score_map(clf: PatchClassifier, x: np.ndarray, gh: int, gw: int, sigma: float) -> torch.Tensor:
+    """(gh, gw) smoothed anomaly-logit map of one image's patch inputs."""
+    logit, _ = clf.anomaly_logit(x)
+    return smooth(torch.from_numpy(logit.astype(np.float32)).view(1, gh, gw), sigma)[0]
+
+
+def out_of_fold_maps(cv_idx, y, has_mask, rows, inputs_of, n_labels, opts, gh, gw
+                     ) -> tuple[dict[int, torch.Tensor], dict[int, tuple[float, float]]]:
+    """Out-of-fold smoothed anomaly-logit maps of every CV image (stratified K-fold over images), and
+    for each image the in-sample normal-score statistics (see ``normal_score_stats``) of the fold
+    model that scored it, so out-of-fold scores can be put on each model's own scale."""
     from sklearn.model_selection import StratifiedKFold
 
     ids = np.asarray(cv_idx)
@@ -162,6 +184,7 @@ def out_of_fold_maps(cv_idx, y, has_mask, rows, inputs_of, n_labels, opts, gh, g
         strata = y[ids]
     skf = StratifiedKFold(k, shuffle=True, random_state=opts.seed)
     out: dict[int, torch.Tensor] = {}
+    calib: dict[int, tuple[float, float]] = {}
     for tr, te in skf.split(ids, strata):
         tr_ids = [int(i) for i in ids[tr] if int(i) in rows]
         x, t = stack_rows(rows, tr_ids)
@@ -169,11 +192,16 @@ def out_of_fold_maps(cv_idx, y, has_mask, rows, inputs_of, n_labels, opts, gh, g
             clf = None
         else:
             clf = PatchClassifier.fit(x[t >= 0], t[t >= 0], n_labels)
+        stats = (0.0, 1.0)
+        if clf is not None:
+            own = [float(image_score_map(clf, inputs_of(int(i)), gh, gw, opts.map_sigma).max())
+                   for i in ids[tr] if y[int(i)] == 0]
+            stats = normal_score_stats(np.array(own))
         for i in ids[te].tolist():
+            calib[i] = stats
             if clf is None:
                 out[i] = torch.zeros(gh, gw)
                 continue
-            xi = inputs_of(i)
-            logit, _ = clf.anomaly_logit(xi)
-            out[i] = smooth(torch.from_numpy(logit.astype(np.float32)).view(1, gh, gw), opts.map_sigma)[0]
-    return out
+            out[i] = image_score_map(clf, inputs_of(i), gh, gw, opts.map_sigma)
+    return out, calib
+

@@ -53,7 +53,8 @@ def label_regions(
     return comp_label[comps]
 
 
-def render(index_map: np.ndarray, labels: list[str], colours: list[str]) -> tuple[np.ndarray, list[tuple[str, str, float]]]:
+def render(index_map: np.ndarray, labels: list[str],
+           colours: list[str]) -> tuple[np.ndarray, list[tuple[str, str, float]]]:
     """Label index map -> (RGB mask with white background, [(name, colour, fraction), ...]).
 
     Background comes first; labels follow in model order and only if present; fractions are
@@ -65,7 +66,7 @@ def render(index_map: np.ndarray, labels: list[str], colours: list[str]) -> tupl
     found: list[tuple[str, str, float]] = []
     painted = 0
     if index_map.any():  # normal verdicts (the common case) skip all per-label work
-        for i, (name, colour) in enumerate(zip(labels, colours)):
+        for i, (name, colour) in enumerate(zip(labels, colours, strict=True)):
             sel = index_map == i + 1
             n = int(np.count_nonzero(sel))
             if n:
@@ -94,7 +95,7 @@ def best_pixel_threshold(maps: list[np.ndarray], gts: list[np.ndarray], candidat
     best_t, best = float(candidates[0]), -1.0
     for t in candidates:
         ious = []
-        for m, g in zip(maps, gts):
+        for m, g in zip(maps, gts, strict=True):
             p = m >= t
             inter = np.count_nonzero(p & g)
             union = np.count_nonzero(p | g)
@@ -108,7 +109,7 @@ def best_pixel_threshold(maps: list[np.ndarray], gts: list[np.ndarray], candidat
 def cross_validated_iou(masked, maps, gts, cands, cv_idx, oof_pred, opts) -> dict:
     """K-fold CV of the pixel threshold over masked anomalies: pick t on the other folds, measure
     IoU on the held-out fold (a held-out image judged normal by its OOF score gets an empty mask)."""
-    pred_of = {int(i): bool(p) for i, p in zip(cv_idx, oof_pred)}
+    pred_of = {int(i): bool(p) for i, p in zip(cv_idx, oof_pred, strict=True)}
     masked = list(masked)
     k = min(opts.cv_folds, len(masked))
     if k < 2:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from .threshold import normal_score_stats
+
 _CS = (0.003, 0.03, 0.3)
 
 
@@ -31,26 +33,42 @@ class LinearHead:
         self.scale = np.asarray(scale, dtype=np.float64)
         self.coef = np.asarray(coef, dtype=np.float64)
         self.intercept = float(intercept)
+        # score() = (logit - centre) / scale: logits in units of this model's own training normals.
+        self.score_centre, self.score_scale = 0.0, 1.0
 
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """Serialised form (see state.py); the intercept is a float and round-trips exactly in JSON."""
         tensors = {"mean": torch.from_numpy(self.mean.copy()), "scale": torch.from_numpy(self.scale.copy()),
                    "coef": torch.from_numpy(self.coef.copy())}
-        return {"intercept": self.intercept}, tensors
+        return {"intercept": self.intercept, "score_centre": self.score_centre,
+                "score_scale": self.score_scale}, tensors
 
     @classmethod
-    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "LinearHead":
+    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> LinearHead:
         """Inverse of ``state``."""
-        return cls(tensors["mean"].numpy(), tensors["scale"].numpy(), tensors["coef"].numpy(),
+        head = cls(tensors["mean"].numpy(), tensors["scale"].numpy(), tensors["coef"].numpy(),
                    float(config["intercept"]))
+        head.score_centre = float(config.get("score_centre", 0.0))
+        head.score_scale = float(config.get("score_scale", 1.0))
+        return head
+
+    def calibrate(self, x_normal: np.ndarray) -> LinearHead:
+        """Set the score scale from this model's logits on its own training normals (returns self)."""
+        self.score_centre, self.score_scale = normal_score_stats(self.logit(x_normal))
+        return self
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Logits in units of the training normals' logits (see ``calibrate``)."""
+        return (self.logit(x) - self.score_centre) / self.score_scale
 
     def logit(self, x: np.ndarray) -> np.ndarray:
         """Decision value (log-odds of 'anomaly') for rows of x (torch math: see patch_head.py)."""
-        z = (torch.from_numpy(np.asarray(x, dtype=np.float64)) - torch.from_numpy(self.mean)) / torch.from_numpy(self.scale)
+        x_t = torch.from_numpy(np.asarray(x, dtype=np.float64))
+        z = (x_t - torch.from_numpy(self.mean)) / torch.from_numpy(self.scale)
         return (z @ torch.from_numpy(self.coef) + self.intercept).numpy()
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, seed: int, inner_folds: int = 3) -> "LinearHead":
+    def fit(cls, x: np.ndarray, y: np.ndarray, seed: int, inner_folds: int = 3) -> LinearHead:
         """Fit with C picked by inner stratified CV (AUROC); deterministic (lbfgs, fixed folds).
 
         BLAS is limited to one thread: the problem is tiny, multi-threaded BLAS on a busy machine is
@@ -59,7 +77,7 @@ class LinearHead:
             return cls._fit(x, y, seed, inner_folds)
 
     @classmethod
-    def _fit(cls, x: np.ndarray, y: np.ndarray, seed: int, inner_folds: int) -> "LinearHead":
+    def _fit(cls, x: np.ndarray, y: np.ndarray, seed: int, inner_folds: int) -> LinearHead:
         from sklearn.metrics import roc_auc_score
         from sklearn.model_selection import StratifiedKFold
 

@@ -44,7 +44,40 @@ def choose_threshold(neg: np.ndarray, pos: np.ndarray) -> tuple[float, str]:
     """(threshold, name of the rule) from held-out normal and anomaly scores."""
     if len(pos) == 0:
         return normal_only_threshold(neg), "normal-only: median + 3 robust sigmas of held-out normal scores"
-    return youden_threshold(neg, pos), "Youden's J on out-of-fold scores (widest gap among the optimal cuts)"
+    return smoothed_youden_threshold(neg, pos), "Youden's J on kernel-smoothed out-of-fold score distributions"
+
+
+def _bandwidth(x: np.ndarray) -> float:
+    """Silverman's rule (robust version) for a 1-D Gaussian kernel density."""
+    sd = float(np.std(x))
+    iqr = float(np.subtract(*np.quantile(x, [0.75, 0.25])))
+    s = min(sd, iqr / 1.349) if iqr > 0 else sd
+    return max(0.9 * s * len(x) ** -0.2, 1e-9)
+
+
+def smoothed_youden_threshold(neg: np.ndarray, pos: np.ndarray, points: int = 2001) -> float:
+    """Threshold maximising TPR - FPR under Gaussian-kernel estimates of both score distributions.
+
+    The empirical J jumps at every training score, so its optimum is decided by the single most
+    extreme held-out normal or anomaly; new images populate the tails the training set only samples.
+    Smoothing the two distributions places the cut where their estimated tails trade off, which
+    moved it away from the normals' sparse upper tail on held-out data.
+    """
+    neg = np.asarray(neg, dtype=np.float64)
+    pos = np.asarray(pos, dtype=np.float64)
+    if len(neg) < 2 or len(pos) < 2:
+        return youden_threshold(neg, pos)
+    from scipy.special import ndtr
+
+    hn, hp = _bandwidth(neg), _bandwidth(pos)
+    lo = min(neg.min(), pos.min()) - 3 * max(hn, hp)
+    hi = max(neg.max(), pos.max()) + 3 * max(hn, hp)
+    grid = np.linspace(lo, hi, points)
+    fpr = ndtr((neg[None, :] - grid[:, None]) / hn).mean(1)
+    tpr = ndtr((pos[None, :] - grid[:, None]) / hp).mean(1)
+    j = tpr - fpr
+    best = np.flatnonzero(j >= j.max() - 1e-12)
+    return float(0.5 * (grid[best[0]] + grid[best[-1]]))
 
 
 def normal_only_threshold(neg: np.ndarray) -> float:
@@ -69,7 +102,7 @@ class ScoreNormaliser:
         self.scale_high = float(scale_high)
 
     @classmethod
-    def fit(cls, threshold: float, neg: np.ndarray, pos: np.ndarray | None = None) -> "ScoreNormaliser":
+    def fit(cls, threshold: float, neg: np.ndarray, pos: np.ndarray | None = None) -> ScoreNormaliser:
         """Scales from the medians of held-out normal (and anomaly) scores around the threshold."""
         neg = np.asarray(neg, dtype=np.float64)
         spread = float(np.std(neg)) if len(neg) > 1 else 1.0
@@ -94,6 +127,19 @@ class ScoreNormaliser:
         return {"threshold": self.threshold, "scale_low": self.scale_low, "scale_high": self.scale_high}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ScoreNormaliser":
+    def from_dict(cls, d: dict) -> ScoreNormaliser:
         """Inverse of to_dict."""
         return cls(float(d["threshold"]), float(d["scale_low"]), float(d["scale_high"]))
+
+
+def normal_score_stats(scores: np.ndarray) -> tuple[float, float]:
+    """(centre, scale) of a model's scores on its own training normals: the median and the spread of
+    the upper half (q90 - median). A supervised model fit on more data is more confident (its logits
+    spread wider), so a threshold picked on fold models' out-of-fold scores does not transfer to the
+    model refit on all data in raw units; in units of each model's own normal scores it does."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) == 0:
+        return 0.0, 1.0
+    centre = float(np.median(scores))
+    spread = float(np.quantile(scores, 0.9)) - centre
+    return centre, max(spread, 1e-6 * max(1.0, abs(centre)), 1e-9)

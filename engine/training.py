@@ -41,11 +41,24 @@ from .memory import MemoryBank, greedy_coreset
 from .metrics import auroc
 from .model import Model
 from .options import FitOptions
-from .patch_head import PatchClassifier, out_of_fold_maps, patch_inputs, stack_rows, training_rows
+from .patch_head import (
+    PatchClassifier,
+    image_score_map,
+    out_of_fold_maps,
+    patch_inputs,
+    stack_rows,
+    training_rows,
+)
 from .scoring import smooth, upsample
 from .segmentation import best_pixel_threshold, cross_validated_iou, resize_mask
 from .supervised import LinearHead
-from .threshold import ScoreNormaliser, choose_threshold, normal_only_threshold, youden_threshold
+from .threshold import (
+    ScoreNormaliser,
+    choose_threshold,
+    normal_only_threshold,
+    normal_score_stats,
+    youden_threshold,
+)
 from .types import Item
 
 _TIE = 0.005  # AUROC difference treated as a tie between candidates
@@ -225,13 +238,15 @@ def _extract_features(data: TrainingData, y: np.ndarray, opts: FitOptions, devic
         for j in range(f.shape[0]):
             i = s + j
             if y[i] == 0:
-                pick = rng.choice(n_patches, per_image, replace=False) if per_image < n_patches else np.arange(n_patches)
+                pick = (rng.choice(n_patches, per_image, replace=False) if per_image < n_patches
+                        else np.arange(n_patches))
                 samples[c : c + per_image] = flat[j][:, torch.from_numpy(np.sort(pick))].T
                 c += per_image
             if i in keep_row:
                 kept[keep_row[i]] = f[j]
         clock.step(0.05 + 0.5 * min(s + bs, n) / n, f"extracting features ({min(s + bs, n)}/{n})")
-    assert samples is not None
+    if samples is None:  # unreachable: prepare() guarantees at least two images
+        raise EngineError("no training images")
     return _Features(extractor, trunk, work, cv_idx, kept, samples, np.repeat(normals, per_image),
                      pooled_mean, pooled_max)
 
@@ -289,11 +304,18 @@ def _patch_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, feat
     px, pt = stack_rows(rows, cv_idx.tolist())
     if len(np.unique(pt[pt >= 0])) < 2:
         return
-    cands.patch_maps = out_of_fold_maps(cv_idx, y, has_mask, rows, inputs_of, len(data.labels), opts, gh, gw)
-    cands.parts["patch"] = PatchClassifier.fit(px[pt >= 0], pt[pt >= 0], len(data.labels))
+    maps, fold_stats = out_of_fold_maps(cv_idx, y, has_mask, rows, inputs_of, len(data.labels), opts, gh, gw)
+    cands.patch_maps = maps
+    clf = PatchClassifier.fit(px[pt >= 0], pt[pt >= 0], len(data.labels))
+    own = [float(image_score_map(clf, inputs_of(i), gh, gw, opts.map_sigma).max()) for i in cv_idx if y[i] == 0]
+    clf.score_centre, clf.score_scale = normal_score_stats(np.array(own))
+    cands.parts["patch"] = clf
     n_neg = int((y[cv_idx] == 0).sum())
     if len(masked) >= opts.min_anomalies_for_supervised and n_neg >= 2:
-        cands.scores["patch"] = np.array([float(cands.patch_maps[i].max()) for i in cv_idx], dtype=np.float64)
+        # Each out-of-fold score in units of the fold model's own training-normal scores, as the
+        # refit model's scores will be (see threshold.normal_score_stats).
+        cands.scores["patch"] = np.array([(float(maps[i].max()) - fold_stats[i][0]) / fold_stats[i][1]
+                                          for i in cv_idx], dtype=np.float64)
     clock.step(0.8, "cross-validated patch classifier")
 
 
@@ -313,7 +335,8 @@ def _supervised_candidates(cands: _Candidates, y: np.ndarray, feats: _Features, 
     xcv = pooled_all[feats.cv_idx]
     sup = np.zeros(len(ycv))
     for tr, te in skf.split(xcv, ycv):
-        sup[te] = LinearHead.fit(xcv[tr], ycv[tr], opts.seed).logit(xcv[te])
+        head = LinearHead.fit(xcv[tr], ycv[tr], opts.seed).calibrate(xcv[tr][ycv[tr] == 0])
+        sup[te] = head.score(xcv[te])
     oc = oneclass.scores
     oc_c, oc_s = _std_stats(oc[ycv == 0])
     sp_c, sp_s = _std_stats(sup[ycv == 0])
@@ -321,7 +344,7 @@ def _supervised_candidates(cands: _Candidates, y: np.ndarray, feats: _Features, 
     cands.scores["combined"] = 0.5 * ((oc - oc_c) / oc_s + (sup - sp_c) / sp_s)
     cands.parts["combined"] = {"oc_center": oc_c, "oc_scale": oc_s, "sup_center": sp_c, "sup_scale": sp_s}
     # The final head is fit on all images, and only if the chosen candidate needs it.
-    cands.parts["supervised"] = lambda: LinearHead.fit(pooled_all, y, opts.seed)
+    cands.parts["supervised"] = lambda: LinearHead.fit(pooled_all, y, opts.seed).calibrate(pooled_all[y == 0])
     clock.step(0.86, "cross-validated supervised head")
 
 
@@ -377,7 +400,7 @@ def _pixel_calibration(data: TrainingData, y: np.ndarray, feats: _Features, onec
             source, maps_of = "patch", cands.patch_maps
         ww, wh = feats.work
         maps = {i: upsample(maps_of[i][None], wh, ww)[0].numpy() for i in masked}
-        gts = {i: resize_mask(data.masks[i], wh, ww) > 0 for i in masked}  # type: ignore[arg-type]
+        gts = {i: resize_mask(data.masks[i], wh, ww) > 0 for i in masked}
         allv = np.concatenate([maps[i].ravel() for i in masked])
         levels = np.unique(np.quantile(allv, np.linspace(0.5, 0.999, 60)))
         t_pix, _ = best_pixel_threshold([maps[i] for i in masked], [gts[i] for i in masked], levels)

@@ -35,7 +35,8 @@ __all__ = ["HostedModel", "HostingRegistry", "ModelKey", "NotHosted", "registry"
 class HostingRegistry:
     """The models a backend is hosting, keyed by (project, version)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str | None = None) -> None:
+        self._device = device  # where hosted models compute (the server's --device)
         self._lock = threading.Lock()
         self._hosted: dict[ModelKey, Future[HostedModel]] = {}
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookout-hosting")
@@ -45,7 +46,7 @@ class HostingRegistry:
         with self._lock:
             found = self._hosted.get(key)
             if found is None:
-                found = self._loader.submit(HostedModel, directory, units, f"{key[0]}-{key[1]}")
+                found = self._loader.submit(HostedModel, directory, units, f"{key[0]}-{key[1]}", self._device)
                 self._hosted[key] = found
             return found
 
@@ -82,4 +83,4 @@ def import_engine_early(backend: Backend) -> None:
 @per_backend
 def registry(backend: Backend) -> HostingRegistry:
     """The hosting registry of a backend."""
-    return HostingRegistry()
+    return HostingRegistry(backend.settings.device)

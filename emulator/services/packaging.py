@@ -202,7 +202,7 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> None:
     folder = _package_folder(location.get("Prefix") or "", name, version)
     try:
         directory = engine_dir(backend, project, row["model_version"])
-        model = engine.load_model(directory)  # also proves the packaged artifact loads
+        model = engine.load_model(directory, device="cpu")  # also proves the packaged artifact loads
         manifest = new_manifest(
             component_name=name, component_version=version,
             model_arn=model_arn(backend, project, row["model_version"]),

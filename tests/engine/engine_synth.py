@@ -88,3 +88,11 @@ def cookies_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "cookies"
+
+
+def kolektor_dir() -> Path:
+    """The shared KolektorSDD development set (or LOOKOUT_KOLEKTOR_DIR)."""
+    env = os.environ.get("LOOKOUT_KOLEKTOR_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "kolektorsdd"

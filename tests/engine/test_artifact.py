@@ -91,3 +91,37 @@ def test_warmup_and_concurrent_predict(cls_model, synth_test, tmp_path):
         scores = list(pool.map(lambda it: fresh.predict(it.image).score, items[:8]))
     assert scores == [cls_model.predict(it.image).score for it in items[:8]]
     fresh.warmup()
+
+
+def test_training_report_explains_the_choice(seg_model, tmp_path):
+    r = seg_model.report
+    assert r["candidate"] in r["candidates"]
+    assert set(r["cv_auroc"]) == set(r["candidates"])
+    assert all("cv_auroc" in c for c in r["candidates"].values())
+    assert isinstance(r["choice"], str) and r["choice"]
+    assert isinstance(r["threshold"], float) and r["threshold_rule"]
+    assert r["cv_confusion"]["tp"] + r["cv_confusion"]["fn"] == r["n_anomaly"]
+    seg_model.save(tmp_path / "s")
+    assert load_model(tmp_path / "s").report == json.loads(json.dumps(r))
+
+
+def test_version_1_artifacts_still_load_and_predict_the_same(synth_test, tmp_path):
+    """Models saved before parts owned their serialisation (format_version 1) keep working."""
+    from safetensors.torch import load_file, save_file
+
+    from engine import fit
+    from engine_synth import fast_options, make_items
+
+    model = fit(make_items(10, 0, seed=7)[0], options=fast_options())
+    model.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "model.json").read_text())
+    tensors = load_file(str(tmp_path / "m" / "tensors.safetensors"))
+    assert set(config.pop("heads")) == {"bank"}
+    config["format_version"] = 1
+    v1_names = {"bank.mean": "feat_mean", "bank.std": "feat_std", "bank.entries": "bank"}
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file({v1_names.get(k, k): v for k, v in tensors.items()}, str(old / "tensors.safetensors"))
+    (old / "model.json").write_text(json.dumps(config))
+    items, _ = synth_test
+    _assert_same_predictions(model, load_model(old), [it.image for it in items[:4]])

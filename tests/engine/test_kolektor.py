@@ -1,0 +1,46 @@
+"""Accuracy on KolektorSDD (thin, low-contrast cracks on grayscale commutators, with masks).
+
+The shared development set is read in place and never copied; the test skips when it is absent.
+Test F1 is measured at the threshold the model chose from its training data alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import FitOptions, Item, fit
+from engine_synth import kolektor_dir
+
+pytestmark = pytest.mark.slow
+
+
+def _load(root, split: str) -> list[Item]:
+    from PIL import Image
+
+    items = []
+    for label in ("normal", "anomaly"):
+        for path in sorted((root / split / label).glob("*.png")):
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("L"))  # greyscale in, as users' PNGs are
+            mask = None
+            if label == "anomaly":
+                with Image.open(root / "masks" / split / path.name) as im:
+                    crack = np.asarray(im.convert("L")) > 127
+                mask = np.full(crack.shape + (3,), 255, dtype=np.uint8)
+                mask[crack] = (255, 0, 0)
+            items.append(Item(image, label, mask, path.stem))
+    return items
+
+
+def test_kolektorsdd_thin_cracks_meet_the_bar():
+    root = kolektor_dir()
+    if not (root / "train" / "anomaly").is_dir():
+        pytest.skip(f"KolektorSDD not found at {root} (set LOOKOUT_KOLEKTOR_DIR)")
+    train, test = _load(root, "train"), _load(root, "test")
+    model = fit(train, test, FitOptions(seed=0, max_train_seconds=3600), label_colors={"crack": "#FF0000"})
+    report = model.report
+    assert report["candidates"][report["candidate"]]["cv_auroc"] >= 0.95, report["candidates"]
+    m = model.test_metrics
+    assert m is not None
+    assert m.auroc >= 0.98, m.per_image
+    assert m.f1 >= 0.9, [p for p in m.per_image if not p["correct"]]
