@@ -7,6 +7,7 @@ counts) is rejected with EngineError naming the item.
 """
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -125,10 +126,16 @@ def decode_mask(
 
 
 def working_size(width: int, height: int, resolution: int, min_resolution: int) -> tuple[int, int]:
-    """(work_w, work_h): longer side = ``resolution`` (never upscaling past the original), shorter side
-    >= ``min_resolution`` when possible (small images are upscaled so the /8 grid keeps enough
-    cells), both multiples of 16 so the /8 and /16 feature grids align exactly."""
-    scale = min(1.0, resolution / max(width, height))
+    """(work_w, work_h): at most as many pixels as a 4:3 image whose longer side is ``resolution``
+    (never upscaling past the original), shorter side >= ``min_resolution`` when possible (small images
+    are upscaled so the /8 grid keeps enough cells), both multiples of 16 so the /8 and /16 feature
+    grids align exactly.
+
+    A pixel budget rather than a cap on the longer side: the cost of a prediction is proportional to
+    the pixel count, and an elongated image (a 256x640 strip) would otherwise be shrunk far more than
+    a 4:3 one of the same cost, smearing thin defects out of sight."""
+    budget = 0.75 * resolution * resolution
+    scale = min(1.0, math.sqrt(budget / (width * height)))
     if min(width, height) * scale < min_resolution:
         scale = min_resolution / min(width, height)
     # Extreme aspect ratios (e.g. 4096x64): never let the long side exceed 2x ``resolution``,
