@@ -89,7 +89,7 @@ def bench_cookies(root: Path, threads: int, repeats: int) -> dict:
         times, model = [], None
         for _ in range(repeats):
             t0 = time.perf_counter()
-            model = fit(train, None, FitOptions(seed=0), label_colors=colours)
+            model = fit(train, None, FitOptions(seed=0, max_train_seconds=3600), label_colors=colours)
             times.append(time.perf_counter() - t0)
         m = model.evaluate(test)
         r = model.training_report
@@ -177,7 +177,10 @@ def _fit_and_test(train: list, test: list, colours: dict | None) -> dict:
     }
 
 
-def bench_kolektor(root: Path, threads: int) -> dict:
+KOLEKTOR_RUNS = ("segmentation", "classification", "heldout_segmentation")
+
+
+def bench_kolektor(root: Path, threads: int, runs: tuple[str, ...] = KOLEKTOR_RUNS) -> dict:
     """KolektorSDD: the official train/test split (items kos01-30 / kos31-50), segmentation and
     classification; and a held-out split inside train by physical item (fit on kos01-20, test on kos21-30)."""
     import torch
@@ -185,12 +188,17 @@ def bench_kolektor(root: Path, threads: int) -> dict:
     torch.set_num_threads(threads)
     crack = {"crack": "#FF0000"}
     out = {}
-    out["segmentation"] = _fit_and_test(load_kolektor(root, "train", True), load_kolektor(root, "test", True), crack)
-    out["classification"] = _fit_and_test(load_kolektor(root, "train", False), load_kolektor(root, "test", False), None)
-    first = {f"kos{i:02d}" for i in range(1, 21)}
-    rest = {f"kos{i:02d}" for i in range(21, 31)}
-    out["heldout_segmentation"] = _fit_and_test(load_kolektor(root, "train", True, first),
-                                                load_kolektor(root, "train", True, rest), crack)
+    if "segmentation" in runs:
+        out["segmentation"] = _fit_and_test(load_kolektor(root, "train", True), load_kolektor(root, "test", True),
+                                            crack)
+    if "classification" in runs:
+        out["classification"] = _fit_and_test(load_kolektor(root, "train", False),
+                                              load_kolektor(root, "test", False), None)
+    if "heldout_segmentation" in runs:
+        first = {f"kos{i:02d}" for i in range(1, 21)}
+        rest = {f"kos{i:02d}" for i in range(21, 31)}
+        out["heldout_segmentation"] = _fit_and_test(load_kolektor(root, "train", True, first),
+                                                    load_kolektor(root, "train", True, rest), crack)
     return out
 
 
@@ -242,6 +250,8 @@ def main() -> None:
     ap.add_argument("--skip-cookies", action="store_true")
     ap.add_argument("--kolektor", help="KolektorSDD directory (default ../shared/datasets/kolektorsdd)")
     ap.add_argument("--skip-kolektor", action="store_true")
+    ap.add_argument("--kolektor-runs", default=",".join(KOLEKTOR_RUNS),
+                    help=f"comma-separated subset of {', '.join(KOLEKTOR_RUNS)}")
     ap.add_argument("--json", help="also write results here")
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -258,7 +268,10 @@ def main() -> None:
         root = kolektor_dir(args.kolektor)
         if not (root / "train").is_dir():
             sys.exit(f"KolektorSDD not found at {root} (or pass --skip-kolektor)")
-        res["kolektorsdd"] = bench_kolektor(root, args.threads)
+        runs = tuple(r for r in args.kolektor_runs.split(",") if r)
+        if not set(runs) <= set(KOLEKTOR_RUNS):
+            sys.exit(f"--kolektor-runs: choose from {', '.join(KOLEKTOR_RUNS)}")
+        res["kolektorsdd"] = bench_kolektor(root, args.threads, runs)
     if not args.skip_memory:
         p = subprocess.run(
             [sys.executable, __file__, "--memory-child", str(args.memory_images), "--threads", str(args.threads)],

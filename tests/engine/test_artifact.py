@@ -5,8 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 
-from engine import EngineError, load_model
+from engine import EngineError, fit, load_model
+from tests.engine.engine_synth import fast_options, make_items
 
 
 def _assert_same_predictions(a, b, images):
@@ -107,11 +109,6 @@ def test_training_report_explains_the_choice(seg_model, tmp_path):
 
 def test_version_1_artifacts_still_load_and_predict_the_same(synth_test, tmp_path):
     """Models saved before parts owned their serialisation (format_version 1) keep working."""
-    from safetensors.torch import load_file, save_file
-
-    from engine import fit
-    from engine_synth import fast_options, make_items
-
     model = fit(make_items(10, 0, seed=7)[0], options=fast_options())
     model.save(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "model.json").read_text())

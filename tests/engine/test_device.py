@@ -7,7 +7,7 @@ import torch
 
 from engine import EngineError, fit, load_model
 from engine.device import resolve_device
-from engine_synth import fast_options, make_items
+from tests.engine.engine_synth import fast_options, make_items
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch on this machine")
 

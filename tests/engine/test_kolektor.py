@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine import FitOptions, Item, fit
-from engine_synth import kolektor_dir
+from tests.engine.engine_synth import kolektor_dir
 
 pytestmark = pytest.mark.slow
 
