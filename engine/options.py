@@ -21,10 +21,11 @@ class FitOptions:
     # floating-point rounding, and loads on any device.
     device: str | None = None
 
-    # Working resolution: images are downscaled (aspect kept) to at most the pixel count of a 4:3
-    # image whose longer side is ``resolution`` px (384: 288x384, the cost the latency budget is set
-    # at; an elongated 256x640 strip keeps 208x528); small images are upscaled to at least
-    # ``min_resolution`` on the shorter side so the /8 feature grid keeps enough cells.
+    # Working resolution: images up to twice the pixel count of a 4:3 image whose longer side is
+    # ``resolution`` px are used at native size (a 256x640 strip); larger ones are downscaled (aspect
+    # kept) to that pixel count (384: 576x768 -> 288x384, the cost the latency budget is set at).
+    # Small images are upscaled to at least ``min_resolution`` on the shorter side so the /8 feature
+    # grid keeps enough cells.
     # Higher = smaller defects visible, slower predict and training.
     resolution: int = 384
     min_resolution: int = 160

@@ -102,7 +102,8 @@ def test_working_size_keeps_aspect_and_multiple_of_16():
     assert working_size(576, 768, 384, 160) == (288, 384)
     assert working_size(128, 128, 384, 160) == (160, 160)  # small: up to min_resolution only
     assert working_size(200, 200, 384, 160) == (192, 192)  # never upscaled past the original (/16)
-    assert working_size(256, 640, 384, 160) == (208, 528)  # elongated: same pixel budget as 288x384
+    assert working_size(256, 640, 384, 160) == (256, 640)  # within twice the budget: native size
+    assert working_size(1024, 1024, 384, 160) == (336, 336)  # beyond it: the budget of 288x384
     w, h = working_size(1000, 200, 384, 160)  # wide: short side upscaled to >= min_resolution
     assert h >= 160 and w % 16 == 0 and h % 16 == 0
     w, h = working_size(4096, 64, 384, 160)  # extreme: long side capped at 2x resolution
