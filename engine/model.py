@@ -139,7 +139,7 @@ class Model:
             return self._patch.image_score(maps["patch"].flatten(1).amax(1).double().numpy())
         if self._head is None or pooled_feats is None:  # __init__ checked each candidate's parts
             raise EngineError(f"model has no supervised head for candidate {self.candidate!r}")
-        sup = self._head.score(pooled_feats)
+        sup = self._head.logit(pooled_feats)
         if self.candidate == "supervised":
             return sup
         c = self._combo or {}

@@ -14,8 +14,6 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from .threshold import normal_score_stats
-
 _CS = (0.003, 0.03, 0.3)
 
 
@@ -33,33 +31,18 @@ class LinearHead:
         self.scale = np.asarray(scale, dtype=np.float64)
         self.coef = np.asarray(coef, dtype=np.float64)
         self.intercept = float(intercept)
-        # score() = (logit - centre) / scale: logits in units of this model's own training normals.
-        self.score_centre, self.score_scale = 0.0, 1.0
 
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """Serialised form (see state.py); the intercept is a float and round-trips exactly in JSON."""
         tensors = {"mean": torch.from_numpy(self.mean.copy()), "scale": torch.from_numpy(self.scale.copy()),
                    "coef": torch.from_numpy(self.coef.copy())}
-        return {"intercept": self.intercept, "score_centre": self.score_centre,
-                "score_scale": self.score_scale}, tensors
+        return {"intercept": self.intercept}, tensors
 
     @classmethod
     def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> LinearHead:
         """Inverse of ``state``."""
-        head = cls(tensors["mean"].numpy(), tensors["scale"].numpy(), tensors["coef"].numpy(),
+        return cls(tensors["mean"].numpy(), tensors["scale"].numpy(), tensors["coef"].numpy(),
                    float(config["intercept"]))
-        head.score_centre = float(config.get("score_centre", 0.0))
-        head.score_scale = float(config.get("score_scale", 1.0))
-        return head
-
-    def calibrate(self, x_normal: np.ndarray) -> LinearHead:
-        """Set the score scale from this model's logits on its own training normals (returns self)."""
-        self.score_centre, self.score_scale = normal_score_stats(self.logit(x_normal))
-        return self
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """Logits in units of the training normals' logits (see ``calibrate``)."""
-        return (self.logit(x) - self.score_centre) / self.score_scale
 
     def logit(self, x: np.ndarray) -> np.ndarray:
         """Decision value (log-odds of 'anomaly') for rows of x (torch math: see patch_head.py)."""

@@ -335,8 +335,7 @@ def _supervised_candidates(cands: _Candidates, y: np.ndarray, feats: _Features, 
     xcv = pooled_all[feats.cv_idx]
     sup = np.zeros(len(ycv))
     for tr, te in skf.split(xcv, ycv):
-        head = LinearHead.fit(xcv[tr], ycv[tr], opts.seed).calibrate(xcv[tr][ycv[tr] == 0])
-        sup[te] = head.score(xcv[te])
+        sup[te] = LinearHead.fit(xcv[tr], ycv[tr], opts.seed).logit(xcv[te])
     oc = oneclass.scores
     oc_c, oc_s = _std_stats(oc[ycv == 0])
     sp_c, sp_s = _std_stats(sup[ycv == 0])
@@ -344,7 +343,7 @@ def _supervised_candidates(cands: _Candidates, y: np.ndarray, feats: _Features, 
     cands.scores["combined"] = 0.5 * ((oc - oc_c) / oc_s + (sup - sp_c) / sp_s)
     cands.parts["combined"] = {"oc_center": oc_c, "oc_scale": oc_s, "sup_center": sp_c, "sup_scale": sp_s}
     # The final head is fit on all images, and only if the chosen candidate needs it.
-    cands.parts["supervised"] = lambda: LinearHead.fit(pooled_all, y, opts.seed).calibrate(pooled_all[y == 0])
+    cands.parts["supervised"] = lambda: LinearHead.fit(pooled_all, y, opts.seed)
     clock.step(0.86, "cross-validated supervised head")
 
 
