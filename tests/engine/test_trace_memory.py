@@ -24,7 +24,7 @@ def test_trunks_with_the_same_weights_share_one_trace_and_leave_nothing_behind()
     for _ in range(3):  # a training each: a new trunk, features of a few batches, then dropped
         trunk = Trunk("efficientnet_lite0", sd)
         trunk(x)
-        assert trunk._traced[(64, 64)] is first._traced[(64, 64)]
+        assert trunk._traced[("cpu", 64, 64)] is first._traced[("cpu", 64, 64)]
         del trunk
     assert _live_parameters() == baseline
 
@@ -37,7 +37,7 @@ def test_different_weights_get_their_own_trace():
     x = torch.rand(1, 3, 64, 64)
     a, b = Trunk("efficientnet_lite0", sd), Trunk("efficientnet_lite0", changed)
     fa, fb = a(x), b(x)
-    assert a._traced[(64, 64)] is not b._traced[(64, 64)]
+    assert a._traced[("cpu", 64, 64)] is not b._traced[("cpu", 64, 64)]
     with torch.inference_mode():
         for fast, slow in zip(fb, b.eager(x), strict=True):
             assert torch.allclose(fast, slow, atol=1e-5)
