@@ -20,7 +20,7 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2")
 # Where models train and predict (engine.device.CHOICES; a torch-free copy, checked like the backbones).
 DEFAULT_DEVICE = "auto"
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass(frozen=True)

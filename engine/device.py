@@ -12,7 +12,7 @@ import torch
 
 from .errors import EngineError
 
-CHOICES = ("auto", "cpu", "cuda")
+CHOICES = ("cpu", "cuda", "auto")
 ENV = "LOOKOUT_DEVICE"
 
 

@@ -20,7 +20,7 @@ def test_names_and_environment(monkeypatch) -> None:
     monkeypatch.setenv("LOOKOUT_DEVICE", "cpu")
     assert resolve_device(None) == torch.device("cpu")
     monkeypatch.setenv("LOOKOUT_DEVICE", "tpu")
-    with pytest.raises(EngineError, match="not one of auto, cpu, cuda"):
+    with pytest.raises(EngineError, match="not one of cpu, cuda, auto"):
         resolve_device(None)
     with pytest.raises(EngineError, match="cuda or cuda:N"):
         resolve_device("cuda:x")
