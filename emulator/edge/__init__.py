@@ -9,5 +9,3 @@ Nothing here imports the web stack, so ``lookout-emulator edge-agent`` runs on a
 DEFAULT_SOCKET = "/tmp/aws.iot.lookoutvision.EdgeAgent.sock"  # noqa: S108 - fixed by the clients
 # DetectAnomalies requests that may wait for a running model before more are refused.
 DEFAULT_QUEUE_SIZE = 8
-# Where the agent runs models: the engine's device names (auto: CUDA when torch sees a GPU).
-DEVICES = ("cpu", "cuda", "auto")
