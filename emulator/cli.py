@@ -24,17 +24,15 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from emulator.config import (
-    BACKBONES,
     DEFAULT_ACCOUNT_ID,
-    DEFAULT_BACKBONE,
     DEFAULT_DEVICE,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_REGION,
-    DEVICES,
     Settings,
 )
 from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET
+from engine.options import BACKBONES, DEFAULT_BACKBONE, DEVICES
 
 PROG = "lookout-emulator"
 DEFAULT_THREADS = 8

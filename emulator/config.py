@@ -8,19 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.options import DEFAULT_BACKBONE
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5010
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "123456789012"
-# Backbones the engine can train with; all but the default need a local ImageNet weights file. The
-# engine defines them (engine.backbone.SUPPORTED_BACKBONES, FitOptions.backbone), but importing that
-# module loads torch, which the CLI must not wait for; tests/unit/test_architecture.py checks that
-# these copies agree.
-DEFAULT_BACKBONE = "efficientnet_lite0"
-BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2")
-# Where models train and predict (engine.device.CHOICES; a torch-free copy, checked like the backbones).
+# The server trains and predicts on a GPU when torch sees one (engine.options.DEVICES lists the choices).
 DEFAULT_DEVICE = "auto"
-DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import EngineError
+from .options import BACKBONES
 
 # (repeats, kernel, stride, expand, in, out) per stage -- EfficientNet-B0 / Lite0 block table.
 _LITE0_STAGES = [
@@ -159,7 +160,6 @@ PATCH_LEVELS = {
     "resnet18": (1, 2),
     "wide_resnet50_2": (1, 2),
 }
-SUPPORTED_BACKBONES = tuple(PATCH_LEVELS)
 
 
 class TorchvisionResNet(nn.Module):
@@ -229,7 +229,7 @@ def load_pretrained_state_dict(name: str, weights: str | None = None) -> dict[st
     environment variable ``LOOKOUT_BACKBONE_WEIGHTS`` for torchvision backbones. Nothing is fetched.
     """
     if name not in PATCH_LEVELS:
-        raise EngineError(f"unknown backbone {name!r}; choose one of {', '.join(SUPPORTED_BACKBONES)}")
+        raise EngineError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     path: str | None
     if name == "efficientnet_lite0":
         path = weights or _lite0_weights_path()

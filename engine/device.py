@@ -11,8 +11,8 @@ import os
 import torch
 
 from .errors import EngineError
+from .options import DEVICES as CHOICES
 
-CHOICES = ("cpu", "cuda", "auto")
 ENV = "LOOKOUT_DEVICE"
 
 

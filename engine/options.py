@@ -5,6 +5,13 @@ from dataclasses import asdict, dataclass, fields
 
 from .errors import EngineError
 
+# The backbones ``fit`` can use (all but the first need an ImageNet weights file the user names) and
+# the devices it can compute on. They live in this torch-free module so that the server's command line
+# can offer them without waiting for torch to load.
+BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2")
+DEFAULT_BACKBONE = BACKBONES[0]
+DEVICES = ("cpu", "cuda", "auto")
+
 
 @dataclass
 class FitOptions:
@@ -13,7 +20,7 @@ class FitOptions:
     (exceeding it raises EngineError rather than silently returning a different model)."""
 
     seed: int = 0
-    backbone: str = "efficientnet_lite0"  # or "resnet18" / "wide_resnet50_2" (weights from a local file)
+    backbone: str = DEFAULT_BACKBONE  # or another of BACKBONES (weights from a local file)
     backbone_weights: str | None = None  # path; default: installed Lite0 package / env LOOKOUT_BACKBONE_WEIGHTS
     max_train_seconds: float = 120.0
     # Where to compute: "auto" (CUDA when torch sees a device), "cpu", "cuda" or "cuda:N"; None reads

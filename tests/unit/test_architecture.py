@@ -39,21 +39,3 @@ def test_every_operation_of_the_service_model_has_a_handler():
     assert registry.missing() == []
     for name in service_model().operation_names:
         assert callable(registry.get(name)), name
-
-
-def test_the_cli_backbones_are_the_engines():
-    """The CLI keeps a torch-free copy of the engine's backbone names; they must agree."""
-    from emulator import config
-    from engine.backbone import SUPPORTED_BACKBONES
-    from engine.options import FitOptions
-
-    assert config.BACKBONES == SUPPORTED_BACKBONES
-    assert config.DEFAULT_BACKBONE == FitOptions().backbone
-
-
-def test_the_cli_devices_are_the_engines():
-    """The same for the device choices of --device / LOOKOUT_DEVICE."""
-    from emulator import config
-    from engine.device import CHOICES
-
-    assert config.DEVICES == CHOICES and config.DEFAULT_DEVICE == "auto"
