@@ -12,15 +12,15 @@ from typing import Any
 from flask import Flask
 
 from emulator import console, services
-from emulator.access import KeyRing
 from emulator.api import dispatch
 from emulator.backend import Backend, RecoveryHook
 from emulator.config import Settings
 from emulator.console import trial_runs
-from emulator.crosssite import SiteGuard
-from emulator.gate import RequestGate
 from emulator.s3.frontend import EmbeddedS3, is_s3_request, no_embedded_s3
 from emulator.s3.stores import EmbeddedObjectStore
+from emulator.security.access import KeyRing
+from emulator.security.crosssite import SiteGuard
+from emulator.security.gate import RequestGate
 from emulator.wsgi import WSGIApp
 
 # What a restart interrupted, finished or failed before the server accepts requests: the services'
@@ -44,9 +44,9 @@ def create_app(settings: Settings, backend: Backend | None = None, extra_recover
     `extra_recovery`), so the app is ready before any server hands it a request. Returns the app
     with its backend and its access keys.
 
-    Every request passes the request gate (`emulator.gate`) before anything is read or written:
+    Every request passes the request gate (`emulator.security.gate`) before anything is read or written:
     cross-site checks, and with a credentials file its SigV4 signature (the console checks its own
-    sign-in). A credentials file that cannot be used raises `emulator.access.CredentialsFileError`
+    sign-in). A credentials file that cannot be used raises `emulator.security.access.CredentialsFileError`
     before the backend starts."""
     keys = KeyRing.load(settings.credentials_file) if settings.credentials_file else None
     backend = backend or Backend(settings)

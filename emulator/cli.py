@@ -367,8 +367,8 @@ def main(argv: list[str] | None = None) -> None:
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
                         device=args.device)
-    from emulator.access import CredentialsFileError
-    from emulator.tls import TLSSetupError
+    from emulator.security.access import CredentialsFileError
+    from emulator.security.tls import TLSSetupError
 
     try:
         serve(settings, threads=args.threads)
@@ -403,7 +403,7 @@ def console_url(endpoint_url: str, host: str) -> str:
 
 def serve(settings: Settings, threads: int = DEFAULT_THREADS) -> None:
     """Serve until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly."""
-    from emulator.access import startup_notice
+    from emulator.security.access import startup_notice
     from emulator.server import Server
 
     stop = threading.Event()

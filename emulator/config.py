@@ -34,7 +34,7 @@ class Settings:
     # Feature extractor for new models. torchvision backbones read their weights from the file in
     # LOOKOUT_BACKBONE_WEIGHTS (e.g. baked into the Docker image); nothing is downloaded.
     backbone: str = DEFAULT_BACKBONE
-    # Host names the server answers to besides the loopback ones (see emulator.crosssite); "*": any.
+    # Host names the server answers to besides the loopback ones (see emulator.security.crosssite); "*": any.
     allowed_hosts: tuple[str, ...] = ()
     # An AWS shared-credentials file: when given, every API and S3 request must be signed (SigV4)
     # with one of its keys and the console asks to sign in. None: open to anyone who reaches the port.

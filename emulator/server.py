@@ -23,7 +23,7 @@ from emulator.app import create_app
 from emulator.backend import RecoveryHook
 from emulator.config import Settings
 from emulator.formats.image_files import MAX_IMAGE_BYTES
-from emulator.tls import TLSChannel, server_context
+from emulator.security.tls import TLSChannel, server_context
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_SECONDS = 10.0

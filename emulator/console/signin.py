@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 from flask import Flask, abort, current_app, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 
-from emulator.access import AccessKey, KeyRing, is_loopback
 from emulator.console.blueprint import blueprint, wants_json
+from emulator.security.access import AccessKey, KeyRing, is_loopback
 
 log = logging.getLogger(__name__)
 SESSION_HOURS = 8

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from werkzeug.test import Client
 
-from emulator.access import CredentialsFileError, KeyRing, startup_notice
 from emulator.app import create_app
 from emulator.cli import build_parser, parse_args
 from emulator.config import Settings
+from emulator.security.access import CredentialsFileError, KeyRing, startup_notice
 from tests.access.access_support import CREDENTIALS, FULL, make_client, refused
 from tests.api.core_support import ServerProcess
 

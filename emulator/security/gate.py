@@ -1,7 +1,7 @@
 """The one gate every request passes before a front end (the API, S3, the console) sees it.
 
-Two checks, cheapest first: where the request comes from (`emulator.crosssite`: the Host it names,
-a browser's cross-site writes), then, with a credentials file, who signed it (`emulator.access`:
+Two checks, cheapest first: where the request comes from (`emulator.security.crosssite`: the Host it names,
+a browser's cross-site writes), then, with a credentials file, who signed it (`emulator.security.access`:
 SigV4 and the key's permissions). A refusal is answered in the error form of the front end the
 request was meant for and logged with the access key id and the client's address (never a secret or
 a signature). Console pages are not signed by browsers: with a credentials file, the console checks
@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from emulator.access import AccessKey, KeyRing, Refusal, verify
 from emulator.api.errors import (
     AccessDeniedException,
     IncompleteSignatureException,
@@ -25,8 +24,9 @@ from emulator.api.errors import (
 )
 from emulator.api.protocol import render_error
 from emulator.api.servicemodel import find_route
-from emulator.crosssite import SiteGuard
 from emulator.s3.frontend import s3_error
+from emulator.security.access import AccessKey, KeyRing, Refusal, verify
+from emulator.security.crosssite import SiteGuard
 from emulator.wsgi import raw_path
 
 log = logging.getLogger(__name__)

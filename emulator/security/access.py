@@ -12,7 +12,7 @@ Describe*/List* operations, DetectAnomalies, and S3 GET/HEAD). S3 URLs presigned
 Version 2, which boto3 and the AWS CLI still make by default, are checked with botocore's
 ``HmacV1QueryAuth`` in the same way.
 
-Nothing here logs a secret or a signature; `emulator.gate` logs refusals with the access key id and
+Nothing here logs a secret or a signature; `emulator.security.gate` logs refusals with the access key id and
 the client's address.
 """
 from __future__ import annotations

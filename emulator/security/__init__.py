@@ -1,0 +1,1 @@
+"""Who may reach the server: the request gate, its Host/Origin checks, SigV4 access keys, and HTTPS."""
