@@ -60,16 +60,22 @@ def trained(browser, console_url, lookout, s3):
                     lambda: f"the elapsed time (the page says {text(driver, '#training-progress')!r})")
     first = int(elapsed.group(1)) * 60 + int(elapsed.group(2))
     stages = {text(driver, "#stage")}
-    until(lambda: (stages.add(text(driver, "#stage")) or True) and text(driver, "#status") == "TRAINING"
-          and re.fullmatch(r"(\d+):(\d\d) elapsed", text(driver, "#elapsed"))
-          and sum(int(x) * f for x, f in zip(text(driver, "#elapsed").split()[0].split(":"), (60, 1), strict=True))
-          > first,
-          60, "the elapsed time to count up")
-    until(lambda: not text(driver, "#stage").startswith("copying") or text(driver, "#status") != "TRAINING", 60,
-          "a training stage after copying")
-    shoot(driver, _screens(), "model-training") if _screens() else None
+
+    def counted_or_settled() -> str | None:
+        """'counted' once the page has counted the elapsed time up while the model trains; 'settled'
+        when a quick training ended first (the settled page no longer shows live figures)."""
+        if text(driver, "#status") != "TRAINING":
+            return "settled"
+        stages.add(text(driver, "#stage"))
+        now = re.fullmatch(r"(\d+):(\d\d) elapsed", text(driver, "#elapsed"))
+        return "counted" if now and int(now.group(1)) * 60 + int(now.group(2)) > first else None
+
+    if until(counted_or_settled, 60, "the elapsed time to count up or the training to end") == "counted":
+        until(lambda: text(driver, "#status") != "TRAINING" or not text(driver, "#stage").startswith("copying"),
+              60, "a training stage after copying")
+        shoot(driver, _screens(), "model-training") if _screens() else None
     wait_for_status(driver, "#status", "TRAINED")
-    assert stages - {"", "starting"}, stages
+    assert stages - {""}, stages
     return project
 
 
