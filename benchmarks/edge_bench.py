@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_datasets import write_results  # noqa: E402
 from engine_bench import cookies_dir, load_cookies, machine  # noqa: E402
 
 
@@ -168,11 +169,7 @@ def main() -> None:
         finally:
             agent.terminate()
             agent.wait(timeout=60)
-    results["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(results, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text)
+    write_results(results, Path(args.json) if args.json else None)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_datasets import DEFAULT_ROOTS, colour_mask, kolektorsdd, rgb, write_results  # noqa: E402
 
 
 def machine() -> dict:
@@ -127,32 +130,17 @@ def bench_cookies(root: Path, threads: int, repeats: int) -> dict:
 def kolektor_dir(arg: str | None) -> Path:
     if arg:
         return Path(arg)
-    return ROOT / ".." / "shared" / "datasets" / "kolektorsdd"
+    return DEFAULT_ROOTS["kolektorsdd"]
 
 
 def load_kolektor(root: Path, split: str, masks: bool, items: set[str] | None = None) -> list:
     """KolektorSDD images of ``split`` as engine Items; masks become one 'crack' label in red.
     ``items``: keep only these physical items (kosNN), for held-out splits by item."""
-    import numpy as np
-    from PIL import Image
-
     from engine import Item
 
-    out = []
-    for label in ("normal", "anomaly"):
-        for path in sorted((root / split / label).glob("*.png")):
-            if items is not None and path.stem.split("_")[0] not in items:
-                continue
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
-            mask = None
-            if label == "anomaly" and masks:
-                with Image.open(root / "masks" / split / path.name) as im:
-                    crack = np.asarray(im.convert("L")) > 127
-                mask = np.full(crack.shape + (3,), 255, dtype=np.uint8)
-                mask[crack] = (255, 0, 0)
-            out.append(Item(image, label, mask, path.stem))
-    return out
+    return [Item(rgb(pic.path), pic.label, colour_mask("kolektorsdd", pic.mask) if masks and pic.mask else None,
+                 pic.path.stem)
+            for pic in kolektorsdd(root, split) if items is None or pic.path.stem.split("_")[0] in items]
 
 
 def _fit_and_test(train: list, test: list, colours: dict | None) -> dict:
@@ -278,11 +266,7 @@ def main() -> None:
             capture_output=True, text=True, check=True,
         )
         res["memory"] = json.loads(p.stdout.strip().splitlines()[-1])
-    res["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(res, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text)
+    write_results(res, Path(args.json) if args.json else None)
 
 
 if __name__ == "__main__":
