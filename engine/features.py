@@ -37,16 +37,23 @@ class PatchFeatureExtractor:
         """(gh, gw) of the descriptor grid."""
         return self.work_h // self.STRIDE, self.work_w // self.STRIDE
 
-    @torch.inference_mode()
     def __call__(self, images: Sequence[np.ndarray], batch_size: int = 2) -> torch.Tensor:
         """Descriptors for ``images`` on the extractor's device; small batches (CPU caches favour
         them; bounded memory)."""
-        out = []
+        return self.describe(images, batch_size)[0]
+
+    @torch.inference_mode()
+    def describe(self, images: Sequence[np.ndarray], batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+        """(descriptors (B, D, gh, gw), the finest level's raw features (B, C0, gh, gw)): the second
+        is the input of the fine-tuned upper stages (finetune.py)."""
+        out, base = [], []
         for i in range(0, len(images), batch_size):
             x = to_tensor_batch(list(images[i : i + batch_size]), self.work_w, self.work_h).to(self.device)
             x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-            out.append(self._describe(self.trunk(x)))
-        return torch.cat(out, 0)
+            maps = self.trunk(x)
+            out.append(self._describe(maps))
+            base.append(maps[0].float())
+        return torch.cat(out, 0), torch.cat(base, 0)
 
     def _describe(self, maps: list[torch.Tensor]) -> torch.Tensor:
         gh, gw = self.grid

@@ -18,18 +18,18 @@ from . import artifact
 from .device import resolve_device
 from .errors import EngineError
 from .features import PatchFeatureExtractor
+from .finetune import FineTuned
 from .images import decode_mask, labelled_image, parse_hex, to_rgb_uint8
 from .memory import MemoryBank
 from .metrics import Metrics, SegmentationAccumulator, classification_metrics
+from .options import CANDIDATES
 from .patch_head import PatchClassifier, patch_inputs
 from .scoring import smooth, upsample
 from .segmentation import label_regions, render
-from .state import put, take
+from .state import own, put, take
 from .supervised import LinearHead, pooled
 from .threshold import ScoreNormaliser
 from .types import Item, Prediction
-
-CANDIDATES = ("oneclass", "supervised", "combined", "patch")
 
 
 class Model:
@@ -39,7 +39,7 @@ class Model:
         image_size: (width, height) the model was trained on; predict() requires exactly this size.
         is_segmentation: True when trained with masks; predictions then carry mask/anomalies.
         label_colors: anomaly label -> "#RRGGBB" (empty for classification).
-        candidate: the image scorer training chose ("oneclass", "supervised", "combined", "patch").
+        candidate: the image scorer training chose (one of ``CANDIDATES``).
         device: where the backbone and the memory bank compute (a run-time choice, not saved).
         test_metrics: metrics on the test items given to fit(), if any.
         training_report: what training chose and why (see ``report``).
@@ -79,11 +79,15 @@ class Model:
         self._head = take("supervised", LinearHead, heads, self.tensors)
         self._patch = take("patch", PatchClassifier, heads, self.tensors)
         self._combo: dict[str, float] | None = heads.get("combined")
+        self._finetuned = (FineTuned.restore(heads["finetuned"], own("finetuned", self.tensors),
+                                             self._extractor.trunk).to(self.device)
+                           if "finetuned" in heads else None)
         self._sigma = float(config["map_sigma"])
         self._image_norm = ScoreNormaliser.from_dict(config["image_norm"])
         self._pixel_norm = ScoreNormaliser.from_dict(config["pixel_norm"])
         self._pixel_source = config.get("pixel_source", "oneclass")
-        needs = {"supervised": self._head, "combined": self._combo, "patch": self._patch}
+        needs = {"supervised": self._head, "combined": self._combo, "patch": self._patch,
+                 "finetuned": self._finetuned}
         if self.candidate in needs and needs[self.candidate] is None:
             raise EngineError(f"model artifact lacks the head its candidate {self.candidate!r} needs")
         if self.candidate == "combined" and self._head is None:
@@ -99,6 +103,7 @@ class Model:
         plain JSON-safe dict for parameter-only parts)."""
         tensors = {f"trunk.{k}": v for k, v in trunk.items()}
         stored: dict[str, Any] = {}
+        # A part is either a plain JSON-safe dict of parameters or a Head (state.py).
         for name, part in heads.items():
             if isinstance(part, dict):
                 stored[name] = part
@@ -113,10 +118,11 @@ class Model:
         return self.training_report
 
     # ------------------------------------------------------------------ features and raw scores
-    def standardised_features(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """(B, D, gh, gw) descriptors on the model's device, standardised with the training normals'
-        channel statistics."""
-        return self._bank.standardise(self._extractor(images))
+    def standardised_features(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, D, gh, gw) descriptors standardised with the training normals' channel statistics,
+        the finest level's raw features (the fine-tuned networks' input)), on the model's device."""
+        feats, base = self._extractor.describe(images)
+        return self._bank.standardise(feats), base
 
     def maps(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         """CPU grid maps (B, gh, gw): 'raw' and smoothed 'oneclass' k-NN distances to the normal memory
@@ -130,11 +136,14 @@ class Model:
             out["label"] = torch.from_numpy(label.astype(np.int64)).view(b, gh, gw)
         return out
 
-    def raw_scores(self, maps: dict[str, torch.Tensor], pooled_feats: np.ndarray | None) -> np.ndarray:
+    def raw_scores(self, maps: dict[str, torch.Tensor], pooled_feats: np.ndarray | None,
+                   base: torch.Tensor) -> np.ndarray:
         """The selected candidate's raw image score from its ingredients."""
         oneclass = maps["oneclass"].flatten(1).amax(1).double().numpy()
         if self.candidate == "oneclass":
             return oneclass
+        if self.candidate == "finetuned" and self._finetuned is not None:
+            return self._finetuned.image_scores(base)
         if self.candidate == "patch" and self._patch is not None:
             return self._patch.image_score(maps["patch"].flatten(1).amax(1).double().numpy())
         if self._head is None or pooled_feats is None:  # __init__ checked each candidate's parts
@@ -188,10 +197,10 @@ class Model:
         results = []
         for s in range(0, len(images), batch_size):
             chunk = images[s : s + batch_size]
-            feats = self.standardised_features(chunk)
+            feats, base = self.standardised_features(chunk)
             maps = self.maps(feats)
             pf = pooled(feats).cpu().double().numpy() if self._head is not None else None
-            raw = self.raw_scores(maps, pf)
+            raw = self.raw_scores(maps, pf, base)
             scores = self._image_norm(raw)
             # Normalise on the grid, then upsample: identical decision surface, ~10x cheaper than
             # normalising every full-resolution pixel.

@@ -11,6 +11,9 @@ from .errors import EngineError
 BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2")
 DEFAULT_BACKBONE = BACKBONES[0]
 DEVICES = ("cpu", "cuda", "auto")
+# The image scorers training compares by cross-validation (training.py says what each is).
+CANDIDATES = ("oneclass", "supervised", "combined", "patch", "finetuned")
+MAX_FINETUNE_EPOCHS = 200
 
 
 @dataclass
@@ -22,7 +25,7 @@ class FitOptions:
     seed: int = 0
     backbone: str = DEFAULT_BACKBONE  # or another of BACKBONES (weights from a local file)
     backbone_weights: str | None = None  # path; default: installed Lite0 package / env LOOKOUT_BACKBONE_WEIGHTS
-    max_train_seconds: float = 120.0
+    max_train_seconds: float = 900.0
     # Where to compute: "auto" (CUDA when torch sees a device), "cpu", "cuda" or "cuda:N"; None reads
     # $LOOKOUT_DEVICE (default auto). A run-time choice: the model does not depend on it beyond
     # floating-point rounding, and loads on any device.
@@ -50,6 +53,16 @@ class FitOptions:
     cv_folds: int = 5
     max_cv_images: int = 240  # cap on images scored in leave-out CV (bounds fit time on big sets)
 
+    # Fine-tuning (finetune.py): epochs over the cross-validation images for each of the fold networks
+    # of the "finetuned" candidate, trained when the supervised candidates are (enough anomalies). The
+    # training budget: fit time grows about linearly with it; 0 turns fine-tuning off.
+    finetune_epochs: int = 6
+    finetune_folds: int = 3
+
+    # Restrict the competition to these candidates (None: all that the data allows). "oneclass" always
+    # runs (its memory bank gives the anomaly map) and is the fallback when none of these can run.
+    candidates: list[str] | None = None
+
     # Anomaly-map smoothing (in feature-grid cells) before the image score is taken as its max.
     map_sigma: float = 1.0
 
@@ -69,6 +82,14 @@ class FitOptions:
             raise EngineError("FitOptions.max_train_seconds must be > 0")
         if self.device is not None and not isinstance(self.device, str):
             raise EngineError("FitOptions.device must be 'auto', 'cpu', 'cuda' or None")
+        if not 0 <= self.finetune_epochs <= MAX_FINETUNE_EPOCHS:
+            raise EngineError(f"FitOptions.finetune_epochs must be in [0, {MAX_FINETUNE_EPOCHS}]")
+        if not 2 <= self.finetune_folds <= 10:
+            raise EngineError("FitOptions.finetune_folds must be in [2, 10]")
+        if self.candidates is not None and (
+                not isinstance(self.candidates, (list, tuple)) or not self.candidates
+                or any(c not in CANDIDATES for c in self.candidates)):
+            raise EngineError(f"FitOptions.candidates must be a non-empty list of {', '.join(CANDIDATES)}")
         if self.map_sigma < 0:
             raise EngineError("FitOptions.map_sigma must be >= 0")
 

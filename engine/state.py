@@ -38,6 +38,10 @@ def take(name: str, cls: type[T], heads: dict[str, Any], tensors: dict[str, torc
     """The head stored under ``name`` (None when the model has none)."""
     if name not in heads:
         return None
+    return cls.from_state(heads[name], own(name, tensors))
+
+
+def own(name: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors stored under ``name`` (see ``put``), with the prefix removed."""
     prefix = f"{name}."
-    own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    return cls.from_state(heads[name], own)
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

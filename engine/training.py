@@ -13,12 +13,14 @@
     scored K-fold out-of-fold, refit on all masks.
  6. ``_supervised_candidates`` (enough labelled anomalies): a logistic head on pooled descriptors,
     K-fold out-of-fold, and "combined" (mean of it and the one-class score, each standardised).
- 7. ``_choose``: the best cross-validated AUROC wins; near-ties prefer combined, then oneclass (more
-    robust to defect types absent from training).
- 8. ``_calibrate``: the decision threshold from the winner's out-of-fold scores (threshold.py).
- 9. ``_pixel_calibration``: the pixel threshold of the anomaly map (segmentation: the one that best
+ 7. ``_finetuned_candidate`` (enough labelled anomalies): the backbone's upper stages fine-tuned on
+    image labels and masks, one network per fold; out-of-fold scores (finetune.py).
+ 8. ``_choose``: the best cross-validated AUROC wins; near-ties prefer combined, then oneclass (more
+    robust to defect types absent from training), then finetuned.
+ 9. ``_calibrate``: the decision threshold from the winner's out-of-fold scores (threshold.py).
+10. ``_pixel_calibration``: the pixel threshold of the anomaly map (segmentation: the one that best
     reproduces the training masks, its IoU reported by K-fold CV).
-10. ``Model.assemble`` from the parts; the test set, when given, is only evaluated.
+11. ``Model.assemble`` from the parts; the test set, when given, is only evaluated.
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ from .dataset import TrainingData, prepare
 from .device import resolve_device
 from .errors import EngineError
 from .features import PatchFeatureExtractor
+from .finetune import cell_targets
+from .finetune import out_of_fold as finetune_out_of_fold
 from .images import working_size
 from .memory import MemoryBank, greedy_coreset
 from .metrics import auroc
@@ -62,7 +66,7 @@ from .threshold import (
 from .types import Item
 
 _TIE = 0.005  # AUROC difference treated as a tie between candidates
-_PREFERENCE = ("combined", "oneclass", "patch", "supervised")
+_PREFERENCE = ("combined", "oneclass", "finetuned", "patch", "supervised")
 
 
 class _Clock:
@@ -99,6 +103,7 @@ class _Features:
     origin: np.ndarray  # (N,) the image each sample came from
     pooled_mean: torch.Tensor  # (n, D) per image
     pooled_max: torch.Tensor
+    base: torch.Tensor | None  # (len(cv_idx), C0, gh, gw) finest-level features, if fine-tuning may run
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -121,6 +126,7 @@ class _Candidates:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     parts: dict[str, Any] = field(default_factory=dict)
     patch_maps: dict[int, torch.Tensor] | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # candidate -> why it did not run
 
 
 def fit(
@@ -151,8 +157,9 @@ def fit(
     candidates = _Candidates(scores={"oneclass": oneclass.scores})
     _patch_candidate(candidates, data, y, feats, oneclass, opts, rng, clock)
     _supervised_candidates(candidates, y, feats, oneclass, opts, clock)
+    _finetuned_candidate(candidates, data, y, feats, opts, device, clock)
     ycv = y[feats.cv_idx]
-    chosen, aucs = _choose(candidates, ycv)
+    chosen, aucs = _choose(candidates, ycv, opts.candidates)
     image_norm, threshold_report = _calibrate(candidates.scores[chosen], ycv)
     oof_pred = candidates.scores[chosen] >= image_norm.threshold
     pixel_source, pixel_norm, seg_report = _pixel_calibration(data, y, feats, oneclass, candidates, oof_pred,
@@ -170,7 +177,8 @@ def fit(
         "candidate": chosen,
         "cv_auroc": aucs,
         "candidates": {name: _candidate_summary(scores, ycv) for name, scores in candidates.scores.items()},
-        "choice": _choice_reason(chosen, aucs),
+        "choice": _choice_reason(chosen, aucs, opts.candidates),
+        "skipped": candidates.skipped,
         **threshold_report,
         "seg_iou_cv": seg_report,
     }
@@ -220,17 +228,21 @@ def _extract_features(data: TrainingData, y: np.ndarray, opts: FitOptions, devic
     normals = np.flatnonzero(y == 0)
     per_image = min(n_patches, int(math.ceil(opts.max_bank_candidates / len(normals))))
     keep_row = {int(i): r for r, i in enumerate(cv_idx.tolist())}
+    base: torch.Tensor | None = None
     # Preallocated buffers: one allocation each instead of thousands of small ones, which keeps the
     # allocator from fragmenting (RSS on 1,000 images dropped by ~1 GB).
     samples: torch.Tensor | None = None
     kept = pooled_mean = pooled_max = torch.empty(0)
     c, bs = 0, 2
     for s in range(0, n, bs):
-        f = extractor(data.images[s : s + bs], batch_size=bs).cpu()
+        f, b = extractor.describe(data.images[s : s + bs], batch_size=bs)
+        f = f.cpu()
         if samples is None:
             d = f.shape[1]
             samples = torch.empty(len(normals) * per_image, d)
             kept = torch.empty(len(cv_idx), d, gh, gw)
+            if _finetuning_runs(y[cv_idx], opts):
+                base = torch.empty(len(cv_idx), b.shape[1], gh, gw, memory_format=torch.channels_last)
             pooled_mean, pooled_max = torch.empty(n, d), torch.empty(n, d)
         flat = f.flatten(2)
         pooled_mean[s : s + f.shape[0]] = flat.mean(2)
@@ -244,11 +256,13 @@ def _extract_features(data: TrainingData, y: np.ndarray, opts: FitOptions, devic
                 c += per_image
             if i in keep_row:
                 kept[keep_row[i]] = f[j]
+                if base is not None:
+                    base[keep_row[i]] = b[j].cpu()
         clock.step(0.05 + 0.5 * min(s + bs, n) / n, f"extracting features ({min(s + bs, n)}/{n})")
     if samples is None:  # unreachable: prepare() guarantees at least two images
         raise EngineError("no training images")
     return _Features(extractor, trunk, work, cv_idx, kept, samples, np.repeat(normals, per_image),
-                     pooled_mean, pooled_max)
+                     pooled_mean, pooled_max, base)
 
 
 def _build_memory_bank(feats: _Features, opts: FitOptions) -> tuple[MemoryBank, torch.Tensor]:
@@ -347,10 +361,53 @@ def _supervised_candidates(cands: _Candidates, y: np.ndarray, feats: _Features, 
     clock.step(0.86, "cross-validated supervised head")
 
 
-def _choose(cands: _Candidates, ycv: np.ndarray) -> tuple[str, dict[str, float | None]]:
-    """The candidate with the best out-of-fold AUROC (near-ties broken by _PREFERENCE)."""
+def _finetuning_runs(ycv: np.ndarray, opts: FitOptions) -> bool:
+    """Fine-tuning needs epochs to run and, like the supervised head, enough labelled images of both
+    kinds among the cross-validation images."""
+    n_pos, n_neg = int(ycv.sum()), int((1 - ycv).sum())
+    wanted = opts.candidates is None or "finetuned" in opts.candidates
+    return wanted and opts.finetune_epochs > 0 and min(n_pos, n_neg) >= opts.min_anomalies_for_supervised
+
+
+def _finetuned_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, feats: _Features,
+                         opts: FitOptions, device: torch.device, clock: _Clock) -> None:
+    """The upper backbone stages fine-tuned on labels and masks, one network per fold; the fold
+    networks' out-of-fold scores are the candidate's scores and, together, its deployed scorer."""
+    ycv = y[feats.cv_idx]
+    if feats.base is None:
+        if opts.candidates is None or "finetuned" in opts.candidates:
+            cands.skipped["finetuned"] = (
+                "turned off (finetune_epochs=0)" if opts.finetune_epochs == 0 else
+                f"needs at least {opts.min_anomalies_for_supervised} labelled anomalies and normal images")
+        return
+    ahead = _PREFERENCE[: _PREFERENCE.index("finetuned")]
+    for name in ahead:
+        auc = auroc(ycv, cands.scores[name]) if name in cands.scores else None
+        if (opts.candidates is None or name in opts.candidates) and auc is not None and auc >= 1 - _TIE:
+            # A candidate preferred on near-ties already separates the training images: fine-tuning
+            # could not be chosen, so its minutes are saved.
+            cands.skipped["finetuned"] = f"not needed: {name} already has cross-validated AUROC {auc:.4f}"
+            feats.base = None
+            return
+    gh, gw = feats.grid
+    cells = cell_targets([data.masks[i] for i in feats.cv_idx], ycv, len(data.labels), (gh // 2, gw // 2))
+    folds = min(opts.finetune_folds, int(ycv.sum()), int((1 - ycv).sum()))
+
+    def progress(done: int) -> None:
+        clock.step(0.86 + 0.04 * done / folds, f"fine-tuning ({done}/{folds} networks)")
+
+    scores, nets = finetune_out_of_fold(feats.extractor.trunk, feats.base, ycv, cells, folds,
+                                        opts.finetune_epochs, opts.seed, device, progress)
+    feats.base = None
+    cands.scores["finetuned"] = scores
+    cands.parts["finetuned"] = nets
+
+
+def _choose(cands: _Candidates, ycv: np.ndarray,
+            allowed: Sequence[str] | None) -> tuple[str, dict[str, float | None]]:
+    """The allowed candidate with the best out-of-fold AUROC (near-ties broken by _PREFERENCE)."""
     aucs = {name: auroc(ycv, scores) for name, scores in cands.scores.items()}
-    valid = {k: a for k, a in aucs.items() if a is not None}
+    valid = {k: a for k, a in aucs.items() if a is not None and (allowed is None or k in allowed)}
     if not valid:  # no labelled anomaly: the one-class model is the only choice
         return "oneclass", aucs
     best = max(valid.values())
@@ -417,6 +474,8 @@ def _final_heads(chosen: str, cands: _Candidates, oneclass: _OneClass, pixel_sou
         heads["supervised"] = cands.parts["supervised"]()
     if chosen == "combined":
         heads["combined"] = cands.parts["combined"]
+    if chosen == "finetuned":
+        heads["finetuned"] = cands.parts["finetuned"]
     if "patch" in cands.parts and (chosen == "patch" or pixel_source == "patch"):
         heads["patch"] = cands.parts["patch"]
     return heads
@@ -437,9 +496,11 @@ def _candidate_summary(scores: np.ndarray, ycv: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def _choice_reason(chosen: str, aucs: dict[str, float | None]) -> str:
-    valid = {k: a for k, a in aucs.items() if a is not None}
+def _choice_reason(chosen: str, aucs: dict[str, float | None], allowed: Sequence[str] | None) -> str:
+    valid = {k: a for k, a in aucs.items() if a is not None and (allowed is None or k in allowed)}
     if not valid:
+        if allowed is not None and any(a is not None for a in aucs.values()):
+            return f"none of the allowed candidates ({', '.join(allowed)}) could run: one-class model"
         return "no labelled anomalies: one-class model (normal images only)"
     best = max(valid, key=lambda k: valid[k])
     if chosen == best:

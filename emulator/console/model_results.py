@@ -31,7 +31,7 @@ REPORT_LABELS = {
     "work_size": "Working size (pixels)", "grid": "Feature grid", "memory_bank": "Memory bank (patches)",
     "choice": "Why this scorer", "threshold_rule": "How the threshold was chosen",
     "candidates": "Scorers tried (cross-validated)", "cv_confusion": "Cross-validated confusion counts",
-    "device": "Device",
+    "device": "Device", "skipped": "Scorers not trained, and why",
 }
 
 

@@ -182,7 +182,8 @@ def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> None:
         train = _materialise(backend, plan.train, directory / "data" / "train", plan, None)
         test = _materialise(backend, plan.test, directory / "data" / "test", plan, train[0])
         options = engine.FitOptions(seed=FIT_SEED, max_train_seconds=MAX_TRAINING_SECONDS,
-                                    backbone=backend.settings.backbone, device=backend.settings.device)
+                                    backbone=backend.settings.backbone, device=backend.settings.device,
+                                    finetune_epochs=backend.settings.finetune_epochs)
         model = engine.fit(train, test, options, label_colors=plan.label_colors or None,
                            progress=_progress(backend, plan, progress))
         progress.stage, progress.fraction = "writing the evaluation results", 1.0

@@ -19,14 +19,15 @@ SCRIPT = Path(sys.executable).with_name("lookout-emulator")
 
 def test_serve_flags_and_documented_defaults(monkeypatch):
     for name in ("LOOKOUT_HOST", "LOOKOUT_PORT", "LOOKOUT_DATA_DIR", "LOOKOUT_REGION", "LOOKOUT_ACCOUNT_ID",
-                 "LOOKOUT_S3_ENDPOINT_URL", "LOOKOUT_THREADS", "LOOKOUT_BACKBONE"):
+                 "LOOKOUT_S3_ENDPOINT_URL", "LOOKOUT_THREADS", "LOOKOUT_BACKBONE", "LOOKOUT_FINETUNE_EPOCHS"):
         monkeypatch.delenv(name, raising=False)
     args = parse_args(build_parser(), ["serve"])
     assert (args.host, args.port, str(args.data_dir), args.region, args.account_id, args.s3_endpoint_url,
             args.threads) == ("127.0.0.1", 5010, "lookout-data", "us-east-1", "123456789012", None, 8)
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert args.finetune_epochs == 6
     for flag in ("--host", "--port", "--data-dir", "--s3-endpoint-url", "--region", "--account-id", "--threads",
-                 "--credentials-file", "--tls-cert", "--tls-key"):
+                 "--credentials-file", "--tls-cert", "--tls-key", "--finetune-epochs", "--device"):
         assert f"`{flag}" in readme, f"{flag} is not documented in the README"
 
 
@@ -67,6 +68,8 @@ def one_line_refusal(result: subprocess.CompletedProcess[str]) -> str:
     (["--port"], "argument --port: expected one argument"),
     (["--threads", "0"], "argument --threads: must be 1 to 256, not 0"),
     (["--threads", "many"], "argument --threads: 'many' is not a whole number"),
+    (["--finetune-epochs", "201"], "argument --finetune-epochs: must be 0 to 200, not 201"),
+    (["--finetune-epochs", "1.5"], "argument --finetune-epochs: '1.5' is not a whole number"),
     (["--host", "not a host"], "argument --host: 'not a host' is not an IP address or host name"),
     (["--region", "Mars"], "argument --region: 'Mars' is not a region name"),
     (["--account-id", "12345"], "argument --account-id: '12345' is not a 12-digit account id"),
@@ -92,6 +95,7 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
     ({"LOOKOUT_PORT": "70000"}, "environment variable LOOKOUT_PORT: 70000 is not a port number"),
     ({"LOOKOUT_PORT": "abc"}, "environment variable LOOKOUT_PORT: 'abc' is not a port number"),
     ({"LOOKOUT_THREADS": "-3"}, "environment variable LOOKOUT_THREADS: must be 1 to 256"),
+    ({"LOOKOUT_FINETUNE_EPOCHS": "-1"}, "environment variable LOOKOUT_FINETUNE_EPOCHS: must be 0 to 200"),
     ({"LOOKOUT_BACKBONE": "vgg16"}, "environment variable LOOKOUT_BACKBONE: 'vgg16' is not one of"),
     ({"LOOKOUT_REGION": "x"}, "environment variable LOOKOUT_REGION: 'x' is not a region name"),
     ({"LOOKOUT_ALLOWED_HOSTS": "ok.example,bad name"}, "environment variable LOOKOUT_ALLOWED_HOSTS: 'bad name'"),

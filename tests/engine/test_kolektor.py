@@ -42,7 +42,9 @@ def test_kolektorsdd_thin_cracks_meet_the_bar():
     assert report["candidates"][report["candidate"]]["cv_auroc"] >= 0.95, report["candidates"]
     m = model.test_metrics
     assert m is not None
-    # Measured 2026-11-30: AUROC 0.997, P/R/F1 0.808/1.0/0.894 (BENCHMARKS.md). The F1 target of
-    # 0.95 is not met yet (the threshold is low for unseen items); this guards what is achieved.
+    # Measured 2026-11-30 (seed 0): the fine-tuned candidate wins (CV AUROC 0.998), test AUROC 0.999,
+    # P/R/F1 0.913/1.0/0.955 (BENCHMARKS.md; seeds 1 and 2 gave F1 0.905 and 0.923). The bars leave
+    # room for floating-point differences between CPUs.
+    assert report["candidate"] == "finetuned", report["candidates"]
     assert m.auroc >= 0.99, m.per_image
-    assert m.recall >= 0.95 and m.f1 >= 0.85, [p for p in m.per_image if not p["correct"]]
+    assert m.recall >= 0.9 and m.f1 >= 0.9, [p for p in m.per_image if not p["correct"]]

@@ -1,0 +1,186 @@
+"""The "finetuned" candidate: the backbone's upper stages trained on the labelled images.
+
+Frozen ImageNet features separate some defects poorly (thin low-contrast cracks, defects on textures
+unlike ImageNet's); with labelled anomalies the features themselves can adapt. What is trained:
+
+* the stages between the finest and the coarsest patch level (Lite0: stages 3-4), initialised from
+  the pretrained weights, fed with the finest level's features computed once by the frozen stem
+  (so an epoch costs the small, coarse part of the network only);
+* an image head (linear on [mean, max]-pooled output) and a 1x1 segmentation head on the output grid.
+
+Mixed supervision: every labelled image trains the image head; images with a mask also train the
+segmentation head cell by cell, and its maximum is pushed towards the image label. Augmentation:
+random horizontal and vertical flips of the cached feature maps.
+
+The candidate is K networks, one per cross-validation fold. Each image's out-of-fold score comes from
+the network that did not see it, and the deployed scorer is the mean of the K networks' logits: a new
+image is unseen by all of them, so the threshold chosen on out-of-fold scores keeps its meaning -- a
+network refit on all images would be more confident on new images than any fold network was, and the
+threshold would not transfer. Training is seeded and bounded by step counts, so it is reproducible.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import Trunk, trace_frozen, upper_channels, upper_stages
+from .segmentation import mask_to_grid
+
+_BATCH_HALF = 4  # each step sees this many anomalies and this many normals
+_LR_UPPER = 3e-4  # pretrained stages: small steps keep what ImageNet taught them
+_LR_HEADS = 3e-3
+_WEIGHT_DECAY = 1e-2
+_POS_WEIGHT = 10.0  # defect cells are rare: weight them up in the cell loss
+_DEFECT_COVER = 0.1  # a cell counts as defect when the mask covers at least this fraction of it
+
+
+class FineTunedNet(nn.Module):
+    """Upper stages + image head + segmentation head."""
+
+    def __init__(self, upper: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.upper = upper
+        self.seg = nn.Conv2d(channels, 1, 1)
+        self.cls = nn.Linear(2 * channels, 1)
+
+    def forward(self, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C0, h, w) finest-level features -> (image logits (B,), cell logits (B, h', w'))."""
+        h = self.upper(base)
+        pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)
+        return self.cls(pooled)[:, 0], self.seg(h)[:, 0]
+
+
+class _MeanLogit(nn.Module):
+    """The fold networks as one module: the mean of their image logits (what gets traced)."""
+
+    def __init__(self, nets: Sequence[FineTunedNet]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, base: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.stack([net(base)[0] for net in self.nets]).mean(0)
+
+
+class FineTuned:
+    """The deployed candidate: the fold networks, scored as the mean of their image logits."""
+
+    def __init__(self, nets: Sequence[FineTunedNet]) -> None:
+        self.nets = list(nets)
+        self._mean = _MeanLogit(self.nets).eval()
+        self._traced: dict[tuple[str, int, int], Callable[[torch.Tensor], torch.Tensor] | None] = {}
+        self._lock = threading.Lock()
+
+    def to(self, device: torch.device) -> FineTuned:
+        """Move every network to ``device``."""
+        self._mean.to(device)
+        self._traced.clear()
+        return self
+
+    @torch.inference_mode()
+    def image_scores(self, base: torch.Tensor) -> np.ndarray:
+        """Mean image logit of the fold networks for finest-level features ``base``.
+
+        Runs a traced and frozen copy per input size (as the trunk does): without Python's overhead
+        per block, three networks cost ~60% less on 2 CPU cores; eager if tracing is unavailable."""
+        key = (str(base.device), int(base.shape[-2]), int(base.shape[-1]))
+        with self._lock:  # concurrent first predictions trace once
+            if key not in self._traced:
+                self._traced[key] = trace_frozen(self._mean, base[:1])
+            scorer = self._traced[key] or self._mean
+        return scorer(base).double().cpu().numpy()
+
+    def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """Serialised form (see state.py): every fold network's parameters under ``<fold>.<name>``."""
+        tensors = {f"{k}.{name}": value.detach().cpu() for k, net in enumerate(self.nets)
+                   for name, value in net.state_dict().items()}
+        return {"folds": len(self.nets)}, tensors
+
+    @classmethod
+    def restore(cls, config: dict, tensors: dict[str, torch.Tensor], trunk: Trunk) -> FineTuned:
+        """Inverse of ``state``; the network shape comes from the model's own (frozen) trunk."""
+        nets = []
+        for k in range(int(config["folds"])):
+            net = FineTunedNet(upper_stages(trunk), upper_channels(trunk.name))
+            prefix = f"{k}."
+            net.load_state_dict({n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)})
+            nets.append(net.eval())
+        return cls(nets)
+
+
+def cell_targets(masks: Sequence[np.ndarray | None], labels: np.ndarray, n_labels: int,
+                 grid: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) cell targets on the fine-tuned output grid: 1 defect, 0 background, -1 unknown
+    (an anomaly without a mask: only its image label is known)."""
+    gh, gw = grid
+    out = torch.full((len(labels), gh, gw), -1.0)
+    for i, (mask, label) in enumerate(zip(masks, labels, strict=True)):
+        if label == 0:
+            out[i] = 0.0
+        elif mask is not None:
+            cover = 1.0 - mask_to_grid(mask, gh, gw, n_labels)[0]
+            out[i] = torch.from_numpy((cover >= _DEFECT_COVER).astype(np.float32))
+    return out
+
+
+def train_net(trunk: Trunk, base: torch.Tensor, labels: np.ndarray, cells: torch.Tensor,
+              epochs: int, seed: int, device: torch.device) -> FineTunedNet:
+    """One network trained on the images ``base`` (CPU, (N, C0, h, w)) with image ``labels`` and
+    ``cells`` targets (see ``cell_targets``). Deterministic for a given seed, device and thread count."""
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = FineTunedNet(upper_stages(trunk), upper_channels(trunk.name)).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.AdamW(
+        [{"params": net.upper.parameters(), "lr": _LR_UPPER},
+         {"params": [*net.seg.parameters(), *net.cls.parameters()], "lr": _LR_HEADS}],
+        weight_decay=_WEIGHT_DECAY)
+    y = torch.from_numpy(labels.astype(np.float32))
+    pos_weight = torch.tensor(_POS_WEIGHT, device=device)
+    steps = int(epochs) * max(1, len(labels) // (2 * _BATCH_HALF))
+    for _ in range(steps):
+        pick = torch.cat([torch.from_numpy(pos)[torch.randint(len(pos), (_BATCH_HALF,), generator=gen)],
+                          torch.from_numpy(neg)[torch.randint(len(neg), (_BATCH_HALF,), generator=gen)]])
+        x, t = base[pick], cells[pick]
+        flips = torch.rand(2, generator=gen)
+        for dim, flip in ((-1, flips[0]), (-2, flips[1])):
+            if flip < 0.5:
+                x, t = x.flip(dim), t.flip(dim)
+        # channels_last: oneDNN's fast layout on CPU (training steps ~40% faster than NCHW).
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        t, yb = t.to(device), y[pick].to(device)
+        image_logit, cell_logit = net(x)
+        loss = F.binary_cross_entropy_with_logits(image_logit, yb)
+        known = t >= 0
+        if bool(known.any()):
+            loss = loss + F.binary_cross_entropy_with_logits(cell_logit[known], t[known], pos_weight=pos_weight)
+            masked = known.flatten(1).any(1)
+            loss = loss + F.binary_cross_entropy_with_logits(cell_logit.flatten(1).amax(1)[masked], yb[masked])
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    return net.eval()
+
+
+def out_of_fold(trunk: Trunk, base: torch.Tensor, labels: np.ndarray, cells: torch.Tensor, folds: int,
+                epochs: int, seed: int, device: torch.device,
+                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, FineTuned]:
+    """Stratified K-fold: each image's score from the fold network that did not see it, and the fold
+    networks together (the deployed candidate)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    scores = np.zeros(len(labels), dtype=np.float64)
+    nets = []
+    split = StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
+    for k, (train, held) in enumerate(split):
+        net = train_net(trunk, base[train], labels[train], cells[train], epochs, seed + k, device)
+        scores[held] = FineTuned([net]).image_scores(base[held].to(device))
+        nets.append(net)
+        if progress is not None:
+            progress(k + 1)
+    return scores, FineTuned(nets)
