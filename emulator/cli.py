@@ -69,14 +69,22 @@ def _port(text: str) -> int:
     return port
 
 
-def _threads(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
-        threads = int(text, 10)
+        return int(text, 10)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= threads <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_THREADS}, not {threads}")
-    return threads
+
+
+def _whole_number_in(text: str, low: int, high: int) -> int:
+    number = _whole_number(text)
+    if not low <= number <= high:
+        raise argparse.ArgumentTypeError(f"must be {low} to {high}, not {number}")
+    return number
+
+
+def _threads(text: str) -> int:
+    return _whole_number_in(text, 1, MAX_THREADS)
 
 
 def _host(text: str) -> str:
@@ -144,10 +152,7 @@ def _path(text: str) -> Path:
 
 
 def _positive(text: str) -> int:
-    try:
-        number = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    number = _whole_number(text)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
     return number
@@ -198,13 +203,7 @@ def _device(text: str) -> str:
 
 
 def _finetune_epochs(text: str) -> int:
-    try:
-        epochs = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= epochs <= MAX_FINETUNE_EPOCHS:
-        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_FINETUNE_EPOCHS}, not {epochs}")
-    return epochs
+    return _whole_number_in(text, 0, MAX_FINETUNE_EPOCHS)
 
 
 def _backbone(text: str) -> str:
