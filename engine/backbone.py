@@ -416,8 +416,3 @@ def upper_stages(trunk: Trunk) -> nn.Module:
     for p in upper.parameters():
         p.requires_grad_(True)
     return upper
-
-
-def upper_channels(name: str) -> int:
-    """Channels of the coarsest patch level (the fine-tuned stages' output)."""
-    return {"efficientnet_lite0": 112, "resnet18": 256, "wide_resnet50_2": 1024}[name]

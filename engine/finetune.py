@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import Trunk, trace_frozen, upper_channels, upper_stages
+from .backbone import Trunk, trace_frozen, upper_stages
 from .segmentation import mask_to_grid
 
 _BATCH_HALF = 4  # each step sees this many anomalies and this many normals
@@ -42,9 +42,12 @@ _DEFECT_COVER = 0.1  # a cell counts as defect when the mask covers at least thi
 class FineTunedNet(nn.Module):
     """Upper stages + image head + segmentation head."""
 
-    def __init__(self, upper: nn.Module, channels: int) -> None:
+    def __init__(self, upper: nn.Module) -> None:
         super().__init__()
         self.upper = upper
+        # The stages' output channels: those of their last convolution (Lite0's projection, a
+        # ResNet block's last conv), so no backbone needs a table of widths.
+        channels = [m.out_channels for m in upper.modules() if isinstance(m, nn.Conv2d)][-1]
         self.seg = nn.Conv2d(channels, 1, 1)
         self.cls = nn.Linear(2 * channels, 1)
 
@@ -106,7 +109,7 @@ class FineTuned:
         """Inverse of ``state``; the network shape comes from the model's own (frozen) trunk."""
         nets = []
         for k in range(int(config["folds"])):
-            net = FineTunedNet(upper_stages(trunk), upper_channels(trunk.name))
+            net = FineTunedNet(upper_stages(trunk))
             prefix = f"{k}."
             net.load_state_dict({n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)})
             nets.append(net.eval())
@@ -135,7 +138,7 @@ def train_net(trunk: Trunk, base: torch.Tensor, labels: np.ndarray, cells: torch
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = FineTunedNet(upper_stages(trunk), upper_channels(trunk.name)).to(device)
+        net = FineTunedNet(upper_stages(trunk)).to(device)
     gen = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(
         [{"params": net.upper.parameters(), "lr": _LR_UPPER},
