@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from emulator.config import Settings
+from emulator.datadir import DataDirLock
 from emulator.jobs import JobRunner
 from emulator.s3.objects import ObjectStore
 from emulator.s3.stores import object_store_for
@@ -27,8 +28,13 @@ class Backend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(settings.db_path)
-        self.objects: ObjectStore = object_store_for(settings)
+        self._lock = DataDirLock(settings.data_dir)  # first, so a second server touches nothing
+        try:
+            self.store = Store(settings.db_path)
+            self.objects: ObjectStore = object_store_for(settings)
+        except BaseException:
+            self._lock.release()
+            raise
         self.jobs = JobRunner(settings.job_workers)
 
     def arn(self, resource: str) -> str:
@@ -59,6 +65,7 @@ class Backend:
         self.jobs.shutdown()
         self.objects.close()
         self.store.close()
+        self._lock.release()
 
 
 RecoveryHook = Callable[[Backend], None]

@@ -380,12 +380,13 @@ def main(argv: list[str] | None = None) -> None:
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
                         device=args.device, finetune_epochs=args.finetune_epochs)
+    from emulator.datadir import DataDirInUse
     from emulator.security.access import CredentialsFileError
     from emulator.security.tls import TLSSetupError
 
     try:
         serve(settings, threads=args.threads)
-    except (CredentialsFileError, TLSSetupError) as exc:
+    except (CredentialsFileError, TLSSetupError, DataDirInUse) as exc:
         parser.exit(1, f"{PROG}: {exc}\n")
     except OSError as exc:  # e.g. the port was taken between the check and the bind
         parser.exit(1, f"{PROG}: cannot serve on {settings.host}:{settings.port}: {exc}\n")

@@ -143,3 +143,26 @@ def test_console_link_for_a_wildcard_host():
 
     assert console_url("http://0.0.0.0:5010", "0.0.0.0") == "http://127.0.0.1:5010/console/"
     assert console_url("http://127.0.0.1:5010", "127.0.0.1") == "http://127.0.0.1:5010/console/"
+
+
+def test_a_second_server_on_one_data_dir_exits_at_once(tmp_path):
+    """The data directory is locked: a second server on it says which directory and touches nothing."""
+    first = ServerProcess([str(SCRIPT)], "--data-dir", str(tmp_path))
+    try:
+        first.client("lookoutvision").create_project(ProjectName="kept")
+        before = sorted((path.name, path.stat().st_size) for path in tmp_path.iterdir() if path.is_file())
+        second = run_cli("serve", "--data-dir", str(tmp_path), "--port", "0")
+        assert second.returncode == 1, (second.stdout, second.stderr)
+        assert "Traceback" not in second.stderr and "listening" not in second.stdout
+        assert f"the data directory {tmp_path.resolve()} is in use" in second.stderr.strip()
+        after = sorted((path.name, path.stat().st_size) for path in tmp_path.iterdir() if path.is_file())
+        assert after == before
+        assert [p["ProjectName"] for p in first.client("lookoutvision").list_projects()["Projects"]] == ["kept"]
+    finally:
+        assert first.stop(signal.SIGTERM) == 0
+    # The lock goes with the process: the directory serves again at once.
+    again = ServerProcess([str(SCRIPT)], "--data-dir", str(tmp_path))
+    try:
+        assert [p["ProjectName"] for p in again.client("lookoutvision").list_projects()["Projects"]] == ["kept"]
+    finally:
+        again.stop(signal.SIGTERM)
