@@ -27,7 +27,8 @@ BUCKET=${3:-lookout-cli}
 export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:5010}
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
 if [[ -z ${AWS_ACCESS_KEY_ID:-} && -z ${AWS_PROFILE:-} ]]; then
-    # The emulator accepts any credentials; the CLI needs some to sign requests.
+    # An emulator without a credentials file accepts any credentials; the CLI needs some to sign
+    # requests (one started with --credentials-file wants one of its keys, configured as usual).
     export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 fi
 POLL_SECONDS=${POLL_SECONDS:-2}

@@ -26,26 +26,39 @@ import {
 const CONTENT_TYPES = { ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png" };
 const IN_PROGRESS = new Set(["TRAINING", "STARTING_HOSTING", "STOPPING_HOSTING", "SYSTEM_UPDATING"]);
 
-const { values: options, positionals: images } = parseArgs({
-  allowPositionals: true,
-  options: {
-    project: { type: "string" },
-    "model-version": { type: "string" },
-    "keep-hosted": { type: "boolean", default: false },
-    "endpoint-url": { type: "string", default: process.env.AWS_ENDPOINT_URL ?? "http://127.0.0.1:5010" },
-    region: { type: "string", default: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1" },
-    "poll-seconds": { type: "string", default: "1" },
-  },
-});
-if (!options.project || images.length === 0) {
-  console.error("usage: detect.mjs --project NAME [--model-version N] [--keep-hosted] IMAGE...");
-  process.exit(2);
+const USAGE = "usage: detect.mjs --project NAME [--model-version N] [--keep-hosted] IMAGE...";
+
+// Every failure ends the program with one line on stderr, never a stack trace: a user who mistyped a
+// project name needs the service's message, not the SDK's internals.
+function fail(message, exitCode = 1) {
+  console.error(`detect.mjs: ${message}`);
+  process.exit(exitCode);
 }
+
+let parsed;
+try {
+  parsed = parseArgs({
+    allowPositionals: true,
+    options: {
+      project: { type: "string" },
+      "model-version": { type: "string" },
+      "keep-hosted": { type: "boolean", default: false },
+      "endpoint-url": { type: "string", default: process.env.AWS_ENDPOINT_URL ?? "http://127.0.0.1:5010" },
+      region: { type: "string", default: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1" },
+      "poll-seconds": { type: "string", default: "1" },
+    },
+  });
+} catch (error) {
+  fail(`${error.message} (${USAGE})`, 2); // an unknown option or a missing value
+}
+const { values: options, positionals: images } = parsed;
+if (!options.project || images.length === 0) fail(USAGE, 2);
 
 const client = new LookoutVisionClient({
   endpoint: options["endpoint-url"],
   region: options.region,
-  // The emulator accepts any credentials; the SDK needs some to sign requests.
+  // Without a credentials file the emulator accepts any credentials, but the SDK needs some to sign
+  // requests; a server started with --credentials-file wants one of its keys in AWS_ACCESS_KEY_ID.
   ...(process.env.AWS_ACCESS_KEY_ID || process.env.AWS_PROFILE
     ? {}
     : { credentials: { accessKeyId: "testing", secretAccessKey: "testing" } }),
@@ -59,17 +72,12 @@ async function latestUsableVersion(project) {
     usable.push(...page.Models.filter((m) => ["TRAINED", "HOSTED"].includes(m.Status)).map((m) => Number(m.ModelVersion)));
     NextToken = page.NextToken;
   } while (NextToken);
-  if (usable.length === 0) {
-    console.error(`project ${project} has no trained model: train one first`);
-    process.exit(1);
-  }
+  if (usable.length === 0) fail(`project ${project} has no trained model: train one first`);
   return String(Math.max(...usable));
 }
 
-const model = {
-  ProjectName: options.project,
-  ModelVersion: options["model-version"] ?? (await latestUsableVersion(options.project)),
-};
+// The model main() works with; its version is looked up there, where a failure is reported.
+const model = { ProjectName: options.project, ModelVersion: options["model-version"] };
 
 async function status() {
   const { ModelDescription: found } = await client.send(new DescribeModelCommand(model));
@@ -110,6 +118,7 @@ async function detect(path) {
 }
 
 async function main() {
+  model.ModelVersion ??= await latestUsableVersion(model.ProjectName);
   const [initial] = await status();
   const startedHere = initial !== "HOSTED";
   if (startedHere) {
@@ -130,6 +139,8 @@ async function main() {
 }
 
 main().catch((error) => {
-  console.error(`error: ${error.name}: ${error.message}`);
-  process.exit(1);
+  // Service errors have a name (ResourceNotFoundException) and a message; a refused connection is an
+  // AggregateError with no message, only a code.
+  const hint = error.code === "ECONNREFUSED" ? ` (is lookout-emulator serve running at ${options["endpoint-url"]}?)` : "";
+  fail(`${error.name}: ${error.message || error.code || "no message"}${hint}`.replace(/\s+/g, " "));
 });

@@ -2,7 +2,8 @@
 did: gRPC over the agent's Unix socket, images read with OpenCV and sent as RGB888 bitmaps.
 
 Written for: grpcio + protobuf with stubs generated from the agent's .proto (the developer guide's
-"Setting up gRPC" step), opencv-python(-headless), numpy. Run it next to the generated stubs:
+"Setting up gRPC" step), opencv-python(-headless), numpy; in this repository's environment,
+`pip install -e '.[edge]'` adds grpcio-tools and OpenCV. Run it next to the generated stubs:
 
     python -m grpc_tools.protoc -I<repo>/emulator/edge --python_out=. --grpc_python_out=. edge-agent.proto
     lookout-emulator edge-agent --components-dir components &          # on the device

@@ -45,7 +45,8 @@ def example_parser(description: str, name: str, data_help: str) -> argparse.Argu
 def session_for(region: str) -> boto3.Session:
     session = boto3.Session(region_name=region)
     if session.get_credentials() is None:
-        # The emulator accepts any credentials, but boto3 needs some to sign a request.
+        # An emulator without a credentials file accepts any credentials, but boto3 needs some to sign
+        # a request (one started with --credentials-file wants one of its keys, configured as usual).
         session = boto3.Session(region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106 - not a secret
     return session
 

@@ -8,6 +8,7 @@ ends with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import ipaddress
 import logging
@@ -97,6 +98,18 @@ def _host(text: str) -> str:
     if not _HOST_NAME.fullmatch(candidate):
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or host name")
     return candidate
+
+
+def _listen_host(text: str) -> str:
+    """A host to listen on: besides its spelling, it must resolve, which is checked here so that a
+    typo is refused before the data directory is opened (waitress would fail only after that)."""
+    host = _host(text)
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:  # UnicodeError: a label the IDNA codec refuses
+        raise argparse.ArgumentTypeError(f"{text!r} can't be resolved to an address to listen on "
+                                         f"({getattr(exc, 'strerror', None) or exc})") from None
+    return host
 
 
 def _data_dir(text: str) -> Path:
@@ -227,7 +240,7 @@ class Option:
 
 
 SERVE_OPTIONS = (
-    Option("--host", "LOOKOUT_HOST", DEFAULT_HOST, _host, "interface to listen on (0.0.0.0 exposes the "
+    Option("--host", "LOOKOUT_HOST", DEFAULT_HOST, _listen_host, "interface to listen on (0.0.0.0 exposes the "
            "emulator to your network: use it only when you mean it)", "HOST"),
     Option("--port", "LOOKOUT_PORT", DEFAULT_PORT, _port, "TCP port, 0 to 65535 (0 picks a free one)", "PORT"),
     Option("--data-dir", "LOOKOUT_DATA_DIR", Path("./lookout-data"), _data_dir,
@@ -295,7 +308,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__.strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    # Not required=True: argparse would then answer "--verison" with "COMMAND is required" instead of naming
+    # the option it does not know; parse_args checks both, unknown options first.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     serve = sub.add_parser("serve", help="serve the Lookout for Vision API, S3 and the web console on one port",
                            description="Serve the Lookout for Vision API, an embedded S3 and the web console "
                                        "(at /console/) on one port until Ctrl-C or SIGTERM.")
@@ -320,7 +335,11 @@ def _add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """The flags, with each one not given taken from its environment variable (checked the same
     way) or its default."""
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{_did_you_mean(parser, args.command, unknown)}")
+    if args.command is None:
+        parser.error("the following arguments are required: COMMAND")
     for option in COMMAND_OPTIONS[args.command]:
         name, given = _dest(option), getattr(args, _dest(option))
         value = os.environ.get(option.env) if option.env else None
@@ -333,6 +352,16 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         except argparse.ArgumentTypeError as bad:
             parser.error(f"environment variable {option.env}: {bad}")
     return args
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, command: str | None, unknown: list[str]) -> str:
+    """A suggestion for the first mistyped option (--verison: --version), from the top-level options
+    and those of the command given (argparse 3.11 names an unknown option but suggests nothing)."""
+    valid = [flag for action in parser._actions for flag in action.option_strings]  # --help, --version
+    valid += [option.flag for option in COMMAND_OPTIONS.get(command or "", ())]
+    typed = next((word.split("=", 1)[0] for word in unknown if word.startswith("--")), None)
+    close = difflib.get_close_matches(typed, valid, n=1) if typed else []
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _dest(option: Option) -> str:
@@ -386,7 +415,9 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         serve(settings, threads=args.threads)
-    except (CredentialsFileError, TLSSetupError, DataDirInUse) as exc:
+    except (CredentialsFileError, TLSSetupError) as exc:  # a flag's file, found unusable before anything opened
+        parser.error(str(exc))
+    except DataDirInUse as exc:  # like a port in use: the flag is fine, the machine's state is not
         parser.exit(1, f"{PROG}: {exc}\n")
     except OSError as exc:  # e.g. the port was taken between the check and the bind
         parser.exit(1, f"{PROG}: cannot serve on {settings.host}:{settings.port}: {exc}\n")

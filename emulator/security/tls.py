@@ -25,12 +25,17 @@ class TLSSetupError(ValueError):
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     """A server-side TLS context (TLS 1.2 or later, Python's default ciphers) for a PEM chain and key."""
+    # OpenSSL's errors do not say which of the two files it could not open (FileNotFoundError's filename
+    # is None), so each is opened here first.
+    for what, path in (("certificate", cert), ("private key", key)):
+        try:
+            path.open("rb").close()
+        except OSError as error:
+            raise TLSSetupError(f"cannot read the TLS {what} {path}: {error.strerror or error}") from None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(certfile=str(cert), keyfile=str(key))
-    except FileNotFoundError as missing:
-        raise TLSSetupError(f"cannot read {missing.filename}: no such file") from None
     except (ssl.SSLError, OSError) as error:
         raise TLSSetupError(f"cannot use the TLS certificate {cert} with the key {key}: {error}") from None
     return context

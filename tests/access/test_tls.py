@@ -97,7 +97,7 @@ def test_serve_refuses_an_unusable_certificate(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "emulator.cli", "serve", "--port", "0", "--data-dir",
                            str(tmp_path / "data"), "--tls-cert", str(other_cert), "--tls-key", str(key)],
                           capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 1 and "cannot use the TLS certificate" in done.stderr
+    assert done.returncode == 2 and "cannot use the TLS certificate" in done.stderr  # a bad flag: exit 2
     half = subprocess.run([sys.executable, "-m", "emulator.cli", "serve", "--tls-cert", str(cert)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert half.returncode == 2 and "--tls-cert and --tls-key go together" in half.stderr

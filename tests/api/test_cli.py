@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,11 +25,7 @@ def test_serve_flags_and_documented_defaults(monkeypatch):
     args = parse_args(build_parser(), ["serve"])
     assert (args.host, args.port, str(args.data_dir), args.region, args.account_id, args.s3_endpoint_url,
             args.threads) == ("127.0.0.1", 5010, "lookout-data", "us-east-1", "123456789012", None, 8)
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert args.finetune_epochs == 6
-    for flag in ("--host", "--port", "--data-dir", "--s3-endpoint-url", "--region", "--account-id", "--threads",
-                 "--credentials-file", "--tls-cert", "--tls-key", "--finetune-epochs", "--device"):
-        assert f"`{flag}" in readme, f"{flag} is not documented in the README"
 
 
 def test_console_script_serves_until_sigterm(tmp_path):
@@ -84,6 +81,46 @@ def test_each_bad_flag_is_one_line_and_exit_2(flags, message):
     assert line.startswith("lookout-emulator") and message in line, line
 
 
+@pytest.mark.parametrize("flags, env", [
+    (["--host", "999.1.1.1"], {}),
+    (["--host", "nosuch.invalid", "--port", "0"], {}),  # port 0 skips the port check: the host is checked anyway
+    ([], {"LOOKOUT_HOST": "nosuch.invalid"}),
+])
+def test_a_host_that_does_not_resolve_is_refused_before_the_data_dir_is_opened(tmp_path, flags, env):
+    line = one_line_refusal(run_cli("serve", "--data-dir", str(tmp_path / "data"), *flags, env=env))
+    source = "environment variable LOOKOUT_HOST" if env else "argument --host"
+    host = env.get("LOOKOUT_HOST") or flags[1]
+    assert f"{source}: '{host}' can't be resolved to an address to listen on" in line, line
+    assert not (tmp_path / "data").exists(), "the data directory was opened although the host is bad"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--credentials-file", "MISSING"], "cannot read the credentials file MISSING: No such file or directory"),
+    (["--tls-cert", "MISSING", "--tls-key", "PRESENT"], "cannot read the TLS certificate MISSING: No such file"),
+    (["--tls-cert", "PRESENT", "--tls-key", "MISSING"], "cannot read the TLS private key MISSING: No such file"),
+])
+def test_a_missing_file_is_named_and_refused_before_the_data_dir_is_opened(tmp_path, flags, message):
+    """Each file flag names the file it cannot read (a missing key file was "cannot read None") and
+    exits 2 like every other bad flag (a missing credentials file exited 1)."""
+    paths = {"MISSING": str(tmp_path / "nowhere" / "file.pem"), "PRESENT": str(tmp_path / "present.pem")}
+    Path(paths["PRESENT"]).write_text("never parsed: the other file is missing")
+    line = one_line_refusal(run_cli("serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+                                    *(paths.get(flag, flag) for flag in flags)))
+    assert message.replace("MISSING", paths["MISSING"]) in line, line
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--verison"], "unrecognized arguments: --verison (did you mean --version?)"),
+    (["serve", "--hots", "x"], "unrecognized arguments: --hots x (did you mean --host?)"),
+    (["edge-agent", "--sockett", "x"], "unrecognized arguments: --sockett x (did you mean --socket?)"),
+    (["serve", "--zzz"], "unrecognized arguments: --zzz (see"),  # nothing close: no suggestion
+    ([], "the following arguments are required: COMMAND"),
+])
+def test_an_unknown_option_is_named_before_a_missing_command(args, message):
+    assert message in one_line_refusal(run_cli(*args))
+
+
 def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     line = one_line_refusal(run_cli("serve", "--data-dir", str(tmp_path / "file")))
@@ -121,8 +158,6 @@ def test_version_and_plain_text_help():
     for env in ("LOOKOUT_HOST", "LOOKOUT_PORT", "LOOKOUT_DATA_DIR", "LOOKOUT_S3_ENDPOINT_URL", "LOOKOUT_REGION",
                 "LOOKOUT_ACCOUNT_ID", "LOOKOUT_BACKBONE", "LOOKOUT_ALLOWED_HOSTS", "LOOKOUT_THREADS"):
         assert f"environment variable {env}" in " ".join(serve_help.split()), env
-    refused = one_line_refusal(run_cli())
-    assert "the following arguments are required: COMMAND" in refused
 
 
 def test_a_port_in_use_is_found_before_the_data_dir_is_opened(tmp_path):
@@ -166,3 +201,55 @@ def test_a_second_server_on_one_data_dir_exits_at_once(tmp_path):
         assert [p["ProjectName"] for p in again.client("lookoutvision").list_projects()["Projects"]] == ["kept"]
     finally:
         again.stop(signal.SIGTERM)
+
+
+# ------------------------------------------------------------------------------- README's flag tables
+README = Path(__file__).resolve().parents[2] / "README.md"
+# Each command's flag table: the README section it is in.
+FLAG_TABLES = {"serve": "## Serving", "edge-agent": "## Running models on a device"}
+
+
+def readme_flag_table(command: str) -> dict[str, str | None]:
+    """Flag -> environment variable, from the first column of the command's table in the README:
+    `--flag` (`LOOKOUT_VAR`), or two flags and their two variables in order."""
+    text = README.read_text()
+    section = text[text.index(FLAG_TABLES[command]):]
+    section = section[:section.find("\n## ", 1)]
+    documented: dict[str, str | None] = {}
+    for row in re.findall(r"^\| `--.*$", section, re.M):
+        first_cell = row.split("|")[1]
+        flags = re.findall(r"`(--[\w-]+)", first_cell)
+        envs = re.findall(r"`(LOOKOUT_\w+)`", first_cell)
+        assert len(envs) in (0, len(flags)), f"README row {first_cell.strip()!r}: one variable per flag, in order"
+        documented.update(zip(flags, envs or [None] * len(flags), strict=True))
+    return documented
+
+
+def help_flags(command: str) -> dict[str, str | None]:
+    """Flag -> environment variable, as `lookout-emulator COMMAND --help` prints them."""
+    text = run_cli(command, "--help", env={"COLUMNS": "100"}).stdout
+    options = text[text.index("options:"):]
+    listed: dict[str, str | None] = {}
+    for entry in re.split(r"\n(?=  -)", options)[1:]:  # one entry per option, its help wrapped below it
+        flag = re.match(r"\s*(?:-\w, )?(--[\w-]+)", entry)
+        env = re.search(r"environment variable (LOOKOUT_\w+)", " ".join(entry.split()))
+        if flag and flag.group(1) != "--help":
+            listed[flag.group(1)] = env.group(1) if env else None
+    return listed
+
+
+@pytest.mark.parametrize("command", sorted(FLAG_TABLES))
+def test_the_readme_flag_table_matches_help(command):
+    """The README's table and --help list the same flags with the same variables, so neither can drift:
+    a new flag (an Option in emulator/cli.py) needs its row in the README's table, and the other way round."""
+    documented, listed = readme_flag_table(command), help_flags(command)
+    assert len(listed) >= 8, f"could not read the flags of `{command} --help`: {listed}"
+    undocumented = {flag: env for flag, env in listed.items() if flag not in documented}
+    assert not undocumented, (
+        f"`lookout-emulator {command} --help` has flags the README's table (section {FLAG_TABLES[command]!r}) lacks: "
+        + "; ".join(f"add a row | `{flag}` (`{env}`) | default | meaning |" for flag, env in undocumented.items()))
+    gone = sorted(set(documented) - set(listed))
+    assert not gone, f"the README's {command} table (section {FLAG_TABLES[command]!r}) documents flags " \
+                     f"`{command} --help` does not have: {gone}"
+    differ = {flag: (documented[flag], env) for flag, env in listed.items() if documented[flag] != env}
+    assert not differ, f"README {command} table vs --help, flag: (README's variable, --help's variable): {differ}"

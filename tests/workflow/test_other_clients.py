@@ -94,12 +94,17 @@ def test_aws_cli_script_explains_a_cli_without_the_lookoutvision_model(tmp_path)
     assert "Could not connect to the endpoint URL" in found.stderr
 
 
-@pytest.mark.slow
-def test_detect_mjs_hosts_the_model_detects_and_stops_it(cli_run):
+def require_javascript_sdk() -> None:
+    """Skip, saying why, where detect.mjs cannot run."""
     if shutil.which("node") is None:
         pytest.skip("Node.js is not installed")
     if not (EXAMPLES / "node_modules" / "@aws-sdk" / "client-lookoutvision").is_dir():
         pytest.skip("run `npm install` in client_examples/ to run the JavaScript example")
+
+
+@pytest.mark.slow
+def test_detect_mjs_hosts_the_model_detects_and_stops_it(cli_run):
+    require_javascript_sdk()
     images = sorted((cli_run["data"] / "test-images").iterdir())
     # Without --model-version it takes the project's latest trained model: train a second one.
     lookout = cli_run["server"].client()
@@ -119,6 +124,27 @@ def test_detect_mjs_hosts_the_model_detects_and_stops_it(cli_run):
     assert sorted(name for name, _, _ in lines) == [p.name for p in images]
     model = lookout.describe_model(ProjectName=cli_run["project"], ModelVersion="2")
     assert model["ModelDescription"]["Status"] == "TRAINED"  # it stopped the model it started
+
+
+@pytest.mark.parametrize("args, endpoint, status, message", [
+    (["--project", "nope", "x.jpg"], "server", 1, "detect.mjs: ResourceNotFoundException: The project nope does not"),
+    (["--project", "nope", "--model-version", "1", "x.jpg"], "server", 1, "ResourceNotFoundException"),
+    (["--project", "nope", "x.jpg"], "http://127.0.0.1:9", 1, "ECONNREFUSED 127.0.0.1:9 (is lookout-emulator serve"),
+    (["--bogus", "x.jpg"], "server", 2, "detect.mjs: Unknown option '--bogus'"),
+    (["--project", "nope"], "server", 2, "usage: detect.mjs --project NAME"),
+])
+def test_detect_mjs_reports_a_failure_in_one_line(lookoutvision_server: LocalEmulator, args: list[str], endpoint: str,
+                                                  status: int, message: str):
+    """A mistyped project, a server that is not running or a bad option: one line and an exit status,
+    no Node.js stack trace."""
+    require_javascript_sdk()
+    env = {**os.environ, **client_environment(lookoutvision_server)}
+    if endpoint != "server":
+        env["AWS_ENDPOINT_URL"] = endpoint
+    done = subprocess.run(["node", str(EXAMPLES / "detect.mjs"), *args], capture_output=True, text=True, timeout=120,
+                          env=env, stdin=subprocess.DEVNULL)
+    assert done.returncode == status, (done.returncode, done.stderr)
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 
 
 def test_detect_mjs_is_valid_javascript():
