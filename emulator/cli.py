@@ -259,6 +259,9 @@ SERVE_OPTIONS = (
     Option("--tls-cert", "LOOKOUT_TLS_CERT", None, _path, "PEM certificate (chain) to serve HTTPS; needs --tls-key",
            "FILE", "plain HTTP"),
     Option("--tls-key", "LOOKOUT_TLS_KEY", None, _path, "PEM private key of --tls-cert", "FILE", "none"),
+    Option("--metrics-token-file", "LOOKOUT_METRICS_TOKEN_FILE", None, _path,
+           "file holding a bearer token (16+ characters) that lets Prometheus read /metrics unsigned; without it, "
+           "a server with --credentials-file serves /metrics only to signed requests", "FILE", "none"),
 )
 
 EDGE_AGENT_OPTIONS = (
@@ -379,13 +382,15 @@ def main(argv: list[str] | None = None) -> None:
                         account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url,
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                        device=args.device, finetune_epochs=args.finetune_epochs)
+                        device=args.device, finetune_epochs=args.finetune_epochs,
+                        metrics_token_file=args.metrics_token_file)
+    from emulator.ops.endpoints import MetricsTokenError
     from emulator.security.access import CredentialsFileError
     from emulator.security.tls import TLSSetupError
 
     try:
         serve(settings, threads=args.threads)
-    except (CredentialsFileError, TLSSetupError) as exc:
+    except (CredentialsFileError, MetricsTokenError, TLSSetupError) as exc:
         parser.exit(1, f"{PROG}: {exc}\n")
     except OSError as exc:  # e.g. the port was taken between the check and the bind
         parser.exit(1, f"{PROG}: cannot serve on {settings.host}:{settings.port}: {exc}\n")
