@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import sqlite3
 import subprocess
@@ -27,6 +28,9 @@ from tests.access.access_support import CREDENTIALS, FULL, READ_ONLY, make_clien
 from tests.api.core_support import raw_request
 from tests.api.datasets_support import BUCKET, DatasetKit, labelled
 
+# Two tests arrange a fault by writing the SQLite file; on PostgreSQL the store's own tests cover it.
+sqlite_only = pytest.mark.skipif(bool(os.environ.get("LOOKOUT_TEST_DATABASE_URL")),
+                                 reason="arranges its fault in the SQLite metadata file")
 METRICS_TOKEN = "scrape-token-0123456789abcdef"  # noqa: S105 - a test server's token
 
 
@@ -79,6 +83,7 @@ def test_a_bucket_named_like_a_probe_stays_usable_by_signed_s3_requests(s3: Any,
     assert get_json(emulator.endpoint_url, "/healthz") == (200, {"status": "alive"})  # unsigned: the probe
 
 
+@sqlite_only
 def test_readyz_names_a_database_whose_schema_is_behind(tmp_path: Path) -> None:
     with LocalEmulator(data_dir=tmp_path) as server:
         with sqlite3.connect(server.settings.db_path) as db:
@@ -165,6 +170,7 @@ def test_job_metrics_and_log_lines_follow_a_dataset_import(emulator: LocalEmulat
     assert len(lines) == 2
 
 
+@sqlite_only
 def test_a_restart_logs_the_jobs_it_resumes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A dataset job the server stopped under is resumed at the next start, and says so."""
     with LocalEmulator(data_dir=tmp_path) as server:
@@ -217,10 +223,21 @@ def test_with_credentials_metrics_need_a_signature_or_the_bearer_token(guarded: 
     for key in (FULL, READ_ONLY):
         status, body = signed_get(guarded.endpoint_url, "/metrics", key)
         assert status == 200 and b"lookout_jobs_queued" in body
+    assert raw_request(guarded.endpoint_url, "GET", "/2020-11-20/projects")[0] == 403
     samples = scrape(guarded.endpoint_url, Authorization=f"Bearer {METRICS_TOKEN}")
     assert sample(samples, "lookout_refused_requests_total", front_end="metrics", reason="missing") >= 1
     assert sample(samples, "lookout_refused_requests_total", front_end="api", reason="missing") >= 1
     make_client(guarded, "lookoutvision", FULL).list_projects()  # the keys still work for the API
+
+
+def test_a_metrics_token_alone_guards_only_the_metrics(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(METRICS_TOKEN)
+    with LocalEmulator(data_dir=tmp_path / "data", metrics_token_file=tmp_path / "token") as server:
+        status, headers, _ = raw_request(server.endpoint_url, "GET", "/metrics")
+        assert (status, headers["x-amzn-errortype"]) == (403, "MissingAuthenticationTokenException")
+        assert "lookout_jobs_queued" in {name for name, _ in scrape(server.endpoint_url,
+                                                                     Authorization=f"Bearer {METRICS_TOKEN}")}
+        server.client("lookoutvision").list_projects()  # the server itself stays open
 
 
 def test_a_bad_metrics_token_file_stops_the_server_before_it_starts(tmp_path: Path) -> None:
