@@ -9,7 +9,9 @@ before the server accepts requests.
 Every job event is one line on this module's logger (``emulator.jobs``), in key=value form so that
 an operator can grep or parse it: ``job event=resumed|started|finished kind=... subject=...``, the
 finished line with ``outcome=`` and ``duration_s=``. `JobRunner.stats` counts the same events for
-/metrics.
+/metrics. A job that defers itself (a model waiting for its datasets' imports polls twice a second)
+is one job to the operator: its deferred runs and the runs that continue it are logged at DEBUG and
+not counted, so INFO shows one started and one finished line for it.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ class Outcome(StrEnum):
     FAILED = "failed"  # the resource records why; so does a job that raised
     INTERRUPTED = "interrupted"  # the emulator is stopping: start-up recovery runs it again
     SKIPPED = "skipped"  # nothing to do: the resource is gone or no longer waits for this job
-    DEFERRED = "deferred"  # submitted again later (a model waiting for its datasets' jobs)
+    DEFERRED = "deferred"  # not finished: the job submits itself again later, with continued=True
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,22 @@ class JobStats:
     queued: int
 
 
-_Job = tuple[Future[Outcome], str, str, float, Callable[..., Outcome], tuple[Any, ...]]
+@dataclass(frozen=True)
+class _Job:
+    future: Future[Outcome]
+    kind: str
+    subject: str
+    queued_at: float  # time.monotonic() at submission
+    continued: bool  # a run that continues a deferred job
+    fn: Callable[..., Outcome]
+    args: tuple[Any, ...]
 
 
-def _event(event: str, kind: str, subject: str, **fields: object) -> None:
+def _event(event: str, job: _Job, level: int = logging.INFO, **fields: object) -> None:
     """One greppable key=value line per job event; values with spaces or quotes are quoted."""
-    pairs = {"event": event, "kind": kind, "subject": subject, **fields}
+    pairs = {"event": event, "kind": job.kind, "subject": job.subject, **fields}
     text = " ".join(f"{key}={_value(value)}" for key, value in pairs.items())
-    log.info("job %s", text)
+    log.log(level, "job %s", text)
 
 
 def _value(value: object) -> str:
@@ -93,23 +103,23 @@ class JobRunner:
         for worker in self._workers:
             worker.start()
 
-    def submit(self, kind: str, subject: str, fn: Callable[..., Outcome], *args: Any,
-               resumed: bool = False) -> Future[Outcome]:
+    def submit(self, kind: str, subject: str, fn: Callable[..., Outcome], *args: Any, resumed: bool = False,
+               continued: bool = False) -> Future[Outcome]:
         """Queue `fn(*args)`, a job of `kind` (``train``, ``dataset``, ...) on `subject` (the resource
         it works for, e.g. ``cookies/1``); the returned future holds its outcome or exception.
-        `resumed`: start-up recovery submits what a stop or crash interrupted (logged as such)."""
+        `resumed`: start-up recovery submits what a stop or crash interrupted (logged as such);
+        `continued`: a job that ended DEFERRED submits itself again (see the module docstring)."""
         if self.stopping.is_set():
             raise RuntimeError(f"cannot start job {kind} {subject}: the emulator is shutting down")
-        future: Future[Outcome] = Future()
+        job = _Job(Future(), kind, subject, time.monotonic(), continued, fn, args)
         with self._lock:
-            self._pending.add(future)
-        future.add_done_callback(self._forget)
-        if resumed:
-            _event("resumed", kind, subject)
-        with self._lock:
+            self._pending.add(job.future)
             self._queued += 1
-        self._queue.put((future, kind, subject, time.monotonic(), fn, args))
-        return future
+        job.future.add_done_callback(self._forget)
+        if resumed:
+            _event("resumed", job)
+        self._queue.put(job)
+        return job.future
 
     def stats(self) -> JobStats:
         """The job counts now (queued: submitted, not started yet)."""
@@ -126,35 +136,38 @@ class JobRunner:
         while (job := self._queue.get()) is not None:
             with self._lock:
                 self._queued -= 1
-            future = job[0]
-            if not future.set_running_or_notify_cancel():
+            if not job.future.set_running_or_notify_cancel():
                 continue
-            runner = threading.Thread(target=self._run, args=job, name=f"{threading.current_thread().name}-run",
+            runner = threading.Thread(target=self._run, args=(job,), name=f"{threading.current_thread().name}-run",
                                       daemon=True)
             runner.start()
             runner.join()
 
-    def _run(self, future: Future[Outcome], kind: str, subject: str, queued_at: float, fn: Callable[..., Outcome],
-             args: tuple[Any, ...]) -> None:
+    def _run(self, job: _Job) -> None:
         started = time.monotonic()
         with self._lock:
-            self._started[kind] += 1
-            self._running[kind] += 1
-        _event("started", kind, subject, waited_s=f"{started - queued_at:.3f}")
+            if not job.continued:
+                self._started[job.kind] += 1
+            self._running[job.kind] += 1
+        _event("started", job, logging.DEBUG if job.continued else logging.INFO,
+               waited_s=f"{started - job.queued_at:.3f}")
         error: BaseException | None = None
         try:
-            outcome = fn(*args)
+            outcome = job.fn(*job.args)
         except BaseException as exc:  # noqa: BLE001 - the job's own status records the failure
-            log.error("job %s %s raised", kind, subject, exc_info=exc)
+            log.error("job %s %s raised", job.kind, job.subject, exc_info=exc)
             error, outcome = exc, Outcome.FAILED
+        deferred = outcome == Outcome.DEFERRED
         with self._lock:  # counted and logged before the future wakes anyone who waits for the job
-            self._running[kind] -= 1
-            self._finished[kind, outcome] += 1
-        _event("finished", kind, subject, outcome=outcome, duration_s=f"{time.monotonic() - started:.3f}")
+            self._running[job.kind] -= 1
+            if not deferred:
+                self._finished[job.kind, outcome] += 1
+        _event("finished", job, logging.DEBUG if deferred else logging.INFO, outcome=outcome,
+               duration_s=f"{time.monotonic() - started:.3f}")
         if error is None:
-            future.set_result(outcome)
+            job.future.set_result(outcome)
         else:
-            future.set_exception(error)
+            job.future.set_exception(error)
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Block until every job submitted so far has finished (tests)."""

@@ -108,7 +108,7 @@ class _BackendCollector(Collector):
         for kind, count in sorted(stats.started.items()):
             started.add_metric((kind,), count)
         finished = CounterMetricFamily("lookout_jobs_finished", "Background jobs finished, by kind and outcome "
-                                       "(succeeded, failed, interrupted, skipped, deferred)",
+                                       "(succeeded, failed, interrupted, skipped)",
                                        labels=("kind", "outcome"))
         for (kind, outcome), count in sorted(stats.finished.items()):
             finished.add_metric((kind, str(outcome)), count)

@@ -106,8 +106,9 @@ def update_model_row(backend: Backend, project: str, version: int, **columns: An
 
 
 # ------------------------------------------------------------------------------------------- the job
-def submit(backend: Backend, plan: TrainingPlan, resumed: bool = False) -> None:
-    backend.jobs.submit("train", f"{plan.project}/{plan.version}", run_training, backend, plan, resumed=resumed)
+def submit(backend: Backend, plan: TrainingPlan, resumed: bool = False, continued: bool = False) -> None:
+    backend.jobs.submit("train", f"{plan.project}/{plan.version}", run_training, backend, plan, resumed=resumed,
+                        continued=continued)
 
 
 def _ready_plan(backend: Backend, plan: TrainingPlan) -> TrainingPlan | Outcome:
@@ -135,7 +136,7 @@ def _look_again_later(backend: Backend, plan: TrainingPlan) -> None:
     """Submit the waiting model's job again in a while, behind the dataset jobs queued meanwhile."""
     def again() -> None:
         try:
-            submit(backend, plan)
+            submit(backend, plan, continued=True)
         except RuntimeError:  # the emulator is shutting down: start-up recovery submits it again
             pass
 

@@ -1,8 +1,11 @@
 """The background job runner (emulator.jobs): bounded concurrency, a thread of its own per job."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
+
+import pytest
 
 from emulator.jobs import JobRunner, Outcome
 
@@ -92,4 +95,20 @@ def test_stats_count_jobs_by_kind_and_outcome_and_a_raising_job_as_failed() -> N
                                   ("dataset", Outcome.FAILED): 1}
     finally:
         release.set()
+        runner.shutdown()
+
+
+def test_a_deferred_job_and_its_continuation_count_and_log_as_one_job(caplog: pytest.LogCaptureFixture) -> None:
+    runner = JobRunner(workers=1)
+    try:
+        with caplog.at_level(logging.INFO, logger="emulator.jobs"):
+            runner.submit("train", "p/2", lambda: Outcome.DEFERRED).result(timeout=10)
+            runner.submit("train", "p/2", lambda: Outcome.DEFERRED, continued=True).result(timeout=10)
+            runner.submit("train", "p/2", lambda: Outcome.SUCCEEDED, continued=True).result(timeout=10)
+        stats = runner.stats()
+        assert (stats.started, stats.finished) == ({"train": 1}, {("train", Outcome.SUCCEEDED): 1})
+        lines = [record.getMessage() for record in caplog.records]
+        assert [line.split(" waited_s=")[0].split(" duration_s=")[0] for line in lines] == [
+            "job event=started kind=train subject=p/2", "job event=finished kind=train subject=p/2 outcome=succeeded"]
+    finally:
         runner.shutdown()
