@@ -16,6 +16,8 @@ from emulator.api import dispatch
 from emulator.backend import Backend, RecoveryHook
 from emulator.config import Settings
 from emulator.console import trial_runs
+from emulator.ops.endpoints import OpsEndpoints, is_ops_request, load_metrics_token
+from emulator.ops.metrics import ServerMetrics
 from emulator.s3.frontend import EmbeddedS3, is_s3_request, no_embedded_s3
 from emulator.s3.stores import EmbeddedObjectStore
 from emulator.security.access import KeyRing
@@ -46,22 +48,30 @@ def create_app(settings: Settings, backend: Backend | None = None, extra_recover
 
     Every request passes the request gate (`emulator.security.gate`) before anything is read or written:
     cross-site checks, and with a credentials file its SigV4 signature (the console checks its own
-    sign-in). A credentials file that cannot be used raises `emulator.security.access.CredentialsFileError`
+    sign-in). The health, readiness and metrics endpoints decide their own access
+    (`emulator.ops.endpoints`). A credentials file (or metrics token file) that cannot be used raises
+    `emulator.security.access.CredentialsFileError` (`emulator.ops.endpoints.MetricsTokenError`)
     before the backend starts."""
     keys = KeyRing.load(settings.credentials_file) if settings.credentials_file else None
+    token = load_metrics_token(settings.metrics_token_file) if settings.metrics_token_file else None
     backend = backend or Backend(settings)
     backend.start((*RECOVERY_HOOKS, *extra_recovery))
-    lookout = create_flask_app(backend, keys).wsgi_app
+    metrics = ServerMetrics(backend)
+    lookout = metrics.api(create_flask_app(backend, keys).wsgi_app)
     gate = RequestGate(SiteGuard(settings.allowed_hosts, settings.host), keys)
+    ops = OpsEndpoints(backend, metrics, gate, token)
     if isinstance(backend.objects, EmbeddedObjectStore):
-        s3: WSGIApp = EmbeddedS3(backend.objects)
+        s3: WSGIApp = metrics.s3(EmbeddedS3(backend.objects))
     else:
         s3 = no_embedded_s3(str(settings.s3_endpoint_url))
 
     def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if is_ops_request(environ):
+            return ops(environ, start_response)
         to_s3 = is_s3_request(environ) and not console.is_browser_visit(environ)
         refusal = gate.refusal(environ, to_s3)
         if refusal is not None:  # in the error form of the front end the request was meant for
+            metrics.refused.labels("s3" if to_s3 else "api", refusal.reason).inc()
             return gate.refuse(environ, start_response, refusal, to_s3)
         return (s3 if to_s3 else lookout)(environ, start_response)
 

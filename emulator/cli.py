@@ -272,6 +272,9 @@ SERVE_OPTIONS = (
     Option("--tls-cert", "LOOKOUT_TLS_CERT", None, _path, "PEM certificate (chain) to serve HTTPS; needs --tls-key",
            "FILE", "plain HTTP"),
     Option("--tls-key", "LOOKOUT_TLS_KEY", None, _path, "PEM private key of --tls-cert", "FILE", "none"),
+    Option("--metrics-token-file", "LOOKOUT_METRICS_TOKEN_FILE", None, _path,
+           "file holding a bearer token (16+ characters) that lets Prometheus read /metrics unsigned; without it, "
+           "a server with --credentials-file serves /metrics only to signed requests", "FILE", "none"),
 )
 
 EDGE_AGENT_OPTIONS = (
@@ -408,14 +411,16 @@ def main(argv: list[str] | None = None) -> None:
                         account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url,
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                        device=args.device, finetune_epochs=args.finetune_epochs)
+                        device=args.device, finetune_epochs=args.finetune_epochs,
+                        metrics_token_file=args.metrics_token_file)
     from emulator.datadir import DataDirInUse
+    from emulator.ops.endpoints import MetricsTokenError
     from emulator.security.access import CredentialsFileError
     from emulator.security.tls import TLSSetupError
 
     try:
         serve(settings, threads=args.threads)
-    except (CredentialsFileError, TLSSetupError) as exc:  # a flag's file, found unusable before anything opened
+    except (CredentialsFileError, MetricsTokenError, TLSSetupError) as exc:  # a flag's file, unusable
         parser.error(str(exc))
     except DataDirInUse as exc:  # like a port in use: the flag is fine, the machine's state is not
         parser.exit(1, f"{PROG}: {exc}\n")

@@ -44,6 +44,8 @@ class Settings:
     # PEM certificate chain and private key: serve HTTPS instead of HTTP.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # A file holding the bearer token Prometheus sends to read /metrics (see emulator.ops.endpoints).
+    metrics_token_file: Path | None = None
     # Where the engine trains and predicts: auto (CUDA when torch sees a GPU), cpu or cuda.
     device: str = DEFAULT_DEVICE
     # Epochs of backbone fine-tuning when a dataset has enough labelled anomalies: more can catch

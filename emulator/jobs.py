@@ -1,9 +1,17 @@
 """Background jobs: dataset imports, training, hosting transitions, packaging.
 
 Long work runs on a small pool of worker threads so that API calls return at once with an
-IN_PROGRESS status, as the real service does. A job records its own outcome in the store; what a
-crash or shutdown interrupts is left IN_PROGRESS there, and the recovery hooks ``create_app`` hands
-to `Backend.start` finish or fail it when a backend next starts, before the server accepts requests.
+IN_PROGRESS status, as the real service does. A job records its own outcome in the store and
+returns it as an `Outcome`; what a crash or shutdown interrupts is left IN_PROGRESS there, and the
+recovery hooks ``create_app`` hands to `Backend.start` finish or fail it when a backend next starts,
+before the server accepts requests.
+
+Every job event is one line on this module's logger (``emulator.jobs``), in key=value form so that
+an operator can grep or parse it: ``job event=resumed|started|finished kind=... subject=...``, the
+finished line with ``outcome=`` and ``duration_s=``. `JobRunner.stats` counts the same events for
+/metrics. A job that defers itself (a model waiting for its datasets' imports polls twice a second)
+is one job to the operator: its deferred runs and the runs that continue it are logged at DEBUG and
+not counted, so INFO shows one started and one finished line for it.
 """
 from __future__ import annotations
 
@@ -11,8 +19,11 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -20,7 +31,49 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 
-_Job = tuple[Future[Any], str, Callable[..., Any], tuple[Any, ...]]
+class Outcome(StrEnum):
+    """How a job ended, as its log line and metrics name it (its resource's status says more)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the resource records why; so does a job that raised
+    INTERRUPTED = "interrupted"  # the emulator is stopping: start-up recovery runs it again
+    SKIPPED = "skipped"  # nothing to do: the resource is gone or no longer waits for this job
+    DEFERRED = "deferred"  # not finished: the job submits itself again later, with continued=True
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """Counts since the runner started (jobs by kind): what /metrics exposes."""
+
+    started: Counter[str]
+    finished: Counter[tuple[str, Outcome]]
+    running: Counter[str]
+    queued: int
+
+
+@dataclass(frozen=True)
+class _Job:
+    future: Future[Outcome]
+    kind: str
+    subject: str
+    queued_at: float  # time.monotonic() at submission
+    continued: bool  # a run that continues a deferred job
+    fn: Callable[..., Outcome]
+    args: tuple[Any, ...]
+
+
+def _event(event: str, job: _Job, level: int = logging.INFO, **fields: object) -> None:
+    """One greppable key=value line per job event; values with spaces or quotes are quoted."""
+    pairs = {"event": event, "kind": job.kind, "subject": job.subject, **fields}
+    text = " ".join(f"{key}={_value(value)}" for key, value in pairs.items())
+    log.log(level, "job %s", text)
+
+
+def _value(value: object) -> str:
+    text = str(value)
+    if not text or any(char in text for char in ' "=\\'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
 
 
 class JobRunner:
@@ -39,48 +92,82 @@ class JobRunner:
     def __init__(self, workers: int) -> None:
         self.stopping = threading.Event()
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._pending: set[Future[Any]] = set()
+        self._pending: set[Future[Outcome]] = set()
         self._lock = threading.Lock()
+        self._started: Counter[str] = Counter()
+        self._finished: Counter[tuple[str, Outcome]] = Counter()
+        self._running: Counter[str] = Counter()
+        self._queued = 0
         self._workers = [threading.Thread(target=self._work, name=f"lookout-job-{i}", daemon=True)
                          for i in range(workers)]
         for worker in self._workers:
             worker.start()
 
-    def submit(self, description: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        """Queue `fn(*args)`; the returned future holds its result or exception."""
+    def submit(self, kind: str, subject: str, fn: Callable[..., Outcome], *args: Any, resumed: bool = False,
+               continued: bool = False) -> Future[Outcome]:
+        """Queue `fn(*args)`, a job of `kind` (``train``, ``dataset``, ...) on `subject` (the resource
+        it works for, e.g. ``cookies/1``); the returned future holds its outcome or exception.
+        `resumed`: start-up recovery submits what a stop or crash interrupted (logged as such);
+        `continued`: a job that ended DEFERRED submits itself again (see the module docstring)."""
         if self.stopping.is_set():
-            raise RuntimeError(f"cannot start job {description}: the emulator is shutting down")
-        future: Future[Any] = Future()
+            raise RuntimeError(f"cannot start job {kind} {subject}: the emulator is shutting down")
+        job = _Job(Future(), kind, subject, time.monotonic(), continued, fn, args)
         with self._lock:
-            self._pending.add(future)
-        future.add_done_callback(self._forget)
-        self._queue.put((future, description, fn, args))
-        return future
+            self._pending.add(job.future)
+            self._queued += 1
+        job.future.add_done_callback(self._forget)
+        if resumed:
+            _event("resumed", job)
+        self._queue.put(job)
+        return job.future
 
-    def _forget(self, future: Future[Any]) -> None:
+    def stats(self) -> JobStats:
+        """The job counts now (queued: submitted, not started yet)."""
+        with self._lock:
+            return JobStats(started=Counter(self._started), finished=Counter(self._finished),
+                            running=+self._running, queued=self._queued)
+
+    def _forget(self, future: Future[Outcome]) -> None:
         with self._lock:
             self._pending.discard(future)
 
     def _work(self) -> None:
         """A slot: take the next job and run it on a new thread, then wait for that thread."""
         while (job := self._queue.get()) is not None:
-            future = job[0]
-            if not future.set_running_or_notify_cancel():
+            with self._lock:
+                self._queued -= 1
+            if not job.future.set_running_or_notify_cancel():
                 continue
-            runner = threading.Thread(target=self._run, args=job, name=f"{threading.current_thread().name}-run",
+            runner = threading.Thread(target=self._run, args=(job,), name=f"{threading.current_thread().name}-run",
                                       daemon=True)
             runner.start()
             runner.join()
 
-    @staticmethod
-    def _run(future: Future[Any], description: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def _run(self, job: _Job) -> None:
+        started = time.monotonic()
+        with self._lock:
+            if not job.continued:
+                self._started[job.kind] += 1
+            self._running[job.kind] += 1
+        _event("started", job, logging.DEBUG if job.continued else logging.INFO,
+               waited_s=f"{started - job.queued_at:.3f}")
+        error: BaseException | None = None
         try:
-            result = fn(*args)
+            outcome = job.fn(*job.args)
         except BaseException as exc:  # noqa: BLE001 - the job's own status records the failure
-            log.error("job %s failed", description, exc_info=exc)
-            future.set_exception(exc)
+            log.error("job %s %s raised", job.kind, job.subject, exc_info=exc)
+            error, outcome = exc, Outcome.FAILED
+        deferred = outcome == Outcome.DEFERRED
+        with self._lock:  # counted and logged before the future wakes anyone who waits for the job
+            self._running[job.kind] -= 1
+            if not deferred:
+                self._finished[job.kind, outcome] += 1
+        _event("finished", job, logging.DEBUG if deferred else logging.INFO, outcome=outcome,
+               duration_s=f"{time.monotonic() - started:.3f}")
+        if error is None:
+            job.future.set_result(outcome)
         else:
-            future.set_result(result)
+            job.future.set_exception(error)
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Block until every job submitted so far has finished (tests)."""

@@ -11,6 +11,7 @@ the process ran out of them.
 """
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -132,6 +133,19 @@ CREATE TABLE IF NOT EXISTS trial_images (
 """
 
 
+@functools.cache
+def _expected_columns() -> dict[str, frozenset[str]]:
+    """Each table SCHEMA creates, with its columns (read from SCHEMA applied to an empty database)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(SCHEMA)
+        tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND "
+                                                   "name NOT LIKE 'sqlite_%'")]
+        return {table: frozenset(row[1] for row in conn.execute(f"PRAGMA table_info({table})")) for table in tables}
+    finally:
+        conn.close()
+
+
 # Idle connections kept for reuse; more are opened while more threads query at once, and closed
 # when they come back to a full pool.
 MAX_IDLE_CONNECTIONS = 8
@@ -216,6 +230,33 @@ class Store:
         with self._connection() as conn:
             rows = conn.execute(sql, args).fetchmany(1)
         return rows[0] if rows else None
+
+    def ping(self) -> str | None:
+        """Why the database does not answer now, or None when it does (readiness probes,
+        `emulator.ops.probes`)."""
+        try:
+            with self._connection() as conn:
+                conn.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            return f"the database does not answer ({exc})"
+        return None
+
+    def schema_problem(self) -> str | None:
+        """How the database's schema differs from the one this release uses (a table or column of
+        SCHEMA missing), or None when it is current (readiness probes)."""
+        try:
+            with self._connection() as conn:
+                present = {table: {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+                           for table in _expected_columns()}
+        except sqlite3.Error as exc:
+            return f"the schema could not be read ({exc})"
+        for table, columns in _expected_columns().items():
+            if not present[table]:
+                return f"the schema is not current: table {table} is missing"
+            missing = sorted(columns - present[table])
+            if missing:
+                return f"the schema is not current: table {table} lacks {', '.join(missing)}"
+        return None
 
     def close(self) -> None:
         """Close the pooled connections; those leased now are closed when given back."""

@@ -6,6 +6,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# Where the API's dispatcher leaves the name of the operation a request matched ("unknown" when
+# none), for the metrics of `emulator.ops.metrics`.
+OPERATION_ENVIRON_KEY = "lookout.operation"
 
 
 def raw_path(environ: dict[str, Any]) -> str:

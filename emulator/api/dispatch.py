@@ -17,10 +17,11 @@ from emulator.api.registry import OperationRegistry
 from emulator.api.schemas import load_input
 from emulator.api.servicemodel import find_route
 from emulator.backend import Backend
-from emulator.wsgi import raw_path
+from emulator.wsgi import OPERATION_ENVIRON_KEY, raw_path
 
 log = logging.getLogger(__name__)
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+UNKNOWN_OPERATION = "unknown"  # the operation metrics name a request that matches none
 
 
 def backend() -> Backend:
@@ -36,6 +37,7 @@ def dispatch() -> Response:
     request_id = str(uuid.uuid4())
     try:
         found = find_route(request.method, raw_path(request.environ))
+        request.environ[OPERATION_ENVIRON_KEY] = found[0].name if found is not None else UNKNOWN_OPERATION
         if found is None:
             raise ValidationException(
                 f"No Lookout for Vision operation matches {request.method} {request.path} "

@@ -27,6 +27,7 @@ from emulator.console.model_results import anomaly_score
 from emulator.console.words import count
 from emulator.formats.image_files import CONTENT_TYPES, sniff_format
 from emulator.formats.manifests import SEGMENTATION_TYPE
+from emulator.jobs import Outcome
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri, split_s3_location
 from emulator.services import detection, model_lifecycle
@@ -34,6 +35,7 @@ from emulator.services.evaluation_output import heatmap_png
 
 log = logging.getLogger(__name__)
 
+TRIAL_JOB = "trial"  # the job kind in log lines and metrics
 MAX_TRIAL_IMAGES = 2000  # limits.md: images in a trial detection dataset
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,99}")
 IN_PROGRESS, COMPLETED, FAILED = "IN_PROGRESS", "COMPLETED", "FAILED"
@@ -123,7 +125,7 @@ def create_trial(backend: Backend, project: str, name: str, version: str, source
                     backend.now()))
         db.executemany("INSERT OR IGNORE INTO trial_images(project, trial, source_ref) VALUES (?,?,?)",
                        [(project, name, ref) for ref in refs])
-    backend.jobs.submit(f"trial detection {project}/{name}", run_trial, backend, project, name)
+    backend.jobs.submit(TRIAL_JOB, f"{project}/{name}", run_trial, backend, project, name)
 
 
 def get_trial(backend: Backend, project: str, name: str) -> dict[str, Any]:
@@ -151,7 +153,7 @@ def trial_images(backend: Backend, project: str, name: str) -> list[TrialImage]:
 
 
 # ------------------------------------------------------------------------------------------- the job
-def run_trial(backend: Backend, project: str, name: str) -> None:
+def run_trial(backend: Backend, project: str, name: str) -> Outcome:
     """Detect anomalies in every image of the trial not yet done; never raises (the outcome is the status)."""
     try:
         trial = get_trial(backend, project, name)
@@ -170,10 +172,13 @@ def run_trial(backend: Backend, project: str, name: str) -> None:
         _set_status(backend, project, name, COMPLETED, _summary(backend, project, name))
     except ServiceError as refused:  # (if the project was deleted meanwhile, this updates nothing)
         _set_status(backend, project, name, FAILED, f"The trial detection failed: {refused.message}")
+        return Outcome.FAILED
     except Exception:  # a bug of ours: the traceback goes to the operator's log, not into the status
         log.exception("trial detection %s/%s failed", project, name)
         _set_status(backend, project, name, FAILED,
                     "The trial detection failed with an internal error; the server log has the details.")
+        return Outcome.FAILED
+    return Outcome.SUCCEEDED
 
 
 class _TrialHosting:
@@ -305,8 +310,8 @@ def resume_interrupted(backend: Backend) -> None:
     """Run again the trials a restart interrupted (images already detected are kept)."""
     backend.store.add_column("trial_images", "heatmap_ref", "TEXT")  # data dirs from before heatmaps
     for row in backend.store.query("SELECT project, name FROM trial_detections WHERE status=?", (IN_PROGRESS,)):
-        backend.jobs.submit(f"trial detection {row['project']}/{row['name']}", run_trial, backend,
-                            row["project"], row["name"])
+        backend.jobs.submit(TRIAL_JOB, f"{row['project']}/{row['name']}", run_trial, backend, row["project"],
+                            row["name"], resumed=True)
 
 
 # ------------------------------------------------------------------------------- verify and feed back

@@ -24,6 +24,10 @@ class ObjectStore(Protocol):
     def close(self) -> None:
         """Release the store's resources (after the last request and job)."""
 
+    def ping(self) -> str | None:
+        """Why the store cannot be used now, or None when it can (readiness probes: quick, and
+        raising nothing)."""
+
     def get(self, bucket: str, key: str) -> bytes: ...
 
     def put(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...

@@ -1,6 +1,7 @@
 """The two ObjectStore implementations: embedded moto S3 (in-process) and an external S3 endpoint."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import boto3
@@ -11,6 +12,10 @@ from emulator.config import Settings
 from emulator.s3.mirror import S3Mirror
 from emulator.s3.moto_space import MotoS3Space
 from emulator.s3.objects import ObjectNotFound, ObjectStore
+
+# Seconds a readiness probe waits for an external store to connect and to answer: load balancers
+# and Kubernetes give a probe a few seconds (Kubernetes: 1 s unless its timeoutSeconds says more).
+PROBE_TIMEOUT_S = 2.0
 
 
 def object_store_for(settings: Settings) -> ObjectStore:
@@ -35,6 +40,14 @@ class EmbeddedObjectStore:
 
     def close(self) -> None:
         self.space.discard()
+
+    def ping(self) -> str | None:
+        """Moto answers in-process; what can fail is writing the disk mirror every change goes to
+        (its folder, or before the first bucket the data directory it will be made in)."""
+        folder = self.mirror.root if self.mirror.root.exists() else self.mirror.root.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            return f"the embedded S3's folder {folder} is not a writable folder"
+        return None
 
     def changed(self, bucket: str, key: str | None) -> None:
         """Write a successful S3 change through to the mirror (`key` None: a bucket-level change)."""
@@ -89,12 +102,30 @@ class ExternalObjectStore:
         self.region = settings.region
         self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.region,
                                    config=Config(retries={"max_attempts": 3}))
+        self._probe_client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.region,
+                                          config=Config(retries={"max_attempts": 1}, connect_timeout=PROBE_TIMEOUT_S,
+                                                        read_timeout=PROBE_TIMEOUT_S))
 
     def open(self) -> None:
         """Nothing to load: the external store keeps its own state."""
 
+    def ping(self) -> str | None:
+        """Any S3 answer, even AccessDenied (the key may not list buckets), proves the store is up;
+        no answer within the probe's timeouts, or a server error, means it is not. A client of its
+        own, without retries, so that a probe answers within seconds."""
+        try:
+            self._probe_client.list_buckets()
+        except botocore.exceptions.ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            if status >= 500:
+                return f"{self.endpoint_url} answered HTTP {status}"
+        except botocore.exceptions.BotoCoreError as exc:
+            return f"{self.endpoint_url} does not answer ({exc})"
+        return None
+
     def close(self) -> None:
         self.client.close()
+        self._probe_client.close()
 
     def _fail(self, bucket: str, key: str, exc: Exception) -> ObjectNotFound:
         if isinstance(exc, botocore.exceptions.ClientError):

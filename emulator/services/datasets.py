@@ -42,6 +42,7 @@ from emulator.formats.manifests import (
     parse_manifest,
     read_json_lines,
 )
+from emulator.jobs import Outcome
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri
 from emulator.services.lookups import DATASET_TYPE_NAMES, find_dataset, get_project, require_dataset
@@ -250,8 +251,9 @@ def _start_update(backend: Backend, project: str, dataset_type: str, numbered: l
     return UPDATE_IN_PROGRESS
 
 
-def _submit(backend: Backend, project: str, dataset_type: str) -> None:
-    backend.jobs.submit(f"dataset {project}/{dataset_type}", _run_job, backend, project, dataset_type)
+def _submit(backend: Backend, project: str, dataset_type: str, resumed: bool = False) -> None:
+    backend.jobs.submit("dataset", f"{project}/{dataset_type}", _run_job, backend, project, dataset_type,
+                        resumed=resumed)
 
 
 def resume_interrupted_jobs(backend: Backend) -> None:
@@ -259,19 +261,18 @@ def resume_interrupted_jobs(backend: Backend) -> None:
     safe because nothing of it was committed."""
     for row in backend.store.query("SELECT project, dataset_type FROM datasets WHERE status IN (?,?)",
                                    IN_PROGRESS):
-        log.info("resuming the interrupted job of dataset %s/%s", row["project"], row["dataset_type"])
-        _submit(backend, row["project"], row["dataset_type"])
+        _submit(backend, row["project"], row["dataset_type"], resumed=True)
 
 
 class _Interrupted(Exception):
     """The emulator is shutting down: the job stays IN_PROGRESS and start-up recovery redoes it."""
 
 
-def _run_job(backend: Backend, project: str, dataset_type: str) -> None:
+def _run_job(backend: Backend, project: str, dataset_type: str) -> Outcome:
     """Import a manifest or apply an update, then record the outcome in the dataset's status."""
     row = find_dataset(backend, project, dataset_type)
     if row is None or row["status"] not in IN_PROGRESS:
-        return
+        return Outcome.SKIPPED
     creating = row["status"] == CREATE_IN_PROGRESS
     manifest_uri = ""
     try:
@@ -289,7 +290,7 @@ def _run_job(backend: Backend, project: str, dataset_type: str) -> None:
         _finish(backend, project, dataset_type, row["status"], CREATE_COMPLETE if creating else UPDATE_COMPLETE,
                 message, checked)
     except _Interrupted:
-        return
+        return Outcome.INTERRUPTED
     except Exception as exc:  # every failure (committing the outcome included) ends the job with a status
         if isinstance(exc, ManifestError):
             reason = str(exc)
@@ -302,6 +303,8 @@ def _run_job(backend: Backend, project: str, dataset_type: str) -> None:
         else:
             _finish(backend, project, dataset_type, row["status"], UPDATE_FAILED,
                     f"The update was rolled back and the dataset is unchanged: {reason}")
+        return Outcome.FAILED
+    return Outcome.SUCCEEDED
 
 
 def _read_manifest(backend: Backend, location: dict[str, Any], uri: str) -> list[tuple[int, ManifestLine]]:

@@ -58,6 +58,12 @@ class HostingRegistry:
             return None
         return found.result()
 
+    def serving(self) -> int:
+        """How many models are loaded and serving (/metrics; loads in progress or failed not counted)."""
+        with self._lock:
+            loads = list(self._hosted.values())
+        return sum(1 for load in loads if load.done() and not load.cancelled() and load.exception() is None)
+
     def stop(self, key: ModelKey) -> None:
         """Stop hosting: new requests see None at once; requests in flight finish first."""
         with self._lock:

@@ -24,6 +24,7 @@ from emulator.api.registry import OperationTable
 from emulator.api.statuses import ModelStatus, PackagingJobStatus, ResourceType
 from emulator.backend import Backend
 from emulator.edge.package import ARCHIVE_NAME, MANIFEST_NAME, build_archive, new_manifest, seal
+from emulator.jobs import Outcome
 from emulator.s3.objects import ObjectNotFound
 from emulator.services.lookups import engine_dir, get_model, get_project, model_arn
 from emulator.services.model_lifecycle import conflict
@@ -174,8 +175,8 @@ def _position(token: str | None) -> tuple[float, str]:
 
 
 # ------------------------------------------------------------------------------------------- the job
-def _submit(backend: Backend, project: str, job_name: str) -> None:
-    backend.jobs.submit(f"package {project}/{job_name}", run_packaging, backend, project, job_name)
+def _submit(backend: Backend, project: str, job_name: str, resumed: bool = False) -> None:
+    backend.jobs.submit("package", f"{project}/{job_name}", run_packaging, backend, project, job_name, resumed=resumed)
 
 
 def _set_status(backend: Backend, project: str, job_name: str, status: str, message: str,
@@ -187,13 +188,13 @@ def _set_status(backend: Backend, project: str, job_name: str, status: str, mess
                     project, job_name))
 
 
-def run_packaging(backend: Backend, project: str, job_name: str) -> None:
+def run_packaging(backend: Backend, project: str, job_name: str) -> Outcome:
     """Package the model and record the outcome; never raises (the outcome is the job's status)."""
     import engine
 
     row = backend.store.query_one("SELECT * FROM packaging_jobs WHERE project=? AND job_name=?", (project, job_name))
     if row is None:  # its project was deleted while the job waited
-        return
+        return Outcome.SKIPPED
     configuration = json.loads(row["configuration"])
     greengrass = _greengrass(configuration)
     name, version = greengrass["ComponentName"], component_version(configuration, row["model_version"])
@@ -222,24 +223,25 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> None:
     except ObjectNotFound as exc:
         _set_status(backend, project, job_name, FAILED,
                     f"The package could not be written to s3://{location['Bucket']}/{folder} ({exc}).")
-        return
+        return Outcome.FAILED
     except engine.EngineError as exc:
         _set_status(backend, project, job_name, FAILED, f"The model could not be packaged: {exc}")
-        return
+        return Outcome.FAILED
     except OSError as exc:  # e.g. a full disk; the path stays in the operator's log
         log.warning("packaging job %s/%s failed", project, job_name, exc_info=True)
         _set_status(backend, project, job_name, FAILED,
                     f"The model could not be packaged: the data directory could not be read or written "
                     f"({exc.strerror or type(exc).__name__}).")
-        return
+        return Outcome.FAILED
     except Exception as exc:  # a bug of ours: keep the traceback, tell the user
         log.exception("packaging job %s/%s failed", project, job_name)
         _set_status(backend, project, job_name, FAILED, f"An internal error stopped the job ({type(exc).__name__}).")
-        return
+        return Outcome.FAILED
     _set_status(backend, project, job_name, SUCCEEDED,
                 f"The model was packaged to s3://{location['Bucket']}/{folder}{ARCHIVE_NAME}.",
                 {"Greengrass": {"ComponentVersionArn": _component_arn(backend, name, version),
                                 "ComponentName": name, "ComponentVersion": version}})
+    return Outcome.SUCCEEDED
 
 
 def _package_folder(prefix: str, name: str, version: str) -> str:
@@ -254,4 +256,4 @@ def resume_packaging(backend: Backend) -> None:
     """Jobs a restart interrupted run again from the start (packaging is repeatable)."""
     for row in backend.store.query("SELECT project, job_name FROM packaging_jobs WHERE status IN (?, ?)",
                                    (CREATED, RUNNING)):
-        _submit(backend, row["project"], row["job_name"])
+        _submit(backend, row["project"], row["job_name"], resumed=True)

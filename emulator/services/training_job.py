@@ -36,6 +36,7 @@ from emulator.api.statuses import ModelStatus
 from emulator.backend import Backend, per_backend
 from emulator.formats import jsontext
 from emulator.formats.image_files import ImageError, open_image, rgb_pixels
+from emulator.jobs import Outcome
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri
 from emulator.services.evaluation_output import write_evaluation
@@ -86,6 +87,11 @@ def training_progress(backend: Backend, project: str, version: int) -> Progress 
     return _running(backend).get((project, int(version)))
 
 
+def trainings_running(backend: Backend) -> int:
+    """How many training jobs of this server are running now (/metrics)."""
+    return len(_running(backend))
+
+
 class _Interrupted(Exception):
     """The emulator is shutting down: training stops and leaves the model to start-up recovery."""
 
@@ -100,24 +106,26 @@ def update_model_row(backend: Backend, project: str, version: int, **columns: An
 
 
 # ------------------------------------------------------------------------------------------- the job
-def submit(backend: Backend, plan: TrainingPlan) -> None:
-    backend.jobs.submit(f"train {plan.project} v{plan.version}", run_training, backend, plan)
+def submit(backend: Backend, plan: TrainingPlan, resumed: bool = False, continued: bool = False) -> None:
+    backend.jobs.submit("train", f"{plan.project}/{plan.version}", run_training, backend, plan, resumed=resumed,
+                        continued=continued)
 
 
-def _ready_plan(backend: Backend, plan: TrainingPlan) -> TrainingPlan | None:
+def _ready_plan(backend: Backend, plan: TrainingPlan) -> TrainingPlan | Outcome:
     """The plan of a model that waited for its datasets, now that they are ready (saved with the
-    model); None when it must wait longer or has failed (its status says so)."""
+    model); else how this run of the job ends: DEFERRED when it must wait longer, FAILED when the
+    datasets can't be trained on (the model's status says why)."""
     if busy_dataset(backend, plan.project) is not None:
         _look_again_later(backend, plan)
-        return None
+        return Outcome.DEFERRED
     try:
         train, test, auto_split, label_colors = plan_training(backend, plan.project)
     except ConflictException:  # a dataset job began just now
         _look_again_later(backend, plan)
-        return None
+        return Outcome.DEFERRED
     except ServiceError as refused:
         _fail(backend, plan, _why_unusable(backend, plan.project, refused))
-        return None
+        return Outcome.FAILED
     plan = replace(plan, train=train, test=test, auto_split=auto_split, label_colors=label_colors, waiting=False)
     save_plan(backend, plan)
     update_model_row(backend, plan.project, plan.version, status_message=TRAINING_MESSAGE)
@@ -128,7 +136,7 @@ def _look_again_later(backend: Backend, plan: TrainingPlan) -> None:
     """Submit the waiting model's job again in a while, behind the dataset jobs queued meanwhile."""
     def again() -> None:
         try:
-            submit(backend, plan)
+            submit(backend, plan, continued=True)
         except RuntimeError:  # the emulator is shutting down: start-up recovery submits it again
             pass
 
@@ -148,7 +156,7 @@ def _why_unusable(backend: Backend, project: str, refused: ServiceError) -> str:
             "dataset, create it again from a corrected manifest, then call CreateModel again.")
 
 
-def run_training(backend: Backend, plan: TrainingPlan) -> None:
+def run_training(backend: Backend, plan: TrainingPlan) -> Outcome:
     """Train, evaluate and record the outcome; never raises (the outcome is the model's status).
     While it runs, `training_progress` tells its stage."""
     running = _running(backend)
@@ -156,24 +164,24 @@ def run_training(backend: Backend, plan: TrainingPlan) -> None:
     running[key] = Progress(time.time(), "waiting for the datasets' jobs to finish" if plan.waiting
                             else "copying the training and test images")
     try:
-        _train(backend, plan, running[key])
+        return _train(backend, plan, running[key])
     finally:
         running.pop(key, None)
 
 
-def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> None:
+def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> Outcome:
     import engine
 
     row = backend.store.query_one("SELECT status FROM models WHERE project=? AND version=?",
                                   (plan.project, plan.version))
     if row is None or row["status"] != ModelStatus.TRAINING:
-        return
+        return Outcome.SKIPPED
     started = time.monotonic()
     try:
         if plan.waiting:
             ready = _ready_plan(backend, plan)
-            if ready is None:
-                return
+            if isinstance(ready, Outcome):
+                return ready
             plan = ready
             progress.stage = "copying the training and test images"
         directory = model_dir(backend, plan.project, plan.version)
@@ -200,12 +208,15 @@ def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> None:
             performance=json.dumps(performance), evaluation_manifest=json.dumps(manifest),
             evaluation_result=json.dumps(result), evaluation_end=finished)
     except _Interrupted:
-        return
+        return Outcome.INTERRUPTED
     except (TrainingError, engine.EngineError) as exc:
         _fail(backend, plan, str(exc))
+        return Outcome.FAILED
     except Exception:  # a bug of ours (or recording the outcome failed): traceback to the log, not the status
         log.exception("training %s v%s failed", plan.project, plan.version)
         _fail(backend, plan, "an internal error stopped training; the server log has the details.")
+        return Outcome.FAILED
+    return Outcome.SUCCEEDED
 
 
 def _predictions(model: engine.Model, items: Sequence[engine.Item],
@@ -318,7 +329,6 @@ def resume_training(backend: Backend) -> None:
                              status_message="Training failed: the emulator stopped before the model's training "
                              "plan was saved. Call CreateModel again to train a new version.")
             continue
-        log.info("resuming the interrupted training of %s v%s", row["project"], row["version"])
         if not plan.waiting:
             update_model_row(backend, row["project"], row["version"], status_message=TRAINING_MESSAGE)
-        submit(backend, plan)
+        submit(backend, plan, resumed=True)

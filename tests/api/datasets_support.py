@@ -129,7 +129,7 @@ def jobs_held(emulator: Any) -> Iterator[None]:
         release.wait(60)
 
     for _ in range(emulator.settings.job_workers):
-        emulator.backend.jobs.submit("test: hold the workers", hold)
+        emulator.backend.jobs.submit("test", "hold-the-workers", hold)
     for _ in range(emulator.settings.job_workers):
         assert started.acquire(timeout=30), "the job runner did not start the holding jobs"
     try:

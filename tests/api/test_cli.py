@@ -98,6 +98,7 @@ def test_a_host_that_does_not_resolve_is_refused_before_the_data_dir_is_opened(t
     (["--credentials-file", "MISSING"], "cannot read the credentials file MISSING: No such file or directory"),
     (["--tls-cert", "MISSING", "--tls-key", "PRESENT"], "cannot read the TLS certificate MISSING: No such file"),
     (["--tls-cert", "PRESENT", "--tls-key", "MISSING"], "cannot read the TLS private key MISSING: No such file"),
+    (["--metrics-token-file", "MISSING"], "cannot read the metrics token file MISSING: "),
 ])
 def test_a_missing_file_is_named_and_refused_before_the_data_dir_is_opened(tmp_path, flags, message):
     """Each file flag names the file it cannot read (a missing key file was "cannot read None") and
