@@ -21,13 +21,10 @@ import configparser
 import datetime as dt
 import hashlib
 import hmac
-import io
 import ipaddress
 import logging
 import re
 import socket
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,8 +42,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import ReadOnlyCredentials
 
+from emulator.s3.chunked import ChunkedBodyError, read_chunks
 from emulator.s3.frontend import virtual_hosted_bucket
-from emulator.wsgi import raw_path
+from emulator.wsgi import raw_path, rewindable_body
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +63,6 @@ _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 _READ_ONLY_OPERATIONS = re.compile(r"(Describe|List)[A-Za-z]*|DetectAnomalies")
 _READ_ONLY_S3_METHODS = frozenset({"GET", "HEAD"})
 _AUTH_FIELD = re.compile(r"\s*(Credential|SignedHeaders|Signature)\s*=\s*([^,\s]*)\s*")
-_BODY_IN_MEMORY = 8 * 1024 * 1024  # larger S3 bodies are spooled to disk while they are hashed
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -308,58 +305,12 @@ def _signer_for(signed: _Signed, key: AccessKey) -> SigV4Auth:
     return (_S3HeaderSigner if s3 else _HeaderSigner)(credentials, signed.service, signed.region)
 
 
-def _read_body(environ: dict[str, Any]) -> BinaryIO:
-    """The request body as a file at its start that the check can read and rewind, so that the app
-    still reads it afterwards: waitress's own buffer when it can seek (no copy), else a copy that
-    replaces ``wsgi.input``."""
-    stream: BinaryIO = environ.get("wsgi.input") or io.BytesIO()
-    seekable = getattr(stream, "seekable", None)
-    if seekable is not None and seekable() and stream.tell() == 0:
-        return stream
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or -1)
-    except ValueError:
-        length = -1
-    copy = tempfile.SpooledTemporaryFile(max_size=_BODY_IN_MEMORY)  # noqa: SIM115 - it becomes wsgi.input
-    remaining = length
-    while remaining != 0:
-        chunk = stream.read(min(1024 * 1024, remaining) if remaining > 0 else 1024 * 1024)
-        if not chunk:
-            break
-        copy.write(chunk)
-        remaining -= len(chunk) if remaining > 0 else 0
-    copy.seek(0)
-    environ["wsgi.input"] = copy
-    return copy  # type: ignore[return-value]
-
-
 def _sha256(body: BinaryIO) -> str:
     digest = hashlib.sha256()
     for chunk in iter(lambda: body.read(1024 * 1024), b""):
         digest.update(chunk)
     body.seek(0)
     return digest.hexdigest()
-
-
-def _chunk_signatures(body: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    """The (signature, data) of each chunk of an ``aws-chunked`` body; malformed input raises ValueError."""
-    while True:
-        line = body.readline(4096)
-        if not line.endswith(b"\r\n"):
-            raise ValueError("a chunk header is not terminated")
-        size_text, _, extension = line[:-2].partition(b";")
-        name, _, signature = extension.partition(b"=")
-        if name.strip() != b"chunk-signature":
-            raise ValueError("a chunk has no chunk-signature")
-        size = int(size_text, 16)
-        data = body.read(size)
-        if len(data) != size:
-            raise ValueError("a chunk is shorter than its header says")
-        yield signature.decode("ascii", "replace").strip(), data
-        if size == 0:
-            return  # what follows the last chunk (an empty line or trailing headers) is not chunk data
-        if body.read(2) != b"\r\n":
-            raise ValueError("a chunk is longer than its header says")
 
 
 def _check_chunks(body: BinaryIO, signer: SigV4Auth, request: AWSRequest, seed: str, signed: _Signed) -> None:
@@ -369,16 +320,19 @@ def _check_chunks(body: BinaryIO, signer: SigV4Auth, request: AWSRequest, seed: 
     scope = signer.credential_scope(request)
     empty = hashlib.sha256(b"").hexdigest()
     try:
-        for claimed, data in _chunk_signatures(body):
+        for chunk in read_chunks(body):
+            if chunk.signature is None:
+                raise Refusal("payload", "The aws-chunked body is malformed: a chunk has no chunk-signature.",
+                              signed.key_id)
             string_to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", signed.timestamp, scope, previous, empty,
-                                        hashlib.sha256(data).hexdigest()])
+                                        chunk.sha256])
             expected = signer.signature(string_to_sign, request)
-            if not hmac.compare_digest(expected, claimed):
+            if not hmac.compare_digest(expected, chunk.signature):
                 raise Refusal("signature", "The request signature we calculated does not match the signature "
                                            "of a chunk of the streamed body.", signed.key_id)
             previous = expected
-    except ValueError as error:
-        raise Refusal("payload", f"The aws-chunked body is malformed: {error}.", signed.key_id) from None
+    except ChunkedBodyError as error:
+        raise Refusal("payload", f"The aws-chunked body is malformed: {error}", signed.key_id) from None
     finally:
         body.seek(0)
 
@@ -463,7 +417,7 @@ def verify(environ: dict[str, Any], keys: KeyRing, service: str, now: dt.datetim
     request.context.update(timestamp=signed.timestamp, signed_headers=headers)
     body: BinaryIO | None = None
     if claimed_payload is None and not signed.presigned:
-        body = _read_body(environ)  # the signature covers the body's hash itself
+        body = rewindable_body(environ)  # the signature covers the body's hash itself
         request.data = body.read()
         body.seek(0)
     signer = _signer_for(signed, key)
@@ -472,12 +426,12 @@ def verify(environ: dict[str, Any], keys: KeyRing, service: str, now: dt.datetim
         raise Refusal("signature", "The request signature we calculated does not match the signature you "
                                    "provided. Check your key and signing method.", key.key_id)
     if claimed_payload and _HEX_SHA256.fullmatch(claimed_payload):
-        body = _read_body(environ)
+        body = rewindable_body(environ)
         if not hmac.compare_digest(_sha256(body), claimed_payload):
             raise Refusal("payload", "The provided 'x-amz-content-sha256' header does not match what was "
                                      "computed.", key.key_id)
     elif claimed_payload in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER):
-        _check_chunks(_read_body(environ), signer, request, expected, signed)
+        _check_chunks(rewindable_body(environ), signer, request, expected, signed)
     elif claimed_payload and claimed_payload != UNSIGNED_PAYLOAD and not claimed_payload.startswith("STREAMING-"):
         raise Refusal("payload", f"x-amz-content-sha256 must be a SHA-256 hex digest, {UNSIGNED_PAYLOAD} or a "
                                  "STREAMING-* value.", key.key_id)

@@ -284,6 +284,33 @@ def test_a_streamed_signed_payload(tampered: bool, secured: LocalEmulator, s3: A
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"".join(chunks)
 
 
+# (payload hash, X-Amz-Decoded-Content-Length, whether the signature covers it) of a 5-byte streamed upload
+_LYING_LENGTHS = {
+    "400 MB, signed": ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "400000000", True),
+    "larger, added unsigned": ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "65536", False),
+    "1e15, unsigned chunks": ("STREAMING-UNSIGNED-PAYLOAD-TRAILER", "1000000000000000", True),
+}
+
+
+@pytest.mark.parametrize("case", _LYING_LENGTHS)
+def test_a_streamed_upload_stores_what_its_chunks_hold_or_nothing(case: str, secured: LocalEmulator, s3: Any,
+                                                                   bucket: str) -> None:
+    """A key that may write still cannot make five bytes into a large object of zeros."""
+    payload_hash, announced, covered = _LYING_LENGTHS[case]
+    key = unique("lying")
+    request, signer = _signed_put(secured, bucket, key, b"", payload_hash,
+                                  {"Content-Encoding": "aws-chunked",
+                                   **({"x-amz-decoded-content-length": announced} if covered else {})})
+    if payload_hash.startswith("STREAMING-AWS4"):
+        body = _aws_chunked(request, signer, [b"hello"])
+    else:
+        body = b"5\r\nhello\r\n0\r\n\r\n"
+    headers = {**dict(request.headers.items()), "x-amz-decoded-content-length": announced}
+    refusal = requests.put(request.url, data=body, headers=headers, timeout=30)
+    assert _s3_error(refusal) == (400, "IncompleteBody")
+    assert not exists(s3, bucket, key)
+
+
 def test_secrets_and_signatures_are_never_logged(secured: LocalEmulator, bucket: str,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     bad = make_client(secured, "s3", (FULL[0], "wrong-secret-value"))
