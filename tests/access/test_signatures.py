@@ -192,6 +192,26 @@ def test_signature_version_2_presigned_urls_boto3_makes_by_default(secured: Loca
     assert not exists(s3, bucket, key + "x")
 
 
+def test_a_presigned_api_request_covers_its_body(secured: LocalEmulator, lookout: Any) -> None:
+    """A query-signed API request signs the hash of its body like a header-signed one: a URL signed
+    over an empty body does not carry another body."""
+    listed = requests.get(lookout.generate_presigned_url("list_projects", ExpiresIn=60), timeout=30)
+    assert listed.status_code == 200 and "Projects" in listed.json()
+    name = unique("smuggled")
+    request = AWSRequest("POST", f"{secured.endpoint_url}/2020-11-20/projects", data=b"")
+    botocore.auth.SigV4QueryAuth(ReadOnlyCredentials(*FULL, None), "lookoutvision", secured.settings.region,
+                                 expires=60).add_auth(request)
+    for claim in ({}, {"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}):
+        smuggled = requests.post(request.url, json={"ProjectName": name}, headers=claim, timeout=30)
+        assert (smuggled.status_code, smuggled.headers["x-amzn-ErrorType"]) == (403, "InvalidSignatureException")
+    assert name not in [p["ProjectName"] for p in lookout.list_projects(MaxResults=100)["Projects"]]
+    request = AWSRequest("POST", f"{secured.endpoint_url}/2020-11-20/projects", data=f'{{"ProjectName": "{name}"}}')
+    botocore.auth.SigV4QueryAuth(ReadOnlyCredentials(*FULL, None), "lookoutvision", secured.settings.region,
+                                 expires=60).add_auth(request)
+    assert "ProjectName" in request.url  # botocore presigns a JSON body's members in the query, over no body
+    assert requests.post(request.url, timeout=30).status_code == 400  # signed, but the API reads no query members
+
+
 # -- the read-only key ---------------------------------------------------------------------------
 
 
