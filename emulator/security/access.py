@@ -32,6 +32,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from botocore.auth import (
     UNSIGNED_PAYLOAD,
+    HmacV1Auth,
     HmacV1QueryAuth,
     S3SigV4Auth,
     S3SigV4QueryAuth,
@@ -62,6 +63,14 @@ STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 _READ_ONLY_OPERATIONS = re.compile(r"(Describe|List)[A-Za-z]*|DetectAnomalies")
 _READ_ONLY_S3_METHODS = frozenset({"GET", "HEAD"})
+# Signature Version 2 signs only the sub-resources botocore lists in HmacV1Auth.QSAOfInterest and
+# leaves the request parameters of listings and paging out by design. Any other query parameter of
+# a V2 presigned URL was not signed and may select another operation (``&legal-hold``), so it is refused.
+_V2_PRESIGN_PARAMETERS = frozenset({"AWSAccessKeyId", "Expires", "Signature"})
+_V2_UNSIGNED_PARAMETERS = frozenset({
+    "prefix", "delimiter", "marker", "max-keys", "encoding-type", "list-type", "continuation-token", "fetch-owner",
+    "start-after", "key-marker", "version-id-marker", "upload-id-marker", "max-uploads", "max-parts",
+    "part-number-marker"})
 _AUTH_FIELD = re.compile(r"\s*(Credential|SignedHeaders|Signature)\s*=\s*([^,\s]*)\s*")
 
 
@@ -348,6 +357,21 @@ class _V2QuerySigner(HmacV1QueryAuth):  # type: ignore[misc]  # botocore has no 
         return self._expires_at
 
 
+def _refuse_unsigned_v2_parameters(query: str, key: AccessKey) -> None:
+    """Refusal('signature') for a query parameter a V2 signature does not cover and that may change
+    the operation. A name counts as signed only as it appears on the wire: botocore's canonical
+    resource compares names undecoded, and moto decodes them (``%61cl`` would be an unsigned ``acl``)."""
+    for part in query.split("&"):
+        raw_name = part.partition("=")[0]
+        name = unquote(raw_name)
+        if (not part or raw_name in HmacV1Auth.QSAOfInterest or name in _V2_PRESIGN_PARAMETERS
+                or name in _V2_UNSIGNED_PARAMETERS or name.lower().startswith("x-amz-")
+                or name in ("content-md5", "content-type")):
+            continue
+        raise Refusal("signature", f"The query parameter {name[:60]!r} is not covered by the Signature Version 2 "
+                                   "signature of this URL.", key.key_id)
+
+
 def _verify_v2_presigned(environ: dict[str, Any], keys: KeyRing, query: dict[str, str], now: dt.datetime) -> AccessKey:
     """An S3 URL presigned with Signature Version 2 (``AWSAccessKeyId``, ``Expires``, ``Signature``):
     what boto3's ``generate_presigned_url`` and ``aws s3 presign`` make by default for us-east-1."""
@@ -371,8 +395,11 @@ def _verify_v2_presigned(environ: dict[str, Any], keys: KeyRing, query: dict[str
     for name, value in {**{f"x-amz-{n}": v for n, v in amz.items()},
                         **{k: v for k, v in query.items() if k.lower().startswith("x-amz-")}}.items():
         headers[name] = value
+    _refuse_unsigned_v2_parameters(environ.get("QUERY_STRING", ""), key)
     bucket = virtual_hosted_bucket(environ)
     path = f"/{bucket}{raw_path(environ)}" if bucket else raw_path(environ)
+    if path.count("/") == 1 and path != "/":
+        path += "/"  # V2 signs a bucket as /bucket/, also when the URL names it path-style without the slash
     signer = _V2QuerySigner(ReadOnlyCredentials(key.key_id, key.secret, None), expires)
     url = urlsplit(f"http://localhost{path}?{environ.get('QUERY_STRING', '')}")
     expected = signer.sign_string(signer.canonical_string(environ["REQUEST_METHOD"], url, headers))

@@ -212,6 +212,38 @@ def test_a_presigned_api_request_covers_its_body(secured: LocalEmulator, lookout
     assert requests.post(request.url, timeout=30).status_code == 400  # signed, but the API reads no query members
 
 
+# Query sub-resources that turn a signed GET or PUT of an object into another operation.
+_OTHER_OPERATIONS = ["legal-hold", "attributes", "retention", "tagging", "acl", "%61cl", "torrent", "restore"]
+
+
+@pytest.mark.parametrize("version", ["v2", "s3v4"])
+def test_a_sub_resource_appended_to_a_presigned_url_is_refused(version: str, secured: LocalEmulator, s3: Any,
+                                                               bucket: str) -> None:
+    """Signature Version 2 signs only some sub-resources (and no listing parameters): one it leaves
+    out may not change what a presigned URL does. SigV4 signs the whole query."""
+    signer = make_client(secured, "s3", FULL, **({} if version == "v2" else {"signature_version": version}))
+    get_url = signer.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "seen.txt"}, ExpiresIn=60)
+    assert requests.get(get_url, timeout=30).content == b"visible"
+    key = unique("subresource")
+    put_url = signer.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=60)
+    for name in _OTHER_OPERATIONS:
+        assert _s3_error(requests.get(f"{get_url}&{name}", timeout=30)) == (403, "SignatureDoesNotMatch"), name
+        assert _s3_error(requests.put(f"{put_url}&{name}", data=b"x", timeout=30)) == (403, "SignatureDoesNotMatch")
+    assert not exists(s3, bucket, key)
+    assert requests.put(put_url, data=b"signed", timeout=30).status_code == 200
+
+
+def test_signature_version_2_presigned_listings(secured: LocalEmulator, bucket: str) -> None:
+    """boto3's default presigned list_objects URLs name the bucket alone (``/bucket?encoding-type=url``),
+    which Signature Version 2 signs as ``/bucket/``; their listing parameters are not signed."""
+    v2 = make_client(secured, "s3", FULL)
+    for operation, params in (("list_objects", {}), ("list_objects_v2", {"Prefix": "seen"})):
+        url = v2.generate_presigned_url(operation, Params={"Bucket": bucket, **params}, ExpiresIn=60)
+        assert "encoding-type=url" in url and "AWSAccessKeyId=" in url
+        listed = requests.get(url, timeout=30)
+        assert listed.status_code == 200 and "<Key>seen.txt</Key>" in listed.text, listed.text
+
+
 # -- the read-only key ---------------------------------------------------------------------------
 
 
