@@ -14,9 +14,9 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
@@ -29,6 +29,8 @@ SESSION_HOURS = 8
 SESSION_SIGNING_KEY_FILE = "console-session.key"
 # Pages a visitor who has not signed in may see: the form itself and the style sheet it uses.
 _OPEN_ENDPOINTS = frozenset({"console.sign_in", "console.static"})
+# A console page to return to after signing in: /console, or below it, with a query or fragment.
+_CONSOLE_PAGE = re.compile(r"/console(?:[/?#][^\s\x00-\x1f\x7f-\x9f\\]*)?")
 
 
 def configure(app: Flask) -> None:
@@ -105,10 +107,10 @@ def console_access() -> dict[str, object]:
 
 
 def _safe_next(target: str | None) -> str:
-    """Where to go after signing in: only a console page of this server, never another site."""
+    """Where to go after signing in: a console page of this server (no spaces, control characters or
+    backslashes), never another site, nor a line break that would add a header of its own."""
     target = target or ""
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/console") or "\\" in target:
+    if _CONSOLE_PAGE.fullmatch(target) is None:
         return url_for("console.project_list")
     return target
 

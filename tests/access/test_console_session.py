@@ -15,8 +15,22 @@ def signed_in(server: LocalEmulator, key: tuple[str, str], next_page: str = "") 
 
 def test_after_signing_in_only_console_pages_of_this_server_are_destinations(secured: LocalEmulator) -> None:
     assert signed_in(secured, FULL, "/console/projects/x").headers["Location"] == "/console/projects/x"
-    for elsewhere in ("https://attacker.example/", "//attacker.example/console", "/other", "/console\\@x"):
-        assert signed_in(secured, FULL, elsewhere).headers["Location"] == "/console/", elsewhere
+    assert signed_in(secured, FULL, "/console?tab=models#top").headers["Location"] == "/console?tab=models#top"
+    assert signed_in(secured, FULL, "/console/projects/ü").headers["Location"] == "/console/projects/%C3%BC"
+    for elsewhere in ("https://attacker.example/", "//attacker.example/console", "/other", "/console\\@x",
+                      "/consolex", "/console\r\nSet-Cookie: x=1", "/console/\nx", "/console/ x", "/console/\x7f"):
+        response = signed_in(secured, FULL, elsewhere)
+        assert response.status_code == 303 and response.headers["Location"] == "/console/", elsewhere
+        assert "x=1" not in response.headers.get("Set-Cookie", "")
+
+
+def test_a_sign_in_link_with_a_header_in_its_next_page_is_harmless(secured: LocalEmulator) -> None:
+    link = f"{secured.endpoint_url}/console/signin?next=%2Fconsole%0D%0ASet-Cookie%3A%20x%3D1"
+    form = requests.get(link, timeout=30)
+    assert form.status_code == 200 and "Set-Cookie" not in form.text and "x=1" not in form.headers.get("Set-Cookie", "")
+    posted = requests.post(link, data={"access_key_id": FULL[0], "secret_access_key": FULL[1]}, timeout=30,
+                           allow_redirects=False)
+    assert posted.status_code == 303 and posted.headers["Location"] == "/console/"
 
 
 def test_pages_without_a_session_redirect_scripts_get_401(secured: LocalEmulator) -> None:
