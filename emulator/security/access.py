@@ -43,7 +43,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import ReadOnlyCredentials
 
-from emulator.s3.chunked import ChunkedBodyError, read_chunks
+from emulator.s3.chunked import STREAMING_PREFIX, ChunkedBodyError, read_chunks
 from emulator.s3.frontend import virtual_hosted_bucket
 from emulator.wsgi import raw_path, rewindable_body
 
@@ -461,7 +461,7 @@ def verify(environ: dict[str, Any], keys: KeyRing, service: str, now: dt.datetim
                                      "computed.", key.key_id)
     elif claimed_payload in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER):
         _check_chunks(rewindable_body(environ), signer, request, expected, signed)
-    elif claimed_payload and claimed_payload != UNSIGNED_PAYLOAD and not claimed_payload.startswith("STREAMING-"):
+    elif claimed_payload and claimed_payload != UNSIGNED_PAYLOAD and not claimed_payload.startswith(STREAMING_PREFIX):
         raise Refusal("payload", f"x-amz-content-sha256 must be a SHA-256 hex digest, {UNSIGNED_PAYLOAD} or a "
                                  "STREAMING-* value.", key.key_id)
     return key
