@@ -16,11 +16,13 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
 import secrets
 import time
 from pathlib import Path
+from typing import cast
 
 from flask import Flask, abort, current_app, g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
@@ -82,12 +84,10 @@ def signed_in_key() -> AccessKey | None:
     if "console_key" not in g:
         ring = keys()
         key = ring.get(session.get("key_id", "")) if ring else None
-        if key is not None and not (hmac.compare_digest(session.get("proof", ""), _proof(key))
-                                    and backend().store.console_session_is_live(session.get("id", ""), key.key_id,
-                                                                         time.time())):
-            key = None
-        g.console_key = key
-    return g.console_key  # type: ignore[no-any-return]
+        live = (key is not None and hmac.compare_digest(session.get("proof", ""), _proof(key))
+                and backend().store.console_session_is_live(session.get("id", ""), key.key_id, time.time()))
+        g.console_key = key if live else None
+    return cast(AccessKey | None, g.console_key)
 
 
 @blueprint.before_request
@@ -141,11 +141,11 @@ def sign_in() -> ResponseReturnValue:
     if wait:  # not even checked: a guesser learns nothing while locked out
         log.warning("console: refused a sign-in for access key %s from %s: locked out for %.0f more seconds after "
                     "%d failed sign-ins", key_id or "(none)", request.remote_addr, wait, MAX_FAILURES)
-        minutes = -(-wait // 60)
+        minutes = math.ceil(wait / 60)
         page = render_template("signin.html", next=target, key_id=key_id,
                                error=f"Too many failed sign-ins for this access key or from this address: try again "
-                                     f"in {minutes:.0f} minute{'s' if minutes > 1 else ''}.")
-        return page, 429, {"Retry-After": str(int(-(-wait // 1)))}
+                                     f"in {minutes} minute{'s' if minutes > 1 else ''}.")
+        return page, 429, {"Retry-After": str(math.ceil(wait))}
     key = ring.get(key_id)
     # Compare even for an unknown id, so that timing does not tell which ids exist.
     matches = hmac.compare_digest((key.secret if key else "\x00unknown").encode(), secret.encode())
@@ -160,7 +160,8 @@ def sign_in() -> ResponseReturnValue:
     _end_session()
     session.permanent = True
     session.update(id=secrets.token_urlsafe(32), key_id=key.key_id, proof=_proof(key))
-    backend().store.add_console_session(session["id"], key.key_id, time.time() + SESSION_HOURS * 3600, time.time())
+    now = time.time()
+    backend().store.add_console_session(session["id"], key.key_id, now + SESSION_HOURS * 3600, now)
     log.info("console: access key %s signed in from %s", key_id, request.remote_addr)
     return redirect(target, code=303)
 
