@@ -222,6 +222,14 @@ class Store:
             rows = conn.execute(sql, args).fetchmany(1)
         return rows[0] if rows else None
 
+    def close(self) -> None:
+        """Close the pooled connections; those leased now are closed when given back."""
+        with self._lock:
+            self._closed = True
+            connections, self._idle = self._idle, []
+        for conn in connections:
+            conn.close()
+
     # -- console sign-in sessions: kept here, not in the cookie, so that signing out holds on
     # every server sharing this database and across restarts.
 
@@ -240,11 +248,3 @@ class Store:
     def end_console_session(self, session_id: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM console_sessions WHERE id = ?", (session_id,))
-
-    def close(self) -> None:
-        """Close the pooled connections; those leased now are closed when given back."""
-        with self._lock:
-            self._closed = True
-            connections, self._idle = self._idle, []
-        for conn in connections:
-            conn.close()

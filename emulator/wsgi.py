@@ -8,7 +8,6 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-_BODY_IN_MEMORY = 8 * 1024 * 1024  # a copied body larger than this is spooled to disk
 
 
 def raw_path(environ: dict[str, Any]) -> str:
@@ -25,6 +24,9 @@ def raw_path(environ: dict[str, Any]) -> str:
         return path or "/"
     decoded = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
     return quote(decoded, safe="/") or "/"
+
+
+_BODY_IN_MEMORY = 8 * 1024 * 1024  # a copied body larger than this is spooled to disk
 
 
 def rewindable_body(environ: dict[str, Any]) -> BinaryIO:
