@@ -18,6 +18,8 @@ DEFAULT_ACCOUNT_ID = "123456789012"
 DEFAULT_DEVICE = "auto"
 # The training budget: epochs of backbone fine-tuning per fold network (0 turns fine-tuning off).
 DEFAULT_FINETUNE_EPOCHS = FitOptions.finetune_epochs
+# How long failed console sign-ins count, and how long a key id or address that failed too often waits.
+DEFAULT_SIGNIN_LOCKOUT_SECONDS = 15 * 60.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class Settings:
     # Epochs of backbone fine-tuning when a dataset has enough labelled anomalies: more can catch
     # subtler defects, at a training time that grows about linearly with it.
     finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
+    # Console sign-in: failures within this many seconds count together, and a key id or client address
+    # with too many (emulator.security.throttle) waits as long before it may try again.
+    signin_lockout_seconds: float = DEFAULT_SIGNIN_LOCKOUT_SECONDS
 
     @property
     def db_path(self) -> Path:

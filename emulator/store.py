@@ -105,6 +105,11 @@ CREATE TABLE IF NOT EXISTS console_settings (  -- web console state that is not 
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS console_sessions (  -- console sign-ins not signed out (emulator.console.signin)
+    id          TEXT PRIMARY KEY,         -- the random id the signed session cookie carries
+    key_id      TEXT NOT NULL,
+    expires_at  REAL NOT NULL             -- seconds since the epoch, as the cookie's own expiry
+);
 CREATE TABLE IF NOT EXISTS trial_detections (  -- web console trial detection tasks, kept until the project goes
     project        TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
     name           TEXT NOT NULL,
@@ -265,3 +270,22 @@ class Store:
             connections, self._idle = self._idle, []
         for conn in connections:
             conn.close()
+
+    # -- console sign-in sessions: kept here, not in the cookie, so that signing out holds on
+    # every server sharing this database and across restarts.
+
+    def add_console_session(self, session_id: str, key_id: str, expires_at: float, now: float) -> None:
+        """Record a sign-in, forgetting sessions that have expired by `now`."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM console_sessions WHERE expires_at <= ?", (now,))
+            db.execute("INSERT INTO console_sessions(id, key_id, expires_at) VALUES (?, ?, ?)",
+                       (session_id, key_id, expires_at))
+
+    def console_session_is_live(self, session_id: str, key_id: str, now: float) -> bool:
+        """Whether this key's sign-in has neither been signed out nor expired."""
+        return self.query_one("SELECT 1 FROM console_sessions WHERE id = ? AND key_id = ? AND expires_at > ?",
+                              (session_id, key_id, now)) is not None
+
+    def end_console_session(self, session_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM console_sessions WHERE id = ?", (session_id,))

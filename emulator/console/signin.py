@@ -1,11 +1,14 @@
 """Console sign-in: with a credentials file, the console asks for an access key id and its secret.
 
 A browser cannot sign requests with SigV4, so the console checks a key once, at sign-in, and keeps a
-session cookie signed with a secret kept in the data directory (sessions survive a restart): HttpOnly
-(scripts cannot read it), SameSite=Lax (other sites' posts do not carry it) and expiring after
-`SESSION_HOURS`. The session remembers a digest of the key's secret, so changing or removing the key
-in the file and restarting signs its sessions out. Without a credentials file the console is open,
-as before.
+session cookie signed with a secret kept in the data directory: HttpOnly (scripts cannot read it),
+SameSite=Lax (other sites' posts do not carry it) and expiring after `SESSION_HOURS`. The cookie
+names a random session id that the metadata store keeps until the session signs out or expires, so
+a copy of the cookie taken before signing out is worthless afterwards, on every server that shares
+the store and after restarts (which sessions otherwise survive). The session also remembers a digest
+of the key's secret, so changing or removing the key in the file and restarting signs its sessions
+out. Failed sign-ins are throttled per key id and client address (`emulator.security.throttle`).
+Without a credentials file the console is open, as before.
 """
 from __future__ import annotations
 
@@ -13,22 +16,28 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import math
 import os
+import re
 import secrets
+import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import cast
 
-from flask import Flask, abort, current_app, redirect, render_template, request, session, url_for
+from flask import Flask, abort, current_app, g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 
-from emulator.console.blueprint import blueprint, wants_json
+from emulator.console.blueprint import backend, blueprint, wants_json
 from emulator.security.access import AccessKey, KeyRing, is_loopback
+from emulator.security.throttle import MAX_FAILURES, SignInThrottle
 
 log = logging.getLogger(__name__)
 SESSION_HOURS = 8
 SESSION_SIGNING_KEY_FILE = "console-session.key"
 # Pages a visitor who has not signed in may see: the form itself and the style sheet it uses.
 _OPEN_ENDPOINTS = frozenset({"console.sign_in", "console.static"})
+# A console page to return to after signing in: /console, or below it, with a query or fragment.
+_CONSOLE_PAGE = re.compile(r"/console(?:[/?#][^\s\x00-\x1f\x7f-\x9f\\]*)?")
 
 
 def configure(app: Flask) -> None:
@@ -40,6 +49,7 @@ def configure(app: Flask) -> None:
                       SESSION_COOKIE_SECURE=settings.tls_cert is not None,
                       PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=SESSION_HOURS))
     app.extensions["console_open_to_network"] = keys_of(app) is None and not is_loopback(settings.host)
+    app.extensions["console_signin_throttle"] = SignInThrottle(settings.signin_lockout_seconds)
 
 
 def _session_secret(path: Path) -> bytes:
@@ -70,12 +80,14 @@ def _proof(key: AccessKey) -> str:
 
 
 def signed_in_key() -> AccessKey | None:
-    """The key this browser signed in with, if its session is still valid."""
-    ring = keys()
-    key = ring.get(session.get("key_id", "")) if ring else None
-    if key is None or not hmac.compare_digest(session.get("proof", ""), _proof(key)):
-        return None
-    return key
+    """The key this browser signed in with, if its session is still valid (looked up once a request)."""
+    if "console_key" not in g:
+        ring = keys()
+        key = ring.get(session.get("key_id", "")) if ring else None
+        live = (key is not None and hmac.compare_digest(session.get("proof", ""), _proof(key))
+                and backend().store.console_session_is_live(session.get("id", ""), key.key_id, time.time()))
+        g.console_key = key if live else None
+    return cast(AccessKey | None, g.console_key)
 
 
 @blueprint.before_request
@@ -105,10 +117,10 @@ def console_access() -> dict[str, object]:
 
 
 def _safe_next(target: str | None) -> str:
-    """Where to go after signing in: only a console page of this server, never another site."""
+    """Where to go after signing in: a console page of this server (no spaces, control characters or
+    backslashes), never another site, nor a line break that would add a header of its own."""
     target = target or ""
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/console") or "\\" in target:
+    if _CONSOLE_PAGE.fullmatch(target) is None:
         return url_for("console.project_list")
     return target
 
@@ -123,21 +135,45 @@ def sign_in() -> ResponseReturnValue:
         return render_template("signin.html", next=target, key_id="")
     key_id = request.form.get("access_key_id", "").strip()
     secret = request.form.get("secret_access_key", "")
+    throttle: SignInThrottle = current_app.extensions["console_signin_throttle"]
+    names = (f"access key {key_id[:128] or '(none)'}", f"address {request.remote_addr}")
+    wait = throttle.wait(*names)
+    if wait:  # not even checked: a guesser learns nothing while locked out
+        log.warning("console: refused a sign-in for access key %s from %s: locked out for %.0f more seconds after "
+                    "%d failed sign-ins", key_id or "(none)", request.remote_addr, wait, MAX_FAILURES)
+        minutes = math.ceil(wait / 60)
+        page = render_template("signin.html", next=target, key_id=key_id,
+                               error=f"Too many failed sign-ins for this access key or from this address: try again "
+                                     f"in {minutes} minute{'s' if minutes > 1 else ''}.")
+        return page, 429, {"Retry-After": str(math.ceil(wait))}
     key = ring.get(key_id)
     # Compare even for an unknown id, so that timing does not tell which ids exist.
     matches = hmac.compare_digest((key.secret if key else "\x00unknown").encode(), secret.encode())
     if key is None or not matches:
         log.warning("console: failed sign-in for access key %s from %s", key_id or "(none)", request.remote_addr)
+        for locked in throttle.failed(*names):
+            log.warning("console: %s locked out of signing in for %.0f seconds after %d failed sign-ins", locked,
+                        throttle.lockout_seconds, MAX_FAILURES)
         return render_template("signin.html", next=target, key_id=key_id,
                                error="The access key id or the secret access key is not right."), 401
-    session.clear()
+    throttle.succeeded(*names)
+    _end_session()
     session.permanent = True
-    session.update(key_id=key.key_id, proof=_proof(key))
+    session.update(id=secrets.token_urlsafe(32), key_id=key.key_id, proof=_proof(key))
+    now = time.time()
+    backend().store.add_console_session(session["id"], key.key_id, now + SESSION_HOURS * 3600, now)
     log.info("console: access key %s signed in from %s", key_id, request.remote_addr)
     return redirect(target, code=303)
 
 
+def _end_session() -> None:
+    """Sign this browser's session out everywhere (the store forgets it) and clear its cookie."""
+    if session.get("id"):
+        backend().store.end_console_session(session["id"])
+    session.clear()
+
+
 @blueprint.post("/signout")
 def sign_out() -> ResponseReturnValue:
-    session.clear()
+    _end_session()
     return redirect(url_for("console.sign_in"), code=303)

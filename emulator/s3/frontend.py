@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
-from emulator.wsgi import raw_path
+from emulator.s3.chunked import ChunkedBodyError, check_decoded_length, is_streaming
+from emulator.wsgi import raw_path, rewindable_body
 
 if TYPE_CHECKING:
     from emulator.s3.stores import EmbeddedObjectStore
@@ -131,6 +132,11 @@ class EmbeddedS3:
             return s3_error(environ, start_response, "400 Bad Request", "InvalidBucketName", reason)
         if key is not None and (reason := key_name_error(key)) is not None:
             return s3_error(environ, start_response, "400 Bad Request", "KeyTooLongError", reason)
+        if is_streaming(environ):  # moto would decode it into a buffer of whatever size the client announces
+            try:
+                check_decoded_length(rewindable_body(environ), environ.get("HTTP_X_AMZ_DECODED_CONTENT_LENGTH"))
+            except ChunkedBodyError as error:
+                return s3_error(environ, start_response, error.status, error.code, str(error))
         _lowercase_metadata_names(environ)
         statuses: list[int] = []
 

@@ -21,13 +21,10 @@ import configparser
 import datetime as dt
 import hashlib
 import hmac
-import io
 import ipaddress
 import logging
 import re
 import socket
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,6 +32,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from botocore.auth import (
     UNSIGNED_PAYLOAD,
+    HmacV1Auth,
     HmacV1QueryAuth,
     S3SigV4Auth,
     S3SigV4QueryAuth,
@@ -45,8 +43,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import ReadOnlyCredentials
 
+from emulator.s3.chunked import STREAMING_PREFIX, ChunkedBodyError, read_chunks
 from emulator.s3.frontend import virtual_hosted_bucket
-from emulator.wsgi import raw_path
+from emulator.wsgi import raw_path, rewindable_body
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +63,15 @@ STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 _READ_ONLY_OPERATIONS = re.compile(r"(Describe|List)[A-Za-z]*|DetectAnomalies")
 _READ_ONLY_S3_METHODS = frozenset({"GET", "HEAD"})
+# Signature Version 2 signs only the sub-resources botocore lists in HmacV1Auth.QSAOfInterest and
+# leaves the request parameters of listings and paging out by design. Any other query parameter of
+# a V2 presigned URL was not signed and may select another operation (``&legal-hold``), so it is refused.
+_V2_PRESIGN_PARAMETERS = frozenset({"AWSAccessKeyId", "Expires", "Signature"})
+_V2_UNSIGNED_PARAMETERS = frozenset({
+    "prefix", "delimiter", "marker", "max-keys", "encoding-type", "list-type", "continuation-token", "fetch-owner",
+    "start-after", "key-marker", "version-id-marker", "upload-id-marker", "max-uploads", "max-parts",
+    "part-number-marker"})
 _AUTH_FIELD = re.compile(r"\s*(Credential|SignedHeaders|Signature)\s*=\s*([^,\s]*)\s*")
-_BODY_IN_MEMORY = 8 * 1024 * 1024  # larger S3 bodies are spooled to disk while they are hashed
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -308,58 +314,12 @@ def _signer_for(signed: _Signed, key: AccessKey) -> SigV4Auth:
     return (_S3HeaderSigner if s3 else _HeaderSigner)(credentials, signed.service, signed.region)
 
 
-def _read_body(environ: dict[str, Any]) -> BinaryIO:
-    """The request body as a file at its start that the check can read and rewind, so that the app
-    still reads it afterwards: waitress's own buffer when it can seek (no copy), else a copy that
-    replaces ``wsgi.input``."""
-    stream: BinaryIO = environ.get("wsgi.input") or io.BytesIO()
-    seekable = getattr(stream, "seekable", None)
-    if seekable is not None and seekable() and stream.tell() == 0:
-        return stream
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or -1)
-    except ValueError:
-        length = -1
-    copy = tempfile.SpooledTemporaryFile(max_size=_BODY_IN_MEMORY)  # noqa: SIM115 - it becomes wsgi.input
-    remaining = length
-    while remaining != 0:
-        chunk = stream.read(min(1024 * 1024, remaining) if remaining > 0 else 1024 * 1024)
-        if not chunk:
-            break
-        copy.write(chunk)
-        remaining -= len(chunk) if remaining > 0 else 0
-    copy.seek(0)
-    environ["wsgi.input"] = copy
-    return copy  # type: ignore[return-value]
-
-
 def _sha256(body: BinaryIO) -> str:
     digest = hashlib.sha256()
     for chunk in iter(lambda: body.read(1024 * 1024), b""):
         digest.update(chunk)
     body.seek(0)
     return digest.hexdigest()
-
-
-def _chunk_signatures(body: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    """The (signature, data) of each chunk of an ``aws-chunked`` body; malformed input raises ValueError."""
-    while True:
-        line = body.readline(4096)
-        if not line.endswith(b"\r\n"):
-            raise ValueError("a chunk header is not terminated")
-        size_text, _, extension = line[:-2].partition(b";")
-        name, _, signature = extension.partition(b"=")
-        if name.strip() != b"chunk-signature":
-            raise ValueError("a chunk has no chunk-signature")
-        size = int(size_text, 16)
-        data = body.read(size)
-        if len(data) != size:
-            raise ValueError("a chunk is shorter than its header says")
-        yield signature.decode("ascii", "replace").strip(), data
-        if size == 0:
-            return  # what follows the last chunk (an empty line or trailing headers) is not chunk data
-        if body.read(2) != b"\r\n":
-            raise ValueError("a chunk is longer than its header says")
 
 
 def _check_chunks(body: BinaryIO, signer: SigV4Auth, request: AWSRequest, seed: str, signed: _Signed) -> None:
@@ -369,16 +329,19 @@ def _check_chunks(body: BinaryIO, signer: SigV4Auth, request: AWSRequest, seed: 
     scope = signer.credential_scope(request)
     empty = hashlib.sha256(b"").hexdigest()
     try:
-        for claimed, data in _chunk_signatures(body):
+        for chunk in read_chunks(body):
+            if chunk.signature is None:
+                raise Refusal("payload", "The aws-chunked body is malformed: a chunk has no chunk-signature.",
+                              signed.key_id)
             string_to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", signed.timestamp, scope, previous, empty,
-                                        hashlib.sha256(data).hexdigest()])
+                                        chunk.sha256])
             expected = signer.signature(string_to_sign, request)
-            if not hmac.compare_digest(expected, claimed):
+            if not hmac.compare_digest(expected, chunk.signature):
                 raise Refusal("signature", "The request signature we calculated does not match the signature "
                                            "of a chunk of the streamed body.", signed.key_id)
             previous = expected
-    except ValueError as error:
-        raise Refusal("payload", f"The aws-chunked body is malformed: {error}.", signed.key_id) from None
+    except ChunkedBodyError as error:
+        raise Refusal("payload", f"The aws-chunked body is malformed: {error}", signed.key_id) from None
     finally:
         body.seek(0)
 
@@ -392,6 +355,21 @@ class _V2QuerySigner(HmacV1QueryAuth):  # type: ignore[misc]  # botocore has no 
 
     def _get_date(self) -> str:
         return self._expires_at
+
+
+def _refuse_unsigned_v2_parameters(query: str, key: AccessKey) -> None:
+    """Refusal('signature') for a query parameter a V2 signature does not cover and that may change
+    the operation. A name counts as signed only as it appears on the wire: botocore's canonical
+    resource compares names undecoded, and moto decodes them (``%61cl`` would be an unsigned ``acl``)."""
+    for part in query.split("&"):
+        raw_name = part.partition("=")[0]
+        name = unquote(raw_name)
+        if (not part or raw_name in HmacV1Auth.QSAOfInterest or name in _V2_PRESIGN_PARAMETERS
+                or name in _V2_UNSIGNED_PARAMETERS or name.lower().startswith("x-amz-")
+                or name in ("content-md5", "content-type")):
+            continue
+        raise Refusal("signature", f"The query parameter {name[:60]!r} is not covered by the Signature Version 2 "
+                                   "signature of this URL.", key.key_id)
 
 
 def _verify_v2_presigned(environ: dict[str, Any], keys: KeyRing, query: dict[str, str], now: dt.datetime) -> AccessKey:
@@ -417,8 +395,11 @@ def _verify_v2_presigned(environ: dict[str, Any], keys: KeyRing, query: dict[str
     for name, value in {**{f"x-amz-{n}": v for n, v in amz.items()},
                         **{k: v for k, v in query.items() if k.lower().startswith("x-amz-")}}.items():
         headers[name] = value
+    _refuse_unsigned_v2_parameters(environ.get("QUERY_STRING", ""), key)
     bucket = virtual_hosted_bucket(environ)
     path = f"/{bucket}{raw_path(environ)}" if bucket else raw_path(environ)
+    if path.count("/") == 1 and path != "/":
+        path += "/"  # V2 signs a bucket as /bucket/, also when the URL names it path-style without the slash
     signer = _V2QuerySigner(ReadOnlyCredentials(key.key_id, key.secret, None), expires)
     url = urlsplit(f"http://localhost{path}?{environ.get('QUERY_STRING', '')}")
     expected = signer.sign_string(signer.canonical_string(environ["REQUEST_METHOD"], url, headers))
@@ -462,8 +443,10 @@ def verify(environ: dict[str, Any], keys: KeyRing, service: str, now: dt.datetim
                          headers={"X-Amz-Content-SHA256": claimed_payload} if claimed_payload else {})
     request.context.update(timestamp=signed.timestamp, signed_headers=headers)
     body: BinaryIO | None = None
-    if claimed_payload is None and not signed.presigned:
-        body = _read_body(environ)  # the signature covers the body's hash itself
+    # Without x-amz-content-sha256 the signature covers the body's hash itself: also in an API URL
+    # presigned with SigV4 (botocore signs its hash, of an empty body), not in an S3 one (UNSIGNED-PAYLOAD).
+    if claimed_payload is None and not (signed.presigned and signed.service == "s3"):
+        body = rewindable_body(environ)
         request.data = body.read()
         body.seek(0)
     signer = _signer_for(signed, key)
@@ -472,13 +455,13 @@ def verify(environ: dict[str, Any], keys: KeyRing, service: str, now: dt.datetim
         raise Refusal("signature", "The request signature we calculated does not match the signature you "
                                    "provided. Check your key and signing method.", key.key_id)
     if claimed_payload and _HEX_SHA256.fullmatch(claimed_payload):
-        body = _read_body(environ)
+        body = rewindable_body(environ)
         if not hmac.compare_digest(_sha256(body), claimed_payload):
             raise Refusal("payload", "The provided 'x-amz-content-sha256' header does not match what was "
                                      "computed.", key.key_id)
     elif claimed_payload in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER):
-        _check_chunks(_read_body(environ), signer, request, expected, signed)
-    elif claimed_payload and claimed_payload != UNSIGNED_PAYLOAD and not claimed_payload.startswith("STREAMING-"):
+        _check_chunks(rewindable_body(environ), signer, request, expected, signed)
+    elif claimed_payload and claimed_payload != UNSIGNED_PAYLOAD and not claimed_payload.startswith(STREAMING_PREFIX):
         raise Refusal("payload", f"x-amz-content-sha256 must be a SHA-256 hex digest, {UNSIGNED_PAYLOAD} or a "
                                  "STREAMING-* value.", key.key_id)
     return key

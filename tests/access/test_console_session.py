@@ -2,10 +2,17 @@
 allows, and what a forged or stale cookie gets."""
 from __future__ import annotations
 
+import http.client
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import pytest
 import requests
 
 from emulator.testing import LocalEmulator
-from tests.access.access_support import FULL, READ_ONLY
+from tests.access.access_support import FULL, READ_ONLY, make_client, unique
 
 
 def signed_in(server: LocalEmulator, key: tuple[str, str], next_page: str = "") -> requests.Response:
@@ -15,8 +22,22 @@ def signed_in(server: LocalEmulator, key: tuple[str, str], next_page: str = "") 
 
 def test_after_signing_in_only_console_pages_of_this_server_are_destinations(secured: LocalEmulator) -> None:
     assert signed_in(secured, FULL, "/console/projects/x").headers["Location"] == "/console/projects/x"
-    for elsewhere in ("https://attacker.example/", "//attacker.example/console", "/other", "/console\\@x"):
-        assert signed_in(secured, FULL, elsewhere).headers["Location"] == "/console/", elsewhere
+    assert signed_in(secured, FULL, "/console?tab=models#top").headers["Location"] == "/console?tab=models#top"
+    assert signed_in(secured, FULL, "/console/projects/ü").headers["Location"] == "/console/projects/%C3%BC"
+    for elsewhere in ("https://attacker.example/", "//attacker.example/console", "/other", "/console\\@x",
+                      "/consolex", "/console\r\nSet-Cookie: x=1", "/console/\nx", "/console/ x", "/console/\x7f"):
+        response = signed_in(secured, FULL, elsewhere)
+        assert response.status_code == 303 and response.headers["Location"] == "/console/", elsewhere
+        assert "x=1" not in response.headers.get("Set-Cookie", "")
+
+
+def test_a_sign_in_link_with_a_header_in_its_next_page_is_harmless(secured: LocalEmulator) -> None:
+    link = f"{secured.endpoint_url}/console/signin?next=%2Fconsole%0D%0ASet-Cookie%3A%20x%3D1"
+    form = requests.get(link, timeout=30)
+    assert form.status_code == 200 and "Set-Cookie" not in form.text and "x=1" not in form.headers.get("Set-Cookie", "")
+    posted = requests.post(link, data={"access_key_id": FULL[0], "secret_access_key": FULL[1]}, timeout=30,
+                           allow_redirects=False)
+    assert posted.status_code == 303 and posted.headers["Location"] == "/console/"
 
 
 def test_pages_without_a_session_redirect_scripts_get_401(secured: LocalEmulator) -> None:
@@ -48,3 +69,66 @@ def test_a_read_only_session_may_not_post(secured: LocalEmulator) -> None:
     out = requests.post(f"{secured.endpoint_url}/console/signout", cookies={"lookout_console": cookie}, timeout=30,
                         allow_redirects=False)
     assert out.status_code == 303 and "lookout_console=;" in out.headers["Set-Cookie"]
+
+
+def _console(server: LocalEmulator, cookie: str, method: str = "GET", path: str = "/", **kwargs: Any
+             ) -> requests.Response:
+    return requests.request(method, f"{server.endpoint_url}/console{path}", cookies={"lookout_console": cookie},
+                            allow_redirects=False, timeout=30, **kwargs)
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(secured: LocalEmulator) -> None:
+    cookie, other = signed_in(secured, FULL).cookies["lookout_console"], signed_in(secured, FULL).cookies[
+        "lookout_console"]
+    assert _console(secured, cookie).status_code == 200
+    assert _console(secured, cookie, "POST", "/signout").status_code == 303
+    assert _console(secured, cookie).status_code == 303  # back to the sign-in page
+    assert _console(secured, cookie, headers={"Accept": "application/json"}).status_code == 401
+    name = unique("after-signout")
+    assert _console(secured, cookie, "POST", "/projects", data={"name": name}).status_code == 401
+    assert name not in [p["ProjectName"] for p in make_client(secured, "lookoutvision", FULL).list_projects(
+        MaxResults=100)["Projects"]]
+    assert _console(secured, other).status_code == 200  # another sign-in of the same key goes on
+
+
+def test_a_signed_out_session_stays_ended_after_a_restart(credentials_file: Path, tmp_path: Path) -> None:
+    with LocalEmulator(tmp_path, credentials_file=credentials_file) as server:
+        ended, kept = signed_in(server, FULL).cookies["lookout_console"], signed_in(server, FULL).cookies[
+            "lookout_console"]
+        assert _console(server, ended, "POST", "/signout").status_code == 303
+    with LocalEmulator(tmp_path, credentials_file=credentials_file) as server:
+        assert _console(server, ended).status_code == 303
+        assert _console(server, kept).status_code == 200
+
+
+def _sign_in_from(address: str, server: LocalEmulator, key: tuple[str, str]) -> tuple[int, str | None, str]:
+    """POST the sign-in form from a loopback `address` of our choice: its status, Retry-After and page."""
+    url = urlsplit(server.endpoint_url)
+    connection = http.client.HTTPConnection(str(url.hostname), url.port, timeout=30, source_address=(address, 0))
+    try:
+        connection.request("POST", "/console/signin", urlencode({"access_key_id": key[0], "secret_access_key": key[1]}),
+                           {"Content-Type": "application/x-www-form-urlencoded"})
+        response = connection.getresponse()
+        return response.status, response.getheader("Retry-After"), response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_failed_sign_ins_lock_the_key_and_the_address_out_for_a_while(
+        credentials_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    lockout = 4.0
+    with LocalEmulator(tmp_path, credentials_file=credentials_file, signin_lockout_seconds=lockout) as server:
+        with caplog.at_level("WARNING"):
+            for _ in range(5):
+                assert _sign_in_from("127.0.0.1", server, (FULL[0], "guess"))[0] == 401
+            status, retry_after, page = _sign_in_from("127.0.0.1", server, FULL)  # the right secret, too soon
+        assert status == 429 and retry_after is not None and 0 < int(retry_after) <= lockout
+        assert "Too many failed sign-ins" in page
+        assert any("locked out" in record.getMessage() and FULL[0] in record.getMessage()
+                   for record in caplog.records)
+        # The key is locked from any address, and any key from the address that guessed.
+        assert _sign_in_from("127.0.0.2", server, FULL)[0] == 429
+        assert _sign_in_from("127.0.0.1", server, READ_ONLY)[0] == 429
+        assert _sign_in_from("127.0.0.2", server, READ_ONLY)[0] == 303
+        time.sleep(lockout)
+        assert _sign_in_from("127.0.0.1", server, FULL)[0] == 303

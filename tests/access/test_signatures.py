@@ -192,6 +192,58 @@ def test_signature_version_2_presigned_urls_boto3_makes_by_default(secured: Loca
     assert not exists(s3, bucket, key + "x")
 
 
+def test_a_presigned_api_request_covers_its_body(secured: LocalEmulator, lookout: Any) -> None:
+    """A query-signed API request signs the hash of its body like a header-signed one: a URL signed
+    over an empty body does not carry another body."""
+    listed = requests.get(lookout.generate_presigned_url("list_projects", ExpiresIn=60), timeout=30)
+    assert listed.status_code == 200 and "Projects" in listed.json()
+    name = unique("smuggled")
+    request = AWSRequest("POST", f"{secured.endpoint_url}/2020-11-20/projects", data=b"")
+    botocore.auth.SigV4QueryAuth(ReadOnlyCredentials(*FULL, None), "lookoutvision", secured.settings.region,
+                                 expires=60).add_auth(request)
+    for claim in ({}, {"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}):
+        smuggled = requests.post(request.url, json={"ProjectName": name}, headers=claim, timeout=30)
+        assert (smuggled.status_code, smuggled.headers["x-amzn-ErrorType"]) == (403, "InvalidSignatureException")
+    assert name not in [p["ProjectName"] for p in lookout.list_projects(MaxResults=100)["Projects"]]
+    request = AWSRequest("POST", f"{secured.endpoint_url}/2020-11-20/projects", data=f'{{"ProjectName": "{name}"}}')
+    botocore.auth.SigV4QueryAuth(ReadOnlyCredentials(*FULL, None), "lookoutvision", secured.settings.region,
+                                 expires=60).add_auth(request)
+    assert "ProjectName" in request.url  # botocore presigns a JSON body's members in the query, over no body
+    assert requests.post(request.url, timeout=30).status_code == 400  # signed, but the API reads no query members
+
+
+# Query sub-resources that turn a signed GET or PUT of an object into another operation.
+_OTHER_OPERATIONS = ["legal-hold", "attributes", "retention", "tagging", "acl", "%61cl", "torrent", "restore"]
+
+
+@pytest.mark.parametrize("version", ["v2", "s3v4"])
+def test_a_sub_resource_appended_to_a_presigned_url_is_refused(version: str, secured: LocalEmulator, s3: Any,
+                                                               bucket: str) -> None:
+    """Signature Version 2 signs only some sub-resources (and no listing parameters): one it leaves
+    out may not change what a presigned URL does. SigV4 signs the whole query."""
+    signer = make_client(secured, "s3", FULL, **({} if version == "v2" else {"signature_version": version}))
+    get_url = signer.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "seen.txt"}, ExpiresIn=60)
+    assert requests.get(get_url, timeout=30).content == b"visible"
+    key = unique("subresource")
+    put_url = signer.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=60)
+    for name in _OTHER_OPERATIONS:
+        assert _s3_error(requests.get(f"{get_url}&{name}", timeout=30)) == (403, "SignatureDoesNotMatch"), name
+        assert _s3_error(requests.put(f"{put_url}&{name}", data=b"x", timeout=30)) == (403, "SignatureDoesNotMatch")
+    assert not exists(s3, bucket, key)
+    assert requests.put(put_url, data=b"signed", timeout=30).status_code == 200
+
+
+def test_signature_version_2_presigned_listings(secured: LocalEmulator, bucket: str) -> None:
+    """boto3's default presigned list_objects URLs name the bucket alone (``/bucket?encoding-type=url``),
+    which Signature Version 2 signs as ``/bucket/``; their listing parameters are not signed."""
+    v2 = make_client(secured, "s3", FULL)
+    for operation, params in (("list_objects", {}), ("list_objects_v2", {"Prefix": "seen"})):
+        url = v2.generate_presigned_url(operation, Params={"Bucket": bucket, **params}, ExpiresIn=60)
+        assert "encoding-type=url" in url and "AWSAccessKeyId=" in url
+        listed = requests.get(url, timeout=30)
+        assert listed.status_code == 200 and "<Key>seen.txt</Key>" in listed.text, listed.text
+
+
 # -- the read-only key ---------------------------------------------------------------------------
 
 
@@ -282,6 +334,33 @@ def test_a_streamed_signed_payload(tampered: bool, secured: LocalEmulator, s3: A
         sent = _send(request, body)
         assert sent.status_code == 200, sent.text
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"".join(chunks)
+
+
+# (payload hash, X-Amz-Decoded-Content-Length, whether the signature covers it) of a 5-byte streamed upload
+_LYING_LENGTHS = {
+    "400 MB, signed": ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "400000000", True),
+    "larger, added unsigned": ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "65536", False),
+    "1e15, unsigned chunks": ("STREAMING-UNSIGNED-PAYLOAD-TRAILER", "1000000000000000", True),
+}
+
+
+@pytest.mark.parametrize("case", _LYING_LENGTHS)
+def test_a_streamed_upload_stores_what_its_chunks_hold_or_nothing(case: str, secured: LocalEmulator, s3: Any,
+                                                                   bucket: str) -> None:
+    """A key that may write still cannot make five bytes into a large object of zeros."""
+    payload_hash, announced, covered = _LYING_LENGTHS[case]
+    key = unique("lying")
+    request, signer = _signed_put(secured, bucket, key, b"", payload_hash,
+                                  {"Content-Encoding": "aws-chunked",
+                                   **({"x-amz-decoded-content-length": announced} if covered else {})})
+    if payload_hash.startswith("STREAMING-AWS4"):
+        body = _aws_chunked(request, signer, [b"hello"])
+    else:
+        body = b"5\r\nhello\r\n0\r\n\r\n"
+    headers = {**dict(request.headers.items()), "x-amz-decoded-content-length": announced}
+    refusal = requests.put(request.url, data=body, headers=headers, timeout=30)
+    assert _s3_error(refusal) == (400, "IncompleteBody")
+    assert not exists(s3, bucket, key)
 
 
 def test_secrets_and_signatures_are_never_logged(secured: LocalEmulator, bucket: str,

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 import pytest
+import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -121,6 +122,45 @@ def test_aws_chunked_uploads(emulator, s3, signed):
                                                        headers=dict(request.headers.items()))) as response:
         assert response.status == 200
     assert s3.get_object(Bucket="chunked-uploads", Key="object.bin")["Body"].read() == data
+
+
+# A 5-byte chunk and the final chunk, announced as other decoded lengths (what a client may lie about).
+_FIVE_BYTES = b"".join(b"%x;chunk-signature=%s\r\n%s\r\n" % (len(c), b"0" * 64, c) for c in (b"hello", b""))
+_LENGTH_ERRORS = {
+    "400 MB announced": (_FIVE_BYTES, "400000000", 400, "IncompleteBody"),
+    "1e15 announced": (_FIVE_BYTES, "1000000000000000", 400, "IncompleteBody"),
+    "fewer announced": (_FIVE_BYTES, "3", 400, "InvalidRequest"),
+    "not a number": (_FIVE_BYTES, "5 bytes", 400, "InvalidRequest"),
+    "none announced": (_FIVE_BYTES, None, 411, "MissingContentLength"),
+    "truncated chunk": (_FIVE_BYTES[:87], "5", 400, "IncompleteBody"),
+    "no final chunk": (_FIVE_BYTES[:91], "5", 400, "IncompleteBody"),
+    "huge chunk header": (b"ffffffffffffff;chunk-signature=0\r\nhello\r\n0;chunk-signature=0\r\n\r\n", "5", 400,
+                          "IncompleteBody"),
+    "garbled header": (b"5 bytes\r\nhello\r\n0\r\n\r\n", "5", 400, "InvalidRequest"),
+}
+
+
+@pytest.mark.parametrize("case", _LENGTH_ERRORS)
+@pytest.mark.parametrize("content_sha", ["STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"])
+def test_aws_chunked_lengths_are_checked_not_trusted(emulator, s3, case, content_sha):
+    """The decoded length must be what the chunks hold: nothing is stored (or allocated) on the
+    strength of a number the client sent."""
+    body, announced, status, code = _LENGTH_ERRORS[case]
+    s3.create_bucket(Bucket="chunked-lengths")
+    headers = {"Content-Encoding": "aws-chunked", "X-Amz-Content-SHA256": content_sha}
+    if announced is not None:
+        headers["X-Amz-Decoded-Content-Length"] = announced
+    response = requests.put(f"{emulator.endpoint_url}/chunked-lengths/object.bin", data=body, headers=headers,
+                            timeout=30)
+    assert response.status_code == status, response.text
+    assert f"<Code>{code}</Code>" in response.text and "<Message>" in response.text
+    assert _keys(s3, "chunked-lengths") == []
+    if content_sha.startswith("STREAMING-AWS4"):  # the same body, announced rightly, is stored as it is
+        fine = requests.put(f"{emulator.endpoint_url}/chunked-lengths/fine.bin", data=_FIVE_BYTES, timeout=30,
+                            headers={**headers, "X-Amz-Decoded-Content-Length": "5"})
+        assert fine.status_code == 200
+        assert s3.get_object(Bucket="chunked-lengths", Key="fine.bin")["Body"].read() == b"hello"
+        s3.delete_object(Bucket="chunked-lengths", Key="fine.bin")
 
 
 def test_unsigned_requests_follow_path_rules(emulator, s3):
