@@ -82,7 +82,8 @@ def dataset_image_page(project: str, dataset_type: str) -> str:
                  url_for("console.dataset_page", project=project, dataset_type=dataset_type))],
         source_ref=ref, overlays=overlays(None, (None, {}), (entry.mask_ref, entry.label_colors)), areas=areas,
         colours=label_colours(entry.label_colors), facts={"Label": entry.label or "unlabeled"},
-        previous=None, next=None)
+        previous=None, next=None,
+        mask_editor=url_for("console.mask_editor_page", project=project, dataset_type=dataset_type, ref=ref))
 
 
 def _page(project: str, dataset_type: str, number: int, shown: Callable[[ManifestLine], bool]) -> Page:

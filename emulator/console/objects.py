@@ -73,7 +73,7 @@ def mask_overlay() -> Response:
     """
     rgb = np.array(as_rgb(_png_pixels()))
     background = np.all(rgb == 0, axis=-1) | np.all(rgb == 255, axis=-1)
-    packed = _pack(rgb)
+    packed = pack_rgb(rgb)
     for pair in filter(None, request.args.get("recolour", "").split(",")):
         own, _, shown = pair.partition("-")
         if not (_HEX.fullmatch(own) and _HEX.fullmatch(shown)):
@@ -105,7 +105,7 @@ def _png_pixels() -> Image.Image:
         abort(415, str(bad))
 
 
-def _pack(rgb: np.ndarray) -> np.ndarray:
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """Each RGB pixel as one 0xRRGGBB integer (colours compare in one step)."""
     packed: np.ndarray = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
     return packed
@@ -114,7 +114,7 @@ def _pack(rgb: np.ndarray) -> np.ndarray:
 def label_areas(uri: str, label_hex: dict[str, str]) -> dict[str, float]:
     """The share of the mask at `uri` each label (label -> ``#RRGGBB``) covers, 0 to 1."""
     bucket, key = parse_s3_uri(uri)
-    packed = _pack(np.asarray(as_rgb(decode_image(backend().objects.get(bucket, key), uri, ("PNG",)))))
+    packed = pack_rgb(np.asarray(as_rgb(decode_image(backend().objects.get(bucket, key), uri, ("PNG",)))))
     return {name: float(np.mean(packed == int(colour.lstrip("#"), 16))) for name, colour in label_hex.items()}
 
 

@@ -15,9 +15,19 @@ CLASSIFICATION = "groundtruth/image-classification"
 SEGMENTATION = "groundtruth/semantic-segmentation"
 
 
+SCRATCH_HEIGHT, SCRATCH_WIDTH = 14, 30
+
+
 def _scratch(rng: np.random.Generator) -> tuple[slice, slice]:
     row, col = rng.integers(20, 60, size=2)
-    return slice(row, row + 14), slice(col, col + 30)
+    return slice(row, row + SCRATCH_HEIGHT), slice(col, col + SCRATCH_WIDTH)
+
+
+def scratch_box(seed: int) -> tuple[slice, slice]:
+    """Where ``synthetic_image(seed, True)`` has its scratch: (rows, columns)."""
+    rng = np.random.default_rng(seed)
+    rng.normal(0, 4, (SIDE, SIDE, 3))  # the same draws as the image
+    return _scratch(rng)
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -39,10 +49,8 @@ def synthetic_image(seed: int, anomaly: bool) -> bytes:
 
 def synthetic_mask(seed: int, colour: tuple[int, int, int]) -> bytes:
     """The segmentation mask of ``synthetic_image(seed, True)``: white, its scratch in `colour`."""
-    rng = np.random.default_rng(seed)
-    rng.normal(0, 4, (SIDE, SIDE, 3))  # the same draws as the image, so the scratch lands in the same place
     mask = np.full((SIDE, SIDE, 3), 255.0)
-    mask[_scratch(rng)] = colour
+    mask[scratch_box(seed)] = colour
     return _png(mask)
 
 
