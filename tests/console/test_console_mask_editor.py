@@ -14,7 +14,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.console.console_data import classification_line, create_dataset, scratch_box, synthetic_image
-from tests.console.console_support import click_and_load, find, find_all, shoot, until, wait_for_status
+from tests.console.console_support import click_and_load, find, find_all, shoot, text, until, wait_for_status
 
 pytestmark = [pytest.mark.browser]
 BUCKET = "console-mask-editor-tests"
@@ -286,3 +286,50 @@ def test_train_a_segmentation_model_from_masks_drawn_in_the_console(browser, con
     wait_for_status(driver, "#status", "TRAINED", 600)
     rows = [r.text for r in find_all(driver, "#label-metrics tr")]
     assert any(row.startswith("scratch") for row in rows), rows
+
+    # The project list shows the project at a glance: its newest model with status and F1, its
+    # datasets' counts, and an anomaly image as its picture.
+    model = lookout.describe_model(ProjectName=project, ModelVersion="1")["ModelDescription"]
+    driver.get(f"{console_url}/")
+    row = find(driver, f"#project-table tr[data-project='{project}']")
+    latest = text(row, "[data-cell=latest-model]")
+    assert "Model 1" in latest and "TRAINED" in latest
+    assert text(row, "[data-f1]") == f"{model['Performance']['F1Score'] * 100:.1f}%"
+    for dataset_type in ("train", "test"):
+        assert text(row, f"[data-dataset={dataset_type}]") == f"{dataset_type}: 20 images (10 normal, 10 anomaly)"
+    assert find(row, ".project-thumb img").get_attribute("src").endswith("-scratch-0.png")
+
+
+def test_dataset_grid_search_sort_and_filter(browser, console_url, unlabelled_scratches):
+    driver, project = browser, unlabelled_scratches
+    driver.get(f"{console_url}/projects/{project}/datasets/train")
+
+    def names() -> list[str]:
+        return [t.get_attribute("data-ref").rsplit("/", 1)[1] for t in find_all(driver, "#image-grid .tile")]
+
+    find(driver, "#search-name").send_keys("SCRATCH-1")  # case does not matter
+    click_and_load(driver, find(driver, "#apply-search"))
+    assert names() == ["train-scratch-1.png"] and text(driver, "#matching") == "1 image"
+
+    # Sorted by label, the unlabelled images come first; the filter keeps the search and the order.
+    search = find(driver, "#search-name")
+    search.clear()
+    click_and_load(driver, find(driver, "#apply-search"))
+    driver.execute_script("document.getElementById('sort-order').value = 'label'")
+    click_and_load(driver, find(driver, "#apply-search"))
+    assert names()[:10] == [f"train-scratch-{i}.png" for i in range(10)]
+    assert names()[10:] == [f"train-normal-{i}.png" for i in range(10)]
+    click_and_load(driver, find(driver, "[data-filter=normal]"))
+    assert "sort=label" in driver.current_url and names() == [f"train-normal-{i}.png" for i in range(10)]
+
+    # Bulk labelling returns to the same view; an anomaly without a mask is what "needs mask" shows.
+    driver.get(f"{console_url}/projects/{project}/datasets/train?q=scratch-2&filter=unlabeled")
+    find(driver, "[data-select-all]").click()
+    click_and_load(driver, find(driver, "#label-anomaly"))
+    assert "q=scratch-2" in driver.current_url and names() == []
+    click_and_load(driver, find(driver, "[data-filter=needs-mask]"))
+    assert names() == ["train-scratch-2.png"]
+    assert find(driver, ".tile .draw-mask").text == "Draw mask"
+
+    driver.get(f"{console_url}/projects/{project}/datasets/train?sort=size")
+    assert "Unknown sort order 'size'; use one of name, label." in find(driver, "main").text
