@@ -1,6 +1,7 @@
 """Models: train, the model page (live status, metrics, test results), hosting, compare versions."""
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, cast
 
@@ -73,13 +74,18 @@ def live_state(project: str, model: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def histogram(results: TestResults) -> list[dict[str, Any]]:
-    """The test images' anomaly scores in HISTOGRAM_BINS bins over 0 to 1, counted by ground truth."""
-    bins = [{"low": i / HISTOGRAM_BINS, "normal": 0, "anomaly": 0} for i in range(HISTOGRAM_BINS)]
+def histogram(results: TestResults) -> dict[str, Any]:
+    """The test images' anomaly scores in HISTOGRAM_BINS bins over 0 to 1, counted by ground truth,
+    with the tallest bar's count and the count axis's ticks (whole numbers, at most five)."""
+    bins = [{"low": i / HISTOGRAM_BINS, "high": (i + 1) / HISTOGRAM_BINS, "normal": 0, "anomaly": 0}
+            for i in range(HISTOGRAM_BINS)]
     for image in results.images:
         if image.actual in ("normal", "anomaly"):
             bins[min(int(image.score * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)][image.actual] += 1
-    return bins
+    tallest = max(1, *(int(b["normal"] + b["anomaly"]) for b in bins))
+    step = math.ceil(tallest / 4)
+    top = step * math.ceil(tallest / step)
+    return {"bins": bins, "top": top, "ticks": list(range(0, top + 1, step))}
 
 
 @blueprint.get("/projects/<project>/models/<version>/status.json")

@@ -63,6 +63,34 @@ def anomaly_score(anomalous: bool, confidence: float) -> float:
 
 
 @dataclass(frozen=True)
+class Confusion:
+    """The test images by truth and verdict, in the words of an inspection line: defects caught or
+    missed, good parts flagged (false alarms) or passed. Unlabelled test images are not counted."""
+
+    caught: int
+    missed: int
+    false_alarms: int
+    passed: int
+
+    @property
+    def defects(self) -> int:
+        return self.caught + self.missed
+
+    @property
+    def good_parts(self) -> int:
+        return self.false_alarms + self.passed
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """Precision and recall on the test images if images scoring `threshold` or more were flagged."""
+
+    threshold: float
+    recall: float
+    precision: float
+
+
+@dataclass(frozen=True)
 class TestResults:
     images: list[TestImage]
     aggregate: dict[str, Any]  # EvaluationResult's AggregatedEvaluationResults.Metrics
@@ -76,6 +104,26 @@ class TestResults:
     @property
     def incorrect(self) -> int:
         return len(self.images) - self.correct
+
+    def confusion(self) -> Confusion:
+        """The model's own verdicts against the truth."""
+        pairs = [(image.actual, image.predicted) for image in self.images if image.actual in ("normal", "anomaly")]
+        return Confusion(pairs.count(("anomaly", "anomaly")), pairs.count(("anomaly", "normal")),
+                         pairs.count(("normal", "anomaly")), pairs.count(("normal", "normal")))
+
+    def precision_recall_curve(self) -> list[CurvePoint]:
+        """A point for each distinct test score used as the threshold, from the highest score down
+        (recall rising); none when the test set has no anomaly, as recall is then undefined."""
+        scored = [(image.score, image.actual == "anomaly") for image in self.images
+                  if image.actual in ("normal", "anomaly")]
+        anomalies = sum(anomalous for _, anomalous in scored)
+        if not anomalies:
+            return []
+        points = []
+        for threshold in sorted({score for score, _ in scored}, reverse=True):
+            flagged = [anomalous for score, anomalous in scored if score >= threshold]
+            points.append(CurvePoint(threshold, sum(flagged) / anomalies, sum(flagged) / len(flagged)))
+        return points
 
 
 def read_test_results(backend: Backend, model: dict[str, Any]) -> TestResults | None:

@@ -7,6 +7,7 @@ Small synthetic images (96x96) and one trained model shared by the module's test
 from __future__ import annotations
 
 import io
+import json
 import re
 import urllib.request
 
@@ -163,6 +164,57 @@ def test_threshold_slider_and_incorrect_only(browser, console_url, trained, scre
     assert all(t.is_displayed() for t in tiles)
     find(driver, "#training-report summary").click()
     assert re.search(r"Scorer chosen \w+", text(driver, "#training-report"))
+
+
+def evaluation_verdicts(lookout, s3, project: str, version: str) -> list[tuple[str, str]]:
+    """(truth, verdict) of each test image, read from the evaluation manifest in S3 as a boto3 user would."""
+    location = lookout.describe_model(ProjectName=project, ModelVersion=version)["ModelDescription"][
+        "EvaluationManifest"]
+    body = s3.get_object(Bucket=location["Bucket"], Key=location["Key"])["Body"].read().decode()
+    pairs = []
+    for line in map(json.loads, filter(None, body.splitlines())):
+        truth = next(value["class-name"] for name, value in line.items() if name.endswith("-metadata")
+                     and not name.startswith("anomaly-label-detected") and isinstance(value, dict)
+                     and value.get("type") == "groundtruth/image-classification")
+        pairs.append((truth, line["anomaly-label-detected-metadata"]["class-name"]))
+    return pairs
+
+
+def test_model_page_in_plain_words(browser, console_url, trained, lookout, s3):
+    """The threshold in plain words, the confusion matrix and the charts, checked against counts
+    computed from the evaluation output."""
+    driver = browser
+    driver.get(f"{console_url}/projects/{trained}/models/1")
+    pairs = evaluation_verdicts(lookout, s3, trained, "1")
+    caught, missed = pairs.count(("anomaly", "anomaly")), pairs.count(("anomaly", "normal"))
+    alarms, passed = pairs.count(("normal", "anomaly")), pairs.count(("normal", "normal"))
+    assert text(driver, "#plain-summary") == (
+        f"Images scoring 0.50 or more are flagged as anomalous. On the test set this caught {caught} of "
+        f"{caught + missed} defects and flagged {alarms} of {alarms + passed} good parts.")
+    cells = {c.get_attribute("data-cell"): c.text for c in find_all(driver, "#confusion-matrix td")}
+    assert cells == {"caught": f"{caught} caught", "missed": f"{missed} missed", "passed": f"{passed} passed",
+                     "false-alarms": f"{alarms} false alarm{'' if alarms == 1 else 's'}"}
+    performance = lookout.describe_model(ProjectName=trained, ModelVersion="1")["ModelDescription"]["Performance"]
+    assert performance["Recall"] == pytest.approx(caught / (caught + missed))
+
+    # The technical rule is folded away until asked for.
+    assert not find(driver, "#threshold-rule").is_displayed()
+    find(driver, "#threshold-details summary").click()
+    assert find(driver, "#threshold-rule").is_displayed()
+
+    # The histogram counts every test image and has a count axis; the precision/recall curve marks
+    # the model's own point.
+    titles = [t.get_attribute("textContent") for t in find_all(driver, "#score-histogram rect title")]
+    bars = [re.match(r"(\d+) ", title) for title in titles]
+    assert sum(int(b.group(1)) for b in bars if b) == len(pairs)
+    ticks = [t.text for t in find_all(driver, "#score-histogram text.tick")]
+    assert "0" in ticks and "Test images" in text(driver, "#score-histogram")
+    point = find(driver, "#pr-current")
+    assert float(point.get_attribute("data-recall")) == pytest.approx(performance["Recall"])
+    assert float(point.get_attribute("data-precision")) == pytest.approx(performance["Precision"])
+    # Each tile names its number once: the anomaly score (the confidence repeats it).
+    meta = text(driver, "#result-grid .tile .meta")
+    assert "%" not in meta and re.search(r"Anomaly score [01]\.\d\d", meta)
 
 
 def test_image_detail_view_zoom_pan_and_overlay(browser, console_url, trained, screenshot_dir):

@@ -218,8 +218,9 @@ document.querySelectorAll("#threshold-view").forEach((view) => {
       const el = document.getElementById(id);
       if (el) el.textContent = value;
     }
-    line.setAttribute("x1", 10 + t * 380);
-    line.setAttribute("x2", 10 + t * 380);
+    const chart = line.ownerSVGElement.dataset;
+    line.setAttribute("x1", Number(chart.x0) + t * Number(chart.width));
+    line.setAttribute("x2", Number(chart.x0) + t * Number(chart.width));
     const box = document.querySelector("[data-incorrect-only]");
     if (box) refreshIncorrectOnly(box);
   };
