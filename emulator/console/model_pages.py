@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import Any, cast
 
 from flask import Response, jsonify, render_template, request, url_for
@@ -16,6 +17,7 @@ from emulator.console.model_results import REPORT_LABELS, THRESHOLD, TestResults
 from emulator.console.objects import label_areas, overlays
 from emulator.console.project_pages import list_models
 from emulator.console.readiness import training_readiness
+from emulator.console.words import count
 from emulator.services.training_job import training_progress
 
 # Statuses a model leaves by itself; the model page polls while it is in one of them.
@@ -24,6 +26,9 @@ TRANSITIONS = MODEL_IN_TRANSITION
 RETRAINABLE = (ModelStatus.TRAINED, ModelStatus.TRAINING_FAILED, ModelStatus.HOSTED, ModelStatus.HOSTING_FAILED)
 HISTOGRAM_BINS = 20
 _PERCENT = re.compile(r"\((\d+(?:\.\d+)?)%\)")
+_STEP_COUNT = re.compile(r"\s*\(\d+/\d+\)$")  # "extracting features (42/62)": the step's own count
+# Below these, an estimate of the time left would be mostly noise.
+MIN_FRACTION_FOR_ESTIMATE, MIN_SECONDS_FOR_ESTIMATE = 0.05, 5.0
 
 
 @blueprint.post("/projects/<project>/models")
@@ -62,16 +67,30 @@ def live_state(project: str, model: dict[str, Any]) -> dict[str, Any]:
     training job's stage and start (epoch seconds; the page counts the elapsed time) and progress."""
     state: dict[str, Any] = {"Status": model["Status"], "StatusMessage": model.get("StatusMessage") or "",
                              "settled": model["Status"] not in TRANSITIONS, "stage": "", "started": None,
-                             "progress": None}
+                             "progress": None, "percent": "", "remaining": ""}
     if model["Status"] == ModelStatus.TRAINING:
         job = training_progress(backend(), project, int(model["ModelVersion"]))
         if job is not None:
-            state |= {"stage": job.stage, "started": job.started, "progress": job.fraction}
+            # One progress figure: the job's share done. The StatusMessage says the same, written at most
+            # once a second, and the stage's own "(n/m)" counts a single step: showing them too would put
+            # two or three disagreeing counters on the page.
+            state |= {"StatusMessage": "", "stage": _STEP_COUNT.sub("", job.stage), "started": job.started,
+                      "progress": job.fraction, "percent": f"{job.fraction:.0%} done",
+                      "remaining": time_left(time.time() - job.started, job.fraction)}
         else:  # queued behind other jobs, or trained by another server on this data directory
             found = _PERCENT.search(state["StatusMessage"])
             state |= {"stage": "waiting for a training slot" if found is None else "training",
                       "progress": float(found.group(1)) / 100 if found else None}
     return state
+
+
+def time_left(elapsed_s: float, fraction: float) -> str:
+    """A rough estimate of the training time left, assuming the rest goes as fast as what is done.
+    Said in whole minutes: the stages differ in speed, so seconds would promise too much."""
+    if fraction < MIN_FRACTION_FOR_ESTIMATE or elapsed_s < MIN_SECONDS_FOR_ESTIMATE:
+        return "estimating the time left"
+    left = elapsed_s * (1.0 - fraction) / fraction
+    return "less than a minute left" if left < 60 else f"about {count(round(left / 60), 'minute')} left"
 
 
 def histogram(results: TestResults) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from emulator.console.blueprint import breakable
 from emulator.console.colours import PALETTE, STATUS_COLOURS, label_colours, recolouring
+from emulator.console.model_pages import time_left
 from emulator.console.words import count, natural_key
 
 BUCKET = "console-http-tests"
@@ -131,3 +132,11 @@ def test_training_report_values_read_in_one_line():
     assert format_report_value({"oneclass": {"auroc": 0.91234, "f1": None}, "n": 3}) == \
         "n: 3, oneclass: (auroc: 0.912, f1: —)"
     assert format_report_value([160, 120]) == "160 × 120" and format_report_value("youden") == "youden"
+
+
+def test_time_left_is_said_in_whole_minutes_once_there_is_something_to_go_by() -> None:
+    assert time_left(2.0, 0.5) == "estimating the time left"  # too early
+    assert time_left(60.0, 0.01) == "estimating the time left"  # too little done
+    assert time_left(30.0, 0.5) == "less than a minute left"
+    assert time_left(60.0, 0.5) == "about 1 minute left"
+    assert time_left(100.0, 0.25) == "about 5 minutes left"

@@ -61,6 +61,7 @@ def trained(browser, console_url, lookout, s3):
                     lambda: f"the elapsed time (the page says {text(driver, '#training-progress')!r})")
     first = int(elapsed.group(1)) * 60 + int(elapsed.group(2))
     stages = {text(driver, "#stage")}
+    lines: set[str] = set()
 
     def counted_or_settled() -> str | None:
         """'counted' once the page has counted the elapsed time up while the model trains; 'settled'
@@ -68,15 +69,27 @@ def trained(browser, console_url, lookout, s3):
         if text(driver, "#status") != "TRAINING":
             return "settled"
         stages.add(text(driver, "#stage"))
+        lines.add(" | ".join(text(driver, css) for css in ("#stage", "#percent-done", "#elapsed", "#time-left",
+                                                          "#status-message")))
         now = re.fullmatch(r"(\d+):(\d\d) elapsed", text(driver, "#elapsed"))
         return "counted" if now and int(now.group(1)) * 60 + int(now.group(2)) > first else None
 
-    if until(counted_or_settled, 60, "the elapsed time to count up or the training to end") == "counted":
+    watched = until(counted_or_settled, 60, "the elapsed time to count up or the training to end") == "counted"
+    if watched:
         until(lambda: text(driver, "#status") != "TRAINING" or not text(driver, "#stage").startswith("copying"),
               60, "a training stage after copying")
+        lines.add(" | ".join(text(driver, css) for css in ("#stage", "#percent-done", "#elapsed", "#time-left",
+                                                          "#status-message")))
         shoot(driver, _screens(), "model-training") if _screens() else None
     wait_for_status(driver, "#status", "TRAINED")
     assert stages - {""}, stages
+    # One progress figure while it trains: the share done (no step counts, no second percentage in the
+    # status message), then the elapsed time and an estimate of the time left.
+    live = [line for line in lines if "% done" in line]
+    assert live or not watched, lines
+    for line in live:
+        assert re.fullmatch(r"[a-z ,-]+ \| \d+% done \| \d+:\d\d elapsed \| (estimating the time left|"
+                            r"less than a minute left|about \d+ minutes? left) \| ", line), line
     return project
 
 

@@ -73,7 +73,12 @@ def test_segmentation_model_in_the_console(browser, console_url, segmentation_pr
     assert area and 0 < float(area.group(1)) < 100, text(driver, "#label-areas")
 
     driver.get(f"{console_url}/projects/{project}/trials")
-    find(driver, "#trial-form input[name=name]").send_keys("new-parts")
+    # The name rule is on the form before anything is typed, tied to the field for screen readers.
+    name = find(driver, "#trial-form input[name=name]")
+    assert name.get_attribute("aria-describedby") == "name-rule"
+    assert text(driver, "#name-rule").startswith(
+        "Use 1 to 100 letters, digits, hyphens and underscores, starting with a letter or digit")
+    name.send_keys("new-parts")
     find(driver, "#trial-form input[name=s3_uri]").send_keys(f"s3://{BUCKET}/{project}/new/")
     click_and_load(driver, find(driver, "#run-trial"))
     wait_for_status(driver, "#trial-status", "COMPLETED", 120)
