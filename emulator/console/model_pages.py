@@ -13,7 +13,14 @@ from emulator.api.statuses import MODEL_IN_TRANSITION, ModelStatus
 from emulator.console.blueprint import back_to, backend, blueprint, call
 from emulator.console.bucket import console_bucket
 from emulator.console.colours import label_colours
-from emulator.console.model_results import REPORT_LABELS, THRESHOLD, TestResults, engine_facts, read_test_results
+from emulator.console.model_results import (
+    REPORT_LABELS,
+    THRESHOLD,
+    TestResults,
+    compare,
+    engine_facts,
+    read_test_results,
+)
 from emulator.console.objects import label_areas, overlays
 from emulator.console.project_pages import list_models
 from emulator.console.readiness import training_readiness
@@ -170,5 +177,7 @@ def compare_models(project: str) -> str:
         if version not in versions:
             raise ValidationException(f"Project {project} has no model version {version}.")
     models = [describe(project, v) for v in picked]
-    return render_template("compare.html", project_name=project, versions=versions, models=models,
-                           results=[read_test_results(backend(), m) for m in models])
+    results = [read_test_results(backend(), m) for m in models]
+    usable = [r for r in results if r is not None and not r.problem]
+    return render_template("compare.html", project_name=project, versions=versions, models=models, results=results,
+                           comparison=compare(*usable) if len(usable) == 2 else None)

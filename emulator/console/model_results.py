@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator.backend import Backend
+from emulator.console.words import natural_key
 from emulator.formats.manifests import parse_line, read_json_lines
 from emulator.s3.objects import ObjectNotFound
 from emulator.services.evaluation_output import HEATMAP_REF, MASK_REF
@@ -170,3 +171,40 @@ def engine_facts(backend: Backend, project: str, version: str) -> EngineFacts | 
     colours = dict(zip(config.get("labels") or [], config.get("colours") or [], strict=False))
     report = config.get("training")
     return EngineFacts(colours, report if isinstance(report, dict) else {})
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """A test image two models judged differently: the image as each model's results list it."""
+
+    first: TestImage
+    second: TestImage
+
+    @property
+    def right(self) -> int | None:
+        """Which model was right (0 or 1); None when the image has no true label."""
+        if self.first.actual not in ("normal", "anomaly"):
+            return None
+        return 0 if self.first.correct else 1
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two models' verdicts on the test images they share (their test sets may differ when the
+    datasets changed between trainings)."""
+
+    shared: int
+    disagreements: list[Disagreement]
+
+    def wins(self, which: int) -> int:
+        """How many of the disagreements model `which` (0 or 1) got right."""
+        return sum(d.right == which for d in self.disagreements)
+
+
+def compare(first: TestResults, second: TestResults) -> Comparison:
+    """The shared test images on which `first` and `second` predicted different labels, in natural
+    order of their file names."""
+    theirs = {image.source_ref: image for image in second.images}
+    shared = [(image, theirs[image.source_ref]) for image in first.images if image.source_ref in theirs]
+    differ = [Disagreement(a, b) for a, b in shared if a.predicted != b.predicted]
+    return Comparison(len(shared), sorted(differ, key=lambda d: natural_key(d.first.source_ref)))

@@ -181,6 +181,11 @@ def test_threshold_slider_and_incorrect_only(browser, console_url, trained, scre
 
 def evaluation_verdicts(lookout, s3, project: str, version: str) -> list[tuple[str, str]]:
     """(truth, verdict) of each test image, read from the evaluation manifest in S3 as a boto3 user would."""
+    return [(truth, verdict) for _, truth, verdict in evaluation_lines(lookout, s3, project, version)]
+
+
+def evaluation_lines(lookout, s3, project: str, version: str) -> list[tuple[str, str, str]]:
+    """(source-ref, truth, verdict) of each test image in the model's evaluation manifest."""
     location = lookout.describe_model(ProjectName=project, ModelVersion=version)["ModelDescription"][
         "EvaluationManifest"]
     body = s3.get_object(Bucket=location["Bucket"], Key=location["Key"])["Body"].read().decode()
@@ -189,7 +194,7 @@ def evaluation_verdicts(lookout, s3, project: str, version: str) -> list[tuple[s
         truth = next(value["class-name"] for name, value in line.items() if name.endswith("-metadata")
                      and not name.startswith("anomaly-label-detected") and isinstance(value, dict)
                      and value.get("type") == "groundtruth/image-classification")
-        pairs.append((truth, line["anomaly-label-detected-metadata"]["class-name"]))
+        pairs.append((line["source-ref"], truth, line["anomaly-label-detected-metadata"]["class-name"]))
     return pairs
 
 
@@ -295,6 +300,45 @@ def test_retrain_a_trained_model(browser, console_url, trained, lookout):
     assert text(driver, "h1") == "Model 2" and text(driver, "#status") == "TRAINING"
     assert "Training model 2 started." in text(driver, ".flash")
     wait_for_status(driver, "#status", "TRAINED")
+
+
+def test_compare_models_by_the_images_where_they_disagree(browser, console_url, trained, lookout, s3,
+                                                          screenshot_dir):
+    """A model retrained after scratched parts were wrongly added as normal misses scratches model 1
+    catches: the compare page shows exactly the images where the two evaluation manifests differ."""
+    driver = browser
+    wrong = []
+    for index in range(10):
+        key = f"{trained}/mislabelled-scratch-{index}.png"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=synthetic_image(300 + index, True))
+        wrong.append(json.dumps(classification_line(f"s3://{BUCKET}/{key}", "normal")))
+    lookout.update_dataset_entries(ProjectName=trained, DatasetType="train", Changes="\n".join(wrong).encode())
+    until(lambda: lookout.describe_dataset(ProjectName=trained, DatasetType="train")["DatasetDescription"]["Status"]
+          == "UPDATE_COMPLETE", 60, "the dataset update")
+    driver.get(f"{console_url}/projects/{trained}/models/1")
+    click_and_load(driver, find(driver, "#retrain"))
+    version = text(driver, "h1").removeprefix("Model ")
+    wait_for_status(driver, "#status", "TRAINED")
+
+    first = {ref: (truth, verdict) for ref, truth, verdict in evaluation_lines(lookout, s3, trained, "1")}
+    second = {ref: (truth, verdict) for ref, truth, verdict in evaluation_lines(lookout, s3, trained, version)}
+    differ = sorted(ref for ref in first if ref in second and first[ref][1] != second[ref][1])
+    assert differ, "the mislabelled training data changed no verdict"
+    driver.get(f"{console_url}/projects/{trained}/compare?a=1&b={version}")
+    tiles = find_all(driver, "#disagreement-grid .tile")
+    assert sorted(t.get_attribute("data-ref") for t in tiles) == differ
+    wins = sum(first[ref][1] == first[ref][0] for ref in differ)
+    assert text(driver, "[data-wins='1']") == str(wins)
+    assert text(driver, f"[data-wins='{version}']") == str(len(differ) - wins)
+    assert f"judged {len(differ)} of the {len(first)} test images they share differently" in \
+        text(driver, "#disagreement-summary")
+    for tile in tiles:  # each side: that model's verdict and its anomaly map
+        ref = tile.get_attribute("data-ref")
+        for model, results in (("1", first), (version, second)):
+            side = find(tile, f"figure[data-model='{model}']")
+            assert text(side, "[data-predicted]") == results[ref][1]
+            assert "EvaluationHeatmaps-" in find(side, "img.heatmap").get_attribute("src")
+    shoot(driver, screenshot_dir, "compare-disagreements")
 
 
 def test_retrain_a_failed_model(browser, console_url, lookout, s3, project_name):
