@@ -13,7 +13,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.console.console_data import classification_line, create_dataset, scratch_box, synthetic_image
+from tests.console.console_data import scratch_box, stage_scratch_datasets, synthetic_image
 from tests.console.console_support import click_and_load, find, find_all, shoot, text, until, wait_for_status
 
 pytestmark = [pytest.mark.browser]
@@ -24,20 +24,8 @@ WHITE = 0xFFFFFF
 @pytest.fixture
 def unlabelled_scratches(lookout, s3, project_name):
     """Train and test datasets of 10 normal images and 10 scratched ones nobody has labelled yet."""
-    s3.create_bucket(Bucket=BUCKET)
-
-    def put(name: str, data: bytes) -> str:
-        s3.put_object(Bucket=BUCKET, Key=f"{project_name}/{name}", Body=data)
-        return f"s3://{BUCKET}/{project_name}/{name}"
-
-    lookout.create_project(ProjectName=project_name)
-    for dataset_type, offset in (("train", 0), ("test", 100)):
-        lines: list[dict[str, Any]] = [
-            classification_line(put(f"{dataset_type}-normal-{i}.png", synthetic_image(offset + i, False)), "normal")
-            for i in range(10)]
-        lines += [{"source-ref": put(f"{dataset_type}-scratch-{i}.png", synthetic_image(offset + 50 + i, True))}
-                  for i in range(10)]
-        create_dataset(lookout, s3, BUCKET, project_name, dataset_type, lines)
+    stage_scratch_datasets(lookout, s3, BUCKET, project_name,
+                           lambda put, name, seed: {"source-ref": put(f"{name}.png", synthetic_image(seed, True))})
     return project_name
 
 
