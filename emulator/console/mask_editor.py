@@ -27,6 +27,7 @@ from emulator.console.words import natural_key
 from emulator.formats.image_files import CONTENT_TYPES, ImageError, as_rgb, decode_image
 from emulator.formats.manifests import BACKGROUND, MAX_MASK_LABELS, SEGMENTATION_TYPE, ManifestLine
 from emulator.formats.png import encode_rgb
+from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri
 from emulator.services import datasets
 
@@ -105,7 +106,13 @@ def _labels(text: str) -> dict[str, str]:
 def _image_size(ref: str) -> tuple[int, int]:
     """(width, height) of the dataset image, which the mask must match."""
     bucket, key = parse_s3_uri(ref)
-    size: tuple[int, int] = decode_image(backend().objects.get(bucket, key), ref).size
+    try:
+        size: tuple[int, int] = decode_image(backend().objects.get(bucket, key), ref).size
+    except ObjectNotFound:
+        raise ResourceNotFoundException(f"The image {ref} is no longer in S3, so its mask cannot be checked; "
+                                        "remove it from the dataset or put it back.") from None
+    except ImageError as bad:
+        raise ValidationException(str(bad)) from None
     return size
 
 

@@ -216,7 +216,7 @@ def post_mask(driver: WebDriver, labels: Any, pixels: list[list[str]] | None) ->
         send();""", labels, pixels))
 
 
-def test_bad_masks_are_refused_with_the_reason(browser, console_url, unlabelled_scratches, lookout):
+def test_bad_masks_are_refused_with_the_reason(browser, console_url, unlabelled_scratches, lookout, s3):
     driver, project = browser, unlabelled_scratches
     open_editor(driver, editor_url(console_url, project, "train", "train-scratch-1.png"))
     white = [["#ffffff"] * 96 for _ in range(96)]
@@ -240,6 +240,11 @@ def test_bad_masks_are_refused_with_the_reason(browser, console_url, unlabelled_
     reply = post_mask(driver, one, white)  # nothing drawn: no mask, the image stays as it was
     assert reply["status"] == 200 and reply["labels"] == {}
     assert set(stored_line(lookout, project, "train", "train-scratch-1.png")) == {"source-ref"}
+
+    s3.delete_object(Bucket=BUCKET, Key=f"{project}/train-scratch-1.png")  # gone from S3 since the import
+    reply = post_mask(driver, one, white)
+    assert (reply["status"], reply["code"]) == (404, "ResourceNotFoundException"), reply
+    assert "is no longer in S3" in reply["error"]
 
 
 @pytest.mark.slow

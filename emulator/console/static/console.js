@@ -520,7 +520,7 @@ document.querySelectorAll("#mask-editor").forEach((editor) => {
     list.replaceChildren(...labels.map((label, i) => {
       const item = document.createElement("li");
       item.className = i === active ? "active" : "";
-      item.innerHTML = `<input type="radio" name="active-label" aria-label="draw with this label">
+      item.innerHTML = `<input type="radio" name="active-label" aria-label="draw with label ${i + 1}">
         <input type="text" aria-label="name of label ${i + 1}"><input type="color" aria-label="colour of label ${i + 1}">
         ${i < 9 ? `<kbd>${i + 1}</kbd>` : ""}<span class="pixels" data-pixels></span>`;
       const [radio, name, colour] = item.querySelectorAll("input");
