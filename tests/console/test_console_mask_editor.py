@@ -13,7 +13,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.console.console_data import scratch_box, stage_scratch_datasets, synthetic_image
+from tests.console.console_data import scratch_box, segmentation_line, stage_scratch_datasets, synthetic_image
 from tests.console.console_support import click_and_load, find, find_all, shoot, text, until, wait_for_status
 
 pytestmark = [pytest.mark.browser]
@@ -326,3 +326,26 @@ def test_dataset_grid_search_sort_and_filter(browser, console_url, unlabelled_sc
 
     driver.get(f"{console_url}/projects/{project}/datasets/train?sort=size")
     assert "Unknown sort order 'size'; use one of name, label." in find(driver, "main").text
+
+
+def test_a_mask_made_elsewhere_opens_with_its_labels_and_stray_colours_named(browser, console_url,
+                                                                             unlabelled_scratches, lookout, s3):
+    """A mask from another labelling tool: its label's pixels load as that label; pixels in no
+    label's colour (a smoothed edge) are counted on the page, since saving cannot keep them."""
+    driver, project = browser, unlabelled_scratches
+    pixels = np.full((96, 96, 3), 255, np.uint8)
+    pixels[10:20, 10:30] = (0xD6, 0x27, 0x28)
+    pixels[20, 10:15] = (0x80, 0x80, 0x80)
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(out, "PNG")
+    s3.put_object(Bucket=BUCKET, Key=f"{project}/elsewhere-mask.png", Body=out.getvalue())
+    line = segmentation_line(f"s3://{BUCKET}/{project}/train-scratch-4.png", f"s3://{BUCKET}/{project}/elsewhere-mask.png",
+                             "crack", "#d62728")
+    lookout.update_dataset_entries(ProjectName=project, DatasetType="train", Changes=json.dumps(line).encode())
+    until(lambda: lookout.describe_dataset(ProjectName=project, DatasetType="train")["DatasetDescription"]["Status"]
+          == "UPDATE_COMPLETE", 60, "the dataset update")
+    open_editor(driver, editor_url(console_url, project, "train", "train-scratch-4.png"))
+    assert painted(driver) == 10 * 20
+    assert [e.get_attribute("value") for e in find_all(driver, "#label-list input[type=text]")] == ["crack"]
+    assert find(driver, "#label-list input[type=color]").get_attribute("value") == "#d62728"
+    assert "5 pixels of the saved mask are in no label's colour" in find(driver, "#editor-message").text

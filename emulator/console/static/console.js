@@ -646,7 +646,14 @@ document.querySelectorAll("#mask-editor").forEach((editor) => {
       ctx.drawImage(saved, 0, 0, w, h);
       const data = ctx.getImageData(0, 0, w, h).data;
       const index = new Map(labels.map((label, i) => [parseInt(label.colour.slice(1), 16), i + 1]));
-      for (let i = 0; i < map.length; i += 1) map[i] = index.get((data[i * 4] << 16) | (data[i * 4 + 1] << 8) | data[i * 4 + 2]) || 0;
+      let stray = 0;
+      for (let i = 0; i < map.length; i += 1) {
+        const colour = (data[i * 4] << 16) | (data[i * 4 + 1] << 8) | data[i * 4 + 2];
+        map[i] = index.get(colour) || 0;
+        if (!map[i] && colour !== 0xffffff && colour !== 0) stray += 1;
+      }
+      // A mask made elsewhere may have pixels in no label's colour (smoothed edges): say so, as saving drops them.
+      if (stray) say(`${stray} pixels of the saved mask are in no label's colour; saving will leave them out.`, true);
       render();
       editor.dataset.ready = "1";
     };
@@ -654,6 +661,7 @@ document.querySelectorAll("#mask-editor").forEach((editor) => {
     saved.src = editor.dataset.mask;
   };
   if (viewer.dataset.ready) start(); else viewer.addEventListener("viewer-ready", start, { once: true });
+  image.addEventListener("error", () => say("The image could not be loaded from S3, so there is nothing to draw on.", true));
   chooseTool("brush");
   showSize();
   refreshHistory();
