@@ -339,8 +339,8 @@ def test_a_mask_made_elsewhere_opens_with_its_labels_and_stray_colours_named(bro
     out = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(out, "PNG")
     s3.put_object(Bucket=BUCKET, Key=f"{project}/elsewhere-mask.png", Body=out.getvalue())
-    line = segmentation_line(f"s3://{BUCKET}/{project}/train-scratch-4.png", f"s3://{BUCKET}/{project}/elsewhere-mask.png",
-                             "crack", "#d62728")
+    prefix = f"s3://{BUCKET}/{project}"
+    line = segmentation_line(f"{prefix}/train-scratch-4.png", f"{prefix}/elsewhere-mask.png", "crack", "#d62728")
     lookout.update_dataset_entries(ProjectName=project, DatasetType="train", Changes=json.dumps(line).encode())
     until(lambda: lookout.describe_dataset(ProjectName=project, DatasetType="train")["DatasetDescription"]["Status"]
           == "UPDATE_COMPLETE", 60, "the dataset update")
