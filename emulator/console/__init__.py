@@ -24,7 +24,15 @@ def is_browser_visit(environ: dict[str, Any]) -> bool:
 
 def register(app: Flask) -> None:
     """Mount the console blueprint on `app` (importing the view modules adds their routes)."""
-    from emulator.console import dataset_pages, model_pages, objects, project_pages, signin, trial_pages  # noqa: F401
+    from emulator.console import (  # noqa: F401
+        dataset_pages,
+        mask_editor,
+        model_pages,
+        objects,
+        project_pages,
+        signin,
+        trial_pages,
+    )
     from emulator.console.blueprint import blueprint
 
     signin.configure(app)

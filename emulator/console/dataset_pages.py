@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Response, jsonify, render_template, request, url_for
 
@@ -28,6 +29,13 @@ FILTERS: dict[str, Callable[[ManifestLine], bool]] = {
     "unlabeled": lambda entry: entry.label is None,
     "normal": lambda entry: entry.label == "normal",
     "anomaly": lambda entry: entry.label == "anomaly",
+    "masked": lambda entry: entry.mask_ref is not None,
+    "needs-mask": lambda entry: entry.label == "anomaly" and entry.mask_ref is None,
+}
+# The grid's orders: by file name (natural: anomaly-2 before anomaly-10), or by label first.
+SORTS: dict[str, Callable[[ManifestLine], tuple[object, ...]]] = {
+    "name": lambda entry: natural_key(entry.source_ref),
+    "label": lambda entry: (entry.label or "", natural_key(entry.source_ref)),
 }
 
 
@@ -36,6 +44,31 @@ class Page:
     entries: Sequence[ManifestLine]
     number: int
     has_next: bool
+    matching: int  # entries the filter and search select, on every page
+
+
+@dataclass(frozen=True)
+class GridView:
+    """What the grid shows: a filter, a search in file names, an order and a page (1-based)."""
+
+    shown: str
+    search: str
+    order: str
+    number: int
+
+    def args(self, **changed: Any) -> dict[str, Any]:
+        """The query arguments of this view (with `changed` ones), for links and forms that keep it."""
+        return {"filter": self.shown, "q": self.search, "sort": self.order, "page": self.number, **changed}
+
+
+def _grid_view(args: Mapping[str, str]) -> GridView:
+    shown, order = args.get("filter", "all"), args.get("sort", "name")
+    if shown not in FILTERS:
+        raise ValidationException(f"Unknown filter {shown!r}; use one of {', '.join(FILTERS)}.")
+    if order not in SORTS:
+        raise ValidationException(f"Unknown sort order {order!r}; use one of {', '.join(SORTS)}.")
+    page = args.get("page", "1")
+    return GridView(shown, args.get("q", "").strip(), order, max(1, int(page) if page.isdigit() else 1))
 
 
 @blueprint.post("/projects/<project>/datasets")
@@ -58,13 +91,10 @@ def delete_dataset(project: str, dataset_type: str) -> Response:
 @blueprint.get("/projects/<project>/datasets/<dataset_type>")
 def dataset_page(project: str, dataset_type: str) -> str:
     dataset = call("DescribeDataset", ProjectName=project, DatasetType=dataset_type)["DatasetDescription"]
-    shown = request.args.get("filter", "all")
-    if shown not in FILTERS:
-        raise ValidationException(f"Unknown filter {shown!r}; use one of {', '.join(FILTERS)}.")
-    number = max(1, request.args.get("page", 1, type=int))
-    page = _page(project, dataset_type, number, FILTERS[shown])
-    return render_template("dataset.html", project_name=project, dataset=dataset, filters=FILTERS, shown=shown,
-                           page=page, readiness=training_readiness(backend(), project),
+    view = _grid_view(request.args)
+    page = _page(project, dataset_type, view)
+    return render_template("dataset.html", project_name=project, dataset=dataset, filters=FILTERS, sorts=SORTS,
+                           view=view, shown=view.shown, page=page, readiness=training_readiness(backend(), project),
                            colours=label_colours(name for entry in page.entries for name in entry.label_colors))
 
 
@@ -82,16 +112,19 @@ def dataset_image_page(project: str, dataset_type: str) -> str:
                  url_for("console.dataset_page", project=project, dataset_type=dataset_type))],
         source_ref=ref, overlays=overlays(None, (None, {}), (entry.mask_ref, entry.label_colors)), areas=areas,
         colours=label_colours(entry.label_colors), facts={"Label": entry.label or "unlabeled"},
-        previous=None, next=None)
+        previous=None, next=None,
+        mask_editor=url_for("console.mask_editor_page", project=project, dataset_type=dataset_type, ref=ref))
 
 
-def _page(project: str, dataset_type: str, number: int, shown: Callable[[ManifestLine], bool]) -> Page:
-    """Page `number` (1-based) of the entries `shown` selects, in natural order of their file names
-    (anomaly-2 before anomaly-10), so that a page is where a person looks for an image."""
-    entries = sorted(filter(shown, datasets.list_entries(backend(), project, dataset_type)),
-                     key=lambda entry: natural_key(entry.source_ref))
-    start = (number - 1) * PAGE_SIZE
-    return Page(entries[start:start + PAGE_SIZE], number, len(entries) > start + PAGE_SIZE)
+def _page(project: str, dataset_type: str, view: GridView) -> Page:
+    """The page of entries `view` selects (its filter and a case-insensitive search in file names),
+    in its order, so that a page is where a person looks for an image."""
+    wanted, search = FILTERS[view.shown], view.search.casefold()
+    entries = sorted((entry for entry in datasets.list_entries(backend(), project, dataset_type)
+                      if wanted(entry) and search in entry.source_ref.rsplit("/", 1)[-1].casefold()),
+                     key=SORTS[view.order])
+    start = (view.number - 1) * PAGE_SIZE
+    return Page(entries[start:start + PAGE_SIZE], view.number, len(entries) > start + PAGE_SIZE, len(entries))
 
 
 @blueprint.post("/projects/<project>/datasets/<dataset_type>/upload")
@@ -162,5 +195,6 @@ def _selected() -> list[str]:
 
 
 def _current_page(project: str, dataset_type: str) -> str:
+    """The grid view a bulk form was posted from (its hidden fields repeat the view's arguments)."""
     return url_for("console.dataset_page", project=project, dataset_type=dataset_type,
-                   filter=request.form.get("filter", "all"), page=request.form.get("page", 1))
+                   **_grid_view(request.form).args())

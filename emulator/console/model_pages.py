@@ -1,7 +1,9 @@
 """Models: train, the model page (live status, metrics, test results), hosting, compare versions."""
 from __future__ import annotations
 
+import math
 import re
+import time
 from typing import Any, cast
 
 from flask import Response, jsonify, render_template, request, url_for
@@ -11,10 +13,18 @@ from emulator.api.statuses import MODEL_IN_TRANSITION, ModelStatus
 from emulator.console.blueprint import back_to, backend, blueprint, call
 from emulator.console.bucket import console_bucket
 from emulator.console.colours import label_colours
-from emulator.console.model_results import REPORT_LABELS, THRESHOLD, TestResults, engine_facts, read_test_results
+from emulator.console.model_results import (
+    REPORT_LABELS,
+    THRESHOLD,
+    TestResults,
+    compare,
+    engine_facts,
+    read_test_results,
+)
 from emulator.console.objects import label_areas, overlays
 from emulator.console.project_pages import list_models
 from emulator.console.readiness import training_readiness
+from emulator.console.words import count
 from emulator.services.training_job import training_progress
 
 # Statuses a model leaves by itself; the model page polls while it is in one of them.
@@ -23,6 +33,9 @@ TRANSITIONS = MODEL_IN_TRANSITION
 RETRAINABLE = (ModelStatus.TRAINED, ModelStatus.TRAINING_FAILED, ModelStatus.HOSTED, ModelStatus.HOSTING_FAILED)
 HISTOGRAM_BINS = 20
 _PERCENT = re.compile(r"\((\d+(?:\.\d+)?)%\)")
+_STEP_COUNT = re.compile(r"\s*\(\d+/\d+\)$")  # "extracting features (42/62)": the step's own count
+# Below these, an estimate of the time left would be mostly noise.
+MIN_FRACTION_FOR_ESTIMATE, MIN_SECONDS_FOR_ESTIMATE = 0.05, 5.0
 
 
 @blueprint.post("/projects/<project>/models")
@@ -61,11 +74,16 @@ def live_state(project: str, model: dict[str, Any]) -> dict[str, Any]:
     training job's stage and start (epoch seconds; the page counts the elapsed time) and progress."""
     state: dict[str, Any] = {"Status": model["Status"], "StatusMessage": model.get("StatusMessage") or "",
                              "settled": model["Status"] not in TRANSITIONS, "stage": "", "started": None,
-                             "progress": None}
+                             "progress": None, "percent": "", "remaining": ""}
     if model["Status"] == ModelStatus.TRAINING:
         job = training_progress(backend(), project, int(model["ModelVersion"]))
         if job is not None:
-            state |= {"stage": job.stage, "started": job.started, "progress": job.fraction}
+            # One progress figure: the job's share done. The StatusMessage says the same, written at most
+            # once a second, and the stage's own "(n/m)" counts a single step: showing them too would put
+            # two or three disagreeing counters on the page.
+            state |= {"StatusMessage": "", "stage": _STEP_COUNT.sub("", job.stage), "started": job.started,
+                      "progress": job.fraction, "percent": f"{job.fraction:.0%} done",
+                      "remaining": time_left(time.time() - job.started, job.fraction)}
         else:  # queued behind other jobs, or trained by another server on this data directory
             found = _PERCENT.search(state["StatusMessage"])
             state |= {"stage": "waiting for a training slot" if found is None else "training",
@@ -73,13 +91,27 @@ def live_state(project: str, model: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def histogram(results: TestResults) -> list[dict[str, Any]]:
-    """The test images' anomaly scores in HISTOGRAM_BINS bins over 0 to 1, counted by ground truth."""
-    bins = [{"low": i / HISTOGRAM_BINS, "normal": 0, "anomaly": 0} for i in range(HISTOGRAM_BINS)]
+def time_left(elapsed_s: float, fraction: float) -> str:
+    """A rough estimate of the training time left, assuming the rest goes as fast as what is done.
+    Said in whole minutes: the stages differ in speed, so seconds would promise too much."""
+    if fraction < MIN_FRACTION_FOR_ESTIMATE or elapsed_s < MIN_SECONDS_FOR_ESTIMATE:
+        return "estimating the time left"
+    left = elapsed_s * (1.0 - fraction) / fraction
+    return "less than a minute left" if left < 60 else f"about {count(round(left / 60), 'minute')} left"
+
+
+def histogram(results: TestResults) -> dict[str, Any]:
+    """The test images' anomaly scores in HISTOGRAM_BINS bins over 0 to 1, counted by ground truth,
+    with the tallest bar's count and the count axis's ticks (whole numbers, at most five)."""
+    bins = [{"low": i / HISTOGRAM_BINS, "high": (i + 1) / HISTOGRAM_BINS, "normal": 0, "anomaly": 0}
+            for i in range(HISTOGRAM_BINS)]
     for image in results.images:
         if image.actual in ("normal", "anomaly"):
             bins[min(int(image.score * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)][image.actual] += 1
-    return bins
+    tallest = max(1, *(int(b["normal"] + b["anomaly"]) for b in bins))
+    step = math.ceil(tallest / 4)
+    top = step * math.ceil(tallest / step)
+    return {"bins": bins, "top": top, "ticks": list(range(0, top + 1, step))}
 
 
 @blueprint.get("/projects/<project>/models/<version>/status.json")
@@ -145,5 +177,7 @@ def compare_models(project: str) -> str:
         if version not in versions:
             raise ValidationException(f"Project {project} has no model version {version}.")
     models = [describe(project, v) for v in picked]
-    return render_template("compare.html", project_name=project, versions=versions, models=models,
-                           results=[read_test_results(backend(), m) for m in models])
+    results = [read_test_results(backend(), m) for m in models]
+    usable = [r for r in results if r is not None and not r.problem]
+    return render_template("compare.html", project_name=project, versions=versions, models=models, results=results,
+                           comparison=compare(*usable) if len(usable) == 2 else None)

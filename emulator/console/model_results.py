@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator.backend import Backend
+from emulator.console.words import natural_key
 from emulator.formats.manifests import parse_line, read_json_lines
 from emulator.s3.objects import ObjectNotFound
 from emulator.services.evaluation_output import HEATMAP_REF, MASK_REF
@@ -63,6 +64,34 @@ def anomaly_score(anomalous: bool, confidence: float) -> float:
 
 
 @dataclass(frozen=True)
+class Confusion:
+    """The test images by truth and verdict, in the words of an inspection line: defects caught or
+    missed, good parts flagged (false alarms) or passed. Unlabelled test images are not counted."""
+
+    caught: int
+    missed: int
+    false_alarms: int
+    passed: int
+
+    @property
+    def defects(self) -> int:
+        return self.caught + self.missed
+
+    @property
+    def good_parts(self) -> int:
+        return self.false_alarms + self.passed
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """Precision and recall on the test images if images scoring `threshold` or more were flagged."""
+
+    threshold: float
+    recall: float
+    precision: float
+
+
+@dataclass(frozen=True)
 class TestResults:
     images: list[TestImage]
     aggregate: dict[str, Any]  # EvaluationResult's AggregatedEvaluationResults.Metrics
@@ -76,6 +105,26 @@ class TestResults:
     @property
     def incorrect(self) -> int:
         return len(self.images) - self.correct
+
+    def confusion(self) -> Confusion:
+        """The model's own verdicts against the truth."""
+        pairs = [(image.actual, image.predicted) for image in self.images if image.actual in ("normal", "anomaly")]
+        return Confusion(pairs.count(("anomaly", "anomaly")), pairs.count(("anomaly", "normal")),
+                         pairs.count(("normal", "anomaly")), pairs.count(("normal", "normal")))
+
+    def precision_recall_curve(self) -> list[CurvePoint]:
+        """A point for each distinct test score used as the threshold, from the highest score down
+        (recall rising); none when the test set has no anomaly, as recall is then undefined."""
+        scored = [(image.score, image.actual == "anomaly") for image in self.images
+                  if image.actual in ("normal", "anomaly")]
+        anomalies = sum(anomalous for _, anomalous in scored)
+        if not anomalies:
+            return []
+        points = []
+        for threshold in sorted({score for score, _ in scored}, reverse=True):
+            flagged = [anomalous for score, anomalous in scored if score >= threshold]
+            points.append(CurvePoint(threshold, sum(flagged) / anomalies, sum(flagged) / len(flagged)))
+        return points
 
 
 def read_test_results(backend: Backend, model: dict[str, Any]) -> TestResults | None:
@@ -122,3 +171,40 @@ def engine_facts(backend: Backend, project: str, version: str) -> EngineFacts | 
     colours = dict(zip(config.get("labels") or [], config.get("colours") or [], strict=False))
     report = config.get("training")
     return EngineFacts(colours, report if isinstance(report, dict) else {})
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """A test image two models judged differently: the image as each model's results list it."""
+
+    first: TestImage
+    second: TestImage
+
+    @property
+    def right(self) -> int | None:
+        """Which model was right (0 or 1); None when the image has no true label."""
+        if self.first.actual not in ("normal", "anomaly"):
+            return None
+        return 0 if self.first.correct else 1
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two models' verdicts on the test images they share (their test sets may differ when the
+    datasets changed between trainings)."""
+
+    shared: int
+    disagreements: list[Disagreement]
+
+    def wins(self, which: int) -> int:
+        """How many of the disagreements model `which` (0 or 1) got right."""
+        return sum(d.right == which for d in self.disagreements)
+
+
+def compare(first: TestResults, second: TestResults) -> Comparison:
+    """The shared test images on which `first` and `second` predicted different labels, in natural
+    order of their file names."""
+    theirs = {image.source_ref: image for image in second.images}
+    shared = [(image, theirs[image.source_ref]) for image in first.images if image.source_ref in theirs]
+    differ = [Disagreement(a, b) for a, b in shared if a.predicted != b.predicted]
+    return Comparison(len(shared), sorted(differ, key=lambda d: natural_key(d.first.source_ref)))

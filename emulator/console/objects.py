@@ -11,6 +11,7 @@ from PIL import Image
 
 from emulator.console.blueprint import backend, blueprint
 from emulator.console.colours import recolouring
+from emulator.console.model_results import THRESHOLD
 from emulator.formats.image_files import CONTENT_TYPES, ImageError, as_rgb, decode_image, sniff_format
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri
@@ -73,7 +74,7 @@ def mask_overlay() -> Response:
     """
     rgb = np.array(as_rgb(_png_pixels()))
     background = np.all(rgb == 0, axis=-1) | np.all(rgb == 255, axis=-1)
-    packed = _pack(rgb)
+    packed = pack_rgb(rgb)
     for pair in filter(None, request.args.get("recolour", "").split(",")):
         own, _, shown = pair.partition("-")
         if not (_HEX.fullmatch(own) and _HEX.fullmatch(shown)):
@@ -87,11 +88,39 @@ def mask_overlay() -> Response:
 def heatmap_overlay() -> Response:
     """An anomaly map (``?uri=``: a greyscale PNG, 255 = most anomalous) in a colour ramp, to lay
     over its image: see-through where the model sees nothing, opaque from the decision level up
-    (128, where a segmentation model paints)."""
+    (128, where a segmentation model paints), and that region outlined.
+
+    The outline is a light line inside the region's edge and a dark one outside it, so that it shows
+    on dark and on light parts alike, where the ramp's own dark or light end would not. It is about
+    1/300 of the image's longer side thick (at least a pixel), so it stays visible when fitted."""
     value = np.asarray(as_rgb(_png_pixels()).convert("L"), dtype=np.float32) / 255.0
     rgb = np.stack([np.interp(value, _RAMP_AT, channel) for channel in _RAMP.T], axis=-1)
     alpha = np.clip((value - 0.1) / 0.4, 0.0, 1.0) * 255
+    region = value >= THRESHOLD  # the heatmap PNG's 128 and up (evaluation_output.heatmap_png)
+    width = max(1, round(max(region.shape) / 300))
+    inner, outer = region & ~_grown(region, width, shrink=True), _grown(region, width) & ~region
+    rgb[inner], rgb[outer] = _OUTLINE_LIGHT, _OUTLINE_DARK
+    alpha[inner | outer] = 255
     return _png_response(np.dstack([rgb, alpha]).round().astype(np.uint8))
+
+
+def _grown(region: np.ndarray, steps: int, shrink: bool = False) -> np.ndarray:
+    """`region` grown (or, with `shrink`, shrunk) by `steps` pixels, 4-connected. Beyond the image's
+    border the region goes on as at the border, so its edge is never drawn along the border."""
+    grown = ~region if shrink else region
+    for _ in range(steps):
+        padded = np.pad(grown, 1, mode="edge")
+        grown = (padded[1:-1, 1:-1] | padded[:-2, 1:-1] | padded[2:, 1:-1]
+                 | padded[1:-1, :-2] | padded[1:-1, 2:])
+    return ~grown if shrink else grown
+
+
+@blueprint.app_template_global()
+def heatmap_gradient() -> str:
+    """The heatmaps' colour ramp as a CSS gradient, for legends (from see-through, as the overlay)."""
+    stops = [f"rgba({r:.0f}, {g:.0f}, {b:.0f}, {min(1.0, max(0.0, (at - 0.1) / 0.4)):.2f}) {at * 100:.1f}%"
+             for at, (r, g, b) in zip(_RAMP_AT, _RAMP, strict=True)]
+    return f"linear-gradient(90deg, {', '.join(stops)})"
 
 
 def _png_pixels() -> Image.Image:
@@ -105,7 +134,7 @@ def _png_pixels() -> Image.Image:
         abort(415, str(bad))
 
 
-def _pack(rgb: np.ndarray) -> np.ndarray:
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """Each RGB pixel as one 0xRRGGBB integer (colours compare in one step)."""
     packed: np.ndarray = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
     return packed
@@ -114,7 +143,7 @@ def _pack(rgb: np.ndarray) -> np.ndarray:
 def label_areas(uri: str, label_hex: dict[str, str]) -> dict[str, float]:
     """The share of the mask at `uri` each label (label -> ``#RRGGBB``) covers, 0 to 1."""
     bucket, key = parse_s3_uri(uri)
-    packed = _pack(np.asarray(as_rgb(decode_image(backend().objects.get(bucket, key), uri, ("PNG",)))))
+    packed = pack_rgb(np.asarray(as_rgb(decode_image(backend().objects.get(bucket, key), uri, ("PNG",)))))
     return {name: float(np.mean(packed == int(colour.lstrip("#"), 16))) for name, colour in label_hex.items()}
 
 
@@ -125,7 +154,10 @@ def _png_response(rgba: np.ndarray) -> Response:
 
 
 _HEX = re.compile(r"[0-9A-Fa-f]{6}")
-# A perceptual dark-to-bright ramp (close to matplotlib's "inferno") that uses none of the console's
-# status colours: near-black, purple, crimson-pink, amber, pale yellow.
-_RAMP_AT = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
-_RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32)
+# A perceptual dark-to-bright ramp (lightness rising evenly, like matplotlib's "inferno") that uses
+# none of the console's status colours: near-black, indigo, purple, plum, crimson, vermilion, amber,
+# gold, pale yellow.
+_RAMP_AT = np.linspace(0.0, 1.0, 9)
+_RAMP = np.array([[0, 0, 4], [31, 12, 72], [85, 15, 109], [136, 34, 106], [186, 54, 85], [227, 89, 51],
+                  [249, 140, 10], [249, 201, 50], [252, 255, 164]], dtype=np.float32)
+_OUTLINE_LIGHT, _OUTLINE_DARK = (255, 255, 255), (0, 0, 0)

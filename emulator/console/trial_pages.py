@@ -22,7 +22,7 @@ def trial_list(project: str) -> str:
     call("DescribeProject", ProjectName=project)
     usable = [m for m in list_models(project) if m["Status"] in trial_runs.TRIAL_MODEL_STATUSES]
     return render_template("trials.html", project_name=project, trials=trial_runs.list_trials(backend(), project),
-                           models=usable, chosen=request.args.get("version"))
+                           models=usable, chosen=request.args.get("version"), name_rule=trial_runs.NAME_RULE)
 
 
 @blueprint.post("/projects/<project>/trials")

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 TRIAL_JOB = "trial"  # the job kind in log lines and metrics
 MAX_TRIAL_IMAGES = 2000  # limits.md: images in a trial detection dataset
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,99}")
+NAME_RULE = "1 to 100 letters, digits, hyphens and underscores, starting with a letter or digit"  # of NAME
 IN_PROGRESS, COMPLETED, FAILED = "IN_PROGRESS", "COMPLETED", "FAILED"
 HOSTING_TIMEOUT_S = 300.0
 # Models a trial can run on: trained ones, including those being started or stopped (a trial waits
@@ -100,8 +101,7 @@ def images_under(backend: Backend, uri: str) -> list[str]:
 def check_new_name(backend: Backend, project: str, name: str) -> None:
     """Refuse an invalid or taken task name (before any image is stored under it)."""
     if not NAME.fullmatch(name):
-        raise ValidationException(f"The task name {name!r} is not valid: use 1 to 100 letters, digits, hyphens "
-                                  "and underscores, starting with a letter or digit.")
+        raise ValidationException(f"The task name {name!r} is not valid: use {NAME_RULE}.")
     if backend.store.query_one("SELECT 1 FROM trial_detections WHERE project=? AND name=?", (project, name)):
         raise ConflictException(f"Project {project} already has a trial detection named {name}.")
 

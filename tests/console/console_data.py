@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,19 @@ CLASSIFICATION = "groundtruth/image-classification"
 SEGMENTATION = "groundtruth/semantic-segmentation"
 
 
+SCRATCH_HEIGHT, SCRATCH_WIDTH = 14, 30
+
+
 def _scratch(rng: np.random.Generator) -> tuple[slice, slice]:
     row, col = rng.integers(20, 60, size=2)
-    return slice(row, row + 14), slice(col, col + 30)
+    return slice(row, row + SCRATCH_HEIGHT), slice(col, col + SCRATCH_WIDTH)
+
+
+def scratch_box(seed: int) -> tuple[slice, slice]:
+    """Where ``synthetic_image(seed, True)`` has its scratch: (rows, columns)."""
+    rng = np.random.default_rng(seed)
+    rng.normal(0, 4, (SIDE, SIDE, 3))  # the same draws as the image
+    return _scratch(rng)
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -39,10 +50,8 @@ def synthetic_image(seed: int, anomaly: bool) -> bytes:
 
 def synthetic_mask(seed: int, colour: tuple[int, int, int]) -> bytes:
     """The segmentation mask of ``synthetic_image(seed, True)``: white, its scratch in `colour`."""
-    rng = np.random.default_rng(seed)
-    rng.normal(0, 4, (SIDE, SIDE, 3))  # the same draws as the image, so the scratch lands in the same place
     mask = np.full((SIDE, SIDE, 3), 255.0)
-    mask[_scratch(rng)] = colour
+    mask[scratch_box(seed)] = colour
     return _png(mask)
 
 
@@ -72,3 +81,27 @@ def create_dataset(lookout: Any, s3: Any, bucket: str, project: str, dataset_typ
         assert time.monotonic() < deadline, "the manifest import did not finish"
         time.sleep(0.05)
     assert status == "CREATE_COMPLETE", status
+
+
+Put = Callable[[str, bytes], str]
+
+
+def stage_scratch_datasets(lookout: Any, s3: Any, bucket: str, project: str,
+                           scratch_line: Callable[[Put, str, int], dict[str, Any]]) -> Put:
+    """A project with separate train and test datasets of 10 normal and 10 scratched images each
+    (the minimums of a segmentation model). ``scratch_line(put, name, seed)`` makes the line of the
+    scratched image `name` (``synthetic_image(seed, True)``); ``put(name, data)`` stores an object
+    under the project's prefix and returns its S3 URI (also returned, for more objects)."""
+    s3.create_bucket(Bucket=bucket)
+
+    def put(name: str, data: bytes) -> str:
+        s3.put_object(Bucket=bucket, Key=f"{project}/{name}", Body=data)
+        return f"s3://{bucket}/{project}/{name}"
+
+    lookout.create_project(ProjectName=project)
+    for dataset_type, offset in (("train", 0), ("test", 100)):
+        lines = [classification_line(put(f"{dataset_type}-normal-{i}.png", synthetic_image(offset + i, False)),
+                                     "normal") for i in range(10)]
+        lines += [scratch_line(put, f"{dataset_type}-scratch-{i}", offset + 50 + i) for i in range(10)]
+        create_dataset(lookout, s3, bucket, project, dataset_type, lines)
+    return put

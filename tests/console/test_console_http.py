@@ -13,6 +13,7 @@ from PIL import Image
 
 from emulator.console.blueprint import breakable
 from emulator.console.colours import PALETTE, STATUS_COLOURS, label_colours, recolouring
+from emulator.console.model_pages import time_left
 from emulator.console.words import count, natural_key
 
 BUCKET = "console-http-tests"
@@ -65,6 +66,45 @@ def test_heatmap_overlay_is_see_through_where_nothing_is_found(console_url, s3):
         assert get(f"{console_url}/heatmap?uri=s3://{BUCKET}/{key}")[0] == expected
     s3.put_object(Bucket=BUCKET, Key="notes.png", Body=b"not a png")
     assert get(f"{console_url}/heatmap?uri=s3://{BUCKET}/notes.png")[0] == 415
+
+
+def heatmap_rgba(console_url: str, s3, grey: np.ndarray) -> np.ndarray:
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="outlined.png", Body=png(grey, "L"))
+    status, _, body = get(f"{console_url}/heatmap?uri=s3://{BUCKET}/outlined.png")
+    assert status == 200
+    return np.asarray(Image.open(io.BytesIO(body)))
+
+
+def test_heatmap_outlines_the_flagged_region_in_light_and_dark(console_url, s3):
+    grey = np.zeros((64, 64), np.uint8)
+    grey[20:40, 20:40] = 255
+    rgba = heatmap_rgba(console_url, s3, grey)
+    assert tuple(rgba[20, 30]) == (255, 255, 255, 255)  # a light line just inside the region's edge
+    assert tuple(rgba[19, 30]) == (0, 0, 0, 255)  # and a dark one just outside it
+    assert tuple(rgba[30, 30]) == (252, 255, 164, 255)  # inside: the ramp's brightest colour
+    assert rgba[10, 10, 3] == 0  # nothing unusual: see-through
+    # A region that reaches the image's border is not outlined along the border.
+    assert not np.all(heatmap_rgba(console_url, s3, np.full((64, 64), 255, np.uint8))[..., :3] == 255, axis=-1).any()
+
+
+def test_heatmap_ramp_grows_lighter_with_the_score(console_url, s3):
+    """A perceptual ramp: each step up in score is a step up in lightness (the outline aside)."""
+    grey = np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (64, 1))
+    rgba = heatmap_rgba(console_url, s3, grey)[32].astype(float) / 255
+    edge = int(np.argmax(grey[32] >= 128))  # the outline is drawn on either side of this column
+    linear = np.where(rgba[:, :3] <= 0.03928, rgba[:, :3] / 12.92, ((rgba[:, :3] + 0.055) / 1.055) ** 2.4)
+    luminance = linear @ [0.2126, 0.7152, 0.0722]
+    assert (np.diff(luminance[:edge - 2]) >= -1e-3).all() and (np.diff(luminance[edge + 2:]) >= -1e-3).all()
+    assert luminance[-1] > 0.9 and luminance[0] < 0.01
+
+
+def test_heatmap_legend_shows_the_overlays_own_colours(console_url):
+    from emulator.console.objects import heatmap_gradient
+
+    gradient = heatmap_gradient()
+    assert gradient.startswith("linear-gradient(90deg, rgba(0, 0, 4, 0.00) 0.0%")
+    assert gradient.endswith("rgba(252, 255, 164, 1.00) 100.0%)")
 
 
 def test_mask_overlay_paints_labels_in_display_colours(console_url, s3):
@@ -131,3 +171,11 @@ def test_training_report_values_read_in_one_line():
     assert format_report_value({"oneclass": {"auroc": 0.91234, "f1": None}, "n": 3}) == \
         "n: 3, oneclass: (auroc: 0.912, f1: —)"
     assert format_report_value([160, 120]) == "160 × 120" and format_report_value("youden") == "youden"
+
+
+def test_time_left_is_said_in_whole_minutes_once_there_is_something_to_go_by() -> None:
+    assert time_left(2.0, 0.5) == "estimating the time left"  # too early
+    assert time_left(60.0, 0.01) == "estimating the time left"  # too little done
+    assert time_left(30.0, 0.5) == "less than a minute left"
+    assert time_left(60.0, 0.5) == "about 1 minute left"
+    assert time_left(100.0, 0.25) == "about 5 minutes left"

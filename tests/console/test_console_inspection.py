@@ -7,6 +7,7 @@ Small synthetic images (96x96) and one trained model shared by the module's test
 from __future__ import annotations
 
 import io
+import json
 import re
 import urllib.request
 
@@ -60,6 +61,7 @@ def trained(browser, console_url, lookout, s3):
                     lambda: f"the elapsed time (the page says {text(driver, '#training-progress')!r})")
     first = int(elapsed.group(1)) * 60 + int(elapsed.group(2))
     stages = {text(driver, "#stage")}
+    lines: set[str] = set()
 
     def counted_or_settled() -> str | None:
         """'counted' once the page has counted the elapsed time up while the model trains; 'settled'
@@ -67,15 +69,27 @@ def trained(browser, console_url, lookout, s3):
         if text(driver, "#status") != "TRAINING":
             return "settled"
         stages.add(text(driver, "#stage"))
+        lines.add(" | ".join(text(driver, css) for css in ("#stage", "#percent-done", "#elapsed", "#time-left",
+                                                          "#status-message")))
         now = re.fullmatch(r"(\d+):(\d\d) elapsed", text(driver, "#elapsed"))
         return "counted" if now and int(now.group(1)) * 60 + int(now.group(2)) > first else None
 
-    if until(counted_or_settled, 60, "the elapsed time to count up or the training to end") == "counted":
+    watched = until(counted_or_settled, 60, "the elapsed time to count up or the training to end") == "counted"
+    if watched:
         until(lambda: text(driver, "#status") != "TRAINING" or not text(driver, "#stage").startswith("copying"),
               60, "a training stage after copying")
+        lines.add(" | ".join(text(driver, css) for css in ("#stage", "#percent-done", "#elapsed", "#time-left",
+                                                          "#status-message")))
         shoot(driver, _screens(), "model-training") if _screens() else None
     wait_for_status(driver, "#status", "TRAINED")
     assert stages - {""}, stages
+    # One progress figure while it trains: the share done (no step counts, no second percentage in the
+    # status message), then the elapsed time and an estimate of the time left.
+    live = [line for line in lines if "% done" in line]
+    assert live or not watched, lines
+    for line in live:
+        assert re.fullmatch(r"[a-z ,-]+ \| \d+% done \| \d+:\d\d elapsed \| (estimating the time left|"
+                            r"less than a minute left|about \d+ minutes? left) \| ", line), line
     return project
 
 
@@ -165,6 +179,62 @@ def test_threshold_slider_and_incorrect_only(browser, console_url, trained, scre
     assert re.search(r"Scorer chosen \w+", text(driver, "#training-report"))
 
 
+def evaluation_verdicts(lookout, s3, project: str, version: str) -> list[tuple[str, str]]:
+    """(truth, verdict) of each test image, read from the evaluation manifest in S3 as a boto3 user would."""
+    return [(truth, verdict) for _, truth, verdict in evaluation_lines(lookout, s3, project, version)]
+
+
+def evaluation_lines(lookout, s3, project: str, version: str) -> list[tuple[str, str, str]]:
+    """(source-ref, truth, verdict) of each test image in the model's evaluation manifest."""
+    location = lookout.describe_model(ProjectName=project, ModelVersion=version)["ModelDescription"][
+        "EvaluationManifest"]
+    body = s3.get_object(Bucket=location["Bucket"], Key=location["Key"])["Body"].read().decode()
+    pairs = []
+    for line in map(json.loads, filter(None, body.splitlines())):
+        truth = next(value["class-name"] for name, value in line.items() if name.endswith("-metadata")
+                     and not name.startswith("anomaly-label-detected") and isinstance(value, dict)
+                     and value.get("type") == "groundtruth/image-classification")
+        pairs.append((line["source-ref"], truth, line["anomaly-label-detected-metadata"]["class-name"]))
+    return pairs
+
+
+def test_model_page_in_plain_words(browser, console_url, trained, lookout, s3):
+    """The threshold in plain words, the confusion matrix and the charts, checked against counts
+    computed from the evaluation output."""
+    driver = browser
+    driver.get(f"{console_url}/projects/{trained}/models/1")
+    pairs = evaluation_verdicts(lookout, s3, trained, "1")
+    caught, missed = pairs.count(("anomaly", "anomaly")), pairs.count(("anomaly", "normal"))
+    alarms, passed = pairs.count(("normal", "anomaly")), pairs.count(("normal", "normal"))
+    assert text(driver, "#plain-summary") == (
+        f"Images scoring 0.50 or more are flagged as anomalous. On the test set this caught {caught} of "
+        f"{caught + missed} defects and flagged {alarms} of {alarms + passed} good parts.")
+    cells = {c.get_attribute("data-cell"): c.text for c in find_all(driver, "#confusion-matrix td")}
+    assert cells == {"caught": f"{caught} caught", "missed": f"{missed} missed", "passed": f"{passed} passed",
+                     "false-alarms": f"{alarms} false alarm{'' if alarms == 1 else 's'}"}
+    performance = lookout.describe_model(ProjectName=trained, ModelVersion="1")["ModelDescription"]["Performance"]
+    assert performance["Recall"] == pytest.approx(caught / (caught + missed))
+
+    # The technical rule is folded away until asked for.
+    assert not find(driver, "#threshold-rule").is_displayed()
+    find(driver, "#threshold-details summary").click()
+    assert find(driver, "#threshold-rule").is_displayed()
+
+    # The histogram counts every test image and has a count axis; the precision/recall curve marks
+    # the model's own point.
+    titles = [t.get_attribute("textContent") for t in find_all(driver, "#score-histogram rect title")]
+    bars = [re.match(r"(\d+) ", title) for title in titles]
+    assert sum(int(b.group(1)) for b in bars if b) == len(pairs)
+    ticks = [t.text for t in find_all(driver, "#score-histogram text.tick")]
+    assert "0" in ticks and "Test images" in text(driver, "#score-histogram")
+    point = find(driver, "#pr-current")
+    assert float(point.get_attribute("data-recall")) == pytest.approx(performance["Recall"])
+    assert float(point.get_attribute("data-precision")) == pytest.approx(performance["Precision"])
+    # Each tile names its number once: the anomaly score (the confidence repeats it).
+    meta = text(driver, "#result-grid .tile .meta")
+    assert "%" not in meta and re.search(r"Anomaly score [01]\.\d\d", meta)
+
+
 def test_image_detail_view_zoom_pan_and_overlay(browser, console_url, trained, screenshot_dir):
     driver = browser
     driver.get(f"{console_url}/projects/{trained}/models/1")
@@ -230,6 +300,45 @@ def test_retrain_a_trained_model(browser, console_url, trained, lookout):
     assert text(driver, "h1") == "Model 2" and text(driver, "#status") == "TRAINING"
     assert "Training model 2 started." in text(driver, ".flash")
     wait_for_status(driver, "#status", "TRAINED")
+
+
+def test_compare_models_by_the_images_where_they_disagree(browser, console_url, trained, lookout, s3,
+                                                          screenshot_dir):
+    """A model retrained after scratched parts were wrongly added as normal misses scratches model 1
+    catches: the compare page shows exactly the images where the two evaluation manifests differ."""
+    driver = browser
+    wrong = []
+    for index in range(10):
+        key = f"{trained}/mislabelled-scratch-{index}.png"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=synthetic_image(300 + index, True))
+        wrong.append(json.dumps(classification_line(f"s3://{BUCKET}/{key}", "normal")))
+    lookout.update_dataset_entries(ProjectName=trained, DatasetType="train", Changes="\n".join(wrong).encode())
+    until(lambda: lookout.describe_dataset(ProjectName=trained, DatasetType="train")["DatasetDescription"]["Status"]
+          == "UPDATE_COMPLETE", 60, "the dataset update")
+    driver.get(f"{console_url}/projects/{trained}/models/1")
+    click_and_load(driver, find(driver, "#retrain"))
+    version = text(driver, "h1").removeprefix("Model ")
+    wait_for_status(driver, "#status", "TRAINED")
+
+    first = {ref: (truth, verdict) for ref, truth, verdict in evaluation_lines(lookout, s3, trained, "1")}
+    second = {ref: (truth, verdict) for ref, truth, verdict in evaluation_lines(lookout, s3, trained, version)}
+    differ = sorted(ref for ref in first if ref in second and first[ref][1] != second[ref][1])
+    assert differ, "the mislabelled training data changed no verdict"
+    driver.get(f"{console_url}/projects/{trained}/compare?a=1&b={version}")
+    tiles = find_all(driver, "#disagreement-grid .tile")
+    assert sorted(t.get_attribute("data-ref") for t in tiles) == differ
+    wins = sum(first[ref][1] == first[ref][0] for ref in differ)
+    assert text(driver, "[data-wins='1']") == str(wins)
+    assert text(driver, f"[data-wins='{version}']") == str(len(differ) - wins)
+    assert f"judged {len(differ)} of the {len(first)} test images they share differently" in \
+        text(driver, "#disagreement-summary")
+    for tile in tiles:  # each side: that model's verdict and its anomaly map
+        ref = tile.get_attribute("data-ref")
+        for model, results in (("1", first), (version, second)):
+            side = find(tile, f"figure[data-model='{model}']")
+            assert text(side, "[data-predicted]") == results[ref][1]
+            assert "EvaluationHeatmaps-" in find(side, "img.heatmap").get_attribute("src")
+    shoot(driver, screenshot_dir, "compare-disagreements")
 
 
 def test_retrain_a_failed_model(browser, console_url, lookout, s3, project_name):

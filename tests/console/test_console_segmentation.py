@@ -8,9 +8,8 @@ import re
 import pytest
 
 from tests.console.console_data import (
-    classification_line,
-    create_dataset,
     segmentation_line,
+    stage_scratch_datasets,
     synthetic_image,
     synthetic_mask,
 )
@@ -28,21 +27,9 @@ def loaded(driver, image) -> bool:
 @pytest.fixture
 def segmentation_project(lookout, s3, project_name):
     """Separate datasets with the minimums of a segmentation model: 10 normal and 10 scratched images each."""
-    s3.create_bucket(Bucket=BUCKET)
-
-    def put(name: str, data: bytes) -> str:
-        s3.put_object(Bucket=BUCKET, Key=f"{project_name}/{name}", Body=data)
-        return f"s3://{BUCKET}/{project_name}/{name}"
-
-    lookout.create_project(ProjectName=project_name)
-    for dataset_type, offset in (("train", 0), ("test", 100)):
-        lines = [classification_line(put(f"{dataset_type}-normal-{i}.png", synthetic_image(offset + i, False)),
-                                     "normal") for i in range(10)]
-        lines += [segmentation_line(
-            put(f"{dataset_type}-scratch-{i}.png", synthetic_image(offset + 50 + i, True)),
-            put(f"{dataset_type}-scratch-{i}-mask.png", synthetic_mask(offset + 50 + i, COLOUR)),
-            LABEL, "#d62728") for i in range(10)]
-        create_dataset(lookout, s3, BUCKET, project_name, dataset_type, lines)
+    put = stage_scratch_datasets(lookout, s3, BUCKET, project_name, lambda put, name, seed: segmentation_line(
+        put(f"{name}.png", synthetic_image(seed, True)), put(f"{name}-mask.png", synthetic_mask(seed, COLOUR)),
+        LABEL, "#d62728"))
     put("new/normal.png", synthetic_image(900, False))
     put("new/scratched.png", synthetic_image(901, True))
     return project_name
@@ -73,7 +60,12 @@ def test_segmentation_model_in_the_console(browser, console_url, segmentation_pr
     assert area and 0 < float(area.group(1)) < 100, text(driver, "#label-areas")
 
     driver.get(f"{console_url}/projects/{project}/trials")
-    find(driver, "#trial-form input[name=name]").send_keys("new-parts")
+    # The name rule is on the form before anything is typed, tied to the field for screen readers.
+    name = find(driver, "#trial-form input[name=name]")
+    assert name.get_attribute("aria-describedby") == "name-rule"
+    assert text(driver, "#name-rule").startswith(
+        "Use 1 to 100 letters, digits, hyphens and underscores, starting with a letter or digit")
+    name.send_keys("new-parts")
     find(driver, "#trial-form input[name=s3_uri]").send_keys(f"s3://{BUCKET}/{project}/new/")
     click_and_load(driver, find(driver, "#run-trial"))
     wait_for_status(driver, "#trial-status", "COMPLETED", 120)
