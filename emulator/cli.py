@@ -382,10 +382,11 @@ def main(argv: list[str] | None = None) -> None:
                         device=args.device, finetune_epochs=args.finetune_epochs)
     from emulator.security.access import CredentialsFileError
     from emulator.security.tls import TLSSetupError
+    from emulator.store import CorruptDatabase
 
     try:
         serve(settings, threads=args.threads)
-    except (CredentialsFileError, TLSSetupError) as exc:
+    except (CredentialsFileError, TLSSetupError, CorruptDatabase) as exc:
         parser.exit(1, f"{PROG}: {exc}\n")
     except OSError as exc:  # e.g. the port was taken between the check and the bind
         parser.exit(1, f"{PROG}: cannot serve on {settings.host}:{settings.port}: {exc}\n")
