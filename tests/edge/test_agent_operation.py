@@ -279,3 +279,17 @@ def test_cuda_without_a_gpu_fails_the_start_with_the_reason(components_dir: Path
         assert client.StartModel(pb2.StartModelRequest(model_component="classifier")).status == pb2.STARTING
         described = wait_status(client, "classifier")
         assert described.status == pb2.FAILED and "torch sees no CUDA device" in described.status_message
+
+
+def test_component_names_follow_the_service_models_rule() -> None:
+    """The agent accepts exactly the names StartModelPackagingJob can give a component."""
+    import re
+
+    from emulator.api.servicemodel import service_model
+    from emulator.edge.package import COMPONENT_NAME
+
+    shape = service_model().shape_for("ComponentName")
+    pattern, low, high = re.compile(shape.metadata["pattern"]), shape.metadata["min"], shape.metadata["max"]
+    for name in ("a", "A-b_c.9", "x" * 128, "x" * 129, "", "a b", "a/b", "..", "é", "-", "a\n", "com:ponent"):
+        service = pattern.fullmatch(name) is not None and low <= len(name) <= high
+        assert (COMPONENT_NAME.fullmatch(name) is not None) == service, name
