@@ -238,7 +238,7 @@ def _fail(backend: Backend, plan: TrainingPlan, message: str, retry_in: float = 
             raise
         if backend.jobs.stopping.is_set():
             return
-        log.warning("cannot record that %s v%s failed yet, the disk is full; retrying in %.0f s", plan.project,
+        log.warning("cannot record that %s v%s failed yet, the disk is full; retrying in %.1f s", plan.project,
                     plan.version, retry_in)
         timer = threading.Timer(retry_in, _fail, (backend, plan, message, min(2 * retry_in, _RETRY_MAX_SECONDS)))
         timer.daemon = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from emulator.testing import LocalEmulator
+from tests.api.datasets_support import jobs_held
 from tests.api.models_support import OUTPUT_BUCKET, new_kit
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mounts a tmpfs (Linux only)")
@@ -65,6 +67,17 @@ def test_a_full_disk_fails_cleanly(small_disk: Path) -> None:
         described = kit.wait_model(version, timeout=120)
         assert described["Status"] == "TRAINING_FAILED", described
         assert FULL in described["StatusMessage"] and str(small_disk) not in described["StatusMessage"]
+        lookout.delete_model(ProjectName="full", ModelVersion=version)
+
+        # No room at all when the job runs: recording the failure may itself have to wait for space.
+        with jobs_held(emu):
+            version = kit.create_model()["ModelVersion"]
+            stuffed = fill(small_disk)
+        time.sleep(3)  # the job meets the full disk meanwhile
+        stuffed.unlink()
+        os.truncate(filler, filler.stat().st_size - 1024 * 1024)  # room for what comes next
+        described = kit.wait_model(version, timeout=60)
+        assert described["Status"] == "TRAINING_FAILED" and FULL in described["StatusMessage"], described
         lookout.delete_model(ProjectName="full", ModelVersion=version)
 
         fill(small_disk)
