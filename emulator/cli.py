@@ -417,12 +417,13 @@ def main(argv: list[str] | None = None) -> None:
     from emulator.ops.endpoints import MetricsTokenError
     from emulator.security.access import CredentialsFileError
     from emulator.security.tls import TLSSetupError
+    from emulator.store import CorruptDatabase
 
     try:
         serve(settings, threads=args.threads)
     except (CredentialsFileError, MetricsTokenError, TLSSetupError) as exc:  # a flag's file, unusable
         parser.error(str(exc))
-    except DataDirInUse as exc:  # like a port in use: the flag is fine, the machine's state is not
+    except (DataDirInUse, CorruptDatabase) as exc:  # the flags are fine, the machine's state is not
         parser.exit(1, f"{PROG}: {exc}\n")
     except OSError as exc:  # e.g. the port was taken between the check and the bind
         parser.exit(1, f"{PROG}: cannot serve on {settings.host}:{settings.port}: {exc}\n")

@@ -11,6 +11,7 @@ the process ran out of them.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import sqlite3
 import threading
@@ -149,6 +150,20 @@ def _expected_columns() -> dict[str, frozenset[str]]:
         return {table: frozenset(row[1] for row in conn.execute(f"PRAGMA table_info({table})")) for table in tables}
     finally:
         conn.close()
+class CorruptDatabase(Exception):
+    """The metadata database is not a SQLite database or is damaged. Raised by the store itself (on
+    opening it, or by whichever query first meets a damaged page) so that callers need no knowledge of
+    SQLite's errors: the CLI turns it into one line telling the operator what to do."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"The metadata database {path} is damaged ({problem}). Nothing was changed: restore it "
+                         "from a backup, or move it aside to start with no projects (the S3 objects and model "
+                         "files under the data dir are kept).")
+        self.path = path
+
+
+# SQLite's primary result codes for a file that is no database, or whose pages are damaged.
+_SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_FULL = 11, 26, 13
 
 
 # Idle connections kept for reuse; more are opened while more threads query at once, and closed
@@ -167,6 +182,10 @@ class Store:
         self._lock = threading.Lock()
         self._closed = False
         self._apply(SCHEMA)
+        with self._connection() as conn:  # damaged pages fail here, not halfway through recovery
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise CorruptDatabase(path, "; ".join(problems))
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
@@ -186,13 +205,24 @@ class Store:
             return
         with self._lock:
             conn = self._idle.pop() if self._idle else None
-        conn = conn or self._open()
-        self._local.conn = conn
         try:
-            yield conn
-        finally:
-            self._local.conn = None
-            self._give_back(conn)
+            conn = conn or self._open()
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+                self._give_back(conn)
+        except sqlite3.DatabaseError as exc:
+            # SQLite's errors about the file rather than the query become what callers handle without
+            # knowing SQLite: CorruptDatabase, and a full disk the OSError (ENOSPC) that every other
+            # writer under the data dir raises for it. Extended codes keep the primary one in the low byte.
+            code = exc.sqlite_errorcode & 0xFF
+            if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise CorruptDatabase(self.path, str(exc)) from exc
+            if code == _SQLITE_FULL:
+                raise OSError(errno.ENOSPC, f"{exc} (writing {self.path})") from exc
+            raise
 
     def _give_back(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:  # never hand on a connection with a transaction left open
@@ -242,7 +272,7 @@ class Store:
         try:
             with self._connection() as conn:
                 conn.execute("SELECT 1").fetchone()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, CorruptDatabase, OSError) as exc:
             return f"the database does not answer ({exc})"
         return None
 
@@ -253,7 +283,7 @@ class Store:
             with self._connection() as conn:
                 present = {table: {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
                            for table in _expected_columns()}
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, CorruptDatabase, OSError) as exc:
             return f"the schema could not be read ({exc})"
         for table, columns in _expected_columns().items():
             if not present[table]:

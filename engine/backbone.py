@@ -13,10 +13,12 @@ handful of normal images destroyed the features in earlier trials).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -380,6 +382,72 @@ def trace_frozen(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptMo
             return torch.jit.freeze(torch.jit.trace(module.eval(), (example,), check_trace=False))
     except Exception:  # noqa: BLE001 - tracing is an optimisation only
         return None
+
+
+# Traces of modules whose weights are inputs (see weights_as_inputs), shared by every module of the
+# same structure, tensor shapes, device and input size: bounded by the shapes in use, not the models.
+_WEIGHTLESS: dict[str, torch.jit.ScriptFunction | None] = {}
+_WEIGHTLESS_LOCK = threading.Lock()
+
+
+def weights_as_inputs(module: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``module``'s forward as a traced graph that takes the weights as inputs, bound to ``module``'s
+    own weights (None if tracing fails: it is an optimisation only).
+
+    For modules loaded and dropped while the process lives (a model's fine-tuned networks): torch
+    keeps every graph it traces in its global compilation unit for good, and a frozen trace -- or a
+    traced module once its executor has optimised it -- holds the weights there as constants. A
+    trace of ~20 MB of fine-tuned networks per model load grew a server by that much on every
+    StartModel. Here the graph holds no weights and one graph serves every module of the same shape."""
+    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    signature = hashlib.blake2b(repr(module).encode(), digest_size=16)
+    for name, tensor in tensors.items():
+        signature.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}{tensor.device}".encode())
+    key = f"{signature.hexdigest()}{tuple(example.shape[1:])}{example.device}"
+    with _WEIGHTLESS_LOCK:
+        if key not in _WEIGHTLESS:
+            _WEIGHTLESS[key] = _trace_weightless(module, tensors, example)
+        traced = _WEIGHTLESS[key]
+    if traced is None:
+        return None
+    weights = list(tensors.values())
+    return lambda x: traced(*weights, x)
+
+
+def _trace_weightless(module: nn.Module, tensors: dict[str, torch.Tensor],
+                      example: torch.Tensor) -> torch.jit.ScriptFunction | None:
+    import warnings
+
+    names = list(tensors)
+
+    def forward(*inputs: torch.Tensor) -> torch.Tensor:
+        with _weights_replaced(module, dict(zip(names, inputs[:-1], strict=True))):
+            return module(inputs[-1])
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.trace(forward, (*tensors.values(), example), check_trace=False)
+    except Exception:  # noqa: BLE001 - tracing is an optimisation only
+        return None
+
+
+@contextlib.contextmanager
+def _weights_replaced(module: nn.Module, tensors: dict[str, torch.Tensor]) -> Iterator[None]:
+    """``module`` computing with ``tensors`` (by parameter or buffer name) in place of its own weights,
+    so that the tracer records them as the graph's inputs rather than as constants."""
+    saved: list[tuple[dict[str, Any], str, Any]] = []
+    try:
+        for name, tensor in tensors.items():
+            owner_name, _, leaf = name.rpartition(".")
+            owner = module.get_submodule(owner_name)
+            table: dict[str, Any] = owner._parameters if leaf in owner._parameters else owner._buffers
+            saved.append((table, leaf, table[leaf]))
+            table[leaf] = tensor
+        yield
+    finally:
+        for table, leaf, original in reversed(saved):
+            table[leaf] = original
 
 
 class _LevelsWrapper(nn.Module):

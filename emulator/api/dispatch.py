@@ -17,6 +17,7 @@ from emulator.api.registry import OperationRegistry
 from emulator.api.schemas import load_input
 from emulator.api.servicemodel import find_route
 from emulator.backend import Backend
+from emulator.disk import is_disk_full, write_failure
 from emulator.wsgi import OPERATION_ENVIRON_KEY, raw_path
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,10 @@ def dispatch() -> Response:
         return render_output(operation, result, request_id)
     except ServiceError as error:
         return render_error(error, request_id)
-    except Exception:  # never leak a traceback to a client; log it for the operator
+    except Exception as exc:  # never leak a traceback to a client; log it for the operator
+        if is_disk_full(exc):  # not a bug: the operator's to fix, and the client's to know
+            log.error("%s %s: the data directory's disk is full (%s)", request.method, request.path, exc)
+            return render_error(InternalServerException(write_failure(exc)), request_id)
         log.exception("internal error in %s %s", request.method, request.path)
         return render_error(InternalServerException("An internal error occurred."), request_id)
 

@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET
 from emulator.edge import edge_agent_pb2 as pb2
 from emulator.edge import edge_agent_pb2_grpc as pb2_grpc
 from emulator.edge.bitmaps import CHANNELS, BitmapError, check_shared, read_bitmap, write_shared
-from emulator.edge.package import Package, PackageError, read_package, unpack_engine
+from emulator.edge.package import COMPONENT_NAME, Package, PackageError, read_package, unpack_engine
 from emulator.inference import HostedModel, NotHosted, Overloaded
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,38 @@ class Component:
                 "status_message": self.message}
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """A request whose bytes are not its protobuf message (what ``add_service`` hands the RPC instead)."""
+
+    message: str
+
+
+def _parser(message_class: Any) -> Callable[[bytes], Any]:
+    """The request deserializer of one RPC: the message, or Malformed when the bytes do not parse.
+    gRPC answers INTERNAL, and logs a traceback, for every request whose deserializer raises; a
+    client's malformed bytes are its own error (INVALID_ARGUMENT), not the agent's."""
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return Malformed(f"The request is not a valid {message_class.DESCRIPTOR.full_name} message.")
+    return parse
+
+
+def add_service(service: EdgeAgent, server: grpc.Server) -> None:
+    """Serve ``service`` on ``server`` as the generated add_EdgeAgentServicer_to_server does, but with
+    request parsing that cannot fail (``_parser``)."""
+    descriptor = pb2.DESCRIPTOR.services_by_name["EdgeAgent"]
+    handlers = {method.name: grpc.unary_unary_rpc_method_handler(
+        getattr(service, method.name),
+        request_deserializer=_parser(getattr(pb2, method.input_type.name)),
+        response_serializer=getattr(pb2, method.output_type.name).SerializeToString)
+        for method in descriptor.methods}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
+    server.add_registered_method_handlers(descriptor.full_name, handlers)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -114,6 +147,8 @@ def _rpc(method: F) -> F:
     """Turn RpcError into the RPC's status; an unexpected exception is INTERNAL (and logged)."""
     @functools.wraps(method)
     def handler(self: EdgeAgent, request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, Malformed):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         try:
             return method(self, request, context)
         except RpcError as error:
@@ -146,10 +181,7 @@ class EdgeAgent(pb2_grpc.EdgeAgentServicer):
             folders = []
         found: dict[str, Package | PackageError] = {}
         for folder in folders:
-            try:
-                found[folder.name] = read_package(folder)
-            except PackageError as exc:
-                found[folder.name] = exc
+            found[folder.name] = _read_component(folder)
         with self._lock:
             for name, read in found.items():
                 component = self._components.setdefault(name, Component(name))
@@ -160,8 +192,7 @@ class EdgeAgent(pb2_grpc.EdgeAgentServicer):
                 del self._components[name]
 
     def _component(self, name: str, refresh: bool = True) -> Component:
-        if not name:
-            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, "model_component is required.")
+        check_component_name(name)
         if refresh:
             self.refresh()
         with self._lock:
@@ -283,6 +314,7 @@ class EdgeAgent(pb2_grpc.EdgeAgentServicer):
     @_rpc
     def DetectAnomalies(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         name = request.model_component
+        check_component_name(name)
         with self._lock:
             known = name in self._components
         component = self._component(name, refresh=not known)
@@ -332,6 +364,41 @@ class EdgeAgent(pb2_grpc.EdgeAgentServicer):
                                                  size=prediction.mask.nbytes)
                 result.anomaly_mask.CopyFrom(pb2.Bitmap(width=width, height=height, shared_memory_handle=written))
         return pb2.DetectAnomaliesResponse(detect_anomaly_result=result)
+
+
+def _read_component(folder: Path) -> Package | PackageError:
+    """A component folder's package, or why it cannot be used: whatever is wrong with one folder
+    (even a bug of ours reading it) is that component's FAILED status, never every RPC's error."""
+    if not COMPONENT_NAME.fullmatch(folder.name):
+        return PackageError(f"{_shown(folder.name)} is not a valid component name (1 to 128 letters, digits, "
+                            "'-', '_' or '.', as packaging jobs name components); rename the folder.")
+    try:
+        return read_package(folder)
+    except PackageError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - isolated to this component, logged for the operator
+        log.exception("reading model component %s failed", folder.name)
+        return PackageError(f"The package in {folder} could not be read ({type(exc).__name__}).")
+
+
+def check_component_name(name: str) -> None:
+    """INVALID_ARGUMENT unless ``name`` could name a component (see package.COMPONENT_NAME); the
+    message echoes at most the start of it, so that a huge name cannot swell the error past what
+    gRPC's metadata may carry (a 100 KB name turned NOT_FOUND into RESOURCE_EXHAUSTED)."""
+    if not name:
+        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, "model_component is required.")
+    if not COMPONENT_NAME.fullmatch(name):
+        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"model_component {_shown(name)} ({len(name)} characters) is not a valid component name: "
+                       "1 to 128 letters, digits, '-', '_' or '.'.")
+
+
+_SHOWN_CHARS = 64  # the most of a client's or folder's name that a message repeats
+
+
+def _shown(name: str) -> str:
+    """``name`` quoted for a message, cut to its first _SHOWN_CHARS characters."""
+    return repr(name[:_SHOWN_CHARS] + ("..." if len(name) > _SHOWN_CHARS else ""))
 
 
 def mask_handle(request: Any) -> Any | None:
@@ -394,7 +461,7 @@ class Agent:
                              maximum_concurrent_rpcs=RPC_THREADS,
                              options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                                       ("grpc.max_send_message_length", MAX_MESSAGE)])
-        pb2_grpc.add_EdgeAgentServicer_to_server(self.service, server)
+        add_service(self.service, server)
         _bind(server, "unix:" + self.socket_path, f"the socket {self.socket_path}")
         if self.listen:
             try:

@@ -15,13 +15,15 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
+import stat
 import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 FORMAT = "lookout-emulator-model-package"
 # Raise on any change a reader of the previous version would misread; readers refuse newer versions.
@@ -30,6 +32,9 @@ ARCHIVE_NAME = "model.tar.gz"
 MANIFEST_NAME = "lookout-model.json"
 ENGINE_DIR = "engine"
 MODEL_TYPES = ("classification", "segmentation")
+# ComponentName as the service model constrains it (min 1, max 128, pattern [a-zA-Z0-9-_.]+): the names
+# a packaging job can give a component, so the only names a component folder or an RPC may use.
+COMPONENT_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 # ComponentVersion as the service model constrains it: major.minor.patch, numbers of up to 6 digits.
 _VERSION = re.compile(r"(\d{1,6})\.(\d{1,6})\.(\d{1,6})")
 _MAX_MANIFEST = 1024 * 1024
@@ -130,16 +135,21 @@ def _subfolders(directory: Path) -> list[Path]:
 def _manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST_NAME
     try:
-        if path.stat().st_size > _MAX_MANIFEST:
-            raise PackageError(f"{path} is too large to be a package manifest.")
-        manifest = json.loads(path.read_bytes())
+        with _open_regular(path) as file:
+            data = file.read(_MAX_MANIFEST + 1)
+        if len(data) > _MAX_MANIFEST:
+            raise PackageError(f"{path} is larger than {_MAX_MANIFEST} bytes; it is not a package manifest.")
     except FileNotFoundError:
         raise PackageError(f"{folder} has no {MANIFEST_NAME}; it is not a model package (the newest version "
                            "folder of a component must hold what the packaging job wrote).") from None
     except OSError as exc:
         raise PackageError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    try:
+        manifest = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PackageError(f"{path} is not valid JSON ({exc}).") from None
+    except RecursionError:  # json's parser recurses once per nesting level: a package never nests deeply
+        raise PackageError(f"{path} is not a package manifest (its JSON nests too deeply).") from None
     if not isinstance(manifest, dict) or manifest.get("Format") != FORMAT:
         raise PackageError(f"{path} is not a {FORMAT} manifest.")
     version = manifest.get("FormatVersion")
@@ -162,17 +172,32 @@ def _manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file (PackageError if it is anything else).
+    Opened without blocking and checked on the open descriptor: a FIFO or a device in a package's
+    place would otherwise hang the agent in open() or read() (its RPCs, then its shutdown), and a
+    check by name could be raced by a swap."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PackageError(f"{path} is not a regular file; copy the component folder again.")
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def unpack_engine(package: Package, destination: Path) -> Path:
     """Check the archive against the manifest and extract its engine artifact under `destination`;
     returns the artifact's folder. Only regular files and folders under ``engine/`` are written."""
     path = package.folder / ARCHIVE_NAME
     expected = package.manifest["Archive"]
     try:
-        size = path.stat().st_size
-        digest = hashlib.sha256()
-        with path.open("rb") as source:
+        digest, size = hashlib.sha256(), 0
+        with _open_regular(path) as source:
             while chunk := source.read(1024 * 1024):
                 digest.update(chunk)
+                size += len(chunk)
     except FileNotFoundError:
         raise PackageError(f"{package.folder} has no {ARCHIVE_NAME}; copy the component folder again.") from None
     except OSError as exc:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
+from emulator.disk import write_failure
 from emulator.s3.chunked import ChunkedBodyError, check_decoded_length, is_streaming
 from emulator.wsgi import raw_path, rewindable_body
 
@@ -156,6 +157,11 @@ class EmbeddedS3:
         if bucket and environ["REQUEST_METHOD"] in MUTATING_METHODS and statuses and statuses[-1] < 300:
             try:
                 self._store.changed(bucket, key)
+            except OSError as exc:  # the mirror has undone the change in moto: nothing is stored
+                getattr(response, "close", lambda: None)()
+                log.warning("embedded S3 could not store %s %s: %s", environ["REQUEST_METHOD"], raw_path(environ), exc)
+                return s3_error(environ, start_response, "500 Internal Server Error", "InternalError",
+                                write_failure(exc), exc_info=sys.exc_info())
             except BaseException:
                 getattr(response, "close", lambda: None)()
                 raise

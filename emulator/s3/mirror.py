@@ -38,11 +38,17 @@ def _identity(key: Any) -> KeyIdentity:
 
 
 def _write_atomically(path: Path, chunks: list[bytes]) -> None:
+    """Replace ``path`` with ``chunks``; on failure (a full disk) the previous file stands and no
+    partial copy is left behind."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as out:
-        for chunk in chunks:
-            out.write(chunk)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class S3Mirror:
@@ -121,9 +127,24 @@ class S3Mirror:
             "encryption": key.encryption,
             "kms_key_id": key.kms_key_id,
         }
-        _write_atomically(self._object_path(bucket.name, key_name),
-                          [json.dumps(header).encode(), b"\n", key.value])
+        path = self._object_path(bucket.name, key_name)
+        try:
+            _write_atomically(path, [json.dumps(header).encode(), b"\n", key.value])
+        except OSError:
+            self._undo(bucket, key_name, path)
+            raise
         written[key_name] = _identity(key)
+
+    def _undo(self, bucket: Any, key_name: str, path: Path) -> None:
+        """Moto back to what the mirror holds for a key whose write-through failed: the change is not
+        kept anywhere, so no object is visible now that a restart would lose (or bring back)."""
+        with self.space.active():
+            backend = self.space.backend(bucket.partition)
+            if path.is_file():
+                self._restore_object(backend, bucket, path)
+            else:
+                backend.delete_object(bucket.name, key_name)
+                self._written.get(bucket.name, {}).pop(key_name, None)
 
     def _remove_key(self, bucket: str, key: str) -> None:
         self._object_path(bucket, key).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sqlite3
 from concurrent.futures import Future
@@ -221,8 +222,12 @@ def _hosting_done(backend: Backend, key: hosting.ModelKey, done: Future[hosting.
         return
     log.error("hosting %s v%s failed", *key, exc_info=error)
     hosting.registry(backend).stop(key)
+    # The engine names the files it could not read; a client is shown them relative to the data dir,
+    # never the server's own paths (the log above has them whole).
+    reason = str(error).replace(f"{backend.settings.data_dir.resolve()}{os.sep}", "").replace(
+        f"{backend.settings.data_dir}{os.sep}", "")
     _transition(backend, key, (STARTING_HOSTING, HOSTED), HOSTING_FAILED,
-                f"Hosting failed: the model could not be loaded ({error}). Start it again, or train a new version.")
+                f"Hosting failed: the model could not be loaded ({reason}). Start it again, or train a new version.")
 
 
 def _stopped(backend: Backend, key: hosting.ModelKey) -> None:

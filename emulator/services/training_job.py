@@ -34,6 +34,7 @@ import numpy as np
 from emulator.api.errors import ConflictException, ServiceError, ValidationException
 from emulator.api.statuses import ModelStatus
 from emulator.backend import Backend, per_backend
+from emulator.disk import DISK_FULL, is_disk_full
 from emulator.formats import jsontext
 from emulator.formats.image_files import ImageError, open_image, rgb_pixels
 from emulator.jobs import Outcome
@@ -65,6 +66,8 @@ WAIT_POLL_SECONDS = 0.5
 MAX_TRAINING_SECONDS = 24 * 3600.0
 _BACKGROUND = {"#FFFFFF", "#000000"}
 _PROGRESS_INTERVAL = 1.0
+# Recording a failure on a full disk: first retry after this many seconds, doubling up to the maximum.
+_RETRY_SECONDS, _RETRY_MAX_SECONDS = 0.5, 30.0
 
 
 @dataclass
@@ -212,9 +215,15 @@ def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> Outcome:
     except (TrainingError, engine.EngineError) as exc:
         _fail(backend, plan, str(exc))
         return Outcome.FAILED
-    except Exception:  # a bug of ours (or recording the outcome failed): traceback to the log, not the status
-        log.exception("training %s v%s failed", plan.project, plan.version)
-        _fail(backend, plan, "an internal error stopped training; the server log has the details.")
+    except Exception as exc:
+        if not is_disk_full(exc):  # a bug of ours (or recording the outcome failed): traceback to the log
+            log.exception("training %s v%s failed", plan.project, plan.version)
+            _fail(backend, plan, "an internal error stopped training; the server log has the details.")
+            return Outcome.FAILED
+        log.error("training %s v%s failed: the data directory's disk is full (%s)", plan.project, plan.version, exc)
+        for part in ("data", "engine"):  # of no use now; freeing them lets the failure be recorded
+            shutil.rmtree(model_dir(backend, plan.project, plan.version) / part, ignore_errors=True)
+        _fail(backend, plan, f"{DISK_FULL}. Free space there, then call CreateModel again.")
         return Outcome.FAILED
     return Outcome.SUCCEEDED
 
@@ -228,9 +237,23 @@ def _predictions(model: engine.Model, items: Sequence[engine.Item],
                        strict=True)
 
 
-def _fail(backend: Backend, plan: TrainingPlan, message: str) -> None:
-    update_model_row(backend, plan.project, plan.version, status=ModelStatus.TRAINING_FAILED,
-                     status_message=jsontext.storable(f"Training failed: {message}"))
+def _fail(backend: Backend, plan: TrainingPlan, message: str, retry_in: float = _RETRY_SECONDS) -> None:
+    """Record TRAINING_FAILED. A full disk can refuse even that write: it is then retried from a timer,
+    at growing intervals, until it succeeds or the emulator stops (start-up recovery then settles the
+    model), so that no model stays TRAINING with no job behind it."""
+    try:
+        update_model_row(backend, plan.project, plan.version, status=ModelStatus.TRAINING_FAILED,
+                         status_message=jsontext.storable(f"Training failed: {message}"))
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        if backend.jobs.stopping.is_set():
+            return
+        log.warning("cannot record that %s v%s failed yet, the disk is full; retrying in %.1f s", plan.project,
+                    plan.version, retry_in)
+        timer = threading.Timer(retry_in, _fail, (backend, plan, message, min(2 * retry_in, _RETRY_MAX_SECONDS)))
+        timer.daemon = True
+        timer.start()
 
 
 def _progress(backend: Backend, plan: TrainingPlan, progress: Progress) -> Callable[[float, str], None]:

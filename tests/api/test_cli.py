@@ -254,3 +254,37 @@ def test_the_readme_flag_table_matches_help(command):
                      f"`{command} --help` does not have: {gone}"
     differ = {flag: (documented[flag], env) for flag, env in listed.items() if documented[flag] != env}
     assert not differ, f"README {command} table vs --help, flag: (README's variable, --help's variable): {differ}"
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"this is not a database, just some bytes " * 100)
+
+
+def _damaged_pages(path: Path) -> None:
+    """A real database (a project and a dataset in it) whose pages after the first are overwritten at
+    their start: the schema still reads, the tables do not ("database disk image is malformed")."""
+    from emulator.testing import LocalEmulator
+
+    with LocalEmulator(data_dir=path.parent) as emu:
+        emu.client("lookoutvision").create_project(ProjectName="kept")
+        emu.client("lookoutvision").create_dataset(ProjectName="kept", DatasetType="train")
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for start in range(page, len(data), page):
+        data[start:start + 16] = b"\xa5" * 16
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, problem", [(_garbage, "file is not a database"), (_damaged_pages, "malformed")])
+def test_a_corrupt_metadata_database_is_one_line_and_left_as_it_was(tmp_path, damage, problem):
+    database = tmp_path / "data" / "metadata.sqlite3"
+    database.parent.mkdir()
+    damage(database)
+    before = database.read_bytes()
+    result = run_cli("serve", "--port", "0", "--data-dir", str(database.parent))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "listening" not in result.stdout
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"The metadata database {database} is damaged" in line and problem in line, line
+    assert "restore it from a backup" in line
+    assert database.read_bytes() == before

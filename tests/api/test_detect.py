@@ -221,6 +221,8 @@ def test_a_model_that_cannot_be_loaded_fails_hosting(lookout: Any, s3: Any, proj
     described = kit.wait_model(version)
     assert described["Status"] == "HOSTING_FAILED"
     assert "could not be loaded" in described["StatusMessage"]
+    assert f"models/{project_name}/{version}/engine" in described["StatusMessage"]  # relative to the data dir
+    assert str(emulator.backend.settings.data_dir) not in described["StatusMessage"]  # not the server's path
     with pytest.raises(ClientError) as err:
         kit.detect(version, encode(texture(1, (64, 64))))
     assert error_of(err)[0] == "ConflictException"

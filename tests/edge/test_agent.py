@@ -256,3 +256,20 @@ def test_unknown_and_missing_component_names(client: Any) -> None:
         assert (code, "no model component no-such-component" in message) == (grpc.StatusCode.NOT_FOUND, True), rpc
         code, message = rpc_error(lambda call=call: call(""))
         assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "model_component is required."), rpc
+        code, message = rpc_error(lambda call=call: call("x" * 100_000))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "is not a valid component name" in message, rpc
+        assert len(message) < 300, rpc  # the name is not echoed whole
+        code, message = rpc_error(lambda call=call: call("a/../b"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "is not a valid component name" in message, rpc
+
+
+def test_malformed_messages_are_invalid_argument(agent: AgentProcess) -> None:
+    """Bytes that are no protobuf message: INVALID_ARGUMENT, and no traceback in the agent's log."""
+    channel = grpc.insecure_channel(agent.target)
+    before = agent.logs().count("Traceback")
+    for rpc in ("DescribeModel", "StartModel", "StopModel", "ListModels", "DetectAnomalies"):
+        raw = channel.unary_unary(f"/AWS.LookoutVision.EdgeAgent/{rpc}")  # bytes in, bytes out
+        for junk in (b"\xff\xff\xff", b"\x0a\xff\x01ab"):  # a bad tag; a length past the end
+            code, message = rpc_error(lambda raw=raw, junk=junk: raw(junk, timeout=10))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and "is not a valid" in message, (rpc, junk)
+    assert agent.logs().count("Traceback") == before

@@ -40,6 +40,9 @@ BROKEN = {
     "other-format": "is not a lookout-emulator-model-package manifest",
     "not-json": "is not valid JSON",
     "incomplete-manifest": "lacks valid ModelType, Archive",
+    "deep-manifest": "its JSON nests too deeply",
+    "huge-manifest": "it is not a package manifest",
+    "fifo-manifest": "is not a regular file",
 }
 
 
@@ -57,6 +60,13 @@ def _break(folder: Path, how: str) -> None:
         del manifest["ModelType"], manifest["Archive"]
     if how == "not-json":
         (version / MANIFEST_NAME).write_text("{not json")
+    elif how == "deep-manifest":
+        (version / MANIFEST_NAME).write_text("[" * 400_000)
+    elif how == "huge-manifest":
+        (version / MANIFEST_NAME).write_text(json.dumps({**manifest, "Padding": "x" * 2_000_000}))
+    elif how == "fifo-manifest":  # nothing ever writes to it: reading it would block forever
+        (version / MANIFEST_NAME).unlink()
+        os.mkfifo(version / MANIFEST_NAME)
     elif version.exists():
         (version / MANIFEST_NAME).write_text(json.dumps(manifest))
 
@@ -72,6 +82,9 @@ def lab(components_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         _break(directory / how, how)
     archive = directory / "damaged" / "1.0.0" / ARCHIVE_NAME
     archive.write_bytes(archive.read_bytes()[:-100])  # a copy that stopped short
+    shutil.copytree(components_dir / "classifier", directory / "fifo-archive")
+    (directory / "fifo-archive" / "1.0.0" / ARCHIVE_NAME).unlink()
+    os.mkfifo(directory / "fifo-archive" / "1.0.0" / ARCHIVE_NAME)
     with AgentProcess(directory, tmp_path_factory.mktemp("lab-agent") / "agent.sock", "--queue-size", "1",
                       "--max-running", "1", "--listen", "127.0.0.1:0") as process:
         yield process
@@ -91,6 +104,34 @@ def test_unreadable_packages_are_listed_as_failed_with_the_reason(client: Any) -
         described = wait_status(client, name)
         assert described.status == pb2.FAILED and reason in described.status_message, name
     assert "Upgrade lookout-emulator" in listed["future-format"].status_message
+
+
+def test_an_archive_that_is_no_regular_file_fails_the_start(client: Any) -> None:
+    assert client.StartModel(pb2.StartModelRequest(model_component="fifo-archive")).status == pb2.STARTING
+    described = wait_status(client, "fifo-archive", timeout=30)  # a FIFO read would block the loader for good
+    assert described.status == pb2.FAILED and "is not a regular file" in described.status_message
+
+
+def test_bad_folders_leave_the_others_working_and_sigterm_stops_the_agent(components_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    """A FIFO manifest, deep JSON and a folder name no packaging job gives: each is its own FAILED
+    component; the good one is listed and described, and SIGTERM ends the agent promptly."""
+    directory = tmp_path / "components"
+    for name in ("good", "fifo-manifest", "deep-manifest", "bad name"):
+        shutil.copytree(components_dir / "classifier", directory / name)
+    for how in ("fifo-manifest", "deep-manifest"):
+        _break(directory / how, how)
+    with AgentProcess(directory, tmp_path / "agent.sock") as agent:
+        client = stub(agent.target)
+        listed = {m.model_component: m for m in client.ListModels(pb2.ListModelsRequest(), timeout=10).models}
+        assert listed["good"].status == pb2.STOPPED and listed["good"].lookout_vision_model_arn
+        assert listed["bad name"].status == pb2.FAILED
+        assert "'bad name' is not a valid component name" in listed["bad name"].status_message
+        assert {listed[name].status for name in ("fifo-manifest", "deep-manifest")} == {pb2.FAILED}
+        assert describe(client, "good").status == pb2.STOPPED
+        agent.process.terminate()
+        assert agent.process.wait(timeout=15) == 0
+    assert "Traceback" not in agent.logs()
 
 
 def test_damaged_archive_fails_to_start_until_copied_again(lab: AgentProcess, client: Any,
@@ -238,3 +279,17 @@ def test_cuda_without_a_gpu_fails_the_start_with_the_reason(components_dir: Path
         assert client.StartModel(pb2.StartModelRequest(model_component="classifier")).status == pb2.STARTING
         described = wait_status(client, "classifier")
         assert described.status == pb2.FAILED and "torch sees no CUDA device" in described.status_message
+
+
+def test_component_names_follow_the_service_models_rule() -> None:
+    """The agent accepts exactly the names StartModelPackagingJob can give a component."""
+    import re
+
+    from emulator.api.servicemodel import service_model
+    from emulator.edge.package import COMPONENT_NAME
+
+    shape = service_model().shape_for("ComponentName")
+    pattern, low, high = re.compile(shape.metadata["pattern"]), shape.metadata["min"], shape.metadata["max"]
+    for name in ("a", "A-b_c.9", "x" * 128, "x" * 129, "", "a b", "a/b", "..", "é", "-", "a\n", "com:ponent"):
+        service = pattern.fullmatch(name) is not None and low <= len(name) <= high
+        assert (COMPONENT_NAME.fullmatch(name) is not None) == service, name

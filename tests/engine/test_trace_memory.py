@@ -4,10 +4,15 @@ server grow by ~10 MB per training."""
 from __future__ import annotations
 
 import gc
+import os
+import sys
 
+import numpy as np
+import pytest
 import torch
 
-from engine.backbone import Trunk, load_pretrained_state_dict, trunk_state_dict
+from engine.backbone import Trunk, load_pretrained_state_dict, trunk_state_dict, upper_stages
+from engine.finetune import FineTuned, FineTunedNet
 
 
 def _live_parameters() -> int:
@@ -42,3 +47,45 @@ def test_different_weights_get_their_own_trace():
         for fast, slow in zip(fb, b.eager(x), strict=True):
             assert torch.allclose(fast, slow, atol=1e-5)
     assert not all(torch.equal(p, q) for p, q in zip(fa, fb, strict=True))
+
+
+def _rss_mb() -> float:
+    import ctypes
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # what glibc's arenas keep is not what the process holds
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm") or not sys.platform.startswith("linux"),
+                    reason="measures the process's resident memory through /proc and glibc")
+def test_fine_tuned_networks_share_one_trace_and_loads_leave_nothing_behind():
+    """Each load of a fine-tuned model once traced and froze its networks, and torch kept every such
+    trace, weights included (~20 MB per StartModel). Models of one shape now share one trace that
+    takes the weights as inputs, and each still scores exactly as its eager networks do."""
+    sd = trunk_state_dict("efficientnet_lite0", load_pretrained_state_dict("efficientnet_lite0"))
+    trunk = Trunk("efficientnet_lite0", sd)
+    with torch.inference_mode():
+        base = trunk.eager(torch.rand(2, 3, 96, 96))[0]
+
+    def model(seed: int) -> FineTuned:
+        torch.manual_seed(seed)
+        return FineTuned([FineTunedNet(upper_stages(trunk)).eval() for _ in range(3)])
+
+    first, second = model(1), model(2)
+    fast_first, fast_second = first.image_scores(base), second.image_scores(base)
+    assert first._traced[("cpu", 12, 12)] is not None
+    with torch.inference_mode():
+        for scores, fine_tuned in ((fast_first, first), (fast_second, second)):
+            assert np.allclose(scores, fine_tuned._mean(base).double().numpy(), atol=1e-5)
+    assert not np.allclose(fast_first, fast_second)
+    size_mb = sum(t.numel() * t.element_size() for t in first._mean.parameters()) / 2**20
+    before = _rss_mb()
+    for seed in range(3, 11):  # eight model loads: each scores a few times, then is dropped
+        loaded = model(seed)
+        for _ in range(3):
+            loaded.image_scores(base)
+        del loaded
+    grown = _rss_mb() - before
+    assert grown < 2 * size_mb, f"{grown:.0f} MB kept after 8 loads of {size_mb:.0f} MB of networks"
