@@ -17,7 +17,7 @@ from emulator.config import Settings
 from emulator.jobs import JobRunner
 from emulator.s3.objects import ObjectStore
 from emulator.s3.stores import object_store_for
-from emulator.store import Store
+from emulator.store import Store, sqlite_url
 
 log = logging.getLogger(__name__)
 State = TypeVar("State")
@@ -27,7 +27,7 @@ class Backend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(settings.db_path)
+        self.store = Store.open(settings.database_url or sqlite_url(settings.db_path))
         self.objects: ObjectStore = object_store_for(settings)
         self.jobs = JobRunner(settings.job_workers)
 

@@ -12,6 +12,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from emulator.store import schema
 from emulator.testing import TEST_CREDENTIALS
 
 LISTENING = "lookout-emulator listening on "
@@ -26,9 +27,9 @@ def stored_model(emulator: Any, project: str, version: int = 1) -> str:
     """
     arn = emulator.backend.arn(f"model/{project}/{version}")
     with emulator.backend.store.transaction() as db:
-        db.execute("INSERT INTO models(project, version, arn, status, status_message, output_bucket, created_at)"
-                   " VALUES (?,?,?,?,?,?,?)", (project, version, arn, "TRAINING_FAILED",
-                                               "arranged by a test", "unused-bucket", emulator.backend.now()))
+        db.execute(schema.models.insert().values(project=project, version=version, arn=arn, status="TRAINING_FAILED",
+                                                 status_message="arranged by a test", output_bucket="unused-bucket",
+                                                 created_at=emulator.backend.now()))
     return arn
 
 

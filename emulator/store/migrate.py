@@ -1,0 +1,78 @@
+"""Schema migrations (Alembic, run programmatically from the scripts in ``migrations/``).
+
+Embedded SQLite upgrades itself when a server opens it; a PostgreSQL database is upgraded once per
+deploy with ``lookout-emulator db upgrade`` and a server on an older schema refuses to start.
+
+A data directory written before migrations existed has the tables but no ``alembic_version``: it is
+revision 0001, possibly without ``trial_images.heatmap_ref`` (added then by an ALTER TABLE at start),
+so that column is added if missing and the database stamped 0001 before upgrading. Migrations run in
+the store's write transaction, so two nodes upgrading at once take turns.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect
+
+from emulator.store.database import Database, SchemaBehind, StoreError
+
+SCRIPTS = Path(__file__).parent / "migrations"
+BASELINE = "0001"  # the schema of the releases without migrations
+_LEGACY_COLUMNS = {"trial_images": {"heatmap_ref": "TEXT"}}  # what those releases added at start-up
+
+
+def _config(conn: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPTS))
+    config.attributes["connection"] = conn
+    return config
+
+
+def head() -> str:
+    """The revision this release's code needs."""
+    return str(ScriptDirectory.from_config(_config()).get_current_head())
+
+
+def current(conn: Connection) -> str | None:
+    """The database's revision (None: no migrations applied, not even the baseline)."""
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(database: Database) -> str:
+    """Bring the database to the head revision; the revision it was at ("none" for a new one)."""
+    with database.transaction() as conn:
+        was = current(conn)
+        if was is None and inspect(conn).has_table("projects"):
+            _adopt_legacy(conn)
+            was = "legacy"
+        command.upgrade(_config(conn), "head")
+    return was or "none"
+
+
+def _adopt_legacy(conn: Connection) -> None:
+    inspector = inspect(conn)
+    for table, columns in _LEGACY_COLUMNS.items():
+        present = {column["name"] for column in inspector.get_columns(table)}
+        for name, declaration in columns.items():
+            if name not in present:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+    command.stamp(_config(conn), BASELINE)
+
+
+def require_current(database: Database) -> None:
+    """Refuse a database whose schema is not this release's (a server never migrates PostgreSQL itself)."""
+    with database.connection() as conn:
+        was = current(conn)
+    needed = head()
+    if was == needed:
+        return
+    if was is not None and was not in {script.revision for script in ScriptDirectory.from_config(_config())
+                                       .walk_revisions()}:
+        raise StoreError(f"the database {database.where} has schema revision {was}, which this release does not "
+                         f"know (it needs {needed}): a newer release wrote it")
+    raise SchemaBehind(f"the database {database.where} has schema revision {was or 'none'} but this release "
+                       f"needs {needed}; run: lookout-emulator db upgrade --database-url URL")
