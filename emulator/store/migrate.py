@@ -10,6 +10,7 @@ the store's write transaction, so two nodes upgrading at once take turns.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -19,6 +20,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
 
 from emulator.store.database import Database, SchemaBehind, StoreError
+
+log = logging.getLogger(__name__)
+# Alembic says "Context impl SQLiteImpl" at every start; what changed is logged here instead.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 SCRIPTS = Path(__file__).parent / "migrations"
 BASELINE = "0001"  # the schema of the releases without migrations
@@ -50,6 +55,8 @@ def upgrade(database: Database) -> str:
             _adopt_legacy(conn)
             was = "legacy"
         command.upgrade(_config(conn), "head")
+    if was != head():
+        log.info("metadata database %s upgraded from revision %s to %s", database.where, was or "none", head())
     return was or "none"
 
 
