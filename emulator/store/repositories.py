@@ -9,8 +9,8 @@ that transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -32,6 +32,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from emulator.store import records, schema
 from emulator.store.database import Database
 
+R = TypeVar("R")
+
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
@@ -39,6 +41,17 @@ def _json(value: Any) -> str | None:
 
 def _unjson(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def _decode(row: Row[Any], record: type[R], json_columns: tuple[str, ...] = ()) -> R:
+    """The record of a row, its JSON text columns decoded."""
+    values = dict(row._mapping)
+    return record(**{**values, **{name: _unjson(values[name]) for name in json_columns}})
+
+
+def _key(table: Table, **values: Any) -> ColumnElement[bool]:
+    """The condition that picks a row by its primary key columns."""
+    return and_(*(table.c[name] == value for name, value in values.items()))
 
 
 class _Repository:
@@ -52,6 +65,11 @@ class _Repository:
     def _first(self, statement: Executable) -> Row[Any] | None:
         with self._db.connection() as conn:
             return conn.execute(statement).first()
+
+    def _get(self, table: Table, decode: Callable[[Row[Any]], R], **key: Any) -> R | None:
+        """The row of `table` with this primary key, decoded; None if there is none."""
+        row = self._first(select(table).where(_key(table, **key)))
+        return None if row is None else decode(row)
 
     def _one(self, statement: Executable) -> Row[Any]:
         with self._db.connection() as conn:
@@ -70,8 +88,7 @@ class _Repository:
 
 class Projects(_Repository):
     def get(self, name: str) -> records.Project | None:
-        row = self._first(select(schema.projects).where(schema.projects.c.name == name))
-        return None if row is None else records.Project(**row._mapping)
+        return self._get(schema.projects, lambda row: records.Project(**row._mapping), name=name)
 
     def add(self, name: str, arn: str, created_at: float) -> bool:
         """Create the project; False if one of that name exists."""
@@ -90,19 +107,15 @@ class Projects(_Repository):
 
 
 def _dataset(row: Row[Any]) -> records.Dataset:
-    values = dict(row._mapping)
-    return records.Dataset(**{**values, "manifest": _unjson(values["manifest"]),
-                              "pending_changes": _unjson(values["pending_changes"])})
+    return _decode(row, records.Dataset, ("manifest", "pending_changes"))
 
 
 class Datasets(_Repository):
     def _key(self, project: str, dataset_type: str) -> ColumnElement[bool]:
-        c = schema.datasets.c
-        return and_(c.project == project, c.dataset_type == dataset_type)
+        return _key(schema.datasets, project=project, dataset_type=dataset_type)
 
     def get(self, project: str, dataset_type: str) -> records.Dataset | None:
-        row = self._first(select(schema.datasets).where(self._key(project, dataset_type)))
-        return None if row is None else _dataset(row)
+        return self._get(schema.datasets, _dataset, project=project, dataset_type=dataset_type)
 
     def of_project(self, project: str) -> list[records.Dataset]:
         """The project's datasets, train first."""
@@ -214,18 +227,15 @@ _MODEL_JSON = ("performance", "evaluation_manifest", "evaluation_result")
 
 
 def _model(row: Row[Any]) -> records.Model:
-    values = dict(row._mapping)
-    return records.Model(**{**values, **{name: _unjson(values[name]) for name in _MODEL_JSON}})
+    return _decode(row, records.Model, _MODEL_JSON)
 
 
 class Models(_Repository):
     def _key(self, project: str, version: int) -> ColumnElement[bool]:
-        c = schema.models.c
-        return and_(c.project == project, c.version == version)
+        return _key(schema.models, project=project, version=version)
 
     def get(self, project: str, version: int) -> records.Model | None:
-        row = self._first(select(schema.models).where(self._key(project, version)))
-        return None if row is None else _model(row)
+        return self._get(schema.models, _model, project=project, version=version)
 
     def latest(self, project: str) -> records.Model | None:
         c = schema.models.c
@@ -290,19 +300,15 @@ class Models(_Repository):
 
 
 def _packaging_job(row: Row[Any]) -> records.PackagingJob:
-    values = dict(row._mapping)
-    return records.PackagingJob(**{**values, "configuration": json.loads(values["configuration"]),
-                                   "output_details": _unjson(values["output_details"])})
+    return _decode(row, records.PackagingJob, ("configuration", "output_details"))
 
 
 class PackagingJobs(_Repository):
     def _key(self, project: str, job_name: str) -> ColumnElement[bool]:
-        c = schema.packaging_jobs.c
-        return and_(c.project == project, c.job_name == job_name)
+        return _key(schema.packaging_jobs, project=project, job_name=job_name)
 
     def get(self, project: str, job_name: str) -> records.PackagingJob | None:
-        row = self._first(select(schema.packaging_jobs).where(self._key(project, job_name)))
-        return None if row is None else _packaging_job(row)
+        return self._get(schema.packaging_jobs, _packaging_job, project=project, job_name=job_name)
 
     def add(self, project: str, job_name: str, model_version: int, status: str, message: str,
             description: str | None, configuration: dict[str, Any], created_at: float) -> bool:
@@ -412,12 +418,11 @@ class Trials(_Repository):
     """The console's trial detections and their images."""
 
     def _key(self, project: str, name: str) -> ColumnElement[bool]:
-        c = schema.trial_detections.c
-        return and_(c.project == project, c.name == name)
+        return _key(schema.trial_detections, project=project, name=name)
 
     def get(self, project: str, name: str) -> records.Trial | None:
-        row = self._first(select(schema.trial_detections).where(self._key(project, name)))
-        return None if row is None else records.Trial(**row._mapping)
+        return self._get(schema.trial_detections, lambda row: records.Trial(**row._mapping), project=project,
+                         name=name)
 
     def all_in(self, status: str) -> list[records.Trial]:
         c = schema.trial_detections.c
