@@ -6,16 +6,33 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from emulator.store import schema
+from emulator.store import Store, schema, sqlite_url
 from emulator.testing import TEST_CREDENTIALS
+from emulator.testing.local import TEST_DATABASE_VARIABLE
 
 LISTENING = "lookout-emulator listening on "
+# Tests that copy metadata.sqlite3 as a crash leaves it: on PostgreSQL there is no file to copy.
+sqlite_snapshot = pytest.mark.skipif(bool(os.environ.get(TEST_DATABASE_VARIABLE)),
+                                     reason="copies the SQLite metadata file as kill -9 leaves it")
+
+
+@contextmanager
+def metadata_of(emulator: Any) -> Iterator[Store]:
+    """The metadata store of a stopped emulator, to arrange the state a crash or an older release
+    left behind (whichever database it uses)."""
+    store = Store.open(emulator.settings.database_url or sqlite_url(emulator.settings.db_path))
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def stored_model(emulator: Any, project: str, version: int = 1) -> str:

@@ -8,7 +8,8 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.api.core_support import raw_request
+from emulator.store import schema
+from tests.api.core_support import metadata_of, raw_request
 from tests.api.datasets_support import error_of, labelled
 
 SURROGATE_LINE = b'{"source-ref": "s3://lookout-dataset-tests/\\ud800.png", "anomaly-label": 1, ' \
@@ -81,7 +82,6 @@ def test_a_dataset_stuck_by_an_older_version_is_failed_at_the_next_start(tmp_pat
     """Data dirs written before the door checks may hold an update whose JSON carries a lone surrogate
     (the job could not store it and the dataset stayed UPDATE_IN_PROGRESS). The next start's recovery
     re-runs the job, which now ends UPDATE_FAILED instead of crashing again."""
-    import sqlite3
     import time
 
     from emulator.testing import LocalEmulator
@@ -91,9 +91,9 @@ def test_a_dataset_stuck_by_an_older_version_is_failed_at_the_next_start(tmp_pat
         lookout.create_project(ProjectName="stuck")
         lookout.create_dataset(ProjectName="stuck", DatasetType="train")
     pending = json.dumps([[1, {"source-ref": "s3://lookout-dataset-tests/\ud800.png"}]])  # escaped: storable
-    with sqlite3.connect(tmp_path / "metadata.sqlite3") as db:
-        db.execute("UPDATE datasets SET status='UPDATE_IN_PROGRESS', pending_changes=? WHERE project='stuck'",
-                   (pending,))
+    with metadata_of(emu) as store, store.transaction() as db:
+        db.execute(schema.datasets.update().where(schema.datasets.c.project == "stuck")
+                   .values(status="UPDATE_IN_PROGRESS", pending_changes=pending))
     with LocalEmulator(data_dir=tmp_path) as emu:
         lookout = emu.client("lookoutvision")
         deadline = time.monotonic() + 30
