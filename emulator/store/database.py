@@ -3,9 +3,11 @@ transactions the repositories run in.
 
 SQLite (the default, ``<data-dir>/metadata.sqlite3``): WAL, a busy timeout, foreign keys on and every
 change in a ``BEGIN IMMEDIATE`` transaction (SQLAlchemy's pysqlite recipe: the driver's own
-transaction handling is switched off and the ``begin`` event emits the BEGIN), so a crash loses no
-committed change and concurrent waitress threads never interleave half-done writes. Reads outside a
-transaction run in autocommit mode and see the last committed state.
+transaction handling is switched off and the transaction emits the BEGIN itself), so a crash loses
+no committed change and concurrent waitress threads never interleave half-done writes. Reads outside
+a transaction run in autocommit mode and see the last committed state. (The BEGIN is emitted in
+`transaction` rather than from a ``begin`` event listener: any connection event makes every query
+pay for event dispatch.)
 
 PostgreSQL (psycopg 3): a write transaction first takes one transaction-scoped advisory lock, so
 writes serialise across every node exactly as ``BEGIN IMMEDIATE`` serialises them on SQLite: a
@@ -32,7 +34,6 @@ POOL_SIZE = 8
 BUSY_TIMEOUT_S = 30
 # The advisory lock every PostgreSQL write transaction takes (any constant; "LFV" in ASCII).
 WRITE_LOCK_KEY = 0x4C4656
-_WRITE = "lookout_write"  # execution option: this connection runs a write transaction
 # Repositories report whether a guarded change applied by its row count, which psycopg's INSERTs
 # only keep when asked.
 _OPTIONS = {"preserve_rowcount": True}
@@ -116,11 +117,12 @@ class Database:
             yield held
             return
         with self.engine.connect() as conn:
-            conn.execution_options(**{_WRITE: True})
             self._local.conn = conn
             try:
                 with conn.begin():
-                    if not self.is_sqlite:
+                    if self.is_sqlite:
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    else:
                         conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
                     yield conn
             finally:
@@ -134,7 +136,7 @@ class Database:
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # pysqlite begins nothing itself: `begin` below does
+        dbapi_connection.isolation_level = None  # pysqlite begins nothing itself: `transaction` does
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -142,11 +144,6 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def begin(conn: Connection) -> None:
-        if conn.get_execution_options().get(_WRITE):  # reads run in autocommit mode: nothing to begin
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 __all__ = ["Database", "SQLAlchemyError", "SchemaBehind", "StoreError", "describe", "parse_url"]

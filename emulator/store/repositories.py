@@ -8,6 +8,7 @@ that transaction.
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -16,8 +17,10 @@ from sqlalchemy import (
     ColumnElement,
     Executable,
     Row,
+    Select,
     Table,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -54,6 +57,13 @@ def _key(table: Table, **values: Any) -> ColumnElement[bool]:
     return and_(*(table.c[name] == value for name, value in values.items()))
 
 
+@functools.cache
+def _by_key(table: Table, names: tuple[str, ...]) -> Select[Any]:
+    """SELECT of one row by key, built once: building a statement costs as much as running it, and
+    these lookups are on every request's path (DescribeModel, DetectAnomalies)."""
+    return select(table).where(and_(*(table.c[name] == bindparam(name) for name in names)))
+
+
 class _Repository:
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -68,7 +78,8 @@ class _Repository:
 
     def _get(self, table: Table, decode: Callable[[Row[Any]], R], **key: Any) -> R | None:
         """The row of `table` with this primary key, decoded; None if there is none."""
-        row = self._first(select(table).where(_key(table, **key)))
+        with self._db.connection() as conn:
+            row = conn.execute(_by_key(table, tuple(key)), key).first()
         return None if row is None else decode(row)
 
     def _one(self, statement: Executable) -> Row[Any]:
