@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ class LocalEmulator:
                 url = create_database(self._maintenance_url, self._database_name)
                 self.data_dir.mkdir(parents=True, exist_ok=True)
                 marker.write_text(self._database_name)
-            self.settings = Settings(**{**vars(self.settings), "database_url": url})
+            self.settings = replace(self.settings, database_url=url)
         if url is not None:
             Store.upgrade(url)
 
