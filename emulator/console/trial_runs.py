@@ -136,6 +136,8 @@ def run_trial(backend: Backend, project: str, name: str) -> None:
     """Detect anomalies in every image of the trial not yet done; never raises (the outcome is the status)."""
     try:
         trial = get_trial(backend, project, name)
+        if trial.status != IN_PROGRESS:  # a second run of a finished trial: nothing to do
+            return
         version = str(trial.model_version)
         hosting = _trial_hosting(backend)
         hosting.acquire(project, version)

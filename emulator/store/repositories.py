@@ -463,8 +463,9 @@ class Trials(_Repository):
             if conn.execute(self._upsert(schema.trial_detections).values(**fields)
                             .on_conflict_do_nothing()).rowcount != 1:
                 return False
-            conn.execute(self._upsert(schema.trial_images).on_conflict_do_nothing(),
-                         [{"project": trial.project, "trial": trial.name, "source_ref": ref} for ref in source_refs])
+            images = [{"project": trial.project, "trial": trial.name, "source_ref": ref} for ref in source_refs]
+            if images:
+                conn.execute(self._upsert(schema.trial_images).on_conflict_do_nothing(), images)
         return True
 
     def images(self, project: str, name: str) -> list[records.TrialImage]:
