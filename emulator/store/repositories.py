@@ -202,6 +202,8 @@ class Entries(_Repository):
         if after is not None:
             conditions.append(c.created_at > after)
         if source_ref_contains is not None:  # case-sensitive on both databases (LIKE is not on SQLite)
+            if "\x00" in source_ref_contains:  # no stored text holds NUL, and PostgreSQL can't even be asked
+                return []
             position = func.strpos if self._db.dialect == "postgresql" else func.instr
             conditions.append(position(c.source_ref, source_ref_contains) > 0)
         return [records.DatasetEntry(**row._mapping) for row in self._rows(

@@ -14,6 +14,8 @@ from tests.api.datasets_support import error_of, labelled
 
 SURROGATE_LINE = b'{"source-ref": "s3://lookout-dataset-tests/\\ud800.png", "anomaly-label": 1, ' \
                  b'"anomaly-label-metadata": {"type": "groundtruth/image-classification", "class-name": "normal"}}'
+# An escaped NUL: valid JSON and Unicode, but PostgreSQL can't store it in text.
+NUL_LINE = SURROGATE_LINE.replace(b"\\ud800", b"\\u0000")
 
 
 def _api(emulator, method: str, path: str, body: bytes) -> tuple[int, dict]:
@@ -21,21 +23,23 @@ def _api(emulator, method: str, path: str, body: bytes) -> tuple[int, dict]:
     return status, json.loads(raw)
 
 
-def test_a_lone_surrogate_in_a_manifest_fails_the_import_and_nothing_is_stuck(kit):
+@pytest.mark.parametrize("line, why", [(SURROGATE_LINE, "Unicode"), (NUL_LINE, "NUL")], ids=["surrogate", "nul"])
+def test_a_lone_surrogate_in_a_manifest_fails_the_import_and_nothing_is_stuck(kit, line, why):
     image = kit.images(1)[0]
-    described = kit.create("train", json.dumps(labelled(image, "normal")).encode() + b"\n" + SURROGATE_LINE)
+    described = kit.create("train", json.dumps(labelled(image, "normal")).encode() + b"\n" + line)
     assert described["Status"] == "CREATE_FAILED", described
-    assert "line 2" in described["StatusMessage"] and "Unicode" in described["StatusMessage"]
+    assert "line 2" in described["StatusMessage"] and why in described["StatusMessage"]
     kit.lookout.delete_dataset(ProjectName=kit.project, DatasetType="train")  # not stuck: it can go
     assert kit.create("train", [labelled(image, "normal")])["Status"] == "CREATE_COMPLETE"
 
 
-def test_a_lone_surrogate_in_changes_is_a_validation_error(kit):
+@pytest.mark.parametrize("line, why", [(SURROGATE_LINE, "Unicode"), (NUL_LINE, "NUL")], ids=["surrogate", "nul"])
+def test_a_lone_surrogate_in_changes_is_a_validation_error(kit, line, why):
     kit.create("train", [labelled(kit.images(1)[0], "normal")])
     with pytest.raises(ClientError) as err:
-        kit.lookout.update_dataset_entries(ProjectName=kit.project, DatasetType="train", Changes=SURROGATE_LINE)
+        kit.lookout.update_dataset_entries(ProjectName=kit.project, DatasetType="train", Changes=line)
     code, status, message = error_of(err)
-    assert (code, status) == ("ValidationException", 400) and "Unicode" in message
+    assert (code, status) == ("ValidationException", 400) and why in message
     assert kit.describe()["Status"] == "CREATE_COMPLETE"
 
 

@@ -114,6 +114,7 @@ def test_source_ref_filter_is_case_sensitive(store: Store) -> None:
         ["s3://b/cat_%.png"]
     assert [e.source_ref for e in store.entries.page("p", "train", 0, 10, source_ref_contains="_%")] == \
         ["s3://b/cat_%.png"]
+    assert store.entries.page("p", "train", 0, 10, source_ref_contains="cat\x00") == []  # PostgreSQL: no 500
 
 
 def test_a_file_that_is_not_a_database_is_one_store_error(tmp_path: Path) -> None:
