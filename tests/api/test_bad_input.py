@@ -51,6 +51,16 @@ def test_a_lone_surrogate_in_a_request_body_is_a_validation_error(emulator, look
     assert lookout.list_models(ProjectName=project_name)["Models"] == []
 
 
+@pytest.mark.parametrize("after", ["a\x00", "\udfff"], ids=["nul", "surrogate"])
+def test_a_crafted_next_token_with_unstorable_text_is_a_validation_error(lookout, after):
+    import base64
+
+    token = base64.b64encode(json.dumps({"after": after}).encode()).decode()
+    with pytest.raises(ClientError) as err:
+        lookout.list_projects(NextToken=token)
+    assert error_of(err)[:2] == ("ValidationException", 400)
+
+
 @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"ProjectName": ' + b"[" * 5000 + b"]" * 5000 + b"}",
                                   b'{"ProjectName": "p", "x": ' + b'{"a": ' * 200 + b"1" + b"}" * 200 + b"}"])
 def test_deep_nesting_is_a_validation_error(emulator, body):
