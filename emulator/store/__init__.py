@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from emulator.store import migrate, records
-from emulator.store.database import Database, SchemaBehind, StoreError
+from emulator.store.database import CorruptDatabase, Database, SchemaBehind, StoreError
 from emulator.store.repositories import (
     ClientTokens,
+    ConsoleSessions,
     ConsoleSettings,
     Datasets,
     Entries,
@@ -52,6 +53,7 @@ class Store:
         self.tags = Tags(database)
         self.client_tokens = ClientTokens(database)
         self.console_settings = ConsoleSettings(database)
+        self.console_sessions = ConsoleSessions(database)
         self.trials = Trials(database)
 
     @classmethod
@@ -61,6 +63,7 @@ class Store:
         database = Database(url)
         try:
             if database.is_sqlite:
+                _check_pages(database)
                 migrate.upgrade(database)
             else:
                 migrate.require_current(database)
@@ -84,6 +87,26 @@ class Store:
         finally:
             database.close()
 
+    def ping(self) -> str | None:
+        """Why the database does not answer now, or None when it does (readiness probes)."""
+        try:
+            with self.database.connection() as conn:
+                conn.execute(select(1)).scalar_one()
+        except (SQLAlchemyError, StoreError, OSError) as exc:
+            return f"the database does not answer ({_reason(exc)})"
+        return None
+
+    def schema_problem(self) -> str | None:
+        """How the database's schema differs from this release's, or None when it is current
+        (readiness probes: another node may have upgraded or downgraded it since this one started)."""
+        try:
+            migrate.require_current(self.database)
+        except StoreError as behind:
+            return f"the schema is not current: {behind}"
+        except (SQLAlchemyError, OSError) as exc:
+            return f"the schema could not be read ({_reason(exc)})"
+        return None
+
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One write transaction for the block: every repository call in it (on this thread) commits
@@ -96,10 +119,18 @@ class Store:
         self.database.close()
 
 
-def _reason(exc: SQLAlchemyError) -> str:
+def _check_pages(database: Database) -> None:
+    """Refuse a damaged SQLite file at start (CorruptDatabase), not halfway through recovery."""
+    with database.connection() as conn:
+        problems = [str(row[0]) for row in conn.exec_driver_sql("PRAGMA quick_check(3)")]
+    if problems != ["ok"]:
+        raise CorruptDatabase(str(database.url.database), "; ".join(problems))
+
+
+def _reason(exc: BaseException) -> str:
     """The driver's own words, without SQLAlchemy's statement dump and documentation link."""
     original = getattr(exc, "orig", None)
     return str(original if original is not None else exc).strip().splitlines()[0]
 
 
-__all__ = ["SchemaBehind", "Store", "StoreError", "records", "sqlite_url"]
+__all__ = ["CorruptDatabase", "SchemaBehind", "Store", "StoreError", "records", "sqlite_url"]

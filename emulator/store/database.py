@@ -19,6 +19,7 @@ engine's pool afterwards; jobs run on fresh threads and must not leak one connec
 """
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 # Idle connections the pool keeps; more are opened while more threads query at once.
 POOL_SIZE = 8
@@ -45,6 +46,23 @@ class StoreError(Exception):
 
 class SchemaBehind(StoreError):
     """The database's schema is older than this release's and must be upgraded (``db upgrade``)."""
+
+
+class CorruptDatabase(StoreError):
+    """The SQLite metadata file is not a database or is damaged: raised on opening it, or by whichever
+    query first meets a damaged page, so that callers need no knowledge of SQLite's errors."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"The metadata database {path} is damaged ({problem}). Nothing was changed: restore it "
+                         "from a backup, or move it aside to start with no projects (the S3 objects and model "
+                         "files under the data dir are kept).")
+        self.path = path
+
+
+# SQLite's primary result codes for a file that is no database or has damaged pages, and a full disk;
+# PostgreSQL's SQLSTATE for a full disk.
+_SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_FULL = 11, 26, 13
+_POSTGRES_DISK_FULL = "53100"
 
 
 def parse_url(url: str) -> URL:
@@ -101,7 +119,7 @@ class Database:
         if held is not None:
             yield held
             return
-        with self.engine.connect() as conn:
+        with self._translated_errors(), self.engine.connect() as conn:
             self._local.conn = conn
             try:
                 yield conn
@@ -116,7 +134,7 @@ class Database:
         if held is not None:
             yield held
             return
-        with self.engine.connect() as conn:
+        with self._translated_errors(), self.engine.connect() as conn:
             self._local.conn = conn
             try:
                 with conn.begin():
@@ -127,6 +145,22 @@ class Database:
                     yield conn
             finally:
                 self._local.conn = None
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """The database's errors about its storage rather than the query become what callers handle
+        without knowing the driver: CorruptDatabase, and for a full disk the OSError (ENOSPC) every
+        other writer under the data dir raises."""
+        try:
+            yield
+        except DBAPIError as exc:
+            original = exc.orig
+            code = getattr(original, "sqlite_errorcode", -1) & 0xFF  # extended codes keep the primary one low
+            if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise CorruptDatabase(str(self.url.database), str(original)) from exc
+            if code == _SQLITE_FULL or getattr(original, "sqlstate", None) == _POSTGRES_DISK_FULL:
+                raise OSError(errno.ENOSPC, f"{original} (writing {self.where})") from exc
+            raise
 
     def close(self) -> None:
         """Close the pooled connections; those leased now are closed when given back."""
@@ -146,4 +180,4 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.close()
 
 
-__all__ = ["Database", "SQLAlchemyError", "SchemaBehind", "StoreError", "describe", "parse_url"]
+__all__ = ["CorruptDatabase", "Database", "SQLAlchemyError", "SchemaBehind", "StoreError", "describe", "parse_url"]

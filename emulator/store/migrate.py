@@ -3,10 +3,9 @@
 Embedded SQLite upgrades itself when a server opens it; a PostgreSQL database is upgraded once per
 deploy with ``lookout-emulator db upgrade`` and a server on an older schema refuses to start.
 
-A data directory written before migrations existed has the tables but no ``alembic_version``: it is
-revision 0001, possibly without ``trial_images.heatmap_ref`` (added then by an ALTER TABLE at start),
-so that column is added if missing and the database stamped 0001 before upgrading. Migrations run in
-the store's write transaction, so two nodes upgrading at once take turns.
+A data directory written before migrations existed has tables but no ``alembic_version``: revision
+0001 creates only the tables and columns it lacks, so it upgrades in place like a new database.
+Migrations run in the store's write transaction, so two nodes upgrading at once take turns.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection
 
 from emulator.store.database import Database, SchemaBehind, StoreError
 
@@ -26,8 +25,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 SCRIPTS = Path(__file__).parent / "migrations"
-BASELINE = "0001"  # the schema of the releases without migrations
-_LEGACY_COLUMNS = {"trial_images": {"heatmap_ref": "TEXT"}}  # what those releases added at start-up
 
 
 def _config(conn: Connection | None = None) -> Config:
@@ -51,23 +48,10 @@ def upgrade(database: Database) -> str:
     """Bring the database to the head revision; the revision it was at ("none" for a new one)."""
     with database.transaction() as conn:
         was = current(conn)
-        if was is None and inspect(conn).has_table("projects"):
-            _adopt_legacy(conn)
-            was = "legacy"
         command.upgrade(_config(conn), "head")
     if was != head():
         log.info("metadata database %s upgraded from revision %s to %s", database.where, was or "none", head())
     return was or "none"
-
-
-def _adopt_legacy(conn: Connection) -> None:
-    inspector = inspect(conn)
-    for table, columns in _LEGACY_COLUMNS.items():
-        present = {column["name"] for column in inspector.get_columns(table)}
-        for name, declaration in columns.items():
-            if name not in present:
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
-    command.stamp(_config(conn), BASELINE)
 
 
 def require_current(database: Database) -> None:

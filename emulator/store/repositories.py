@@ -420,6 +420,26 @@ class ConsoleSettings(_Repository):
             return str(conn.execute(select(c.value).where(c.name == name)).scalar_one())
 
 
+class ConsoleSessions(_Repository):
+    """Console sign-ins not signed out: kept in the store, not the cookie, so that signing out holds
+    on every server sharing the database and across restarts."""
+
+    def add(self, session_id: str, key_id: str, expires_at: float, now: float) -> None:
+        """Record a sign-in, forgetting the sessions that have expired by `now`."""
+        c = schema.console_sessions.c
+        with self._db.transaction() as conn:
+            conn.execute(delete(schema.console_sessions).where(c.expires_at <= now))
+            conn.execute(insert(schema.console_sessions).values(id=session_id, key_id=key_id, expires_at=expires_at))
+
+    def is_live(self, session_id: str, key_id: str, now: float) -> bool:
+        """Whether this key's sign-in has neither been signed out nor expired."""
+        c = schema.console_sessions.c
+        return self._first(select(c.id).where(c.id == session_id, c.key_id == key_id, c.expires_at > now)) is not None
+
+    def end(self, session_id: str) -> None:
+        self._write(delete(schema.console_sessions).where(schema.console_sessions.c.id == session_id))
+
+
 def _trial_image(row: Row[Any]) -> records.TrialImage:
     return records.TrialImage(
         source_ref=row.source_ref, is_anomalous=None if row.is_anomalous is None else bool(row.is_anomalous),

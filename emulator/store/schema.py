@@ -120,6 +120,13 @@ console_settings = Table(  # web console state that is not an API resource
     Column("value", Text, nullable=False),
 )
 
+console_sessions = Table(  # console sign-ins not signed out (emulator.console.signin)
+    "console_sessions", metadata,
+    Column("id", Text, primary_key=True),  # the random id the signed session cookie carries
+    Column("key_id", Text, nullable=False),
+    Column("expires_at", Double, nullable=False),  # seconds since the epoch, as the cookie's own expiry
+)
+
 trial_detections = Table(  # web console trial detection tasks, kept until the project goes
     "trial_detections", metadata,
     Column("project", Text, ForeignKey("projects.name", ondelete="CASCADE"), primary_key=True),

@@ -130,6 +130,16 @@ CREATE TABLE IF NOT EXISTS trial_images (
 """
 # Releases before console heatmaps lacked this column (the next start added it with ALTER TABLE).
 HEATMAP_COLUMN = re.compile(r"\n *heatmap_ref [^\n]*")
+# The last release before migrations added this table.
+CONSOLE_SESSIONS = """
+CREATE TABLE IF NOT EXISTS console_sessions (  -- console sign-ins not signed out (emulator.console.signin)
+    id          TEXT PRIMARY KEY,         -- the random id the signed session cookie carries
+    key_id      TEXT NOT NULL,
+    expires_at  REAL NOT NULL             -- seconds since the epoch, as the cookie's own expiry
+);
+"""
+SCHEMAS = {"last-release": LEGACY_SCHEMA + CONSOLE_SESSIONS, "before-console-sessions": LEGACY_SCHEMA,
+           "before-heatmaps": HEATMAP_COLUMN.sub("", LEGACY_SCHEMA)}
 ARN = "arn:aws:lookoutvision:us-east-1:123456789012"
 PERFORMANCE = {"F1Score": 0.9, "Recall": 1.0, "Precision": 0.8}
 CONFIGURATION = {"Greengrass": {"ComponentName": "legacy-component", "TargetDevice": "jetson_xavier",
@@ -139,10 +149,10 @@ LINE = {"source-ref": "s3://legacy-bucket/a.png", "anomaly-label": 0,
                                    "type": "groundtruth/image-classification", "creation-date": "2020-01-01T00:00:00"}}
 
 
-def _legacy_data_dir(path: Path, with_heatmaps: bool) -> None:
+def _legacy_data_dir(path: Path, release: str) -> None:
     path.mkdir(parents=True)
     with sqlite3.connect(path / "metadata.sqlite3") as db:
-        db.executescript(LEGACY_SCHEMA if with_heatmaps else HEATMAP_COLUMN.sub("", LEGACY_SCHEMA))
+        db.executescript(SCHEMAS[release])
         db.execute("INSERT INTO projects VALUES ('legacy', ?, 1000.0)", (f"{ARN}:project/legacy",))
         db.execute("INSERT INTO datasets(project, dataset_type, status, status_message, created_at, updated_at)"
                    " VALUES ('legacy', 'train', 'CREATE_COMPLETE', 'Imported 1 images.', 1001.0, 1002.0)")
@@ -168,10 +178,10 @@ def _legacy_data_dir(path: Path, with_heatmaps: bool) -> None:
                    " VALUES ('legacy', 'trial', 's3://b/t.png', 1, 0.75, 'anomaly', 1)")
 
 
-@pytest.mark.parametrize("with_heatmaps", [True, False], ids=["current-release", "before-heatmaps"])
-def test_a_legacy_data_dir_upgrades_in_place_with_nothing_lost(tmp_path: Path, with_heatmaps: bool) -> None:
+@pytest.mark.parametrize("release", SCHEMAS)
+def test_a_legacy_data_dir_upgrades_in_place_with_nothing_lost(tmp_path: Path, release: str) -> None:
     data = tmp_path / "data"
-    _legacy_data_dir(data, with_heatmaps)
+    _legacy_data_dir(data, release)
     url = sqlite_url(data / "metadata.sqlite3")
     with LocalEmulator(data_dir=data, database_url=url) as emulator:
         lookout = emulator.client()
@@ -197,6 +207,9 @@ def test_a_legacy_data_dir_upgrades_in_place_with_nothing_lost(tmp_path: Path, w
             True, 0.75, "anomaly", True, None)
         assert store.trials.get("legacy", "trial").status == "COMPLETED"
         assert store.models.next_version("legacy") == 5  # 4 stays used
+        store.console_sessions.add("session", "key", expires_at=2e12, now=1e12)
+        assert store.console_sessions.is_live("session", "key", now=1e12)
+        assert store.schema_problem() is None and store.ping() is None
     upgraded = Store.open(url)
     with upgraded.database.connection() as conn:
         assert current(conn) == head()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.store import SchemaBehind, Store, StoreError, schema, sqlite_url
+from emulator.store import CorruptDatabase, SchemaBehind, Store, StoreError, schema, sqlite_url
 from emulator.store.provision import create_database, drop_database
 from emulator.store.records import Model
 from emulator.testing.local import TEST_DATABASE_VARIABLE
@@ -147,3 +147,30 @@ def test_tables_match_the_migrations(store: Store) -> None:
     with store.database.connection() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), schema.metadata)
     assert differences == []
+
+
+def test_console_sessions_end_by_sign_out_or_expiry(store: Store) -> None:
+    store.console_sessions.add("a", "key", expires_at=100.0, now=10.0)
+    store.console_sessions.add("b", "key", expires_at=200.0, now=10.0)
+    assert store.console_sessions.is_live("a", "key", now=50.0)
+    assert not store.console_sessions.is_live("a", "other-key", now=50.0)
+    assert not store.console_sessions.is_live("a", "key", now=150.0)  # expired
+    store.console_sessions.end("b")
+    assert not store.console_sessions.is_live("b", "key", now=50.0)  # signed out
+
+
+def test_readiness_sees_a_schema_another_node_changed(store: Store) -> None:
+    assert store.ping() is None and store.schema_problem() is None
+    with store.transaction() as db:
+        db.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    assert "9999" in (store.schema_problem() or "")
+
+
+def test_a_database_damaged_after_opening_is_a_corrupt_database_error(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.sqlite3"
+    store = Store.open(sqlite_url(path))
+    store.projects.add("p", "arn:p", 1.0)
+    store.close()
+    path.write_bytes(b"\0" * 4096 + path.read_bytes()[4096:])  # the header page gone
+    with pytest.raises(CorruptDatabase, match="is damaged"):
+        Store.open(sqlite_url(path))
