@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from emulator.store import migrate, records
+from emulator.store import migrate, records, schema
 from emulator.store.database import CorruptDatabase, Database, SchemaBehind, StoreError
 from emulator.store.repositories import (
     ClientTokens,
@@ -98,9 +98,19 @@ class Store:
 
     def schema_problem(self) -> str | None:
         """How the database's schema differs from this release's, or None when it is current
-        (readiness probes: another node may have upgraded or downgraded it since this one started)."""
+        (readiness probes: another node may have migrated it since this one started, or someone
+        changed it by hand): its revision, then each table and column the code uses."""
         try:
             migrate.require_current(self.database)
+            with self.database.connection() as conn:
+                inspector = inspect(conn)
+                present = set(inspector.get_table_names())
+                for table in schema.metadata.sorted_tables:
+                    if table.name not in present:
+                        return f"the schema is not current: table {table.name} is missing"
+                    missing = sorted(set(table.c.keys()) - {c["name"] for c in inspector.get_columns(table.name)})
+                    if missing:
+                        return f"the schema is not current: table {table.name} lacks {', '.join(missing)}"
         except StoreError as behind:
             return f"the schema is not current: {behind}"
         except (SQLAlchemyError, OSError) as exc:

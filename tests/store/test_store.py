@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.schema import DropTable
 
 from emulator.store import CorruptDatabase, SchemaBehind, Store, StoreError, schema, sqlite_url
+from emulator.store.migrate import head
 from emulator.store.provision import create_database, drop_database
 from emulator.store.records import Model
 from emulator.testing.local import TEST_DATABASE_VARIABLE
@@ -164,6 +166,10 @@ def test_readiness_sees_a_schema_another_node_changed(store: Store) -> None:
     with store.transaction() as db:
         db.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
     assert "9999" in (store.schema_problem() or "")
+    with store.transaction() as db:
+        db.exec_driver_sql(f"UPDATE alembic_version SET version_num = '{head()}'")
+        db.execute(DropTable(schema.tags))
+    assert store.schema_problem() == "the schema is not current: table tags is missing"
 
 
 def test_a_database_damaged_after_opening_is_a_corrupt_database_error(tmp_path: Path) -> None:
