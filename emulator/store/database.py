@@ -134,17 +134,12 @@ class Database:
         if held is not None:
             yield held
             return
-        with self._translated_errors(), self.engine.connect() as conn:
-            self._local.conn = conn
-            try:
-                with conn.begin():
-                    if self.is_sqlite:
-                        conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    else:
-                        conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
-                    yield conn
-            finally:
-                self._local.conn = None
+        with self.connection() as conn, conn.begin():
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+            yield conn
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
