@@ -18,7 +18,7 @@ from emulator.datadir import DataDirLock
 from emulator.jobs import JobRunner
 from emulator.s3.objects import ObjectStore
 from emulator.s3.stores import object_store_for
-from emulator.store import Store
+from emulator.store import Store, sqlite_url
 
 log = logging.getLogger(__name__)
 State = TypeVar("State")
@@ -30,7 +30,7 @@ class Backend:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = DataDirLock(settings.data_dir)  # first, so a second server touches nothing
         try:
-            self.store = Store(settings.db_path)
+            self.store = Store.open(settings.database_url or sqlite_url(settings.db_path))
             self.objects: ObjectStore = object_store_for(settings)
         except BaseException:
             self._lock.release()

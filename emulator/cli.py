@@ -1,5 +1,6 @@
 """lookout-emulator command line: serve runs the Lookout for Vision API, an embedded S3 and the web
-console on one port (waitress); edge-agent serves packaged models over the Lookout for Vision Edge
+console on one port (waitress); db upgrade migrates a metadata database to this release's schema;
+edge-agent serves packaged models over the Lookout for Vision Edge
 Agent's gRPC API on a device (it imports neither the web stack nor, until a model starts, torch).
 
 Every setting is a flag or a LOOKOUT_* environment variable (the flag wins). Bad input of either kind
@@ -135,6 +136,17 @@ def _endpoint_url(text: str) -> str:
     return text
 
 
+def _database_url(text: str) -> str:
+    from emulator.store import StoreError
+    from emulator.store.database import parse_url
+
+    try:
+        parse_url(text)
+    except StoreError as bad:
+        raise argparse.ArgumentTypeError(str(bad)) from None
+    return text
+
+
 def _region(text: str) -> str:
     if not _REGION.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a region name like us-east-1")
@@ -239,12 +251,19 @@ class Option:
     repeatable: bool = False  # a list: the flag may be given again, the variable is comma-separated
 
 
+DATA_DIR = Option("--data-dir", "LOOKOUT_DATA_DIR", Path("./lookout-data"), _data_dir,
+                  "where metadata, model artifacts and embedded S3 objects are kept", "DIR")
+DATABASE_URL = Option("--database-url", "LOOKOUT_DATABASE_URL", None, _database_url,
+                      "keep the metadata in this database instead of <data-dir>/metadata.sqlite3: a SQLAlchemy URL "
+                      "such as postgresql+psycopg://user:password@host:5432/lookout (PostgreSQL 15+; apply "
+                      "migrations first with db upgrade)", "URL", "SQLite in the data dir")
+
 SERVE_OPTIONS = (
     Option("--host", "LOOKOUT_HOST", DEFAULT_HOST, _listen_host, "interface to listen on (0.0.0.0 exposes the "
            "emulator to your network: use it only when you mean it)", "HOST"),
     Option("--port", "LOOKOUT_PORT", DEFAULT_PORT, _port, "TCP port, 0 to 65535 (0 picks a free one)", "PORT"),
-    Option("--data-dir", "LOOKOUT_DATA_DIR", Path("./lookout-data"), _data_dir,
-           "where metadata, model artifacts and embedded S3 objects are kept", "DIR"),
+    DATA_DIR,
+    DATABASE_URL,
     Option("--s3-endpoint-url", "LOOKOUT_S3_ENDPOINT_URL", None, _endpoint_url,
            "use this external S3-compatible store instead of the embedded S3", "URL", "the embedded S3"),
     Option("--region", "LOOKOUT_REGION", DEFAULT_REGION, _region, "region in ARNs", "REGION"),
@@ -298,7 +317,8 @@ EDGE_AGENT_OPTIONS = (
     Option("--start", "LOOKOUT_EDGE_START", (), _component,
            "start this model component with the agent (repeatable)", "COMPONENT", "none", repeatable=True),
 )
-COMMAND_OPTIONS = {"serve": SERVE_OPTIONS, "edge-agent": EDGE_AGENT_OPTIONS}
+DB_OPTIONS = (DATABASE_URL, DATA_DIR)
+COMMAND_OPTIONS = {"serve": SERVE_OPTIONS, "edge-agent": EDGE_AGENT_OPTIONS, "db": DB_OPTIONS}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -322,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Serve the model components of --components-dir over the Lookout for Vision "
                                        "Edge Agent's gRPC API until Ctrl-C or SIGTERM.")
     _add_options(agent, EDGE_AGENT_OPTIONS)
+    database = sub.add_parser("db", help="manage the metadata database", description="Manage the metadata database.")
+    actions = database.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
+    upgrade = actions.add_parser("upgrade", help="apply this release's schema migrations (once per deploy)",
+                                 description="Apply this release's schema migrations to the metadata database: "
+                                             "--database-url, else the SQLite database in --data-dir. Run it once "
+                                             "per deploy, before the servers start; running it again changes nothing.")
+    _add_options(upgrade, DB_OPTIONS)
     return parser
 
 
@@ -401,6 +428,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "edge-agent":
         edge_agent(parser, args)
         return
+    if args.command == "db":
+        upgrade_database(parser, args)
+        return
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     problem = check_port_free(args.host, args.port)
@@ -412,21 +442,38 @@ def main(argv: list[str] | None = None) -> None:
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
                         device=args.device, finetune_epochs=args.finetune_epochs,
-                        metrics_token_file=args.metrics_token_file)
+                        metrics_token_file=args.metrics_token_file, database_url=args.database_url)
     from emulator.datadir import DataDirInUse
     from emulator.ops.endpoints import MetricsTokenError
     from emulator.security.access import CredentialsFileError
     from emulator.security.tls import TLSSetupError
-    from emulator.store import CorruptDatabase
+    from emulator.store import SchemaBehind, StoreError
 
     try:
         serve(settings, threads=args.threads)
+    except SchemaBehind as exc:
+        parser.exit(2, f"{PROG}: {exc}\n")
     except (CredentialsFileError, MetricsTokenError, TLSSetupError) as exc:  # a flag's file, unusable
         parser.error(str(exc))
-    except (DataDirInUse, CorruptDatabase) as exc:  # the flags are fine, the machine's state is not
+    except (DataDirInUse, StoreError) as exc:  # the flags are fine, the machine's state is not
         parser.exit(1, f"{PROG}: {exc}\n")
     except OSError as exc:  # e.g. the port was taken between the check and the bind
         parser.exit(1, f"{PROG}: cannot serve on {settings.host}:{settings.port}: {exc}\n")
+
+
+def upgrade_database(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``db upgrade``: migrate the database and say from which revision to which."""
+    from emulator.store import Store, StoreError, sqlite_url
+    from emulator.store.migrate import head
+
+    url = args.database_url or sqlite_url(Settings(data_dir=args.data_dir).db_path)
+    try:
+        was = Store.upgrade(url)
+    except StoreError as exc:
+        parser.exit(1, f"{PROG}: {exc}\n")
+    now = head()
+    print(f"{PROG}: the metadata database is at revision {now}" + ("" if was == now else f" (was {was})"),
+          flush=True)
 
 
 def edge_agent(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

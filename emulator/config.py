@@ -33,6 +33,9 @@ class Settings:
     account_id: str = DEFAULT_ACCOUNT_ID
     # None: serve an embedded S3 on the same port; otherwise read/write that external store.
     s3_endpoint_url: str | None = None
+    # None: the embedded SQLite database in the data dir; otherwise the metadata database at this
+    # SQLAlchemy URL (postgresql+psycopg://user:password@host:5432/name), which `db upgrade` migrates.
+    database_url: str | None = None
     # Worker threads that run long jobs (dataset import, training, packaging).
     job_workers: int = 2
     # Feature extractor for new models. torchvision backbones read their weights from the file in

@@ -8,26 +8,23 @@ import uuid
 import pytest
 
 from emulator.testing import LocalEmulator
+from emulator.testing.local import TEST_DATABASE_VARIABLE
 from tests.postgres_cluster import ClusterUnavailable, throwaway_cluster
-
-# The variable that points test servers at a PostgreSQL server (emulator/testing: each server makes
-# a fresh database of its own on it).
-TEST_DATABASE_URL = "LOOKOUT_TEST_DATABASE_URL"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--database", choices=("sqlite", "postgresql"), default="sqlite",
                      help="metadata database of the test servers: embedded SQLite (default), or PostgreSQL: "
-                          f"the server ${TEST_DATABASE_URL} names, else a throwaway cluster started for the run")
+                          f"the server ${TEST_DATABASE_VARIABLE} names, else a throwaway cluster started for the run")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """With `--database postgresql`, start the throwaway cluster before any test server exists."""
-    if config.getoption("database") != "postgresql" or os.environ.get(TEST_DATABASE_URL):
+    if config.getoption("database") != "postgresql" or os.environ.get(TEST_DATABASE_VARIABLE):
         return
     cluster = contextlib.ExitStack()
     try:
-        os.environ[TEST_DATABASE_URL] = cluster.enter_context(throwaway_cluster())
+        os.environ[TEST_DATABASE_VARIABLE] = cluster.enter_context(throwaway_cluster())
     except ClusterUnavailable as exc:
         # CI must not pass without the PostgreSQL run; elsewhere say what is missing and stop cleanly.
         pytest.exit(f"--database postgresql: {exc}", returncode=1 if os.environ.get("CI") else 0)

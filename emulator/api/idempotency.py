@@ -49,25 +49,17 @@ def run_once(backend: Backend, operation: str, params: dict[str, Any],
     digest = fingerprint(params)
     with _lock_for(operation, token):
         now = backend.now()
-        row = backend.store.query_one(
-            "SELECT input_hash, response FROM client_tokens WHERE operation=? AND token=? AND created_at>?",
-            (operation, token, now - TOKEN_TTL_SECONDS),
-        )
+        row = backend.store.client_tokens.find(operation, token, since=now - TOKEN_TTL_SECONDS)
         if row is not None:
-            if row["input_hash"] != digest:
+            if row.input_hash != digest:
                 raise ConflictException(
                     f"The ClientToken {token} was already used for a {operation} request with different "
                     "parameters; use a new token for a new request.",
                     resource_id=params.get("ProjectName"), resource_type=_resource_type(operation))
-            return cast(dict[str, Any], json.loads(row["response"]))
+            return cast(dict[str, Any], json.loads(row.response))
         result = run()
-        with backend.store.transaction() as db:
-            db.execute("DELETE FROM client_tokens WHERE created_at<=?", (now - TOKEN_TTL_SECONDS,))
-            db.execute(
-                "INSERT OR REPLACE INTO client_tokens(operation, token, input_hash, response, created_at)"
-                " VALUES (?,?,?,?,?)",
-                (operation, token, digest, json.dumps(result, default=_json_default), now),
-            )
+        backend.store.client_tokens.remember(operation, token, digest, json.dumps(result, default=_json_default),
+                                             created_at=now, forget_before=now - TOKEN_TTL_SECONDS)
         return result
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from emulator.api.errors import ValidationException
+from emulator.formats import jsontext
 
 DEFAULT_PAGE_SIZE = 100
 Row = TypeVar("Row")
@@ -28,7 +29,8 @@ def decode_token(token: str | None, expected: type | tuple[type, ...] = object) 
     if token is None:
         return None
     try:
-        position = json.loads(base64.b64decode(token.encode(), validate=True))["after"]
+        # checked like any JSON input: a crafted token must not carry text the store can't hold
+        position = jsontext.loads(base64.b64decode(token.encode(), validate=True))["after"]
     except (binascii.Error, ValueError, KeyError, TypeError):
         position = None
     if position is None or not isinstance(position, expected):

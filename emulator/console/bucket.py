@@ -10,16 +10,14 @@ import secrets
 
 from emulator.backend import Backend
 
+BUCKET_SETTING = "bucket"  # the console setting that names it
+
 
 def console_bucket(backend: Backend) -> str:
     """The console bucket's name, creating the bucket on first use."""
-    row = backend.store.query_one("SELECT value FROM console_settings WHERE name='bucket'")
-    if row is not None:
-        name = str(row["value"])
-    else:
-        candidate = f"lookoutvision-{backend.settings.region}-{secrets.token_hex(5)}"
-        with backend.store.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO console_settings(name, value) VALUES ('bucket', ?)", (candidate,))
-            name = str(db.execute("SELECT value FROM console_settings WHERE name='bucket'").fetchone()["value"])
+    name = backend.store.console_settings.get(BUCKET_SETTING)
+    if name is None:
+        name = backend.store.console_settings.setdefault(
+            BUCKET_SETTING, f"lookoutvision-{backend.settings.region}-{secrets.token_hex(5)}")
     backend.objects.create_bucket(name)  # idempotent; also recreates it if the S3 store was wiped
     return name

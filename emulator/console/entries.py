@@ -59,12 +59,12 @@ def wait_until_settled(backend: Backend, project: str, dataset_type: str) -> str
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
         row = require_dataset(backend, project, dataset_type)
-        if row["status"] not in DATASET_JOB_RUNNING:
+        if row.status not in DATASET_JOB_RUNNING:
             break
         if time.monotonic() > deadline:
-            raise ConflictException(f"The {dataset_type} dataset is still {row['status']}; reload the page later.",
+            raise ConflictException(f"The {dataset_type} dataset is still {row.status}; reload the page later.",
                                     resource_id=dataset_type, resource_type=ResourceType.DATASET)
         time.sleep(0.05)
-    if row["status"] == DatasetStatus.UPDATE_FAILED_ROLLBACK_COMPLETE:
-        raise ValidationException(row["status_message"])
-    return str(row["status_message"] or "")
+    if row.status == DatasetStatus.UPDATE_FAILED_ROLLBACK_COMPLETE:
+        raise ValidationException(row.status_message or "The update failed.")
+    return row.status_message or ""

@@ -85,7 +85,7 @@ def signed_in_key() -> AccessKey | None:
         ring = keys()
         key = ring.get(session.get("key_id", "")) if ring else None
         live = (key is not None and hmac.compare_digest(session.get("proof", ""), _proof(key))
-                and backend().store.console_session_is_live(session.get("id", ""), key.key_id, time.time()))
+                and backend().store.console_sessions.is_live(session.get("id", ""), key.key_id, time.time()))
         g.console_key = key if live else None
     return cast(AccessKey | None, g.console_key)
 
@@ -161,7 +161,7 @@ def sign_in() -> ResponseReturnValue:
     session.permanent = True
     session.update(id=secrets.token_urlsafe(32), key_id=key.key_id, proof=_proof(key))
     now = time.time()
-    backend().store.add_console_session(session["id"], key.key_id, now + SESSION_HOURS * 3600, now)
+    backend().store.console_sessions.add(session["id"], key.key_id, now + SESSION_HOURS * 3600, now)
     log.info("console: access key %s signed in from %s", key_id, request.remote_addr)
     return redirect(target, code=303)
 
@@ -169,7 +169,7 @@ def sign_in() -> ResponseReturnValue:
 def _end_session() -> None:
     """Sign this browser's session out everywhere (the store forgets it) and clear its cookie."""
     if session.get("id"):
-        backend().store.end_console_session(session["id"])
+        backend().store.console_sessions.end(session["id"])
     session.clear()
 
 

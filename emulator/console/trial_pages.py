@@ -71,7 +71,7 @@ def trial_page(project: str, trial: str) -> str:
     return render_template("trial.html", project_name=project, trial=record, images=images, filters=TRIAL_FILTERS,
                            colours=label_colours(a["Name"] for i in images for a in i.anomalies[1:]),
                            sorts=TRIAL_SORTS, shown=shown, order=order,
-                           polling=record["status"] == trial_runs.IN_PROGRESS,
+                           polling=record.status == trial_runs.IN_PROGRESS,
                            readiness=training_readiness(backend(), project))
 
 
@@ -90,7 +90,7 @@ def trial_image_page(project: str, trial: str) -> str:
     return render_template(
         "image.html", project_name=project, title=f"Image {index + 1} of {len(images)}",
         crumbs=[("Trial detections", url_for("console.trial_list", project=project)),
-                (record["name"], url_for("console.trial_page", project=project, trial=trial))],
+                (record.name, url_for("console.trial_page", project=project, trial=trial))],
         source_ref=ref, overlays=overlays(image.heatmap_ref, (image.mask_ref, label_hex)),
         areas={a["Name"]: a["PixelAnomaly"]["TotalPercentageArea"] for a in image.anomalies[1:]},
         colours=label_colours(label_hex), error=image.error,
@@ -105,8 +105,8 @@ def trial_image_page(project: str, trial: str) -> str:
 @blueprint.get("/projects/<project>/trials/<trial>/status.json")
 def trial_status(project: str, trial: str) -> Response:
     record = trial_runs.get_trial(backend(), project, trial)
-    return jsonify(Status=record["status"], StatusMessage=record["status_message"],
-                   settled=record["status"] != trial_runs.IN_PROGRESS)
+    return jsonify(Status=record.status, StatusMessage=record.status_message,
+                   settled=record.status != trial_runs.IN_PROGRESS)
 
 
 @blueprint.post("/projects/<project>/trials/<trial>/verify")

@@ -9,7 +9,6 @@ asking the user to host them.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -32,6 +31,7 @@ from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri, split_s3_location
 from emulator.services import detection, model_lifecycle
 from emulator.services.evaluation_output import heatmap_png
+from emulator.store import records
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,8 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
-class TrialImage:
-    source_ref: str
-    is_anomalous: bool | None
-    confidence: float | None
-    mask_ref: str | None
-    heatmap_ref: str | None
-    anomalies: list[dict[str, Any]]
-    error: str | None
-    verified: str | None
-    added: bool
+class TrialImage(records.TrialImage):
+    """A trial image as the console shows it: the stored record and what it means."""
 
     @property
     def predicted(self) -> str | None:
@@ -102,8 +94,8 @@ def check_new_name(backend: Backend, project: str, name: str) -> None:
     """Refuse an invalid or taken task name (before any image is stored under it)."""
     if not NAME.fullmatch(name):
         raise ValidationException(f"The task name {name!r} is not valid: use {NAME_RULE}.")
-    if backend.store.query_one("SELECT 1 FROM trial_detections WHERE project=? AND name=?", (project, name)):
-        raise ConflictException(f"Project {project} already has a trial detection named {name}.")
+    if backend.store.trials.get(project, name) is not None:
+        raise _name_taken(project, name)
 
 
 def create_trial(backend: Backend, project: str, name: str, version: str, source: str, refs: list[str]) -> None:
@@ -115,41 +107,30 @@ def create_trial(backend: Backend, project: str, name: str, version: str, source
     if model["Status"] not in TRIAL_MODEL_STATUSES:
         raise ConflictException(f"Model {version} is {model['Status']}; a trial detection needs a trained model.",
                                 resource_id=version, resource_type=ResourceType.MODEL)
-    with backend.store.transaction() as db:
-        if db.execute("SELECT 1 FROM trial_detections WHERE project=? AND name=?", (project, name)).fetchone():
-            raise ConflictException(f"Project {project} already has a trial detection named {name}.")
-        db.execute("INSERT INTO trial_detections(project, name, model_version, source, status, status_message,"
-                   " created_at) VALUES (?,?,?,?,?,?,?)",
-                   (project, name, int(version), source, IN_PROGRESS,
-                    f"Waiting to detect {count(len(refs), 'image')}.",
-                    backend.now()))
-        db.executemany("INSERT OR IGNORE INTO trial_images(project, trial, source_ref) VALUES (?,?,?)",
-                       [(project, name, ref) for ref in refs])
+    trial = records.Trial(project=project, name=name, model_version=int(version), source=source, status=IN_PROGRESS,
+                          status_message=f"Waiting to detect {count(len(refs), 'image')}.", created_at=backend.now())
+    if not backend.store.trials.add(trial, refs):
+        raise _name_taken(project, name)
     backend.jobs.submit(TRIAL_JOB, f"{project}/{name}", run_trial, backend, project, name)
 
 
-def get_trial(backend: Backend, project: str, name: str) -> dict[str, Any]:
-    row = backend.store.query_one("SELECT * FROM trial_detections WHERE project=? AND name=?", (project, name))
-    if row is None:
+def _name_taken(project: str, name: str) -> ConflictException:
+    return ConflictException(f"Project {project} already has a trial detection named {name}.")
+
+
+def get_trial(backend: Backend, project: str, name: str) -> records.Trial:
+    trial = backend.store.trials.get(project, name)
+    if trial is None:
         raise ResourceNotFoundException(f"Project {project} has no trial detection named {name}.")
-    return dict(row)
+    return trial
 
 
-def list_trials(backend: Backend, project: str) -> list[dict[str, Any]]:
-    rows = backend.store.query(
-        "SELECT t.*, COUNT(i.source_ref) AS images, COALESCE(SUM(i.is_anomalous), 0) AS anomalous,"
-        " COUNT(i.verified) AS verified FROM trial_detections t LEFT JOIN trial_images i"
-        " ON i.project=t.project AND i.trial=t.name WHERE t.project=? GROUP BY t.name ORDER BY t.created_at DESC",
-        (project,))
-    return [dict(row) for row in rows]
+def list_trials(backend: Backend, project: str) -> list[records.TrialSummary]:
+    return backend.store.trials.summaries(project)
 
 
 def trial_images(backend: Backend, project: str, name: str) -> list[TrialImage]:
-    rows = backend.store.query("SELECT * FROM trial_images WHERE project=? AND trial=? ORDER BY source_ref",
-                               (project, name))
-    return [TrialImage(r["source_ref"], None if r["is_anomalous"] is None else bool(r["is_anomalous"]),
-                       r["confidence"], r["mask_ref"], r["heatmap_ref"], json.loads(r["anomalies"] or "[]"),
-                       r["error"], r["verified"], bool(r["added"])) for r in rows]
+    return [TrialImage(**vars(image)) for image in backend.store.trials.images(project, name)]
 
 
 # ------------------------------------------------------------------------------------------- the job
@@ -157,14 +138,15 @@ def run_trial(backend: Backend, project: str, name: str) -> Outcome:
     """Detect anomalies in every image of the trial not yet done; never raises (the outcome is the status)."""
     try:
         trial = get_trial(backend, project, name)
-        version = str(trial["model_version"])
+        if trial.status != IN_PROGRESS:  # a second run of a finished trial: nothing to do
+            return Outcome.SKIPPED
+        version = str(trial.model_version)
         hosting = _trial_hosting(backend)
         hosting.acquire(project, version)
         try:
-            pending = backend.store.query("SELECT source_ref FROM trial_images WHERE project=? AND trial=? AND"
-                                          " is_anomalous IS NULL AND error IS NULL", (project, name))
-            for number, row in enumerate(pending, start=1):
-                _detect_one(backend, project, name, version, row["source_ref"])
+            pending = backend.store.trials.pending(project, name)
+            for number, ref in enumerate(pending, start=1):
+                _detect_one(backend, project, name, version, ref)
                 _set_status(backend, project, name, IN_PROGRESS,
                             f"Detected {number} of {count(len(pending), 'image')}.")
         finally:
@@ -251,7 +233,7 @@ _trial_hosting = per_backend(_TrialHosting)
 
 def _detect_one(backend: Backend, project: str, name: str, version: str, ref: str) -> None:
     bucket, key = parse_s3_uri(ref)  # refs are built as S3 URIs
-    columns: dict[str, Any]
+    trials = backend.store.trials
     try:
         body = backend.objects.get(bucket, key)
         found = sniff_format(body)
@@ -260,9 +242,9 @@ def _detect_one(backend: Backend, project: str, name: str, version: str, ref: st
         result, prediction = detection.detect(backend, {"ProjectName": project, "ModelVersion": version,
                                                         "Body": body, "ContentType": CONTENT_TYPES[found]})
     except ObjectNotFound as missing:
-        columns = {"error": str(missing)}
+        trials.record_image(project, name, ref, error=str(missing))
     except ValidationException as refused:
-        columns = {"error": refused.message}
+        trials.record_image(project, name, ref, error=refused.message)
     else:
         detected = result["DetectAnomalyResult"]
         image_name = key.rsplit("/", 1)[-1]
@@ -270,15 +252,12 @@ def _detect_one(backend: Backend, project: str, name: str, version: str, ref: st
         def output(kind: str) -> str:
             return f"trial-results/{project}/{name}/{kind}/{image_name}.png"
 
-        columns = {"is_anomalous": int(detected["IsAnomalous"]), "confidence": detected["Confidence"],
-                   "heatmap_ref": _keep(backend, output("heatmaps"), heatmap_png(prediction.anomaly_map))}
-        if "AnomalyMask" in detected:
-            columns |= {"mask_ref": _keep(backend, output("masks"), detected["AnomalyMask"]),
-                        "anomalies": json.dumps(detected["Anomalies"])}
-    names = ", ".join(f"{column}=?" for column in columns)
-    with backend.store.transaction() as db:
-        db.execute(f"UPDATE trial_images SET {names} WHERE project=? AND trial=? AND source_ref=?",
-                   (*columns.values(), project, name, ref))
+        segmented = "AnomalyMask" in detected
+        trials.record_image(
+            project, name, ref, is_anomalous=detected["IsAnomalous"], confidence=detected["Confidence"],
+            heatmap_ref=_keep(backend, output("heatmaps"), heatmap_png(prediction.anomaly_map)),
+            mask_ref=_keep(backend, output("masks"), detected["AnomalyMask"]) if segmented else None,
+            anomalies=detected["Anomalies"] if segmented else None)
 
 
 def _keep(backend: Backend, key: str, png_data: bytes) -> str:
@@ -301,17 +280,15 @@ def _summary(backend: Backend, project: str, name: str) -> str:
 
 
 def _set_status(backend: Backend, project: str, name: str, status: str, message: str) -> None:
-    with backend.store.transaction() as db:
-        db.execute("UPDATE trial_detections SET status=?, status_message=? WHERE project=? AND name=?",
-                   (status, message, project, name))
+    """Record a running trial's progress or outcome (a finished trial keeps its outcome)."""
+    backend.store.trials.transition(project, name, (IN_PROGRESS,), status, message)
 
 
 def resume_interrupted(backend: Backend) -> None:
     """Run again the trials a restart interrupted (images already detected are kept)."""
-    backend.store.add_column("trial_images", "heatmap_ref", "TEXT")  # data dirs from before heatmaps
-    for row in backend.store.query("SELECT project, name FROM trial_detections WHERE status=?", (IN_PROGRESS,)):
-        backend.jobs.submit(TRIAL_JOB, f"{row['project']}/{row['name']}", run_trial, backend, row["project"],
-                            row["name"], resumed=True)
+    for trial in backend.store.trials.all_in(IN_PROGRESS):
+        backend.jobs.submit(TRIAL_JOB, f"{trial.project}/{trial.name}", run_trial, backend,
+                            trial.project, trial.name, resumed=True)
 
 
 # ------------------------------------------------------------------------------- verify and feed back
@@ -321,10 +298,7 @@ def verify(backend: Backend, project: str, name: str, verdicts: dict[str, str]) 
     bad = {label for label in verdicts.values() if label not in ("normal", "anomaly")}
     if bad:
         raise ValidationException(f"A verified label must be normal or anomaly, not {sorted(bad)[0]!r}.")
-    with backend.store.transaction() as db:
-        changed = sum(db.execute("UPDATE trial_images SET verified=? WHERE project=? AND trial=? AND source_ref=?",
-                                 (label, project, name, ref)).rowcount for ref, label in verdicts.items())
-    return changed
+    return backend.store.trials.verify(project, name, verdicts)
 
 
 def add_verified_to_dataset(backend: Backend, project: str, name: str) -> int:
@@ -337,9 +311,7 @@ def add_verified_to_dataset(backend: Backend, project: str, name: str) -> int:
     if not todo:
         raise ValidationException("There are no verified images that have not been added yet; verify some first.")
     put_lines(backend, project, "train", [_dataset_line(image) for image in todo])
-    with backend.store.transaction() as db:
-        db.executemany("UPDATE trial_images SET added=1 WHERE project=? AND trial=? AND source_ref=?",
-                       [(project, name, image.source_ref) for image in todo])
+    backend.store.trials.mark_added(project, name, [image.source_ref for image in todo])
     return len(todo)
 
 

@@ -1,9 +1,10 @@
 r"""JSON text from clients (request bodies, manifests, dataset changes), checked at the door.
 
-Python's json module accepts two things nothing downstream can handle: escaped lone surrogates
+Python's json module accepts three things nothing downstream can handle: escaped lone surrogates
 (``"\ud800"`` decodes to a str that is not Unicode text, which SQLite refuses to store, so a job
-holding one could not even record its failure) and nesting deep enough to exhaust the recursion
-limit. Both become a `JSONTextError` here, before any value reaches a service, a job or the store.
+holding one could not even record its failure), escaped NUL characters (``"\u0000"``, which
+PostgreSQL refuses in text) and nesting deep enough to exhaust the recursion limit. All become a
+`JSONTextError` here, before any value reaches a service, a job or the store.
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def check(value: Any) -> None:
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
+            if "\x00" in item:
+                raise JSONTextError("the JSON contains a string with a NUL character (\\u0000), which the service "
+                                    "can't store.")
             if not item.isascii():
                 try:
                     item.encode("utf-8")
@@ -51,6 +55,7 @@ def check(value: Any) -> None:
 
 def storable(text: str) -> str:
     """`text` with anything that is not Unicode text (lone surrogates, from data stored by older
-    versions) written as a backslash escape, so that a status message quoting user data can always
-    be stored: a job must be able to record its failure whatever the failure quotes."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    versions) or that PostgreSQL can't store (NUL) written as a backslash escape, so that a status
+    message quoting user data can always be stored: a job must be able to record its failure
+    whatever the failure quotes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")

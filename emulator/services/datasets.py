@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, cast
@@ -45,7 +44,8 @@ from emulator.formats.manifests import (
 from emulator.jobs import Outcome
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri
-from emulator.services.lookups import DATASET_TYPE_NAMES, find_dataset, get_project, require_dataset
+from emulator.services.lookups import DATASET_TYPE_NAMES, get_project, require_dataset
+from emulator.store.records import Dataset, DatasetEntry, NewEntry
 
 operations = OperationTable()
 
@@ -74,17 +74,13 @@ class Entry(ManifestLine):
 
 def dataset_summaries(backend: Backend, project: str) -> list[dict[str, Any]]:
     """DatasetMetadata of each dataset of a project (train first), for DescribeProject."""
-    rows = backend.store.query(
-        "SELECT * FROM datasets WHERE project=? ORDER BY dataset_type='test', dataset_type", (project,))
-    return [_metadata(row) for row in rows]
+    return [_metadata(dataset) for dataset in backend.store.datasets.of_project(project)]
 
 
 def list_entries(backend: Backend, project: str, dataset_type: str) -> list[Entry]:
     """Every entry of a dataset in insertion order (ResourceNotFoundException if it does not exist)."""
     require_dataset(backend, project, dataset_type)
-    rows = backend.store.query("SELECT line, created_at FROM dataset_entries WHERE project=? AND dataset_type=?"
-                               " ORDER BY seq", (project, dataset_type))
-    return [_entry(row) for row in rows]
+    return [_entry(entry) for entry in backend.store.entries.of_dataset(project, dataset_type)]
 
 
 def add_entries(backend: Backend, project: str, dataset_type: str, lines: list[dict[str, Any]]) -> str:
@@ -98,13 +94,11 @@ def remove_entries(backend: Backend, project: str, dataset_type: str, source_ref
     The API has no such operation, but the console removes images from a dataset; like an update,
     it is refused while an import or update is running.
     """
-    with backend.store.transaction() as db:
+    with backend.store.transaction():
         row = require_dataset(backend, project, dataset_type)
         _refuse_while_in_progress(row, project, "changed")
-        removed = sum(db.execute("DELETE FROM dataset_entries WHERE project=? AND dataset_type=? AND source_ref=?",
-                                 (project, dataset_type, ref)).rowcount for ref in source_refs)
-        db.execute("UPDATE datasets SET status_message=?, updated_at=? WHERE project=? AND dataset_type=?",
-                   (f"Removed {removed} images.", backend.now(), project, dataset_type))
+        removed = backend.store.entries.remove(project, dataset_type, source_refs)
+        backend.store.datasets.set_message(project, dataset_type, f"Removed {removed} images.", backend.now())
     return removed
 
 
@@ -118,17 +112,14 @@ def create_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     message = (f"Importing the images listed in s3://{manifest['Bucket']}/{manifest['Key']}." if manifest
                else "Created an empty dataset.")
     now = backend.now()
-    with backend.store.transaction() as db:
+    with backend.store.transaction():
         get_project(backend, project)
-        existing = db.execute("SELECT status FROM datasets WHERE project=? AND dataset_type=?",
-                              (project, dataset_type)).fetchone()
+        existing = backend.store.datasets.get(project, dataset_type)
         if existing is not None:
             raise ConflictException(
-                f"The project {project} already has a {dataset_type} dataset (status {existing['status']}). "
+                f"The project {project} already has a {dataset_type} dataset (status {existing.status}). "
                 "Delete it before creating another.", resource_id=dataset_type, resource_type=ResourceType.DATASET)
-        db.execute("INSERT INTO datasets(project, dataset_type, status, status_message, created_at, updated_at,"
-                   " manifest) VALUES (?,?,?,?,?,?,?)",
-                   (project, dataset_type, status, message, now, now, json.dumps(manifest) if manifest else None))
+        backend.store.datasets.add(project, dataset_type, status, message, now, manifest)
     if manifest:
         _submit(backend, project, dataset_type)
     # Not re-read: the import may already have finished, and this call reports what it started.
@@ -140,15 +131,12 @@ def create_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
 def describe_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project, dataset_type = params["ProjectName"], params["DatasetType"]
     row = require_dataset(backend, project, dataset_type)
-    [stats] = backend.store.query(  # an aggregate: always exactly one row
-        "SELECT COUNT(*) AS total, COUNT(label) AS labeled, COALESCE(SUM(label='normal'), 0) AS normal,"
-        " COALESCE(SUM(label='anomaly'), 0) AS anomaly FROM dataset_entries WHERE project=? AND dataset_type=?",
-        (project, dataset_type))
+    stats = backend.store.entries.stats(project, dataset_type)
     return {"DatasetDescription": {
-        "ProjectName": project, "DatasetType": dataset_type, "CreationTimestamp": row["created_at"],
-        "LastUpdatedTimestamp": row["updated_at"], "Status": row["status"], "StatusMessage": row["status_message"],
-        "ImageStats": {"Total": stats["total"], "Labeled": stats["labeled"], "Normal": stats["normal"],
-                       "Anomaly": stats["anomaly"]},
+        "ProjectName": project, "DatasetType": dataset_type, "CreationTimestamp": row.created_at,
+        "LastUpdatedTimestamp": row.updated_at, "Status": row.status, "StatusMessage": row.status_message,
+        "ImageStats": {"Total": stats.total, "Labeled": stats.labeled, "Normal": stats.normal,
+                       "Anomaly": stats.anomaly},
     }}
 
 
@@ -156,27 +144,15 @@ def describe_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]
 def list_dataset_entries(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project, dataset_type = params["ProjectName"], params["DatasetType"]
     require_dataset(backend, project, dataset_type)
-    conditions = ["project=?", "dataset_type=?", "seq>?"]
-    args: list[Any] = [project, dataset_type, decode_token(params.get("NextToken"), expected=int) or 0]
-    if "Labeled" in params:
-        conditions.append("label IS NOT NULL" if params["Labeled"] else "label IS NULL")
-    if "AnomalyClass" in params:
-        conditions.append("label=?")
-        args.append(params["AnomalyClass"])
-    if "BeforeCreationDate" in params:
-        conditions.append("created_at<?")
-        args.append(params["BeforeCreationDate"].timestamp())
-    if "AfterCreationDate" in params:
-        conditions.append("created_at>?")
-        args.append(params["AfterCreationDate"].timestamp())
-    if "SourceRefContains" in params:
-        conditions.append("instr(source_ref, ?)>0")
-        args.append(params["SourceRefContains"])
+    after = decode_token(params.get("NextToken"), expected=int) or 0
     size = page_size(params.get("MaxResults"))
-    rows = backend.store.query(f"SELECT seq, line FROM dataset_entries WHERE {' AND '.join(conditions)}"
-                               " ORDER BY seq LIMIT ?", (*args, size + 1))
-    shown, token = page(rows, size, lambda row: row["seq"])
-    return {"DatasetEntries": [row["line"] for row in shown], "NextToken": token}
+    before_date, after_date = params.get("BeforeCreationDate"), params.get("AfterCreationDate")
+    rows = backend.store.entries.page(
+        project, dataset_type, after, size + 1, labeled=params.get("Labeled"), label=params.get("AnomalyClass"),
+        before=before_date.timestamp() if before_date else None, after=after_date.timestamp() if after_date else None,
+        source_ref_contains=params.get("SourceRefContains"))
+    shown, token = page(rows, size, lambda row: row.seq)
+    return {"DatasetEntries": [row.line for row in shown], "NextToken": token}
 
 
 @operations.operation("UpdateDatasetEntries")
@@ -191,23 +167,23 @@ def update_dataset_entries(backend: Backend, params: dict[str, Any]) -> dict[str
 @operations.operation("DeleteDataset")
 def delete_dataset(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     project, dataset_type = params["ProjectName"], params["DatasetType"]
-    with backend.store.transaction() as db:
+    with backend.store.transaction():
         row = require_dataset(backend, project, dataset_type)
         _refuse_while_in_progress(row, project, "deleted")
-        db.execute("DELETE FROM datasets WHERE project=? AND dataset_type=?", (project, dataset_type))
+        backend.store.datasets.delete(project, dataset_type)
     return {}
 
 
 # --- internals ------------------------------------------------------------------------------------
 
-def _metadata(row: sqlite3.Row) -> dict[str, Any]:
-    return {"DatasetType": row["dataset_type"], "CreationTimestamp": row["created_at"], "Status": row["status"],
-            "StatusMessage": row["status_message"]}
+def _metadata(dataset: Dataset) -> dict[str, Any]:
+    return {"DatasetType": dataset.dataset_type, "CreationTimestamp": dataset.created_at, "Status": dataset.status,
+            "StatusMessage": dataset.status_message}
 
 
-def _entry(row: sqlite3.Row) -> Entry:
-    meaning = parse_line(json.loads(row["line"]), 0)  # stored lines were validated on the way in
-    return Entry(**{f.name: getattr(meaning, f.name) for f in fields(ManifestLine)}, created_at=row["created_at"])
+def _entry(entry: DatasetEntry) -> Entry:
+    meaning = parse_line(json.loads(entry.line), 0)  # stored lines were validated on the way in
+    return Entry(**{f.name: getattr(meaning, f.name) for f in fields(ManifestLine)}, created_at=entry.created_at)
 
 
 def _manifest_location(source: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -221,12 +197,12 @@ def _manifest_location(source: dict[str, Any] | None) -> dict[str, Any] | None:
     return cast(dict[str, Any], location)
 
 
-def _refuse_while_in_progress(row: sqlite3.Row, project: str, action: str) -> None:
-    if row["status"] in IN_PROGRESS:
+def _refuse_while_in_progress(row: Dataset, project: str, action: str) -> None:
+    if row.status in IN_PROGRESS:
         raise ConflictException(
-            f"The {row['dataset_type']} dataset of project {project} can't be {action} while its status is "
-            f"{row['status']}; wait until DescribeDataset reports that it has finished.",
-            resource_id=row["dataset_type"], resource_type=ResourceType.DATASET)
+            f"The {row.dataset_type} dataset of project {project} can't be {action} while its status is "
+            f"{row.status}; wait until DescribeDataset reports that it has finished.",
+            resource_id=row.dataset_type, resource_type=ResourceType.DATASET)
 
 
 def _start_update(backend: Backend, project: str, dataset_type: str, numbered: list[tuple[int, Any]]) -> str:
@@ -236,17 +212,16 @@ def _start_update(backend: Backend, project: str, dataset_type: str, numbered: l
         raise ValidationException(f"The Changes can't be applied: {exc}") from None
     if not parsed:
         raise ValidationException("The Changes contain no JSON lines.")
-    with backend.store.transaction() as db:
+    with backend.store.transaction():
         row = require_dataset(backend, project, dataset_type)
         _refuse_while_in_progress(row, project, "updated")
-        if row["status"] == CREATE_FAILED:
+        if row.status == CREATE_FAILED:
             raise ConflictException(
-                f"The {dataset_type} dataset of project {project} failed to be created ({row['status_message']}); "
+                f"The {dataset_type} dataset of project {project} failed to be created ({row.status_message}); "
                 "delete it and create it again.", resource_id=dataset_type, resource_type=ResourceType.DATASET)
-        db.execute("UPDATE datasets SET status=?, status_message=?, pending_changes=?, updated_at=?"
-                   " WHERE project=? AND dataset_type=?",
-                   (UPDATE_IN_PROGRESS, f"Applying {len(parsed)} JSON lines to the dataset.", json.dumps(numbered),
-                    backend.now(), project, dataset_type))
+        backend.store.datasets.transition(project, dataset_type, (row.status,), UPDATE_IN_PROGRESS,
+                                          f"Applying {len(parsed)} JSON lines to the dataset.", backend.now(),
+                                          pending_changes=numbered)
     _submit(backend, project, dataset_type)
     return UPDATE_IN_PROGRESS
 
@@ -259,9 +234,8 @@ def _submit(backend: Backend, project: str, dataset_type: str, resumed: bool = F
 def resume_interrupted_jobs(backend: Backend) -> None:
     """Finish the imports and updates a crash interrupted: their input is recorded, and redoing one is
     safe because nothing of it was committed."""
-    for row in backend.store.query("SELECT project, dataset_type FROM datasets WHERE status IN (?,?)",
-                                   IN_PROGRESS):
-        _submit(backend, row["project"], row["dataset_type"], resumed=True)
+    for row in backend.store.datasets.all_in(IN_PROGRESS):
+        _submit(backend, row.project, row.dataset_type, resumed=True)
 
 
 class _Interrupted(Exception):
@@ -270,24 +244,24 @@ class _Interrupted(Exception):
 
 def _run_job(backend: Backend, project: str, dataset_type: str) -> Outcome:
     """Import a manifest or apply an update, then record the outcome in the dataset's status."""
-    row = find_dataset(backend, project, dataset_type)
-    if row is None or row["status"] not in IN_PROGRESS:
+    row = backend.store.datasets.get(project, dataset_type)
+    if row is None or row.status not in IN_PROGRESS:  # gone, or a second run of a finished job
         return Outcome.SKIPPED
-    creating = row["status"] == CREATE_IN_PROGRESS
+    creating = row.status == CREATE_IN_PROGRESS
     manifest_uri = ""
     try:
         if creating:
-            location = json.loads(row["manifest"])
+            location = row.manifest or {}
             manifest_uri = s3_uri(location["Bucket"], location["Key"])
             parsed = _read_manifest(backend, location, manifest_uri)
         else:
-            parsed = parse_lines(json.loads(row["pending_changes"]))
+            parsed = parse_lines(row.pending_changes or [])
         checked, replaced = _check(backend, project, dataset_type, parsed)
         if creating:
             message = f"Imported {len(checked)} images from {manifest_uri}."
         else:
             message = f"Added {len(checked) - replaced} images and replaced {replaced}."
-        _finish(backend, project, dataset_type, row["status"], CREATE_COMPLETE if creating else UPDATE_COMPLETE,
+        _finish(backend, project, dataset_type, row.status, CREATE_COMPLETE if creating else UPDATE_COMPLETE,
                 message, checked)
     except _Interrupted:
         return Outcome.INTERRUPTED
@@ -298,10 +272,10 @@ def _run_job(backend: Backend, project: str, dataset_type: str) -> Outcome:
             log.exception("dataset job %s/%s failed", project, dataset_type)
             reason = "an internal error occurred; the server log has the details."
         if creating:
-            _finish(backend, project, dataset_type, row["status"], CREATE_FAILED,
+            _finish(backend, project, dataset_type, row.status, CREATE_FAILED,
                     f"The dataset could not be created from {manifest_uri}: {reason}")
         else:
-            _finish(backend, project, dataset_type, row["status"], UPDATE_FAILED,
+            _finish(backend, project, dataset_type, row.status, UPDATE_FAILED,
                     f"The update was rolled back and the dataset is unchanged: {reason}")
         return Outcome.FAILED
     return Outcome.SUCCEEDED
@@ -336,13 +310,12 @@ def _check(backend: Backend, project: str, dataset_type: str,
 
     Returns the checked lines and how many of them replace existing entries; raises ManifestError.
     """
-    rows = backend.store.query("SELECT dataset_type, source_ref, line, width, height FROM dataset_entries"
-                               " WHERE project=?", (project,))
+    rows = backend.store.entries.of_project(project)
     incoming = {entry.source_ref for _, entry in parsed}
-    mine = [r for r in rows if r["dataset_type"] == dataset_type]
-    replaced = sum(1 for r in mine if r["source_ref"] in incoming)
+    mine = [r for r in rows if r.dataset_type == dataset_type]
+    replaced = sum(1 for r in mine if r.source_ref in incoming)
     # Entries that stay as they are: the new lines must agree with them.
-    kept = [r for r in rows if not (r["dataset_type"] == dataset_type and r["source_ref"] in incoming)]
+    kept = [r for r in rows if not (r.dataset_type == dataset_type and r.source_ref in incoming)]
 
     total = len(mine) + len(parsed) - replaced
     if total > MAX_IMAGES[dataset_type]:
@@ -350,8 +323,8 @@ def _check(backend: Backend, project: str, dataset_type: str,
                             f"{DATASET_TYPE_NAMES[dataset_type]} dataset may have at most "
                             f"{MAX_IMAGES[dataset_type]}.")
     _check_label_count(kept, parsed)
-    bucket = parse_s3_uri(mine[0]["source_ref"])[0] if mine else parse_s3_uri(parsed[0][1].source_ref)[0]
-    reference = (kept[0]["source_ref"], kept[0]["width"], kept[0]["height"]) if kept else None
+    bucket = parse_s3_uri(mine[0].source_ref)[0] if mine else parse_s3_uri(parsed[0][1].source_ref)[0]
+    reference = (kept[0].source_ref, kept[0].width, kept[0].height) if kept else None
     checked = []
     for number, entry in parsed:
         if backend.jobs.stopping.is_set():
@@ -372,11 +345,11 @@ def _check(backend: Backend, project: str, dataset_type: str,
     return checked, replaced
 
 
-def _check_label_count(kept: list[sqlite3.Row], parsed: list[tuple[int, ManifestLine]]) -> None:
+def _check_label_count(kept: list[DatasetEntry], parsed: list[tuple[int, ManifestLine]]) -> None:
     new_labels = {name for _, entry in parsed for name in entry.label_colors}
     if not new_labels:
         return
-    labels = new_labels | {name for row in kept for name in parse_line(json.loads(row["line"]), 0).label_colors}
+    labels = new_labels | {name for row in kept for name in parse_line(json.loads(row.line), 0).label_colors}
     if len(labels) > MAX_PROJECT_LABELS:
         raise ManifestError(None, f"the project would have {len(labels)} anomaly labels; a project may have at "
                             f"most {MAX_PROJECT_LABELS}.")
@@ -407,15 +380,9 @@ def _finish(backend: Backend, project: str, dataset_type: str, expected: str, st
             checked: Sequence[_Checked] = ()) -> None:
     """Commit a job's outcome, unless the dataset went away meanwhile (its project was deleted)."""
     now = backend.now()
-    with backend.store.transaction() as db:
-        done = db.execute("UPDATE datasets SET status=?, status_message=?, pending_changes=NULL, updated_at=?"
-                          " WHERE project=? AND dataset_type=? AND status=?",
-                          (status, jsontext.storable(message), now, project, dataset_type, expected))
-        if done.rowcount == 0:
+    with backend.store.transaction():
+        if not backend.store.datasets.transition(project, dataset_type, (expected,), status,
+                                                 jsontext.storable(message), now):
             return
-        db.executemany(
-            "INSERT INTO dataset_entries(project, dataset_type, source_ref, line, label, width, height, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(project, dataset_type, source_ref) DO UPDATE SET"
-            " line=excluded.line, label=excluded.label, width=excluded.width, height=excluded.height",
-            [(project, dataset_type, c.entry.source_ref, c.entry.text, c.entry.label, c.width, c.height, now)
-             for c in checked])
+        backend.store.entries.put(project, dataset_type, [
+            NewEntry(c.entry.source_ref, c.entry.text, c.entry.label, c.width, c.height) for c in checked], now)

@@ -22,6 +22,7 @@ from emulator.formats.image_files import FORMAT_OF_CONTENT_TYPE, ImageError, ope
 from emulator.services import hosting
 from emulator.services.lookups import get_model
 from emulator.services.model_lifecycle import conflict
+from emulator.store.records import Model
 
 if TYPE_CHECKING:
     import engine
@@ -67,10 +68,10 @@ def _blank_png(width: int, height: int) -> bytes:
     return png.encode_rgb(np.full((height, width, 3), 255, dtype=np.uint8))
 
 
-def _stopped(row: Any) -> ConflictException:
+def _stopped(row: Model) -> ConflictException:
     """A StopModel finished between reading the model's status and running the request."""
-    return ConflictException(f"Model version {row['version']} of project {row['project']} is no longer hosted; "
-                             "start it with StartModel.", resource_id=str(row["version"]),
+    return ConflictException(f"Model version {row.version} of project {row.project} is no longer hosted; "
+                             "start it with StartModel.", resource_id=str(row.version),
                              resource_type=ResourceType.MODEL)
 
 
@@ -83,9 +84,9 @@ def detect(backend: Backend, params: dict[str, Any]) -> tuple[dict[str, Any], en
     """DetectAnomalies' answer with the engine's prediction it came from (whose anomaly map the
     console's trial detections show as a heatmap, for every model)."""
     row = get_model(backend, params["ProjectName"], params["ModelVersion"])
-    if row["status"] != ModelStatus.HOSTED:
+    if row.status != ModelStatus.HOSTED:
         raise conflict(row, "detect anomalies with")
-    hosted = hosting.registry(backend).get((row["project"], row["version"]))
+    hosted = hosting.registry(backend).get((row.project, row.version))
     if hosted is None:
         raise _stopped(row)
     image = read_image(params["Body"], params["ContentType"], hosted.image_size)

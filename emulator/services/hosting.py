@@ -80,8 +80,7 @@ def import_engine_early(backend: Backend) -> None:
     """With trained models to start, import the engine (PyTorch: seconds) in the background as the
     server starts, so that StartModel does not wait for it; the server accepts requests meanwhile.
     (Not a daemon thread: an interpreter must not exit in the middle of importing PyTorch.)"""
-    if backend.store.query_one("SELECT 1 FROM models WHERE status IN (?, ?) LIMIT 1",
-                               (ModelStatus.TRAINED, ModelStatus.HOSTING_FAILED)):
+    if backend.store.models.any_in((ModelStatus.TRAINED, ModelStatus.HOSTING_FAILED)):
         threading.Thread(target=importlib.import_module, args=("engine.model",),
                          name="lookout-engine-import").start()
 

@@ -4,12 +4,12 @@ message and ARN format exists once and the service modules need not import one a
 """
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from emulator.api.errors import ResourceNotFoundException
 from emulator.api.statuses import ResourceType
 from emulator.backend import Backend
+from emulator.store.records import Dataset, Model, Project
 
 DATASET_TYPE_NAMES = {"train": "training", "test": "test"}
 
@@ -22,24 +22,19 @@ def model_arn(backend: Backend, project: str, version: int) -> str:
     return backend.arn(f"model/{project}/{version}")
 
 
-def get_project(backend: Backend, name: str) -> sqlite3.Row:
-    """The project's row, or the ResourceNotFoundException every project-scoped call answers."""
-    row = backend.store.query_one("SELECT * FROM projects WHERE name=?", (name,))
+def get_project(backend: Backend, name: str) -> Project:
+    """The project, or the ResourceNotFoundException every project-scoped call answers."""
+    row = backend.store.projects.get(name)
     if row is None:
         raise ResourceNotFoundException(f"The project {name} does not exist.", resource_id=name,
                                         resource_type=ResourceType.PROJECT)
     return row
 
 
-def find_dataset(backend: Backend, project: str, dataset_type: str) -> sqlite3.Row | None:
-    return backend.store.query_one("SELECT * FROM datasets WHERE project=? AND dataset_type=?",
-                                   (project, dataset_type))
-
-
-def require_dataset(backend: Backend, project: str, dataset_type: str) -> sqlite3.Row:
-    """The dataset's row; ResourceNotFoundException for a missing project or dataset."""
+def require_dataset(backend: Backend, project: str, dataset_type: str) -> Dataset:
+    """The dataset; ResourceNotFoundException for a missing project or dataset."""
     get_project(backend, project)
-    row = find_dataset(backend, project, dataset_type)
+    row = backend.store.datasets.get(project, dataset_type)
     if row is None:
         raise ResourceNotFoundException(
             f"The project {project} has no {DATASET_TYPE_NAMES.get(dataset_type, dataset_type)} dataset "
@@ -47,17 +42,16 @@ def require_dataset(backend: Backend, project: str, dataset_type: str) -> sqlite
     return row
 
 
-def get_model(backend: Backend, project: str, version: str) -> sqlite3.Row:
-    """The model row for a ModelVersion ("latest" is the highest version), or the documented 404s."""
+def get_model(backend: Backend, project: str, version: str) -> Model:
+    """The model of a ModelVersion ("latest" is the highest version), or the documented 404s."""
     get_project(backend, project)
     if version == "latest":
-        row = backend.store.query_one("SELECT * FROM models WHERE project=? ORDER BY version DESC LIMIT 1",
-                                      (project,))
+        row = backend.store.models.latest(project)
         if row is None:
             raise ResourceNotFoundException(f"Project {project} has no models.", resource_id=project,
                                             resource_type=ResourceType.MODEL)
         return row
-    row = backend.store.query_one("SELECT * FROM models WHERE project=? AND version=?", (project, int(version)))
+    row = backend.store.models.get(project, int(version))
     if row is None:
         raise ResourceNotFoundException(f"Model version {version} does not exist in project {project}.",
                                         resource_id=version, resource_type=ResourceType.MODEL)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import uuid
 from typing import Any, cast
 
@@ -28,6 +27,7 @@ from emulator.jobs import Outcome
 from emulator.s3.objects import ObjectNotFound
 from emulator.services.lookups import engine_dir, get_model, get_project, model_arn
 from emulator.services.model_lifecycle import conflict
+from emulator.store.records import PackagingJob
 
 operations = OperationTable()
 
@@ -91,53 +91,51 @@ def start_model_packaging_job(backend: Backend, params: dict[str, Any]) -> dict[
     check_target(greengrass)
     job_name = params.get("JobName") or str(uuid.uuid4())
     now = backend.now()
-    with backend.store.transaction() as db:
+    with backend.store.transaction():
         model = get_model(backend, project, params["ModelVersion"])
-        if model["status"] == ModelStatus.TRAINING:
+        if model.status == ModelStatus.TRAINING:
             raise conflict(model, "package")
-        if model["status"] == ModelStatus.TRAINING_FAILED:
-            raise ValidationException(f"Model version {model['version']} of project {project} failed to train; "
+        if model.status == ModelStatus.TRAINING_FAILED:
+            raise ValidationException(f"Model version {model.version} of project {project} failed to train; "
                                       "only a trained model can be packaged.")
-        if db.execute("SELECT 1 FROM packaging_jobs WHERE project=? AND job_name=?", (project, job_name)).fetchone():
-            raise ConflictException(f"A model packaging job named {job_name} already exists in project {project}.",
-                                    resource_id=job_name, resource_type=ResourceType.MODEL_PACKAGE_JOB)
-        name, version = greengrass["ComponentName"], component_version(configuration, model["version"])
-        for other in db.execute("SELECT project, job_name, model_version, configuration FROM packaging_jobs "
-                                "WHERE status<>? AND json_extract(configuration, '$.Greengrass.ComponentName')=?",
-                                (FAILED, name)):
-            if component_version(json.loads(other["configuration"]), other["model_version"]) == version:
+        name, version = greengrass["ComponentName"], component_version(configuration, model.version)
+        for other in backend.store.packaging_jobs.all_in((CREATED, RUNNING, SUCCEEDED)):
+            if (_greengrass(other.configuration)["ComponentName"] == name
+                    and component_version(other.configuration, other.model_version) == version
+                    and (other.project, other.job_name) != (project, job_name)):
                 raise ConflictException(
                     f"The component {name} version {version} already exists (model packaging job "
-                    f"{other['job_name']} of project {other['project']}); choose another ComponentName or "
+                    f"{other.job_name} of project {other.project}); choose another ComponentName or "
                     "ComponentVersion.", resource_id=job_name, resource_type=ResourceType.MODEL_PACKAGE_JOB)
-        db.execute("INSERT INTO packaging_jobs(project, job_name, model_version, status, status_message, description,"
-                   " configuration, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                   (project, job_name, model["version"], CREATED, "The model packaging job was created.",
-                    params.get("Description"), json.dumps(configuration), now, now))
+        if not backend.store.packaging_jobs.add(project, job_name, model.version, CREATED,
+                                                "The model packaging job was created.", params.get("Description"),
+                                                configuration, now):
+            raise ConflictException(f"A model packaging job named {job_name} already exists in project {project}.",
+                                    resource_id=job_name, resource_type=ResourceType.MODEL_PACKAGE_JOB)
     _submit(backend, project, job_name)
     return {"JobName": job_name}
 
 
-def _get_job(backend: Backend, project: str, job_name: str) -> sqlite3.Row:
+def _get_job(backend: Backend, project: str, job_name: str) -> PackagingJob:
     get_project(backend, project)
-    row = backend.store.query_one("SELECT * FROM packaging_jobs WHERE project=? AND job_name=?", (project, job_name))
+    row = backend.store.packaging_jobs.get(project, job_name)
     if row is None:
         raise ResourceNotFoundException(f"The model packaging job {job_name} does not exist in project {project}.",
                                         resource_id=job_name, resource_type=ResourceType.MODEL_PACKAGE_JOB)
     return row
 
 
-def _metadata(row: sqlite3.Row) -> dict[str, Any]:
+def _metadata(job: PackagingJob) -> dict[str, Any]:
     return {
-        "JobName": row["job_name"],
-        "ProjectName": row["project"],
-        "ModelVersion": str(row["model_version"]),
-        "ModelPackagingJobDescription": row["description"],
+        "JobName": job.job_name,
+        "ProjectName": job.project,
+        "ModelVersion": str(job.model_version),
+        "ModelPackagingJobDescription": job.description,
         "ModelPackagingMethod": METHOD,
-        "Status": row["status"],
-        "StatusMessage": row["status_message"],
-        "CreationTimestamp": row["created_at"],
-        "LastUpdatedTimestamp": row["updated_at"],
+        "Status": job.status,
+        "StatusMessage": job.status_message,
+        "CreationTimestamp": job.created_at,
+        "LastUpdatedTimestamp": job.updated_at,
     }
 
 
@@ -145,9 +143,9 @@ def _metadata(row: sqlite3.Row) -> dict[str, Any]:
 def describe_model_packaging_job(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     row = _get_job(backend, params["ProjectName"], params["JobName"])
     description = _metadata(row)
-    description["ModelPackagingConfiguration"] = json.loads(row["configuration"])
-    if row["output_details"]:
-        description["ModelPackagingOutputDetails"] = json.loads(row["output_details"])
+    description["ModelPackagingConfiguration"] = row.configuration
+    if row.output_details:
+        description["ModelPackagingOutputDetails"] = row.output_details
     return {"ModelPackagingDescription": description}
 
 
@@ -157,10 +155,8 @@ def list_model_packaging_jobs(backend: Backend, params: dict[str, Any]) -> dict[
     get_project(backend, project)
     created, name = _position(params.get("NextToken"))
     size = page_size(params.get("MaxResults"))
-    rows = backend.store.query(
-        "SELECT * FROM packaging_jobs WHERE project=? AND (created_at>? OR (created_at=? AND job_name>?)) "
-        "ORDER BY created_at, job_name LIMIT ?", (project, created, created, name, size + 1))
-    shown, token = page(rows, size, lambda row: [row["created_at"], row["job_name"]])
+    rows = backend.store.packaging_jobs.page(project, created, name, size + 1)
+    shown, token = page(rows, size, lambda row: [row.created_at, row.job_name])
     return {"ModelPackagingJobs": [_metadata(row) for row in shown], "NextToken": token}
 
 
@@ -181,37 +177,37 @@ def _submit(backend: Backend, project: str, job_name: str, resumed: bool = False
 
 def _set_status(backend: Backend, project: str, job_name: str, status: str, message: str,
                 output_details: dict[str, Any] | None = None) -> None:
-    with backend.store.transaction() as db:
-        db.execute("UPDATE packaging_jobs SET status=?, status_message=?, output_details=?, updated_at=? "
-                   "WHERE project=? AND job_name=?",
-                   (status, message, json.dumps(output_details) if output_details else None, backend.now(),
-                    project, job_name))
+    """Move the job on from where its run leaves it: CREATED (or RUNNING, when a restart runs it
+    again) to RUNNING, then RUNNING to the outcome."""
+    expected = (CREATED, RUNNING) if status == RUNNING else (RUNNING,)
+    backend.store.packaging_jobs.transition(project, job_name, expected, status, message, backend.now(),
+                                            output_details)
 
 
 def run_packaging(backend: Backend, project: str, job_name: str) -> Outcome:
     """Package the model and record the outcome; never raises (the outcome is the job's status)."""
     import engine
 
-    row = backend.store.query_one("SELECT * FROM packaging_jobs WHERE project=? AND job_name=?", (project, job_name))
-    if row is None:  # its project was deleted while the job waited
+    row = backend.store.packaging_jobs.get(project, job_name)
+    if row is None or row.status not in (CREATED, RUNNING):  # its project was deleted, or a second run
         return Outcome.SKIPPED
-    configuration = json.loads(row["configuration"])
+    configuration = row.configuration
     greengrass = _greengrass(configuration)
-    name, version = greengrass["ComponentName"], component_version(configuration, row["model_version"])
+    name, version = greengrass["ComponentName"], component_version(configuration, row.model_version)
     _set_status(backend, project, job_name, RUNNING, "The model is being packaged.")
     location = greengrass["S3OutputLocation"]
     folder = _package_folder(location.get("Prefix") or "", name, version)
     try:
-        directory = engine_dir(backend, project, row["model_version"])
+        directory = engine_dir(backend, project, row.model_version)
         model = engine.load_model(directory, device="cpu")  # also proves the packaged artifact loads
         manifest = new_manifest(
             component_name=name, component_version=version,
-            model_arn=model_arn(backend, project, row["model_version"]),
+            model_arn=model_arn(backend, project, row.model_version),
             model_type="segmentation" if model.is_segmentation else "classification",
             image_size=model.image_size, label_colors=model.label_colors,
             ComponentDescription=greengrass.get("ComponentDescription"),
             ProjectName=project,
-            ModelVersion=str(row["model_version"]),
+            ModelVersion=str(row.model_version),
             Target={key: greengrass[key] for key in ("TargetDevice", "TargetPlatform", "CompilerOptions")
                     if key in greengrass},
         )
@@ -254,6 +250,5 @@ def _package_folder(prefix: str, name: str, version: str) -> str:
 
 def resume_packaging(backend: Backend) -> None:
     """Jobs a restart interrupted run again from the start (packaging is repeatable)."""
-    for row in backend.store.query("SELECT project, job_name FROM packaging_jobs WHERE status IN (?, ?)",
-                                   (CREATED, RUNNING)):
-        _submit(backend, row["project"], row["job_name"], resumed=True)
+    for row in backend.store.packaging_jobs.all_in((CREATED, RUNNING)):
+        _submit(backend, row.project, row.job_name, resumed=True)

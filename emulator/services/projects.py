@@ -1,7 +1,6 @@
 """Projects: CreateProject, DescribeProject, ListProjects, DeleteProject."""
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from emulator.api.errors import ConflictException
@@ -11,38 +10,36 @@ from emulator.api.statuses import ResourceType
 from emulator.backend import Backend
 from emulator.services.datasets import dataset_summaries
 from emulator.services.lookups import get_project, project_arn
+from emulator.store.records import Project
 
 operations = OperationTable()
 
 
-def _metadata(row: sqlite3.Row) -> dict[str, Any]:
-    return {"ProjectArn": row["arn"], "ProjectName": row["name"], "CreationTimestamp": row["created_at"]}
+def _metadata(project: Project) -> dict[str, Any]:
+    return {"ProjectArn": project.arn, "ProjectName": project.name, "CreationTimestamp": project.created_at}
 
 
 @operations.operation("CreateProject")
 def create_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     name = params["ProjectName"]
-    with backend.store.transaction() as db:
-        if db.execute("SELECT 1 FROM projects WHERE name=?", (name,)).fetchone():
-            raise ConflictException(f"A project named {name} already exists.", resource_id=name,
-                                    resource_type=ResourceType.PROJECT)
-        db.execute("INSERT INTO projects(name, arn, created_at) VALUES (?,?,?)",
-                   (name, project_arn(backend, name), backend.now()))
+    if not backend.store.projects.add(name, project_arn(backend, name), backend.now()):
+        raise ConflictException(f"A project named {name} already exists.", resource_id=name,
+                                resource_type=ResourceType.PROJECT)
     return {"ProjectMetadata": _metadata(get_project(backend, name))}
 
 
 @operations.operation("DescribeProject")
 def describe_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     row = get_project(backend, params["ProjectName"])
-    return {"ProjectDescription": {**_metadata(row), "Datasets": dataset_summaries(backend, row["name"])}}
+    return {"ProjectDescription": {**_metadata(row), "Datasets": dataset_summaries(backend, row.name)}}
 
 
 @operations.operation("ListProjects")
 def list_projects(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     after = decode_token(params.get("NextToken"), expected=str) or ""
     size = page_size(params.get("MaxResults"))
-    rows = backend.store.query("SELECT * FROM projects WHERE name>? ORDER BY name LIMIT ?", (after, size + 1))
-    shown, token = page(rows, size, lambda row: row["name"])
+    rows = backend.store.projects.page(after, size + 1)
+    shown, token = page(rows, size, lambda row: row.name)
     result: dict[str, Any] = {"Projects": [_metadata(r) for r in shown]}
     if token is not None:
         result["NextToken"] = token
@@ -54,21 +51,19 @@ def delete_project(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     """Delete a project and its tags. As the service requires (delete-project.md), its models and
     then its datasets must be deleted first; the console deletes them for the user."""
     name = params["ProjectName"]
-    with backend.store.transaction() as db:
+    with backend.store.transaction():
         row = get_project(backend, name)
-        models = [r["version"] for r in db.execute("SELECT version FROM models WHERE project=? ORDER BY version",
-                                                   (name,))]
+        models = backend.store.models.versions(name)
         if models:
             raise ConflictException(
                 f"The project {name} still has model version(s) {', '.join(map(str, models))}; delete its "
                 "models, then its datasets, before deleting the project.", resource_id=name,
                 resource_type=ResourceType.PROJECT)
-        datasets = [r["dataset_type"] for r in db.execute(
-            "SELECT dataset_type FROM datasets WHERE project=? ORDER BY dataset_type DESC", (name,))]
+        datasets = sorted((dataset.dataset_type for dataset in backend.store.datasets.of_project(name)), reverse=True)
         if datasets:
             raise ConflictException(
                 f"The project {name} still has a {' and a '.join(datasets)} dataset; delete its datasets with "
                 "DeleteDataset before deleting the project.", resource_id=name, resource_type=ResourceType.PROJECT)
-        db.execute("DELETE FROM projects WHERE name=?", (name,))
-        db.execute("DELETE FROM tags WHERE resource_arn=?", (row["arn"],))
-    return {"ProjectArn": row["arn"]}
+        backend.store.projects.delete(name)
+        backend.store.tags.remove(row.arn)
+    return {"ProjectArn": row.arn}

@@ -8,13 +8,13 @@ the same rules, inside the transaction that creates the model.
 from __future__ import annotations
 
 import re
-import sqlite3
 from typing import Any
 
 from emulator.api.errors import ResourceNotFoundException, ServiceQuotaExceededException, ValidationException
 from emulator.api.registry import OperationTable
 from emulator.api.statuses import ResourceType
 from emulator.backend import Backend
+from emulator.store.records import Tag
 
 operations = OperationTable()
 
@@ -24,7 +24,7 @@ _ARN = re.compile(r"arn:aws:lookoutvision:(?P<region>[^:]*):(?P<account>[^:]*):"
                   r"(?:project/(?P<project>[^/]+)|model/(?P<model_project>[^/]+)/(?P<version>[1-9][0-9]*))")
 
 
-def _require_resource(db: sqlite3.Connection, backend: Backend, arn: str) -> None:
+def _require_resource(backend: Backend, arn: str) -> None:
     """Refuse an ARN that is not a project or model ARN (ValidationException) or that names no
     existing resource of this emulator's region and account (ResourceNotFoundException)."""
     found = _ARN.fullmatch(arn)
@@ -35,10 +35,9 @@ def _require_resource(db: sqlite3.Connection, backend: Backend, arn: str) -> Non
     resource_type = ResourceType.PROJECT if found["project"] else ResourceType.MODEL
     local = found["region"] == backend.settings.region and found["account"] == backend.settings.account_id
     if found["project"]:
-        exists = local and db.execute("SELECT 1 FROM projects WHERE name=?", (found["project"],)).fetchone()
+        exists = local and backend.store.projects.get(found["project"]) is not None
     else:
-        exists = local and db.execute("SELECT 1 FROM models WHERE project=? AND version=?",
-                                      (found["model_project"], int(found["version"]))).fetchone()
+        exists = local and backend.store.models.get(found["model_project"], int(found["version"])) is not None
     if not exists:
         where = "" if local else (f" (this emulator serves region {backend.settings.region}, "
                                   f"account {backend.settings.account_id})")
@@ -53,7 +52,7 @@ def _refuse_reserved(keys: list[str]) -> None:
                                   f"{', '.join(reserved)}.")
 
 
-def apply_tags(db: sqlite3.Connection, arn: str, tags: list[dict[str, str]]) -> None:
+def apply_tags(backend: Backend, arn: str, tags: list[dict[str, str]]) -> None:
     """Add `tags` ([{"Key", "Value"}], as validated against the model) to the resource, replacing
     the values of keys it already has; runs in the caller's transaction (which an error rolls back)."""
     keys = [tag["Key"] for tag in tags]
@@ -61,7 +60,7 @@ def apply_tags(db: sqlite3.Connection, arn: str, tags: list[dict[str, str]]) -> 
     if duplicates:
         raise ValidationException(f"Each tag key may appear only once; repeated: {', '.join(duplicates)}.")
     _refuse_reserved(keys)
-    existing = {row["key"] for row in db.execute("SELECT key FROM tags WHERE resource_arn=?", (arn,))}
+    existing = {tag.key for tag in backend.store.tags.of(arn)}
     total = len(existing | set(keys))
     if total > MAX_TAGS_PER_RESOURCE:
         raise ServiceQuotaExceededException(
@@ -69,17 +68,15 @@ def apply_tags(db: sqlite3.Connection, arn: str, tags: list[dict[str, str]]) -> 
             f"would bring it to {total}.", resource_id=arn,
             resource_type=ResourceType.MODEL if ":model/" in arn else ResourceType.PROJECT,
             quota_code="TagsPerResource")
-    db.executemany("INSERT INTO tags(resource_arn, key, value) VALUES (?,?,?) "
-                   "ON CONFLICT(resource_arn, key) DO UPDATE SET value=excluded.value",
-                   [(arn, tag["Key"], tag["Value"]) for tag in tags])
+    backend.store.tags.put(arn, [Tag(tag["Key"], tag["Value"]) for tag in tags])
 
 
 @operations.operation("TagResource")
 def tag_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     arn = params["ResourceArn"]
-    with backend.store.transaction() as db:
-        _require_resource(db, backend, arn)
-        apply_tags(db, arn, params["Tags"])
+    with backend.store.transaction():
+        _require_resource(backend, arn)
+        apply_tags(backend, arn, params["Tags"])
     return {}
 
 
@@ -89,16 +86,16 @@ def untag_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     arn = params["ResourceArn"]
     keys = params["TagKeys"]
     _refuse_reserved(keys)
-    with backend.store.transaction() as db:
-        _require_resource(db, backend, arn)
-        db.executemany("DELETE FROM tags WHERE resource_arn=? AND key=?", [(arn, key) for key in keys])
+    with backend.store.transaction():
+        _require_resource(backend, arn)
+        backend.store.tags.remove(arn, keys)
     return {}
 
 
 @operations.operation("ListTagsForResource")
 def list_tags_for_resource(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
     arn = params["ResourceArn"]
-    with backend.store.transaction() as db:  # one consistent view: the resource and its tags
-        _require_resource(db, backend, arn)
-        rows = db.execute("SELECT key, value FROM tags WHERE resource_arn=? ORDER BY key", (arn,)).fetchall()
-    return {"Tags": [{"Key": row["key"], "Value": row["value"]} for row in rows]}
+    with backend.store.transaction():  # one consistent view: the resource and its tags
+        _require_resource(backend, arn)
+        tags = backend.store.tags.of(arn)
+    return {"Tags": [{"Key": tag.key, "Value": tag.value} for tag in tags]}

@@ -19,7 +19,6 @@ A training that a stop or a crash cut off starts again from its saved plan when 
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emulator.api.errors import ConflictException, ServiceError, ValidationException
-from emulator.api.statuses import ModelStatus
+from emulator.api.statuses import DatasetStatus, ModelStatus
 from emulator.backend import Backend, per_backend
 from emulator.disk import DISK_FULL, is_disk_full
 from emulator.formats import jsontext
@@ -99,12 +98,16 @@ class _Interrupted(Exception):
     """The emulator is shutting down: training stops and leaves the model to start-up recovery."""
 
 
-def update_model_row(backend: Backend, project: str, version: int, **columns: Any) -> None:
-    """Write job outcomes (status, metrics, hosting state) to one model row."""
-    names = ", ".join(f"{name}=?" for name in columns)
-    with backend.store.transaction() as db:
-        db.execute(f"UPDATE models SET {names} WHERE project=? AND version=?",
-                   (*columns.values(), project, version))
+def _training_message(backend: Backend, project: str, version: int, message: str) -> None:
+    """Show `message` in the StatusMessage of a model that is still training (a second run of a
+    finished job, or a model deleted meanwhile, changes nothing)."""
+    backend.store.models.set_message(project, version, ModelStatus.TRAINING, message)
+
+
+def _end_training(backend: Backend, project: str, version: int, status: str, message: str,
+                  **columns: Any) -> None:
+    """Record the outcome of a training: TRAINING -> `status` (TRAINED or TRAINING_FAILED)."""
+    backend.store.models.transition(project, version, (ModelStatus.TRAINING,), status, message, **columns)
 
 
 
@@ -131,7 +134,7 @@ def _ready_plan(backend: Backend, plan: TrainingPlan) -> TrainingPlan | Outcome:
         return Outcome.FAILED
     plan = replace(plan, train=train, test=test, auto_split=auto_split, label_colors=label_colors, waiting=False)
     save_plan(backend, plan)
-    update_model_row(backend, plan.project, plan.version, status_message=TRAINING_MESSAGE)
+    _training_message(backend, plan.project, plan.version, TRAINING_MESSAGE)
     return plan
 
 
@@ -151,11 +154,10 @@ def _look_again_later(backend: Backend, plan: TrainingPlan) -> None:
 def _why_unusable(backend: Backend, project: str, refused: ServiceError) -> str:
     """The StatusMessage reason of a waiting model whose datasets can't be trained on: the failed
     import's own message where there is one, else the error CreateModel would have answered."""
-    failed = backend.store.query_one("SELECT dataset_type, status_message FROM datasets WHERE project=? AND "
-                                     "status='CREATE_FAILED' ORDER BY dataset_type DESC", (project,))
+    failed = backend.store.datasets.first_in(project, (DatasetStatus.CREATE_FAILED,))
     if failed is None:
         return refused.message
-    return (f"the {failed['dataset_type']} dataset could not be imported ({failed['status_message']}). Delete the "
+    return (f"the {failed.dataset_type} dataset could not be imported ({failed.status_message}). Delete the "
             "dataset, create it again from a corrected manifest, then call CreateModel again.")
 
 
@@ -175,9 +177,8 @@ def run_training(backend: Backend, plan: TrainingPlan) -> Outcome:
 def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> Outcome:
     import engine
 
-    row = backend.store.query_one("SELECT status FROM models WHERE project=? AND version=?",
-                                  (plan.project, plan.version))
-    if row is None or row["status"] != ModelStatus.TRAINING:
+    row = backend.store.models.get(plan.project, plan.version)
+    if row is None or row.status != ModelStatus.TRAINING:  # gone, or a second run of a finished job
         return Outcome.SKIPPED
     started = time.monotonic()
     try:
@@ -204,12 +205,11 @@ def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> Outcome:
         # Every model's anomaly maps (and a segmentation model's masks) go with the evaluation output.
         manifest, result = write_evaluation(backend, plan, metrics, finished, _predictions(model, test))
         performance = {"F1Score": metrics.f1, "Recall": metrics.recall, "Precision": metrics.precision}
-        update_model_row(
-            backend, plan.project, plan.version, status=ModelStatus.TRAINED,
-            status_message=f"Training completed in {time.monotonic() - started:.1f} s "
-                           f"({len(train)} training and {len(test)} test images).",
-            performance=json.dumps(performance), evaluation_manifest=json.dumps(manifest),
-            evaluation_result=json.dumps(result), evaluation_end=finished)
+        _end_training(
+            backend, plan.project, plan.version, ModelStatus.TRAINED,
+            f"Training completed in {time.monotonic() - started:.1f} s "
+            f"({len(train)} training and {len(test)} test images).",
+            performance=performance, evaluation_manifest=manifest, evaluation_result=result, evaluation_end=finished)
     except _Interrupted:
         return Outcome.INTERRUPTED
     except (TrainingError, engine.EngineError) as exc:
@@ -242,8 +242,8 @@ def _fail(backend: Backend, plan: TrainingPlan, message: str, retry_in: float = 
     at growing intervals, until it succeeds or the emulator stops (start-up recovery then settles the
     model), so that no model stays TRAINING with no job behind it."""
     try:
-        update_model_row(backend, plan.project, plan.version, status=ModelStatus.TRAINING_FAILED,
-                         status_message=jsontext.storable(f"Training failed: {message}"))
+        _end_training(backend, plan.project, plan.version, ModelStatus.TRAINING_FAILED,
+                      jsontext.storable(f"Training failed: {message}"))
     except OSError as exc:
         if not is_disk_full(exc):
             raise
@@ -268,8 +268,7 @@ def _progress(backend: Backend, plan: TrainingPlan, progress: Progress) -> Calla
         now = time.monotonic()
         if now - last[0] >= _PROGRESS_INTERVAL:
             last[0] = now
-            update_model_row(backend, plan.project, plan.version,
-                             status_message=f"Training in progress: {step} ({fraction:.0%}).")
+            _training_message(backend, plan.project, plan.version, f"Training in progress: {step} ({fraction:.0%}).")
 
     return report
 
@@ -344,14 +343,13 @@ def _check_mask_colours(mask: np.ndarray, sample: Sample) -> None:
 def resume_training(backend: Backend) -> None:
     """Models left TRAINING by a stop or a crash train again from their saved plan (or go on
     waiting for their datasets); one without a plan can only be failed."""
-    for row in backend.store.query("SELECT project, version FROM models WHERE status=? ORDER BY created_at",
-                                   (ModelStatus.TRAINING,)):
-        plan = load_plan(backend, row["project"], row["version"])
+    for row in backend.store.models.all_in((ModelStatus.TRAINING,)):
+        plan = load_plan(backend, row.project, row.version)
         if plan is None:
-            update_model_row(backend, row["project"], row["version"], status=ModelStatus.TRAINING_FAILED,
-                             status_message="Training failed: the emulator stopped before the model's training "
-                             "plan was saved. Call CreateModel again to train a new version.")
+            _end_training(backend, row.project, row.version, ModelStatus.TRAINING_FAILED,
+                          "Training failed: the emulator stopped before the model's training plan was saved. Call "
+                          "CreateModel again to train a new version.")
             continue
         if not plan.waiting:
-            update_model_row(backend, row["project"], row["version"], status_message=TRAINING_MESSAGE)
+            _training_message(backend, row.project, row.version, TRAINING_MESSAGE)
         submit(backend, plan, resumed=True)

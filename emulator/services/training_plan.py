@@ -125,13 +125,12 @@ def plan_training(backend: Backend, project: str) -> tuple[list[Sample], list[Sa
 
 def _require_ready(backend: Backend, project: str, dataset_type: str, required: bool) -> bool:
     """Whether the dataset exists and can be trained on; an error if it is busy or unusable."""
-    row = backend.store.query_one("SELECT status FROM datasets WHERE project=? AND dataset_type=?",
-                                  (project, dataset_type))
+    row = backend.store.datasets.get(project, dataset_type)
     if row is None:
         if required:
             raise _no_train_dataset(project)
         return False
-    status = row["status"]
+    status = row.status
     if status in DATASET_BUSY:
         raise ConflictException(
             f"The {dataset_type} dataset of project {project} is {status}; wait until it finishes before "
@@ -146,15 +145,13 @@ def _require_ready(backend: Backend, project: str, dataset_type: str, required: 
 def busy_dataset(backend: Backend, project: str) -> str | None:
     """How a dataset of the project that is still being imported or updated is described (e.g.
     "train dataset (CREATE_IN_PROGRESS)"); None when no dataset job of the project is running."""
-    marks = ",".join("?" * len(DATASET_BUSY))
-    row = backend.store.query_one(f"SELECT dataset_type, status FROM datasets WHERE project=? AND status IN ({marks})"
-                                  " ORDER BY dataset_type DESC", (project, *DATASET_BUSY))
-    return None if row is None else f"{row['dataset_type']} dataset ({row['status']})"
+    row = backend.store.datasets.first_in(project, DATASET_BUSY)
+    return None if row is None else f"{row.dataset_type} dataset ({row.status})"
 
 
 def require_train_dataset(backend: Backend, project: str) -> None:
     """The check of `plan_training` that holds whatever the datasets' jobs will bring: a train dataset."""
-    if backend.store.query_one("SELECT 1 FROM datasets WHERE project=? AND dataset_type='train'", (project,)) is None:
+    if backend.store.datasets.get(project, "train") is None:
         raise _no_train_dataset(project)
 
 

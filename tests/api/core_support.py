@@ -6,15 +6,35 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from emulator.store import Store, schema, sqlite_url
 from emulator.testing import TEST_CREDENTIALS
+from emulator.testing.local import TEST_DATABASE_VARIABLE
 
 LISTENING = "lookout-emulator listening on "
+# Tests that copy, damage or fill metadata.sqlite3 (as kill -9, a bad disk or a full one leaves it): on
+# PostgreSQL there is no such file (the store's own tests cover its faults there). A string condition,
+# evaluated when the test runs: this module is imported before `--database postgresql` sets the variable.
+sqlite_file_only = pytest.mark.skipif(f"os.environ.get({TEST_DATABASE_VARIABLE!r})",
+                                      reason="arranges its state in the SQLite metadata file")
+
+
+@contextmanager
+def metadata_of(emulator: Any) -> Iterator[Store]:
+    """The metadata store of a stopped emulator, to arrange the state a crash or an older release
+    left behind (whichever database it uses)."""
+    store = Store.open(emulator.settings.database_url or sqlite_url(emulator.settings.db_path))
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def stored_model(emulator: Any, project: str, version: int = 1) -> str:
@@ -26,9 +46,9 @@ def stored_model(emulator: Any, project: str, version: int = 1) -> str:
     """
     arn = emulator.backend.arn(f"model/{project}/{version}")
     with emulator.backend.store.transaction() as db:
-        db.execute("INSERT INTO models(project, version, arn, status, status_message, output_bucket, created_at)"
-                   " VALUES (?,?,?,?,?,?,?)", (project, version, arn, "TRAINING_FAILED",
-                                               "arranged by a test", "unused-bucket", emulator.backend.now()))
+        db.execute(schema.models.insert().values(project=project, version=version, arn=arn, status="TRAINING_FAILED",
+                                                 status_message="arranged by a test", output_bucket="unused-bucket",
+                                                 created_at=emulator.backend.now()))
     return arn
 
 

@@ -8,11 +8,14 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.api.core_support import raw_request
+from emulator.store import schema
+from tests.api.core_support import metadata_of, raw_request
 from tests.api.datasets_support import error_of, labelled
 
 SURROGATE_LINE = b'{"source-ref": "s3://lookout-dataset-tests/\\ud800.png", "anomaly-label": 1, ' \
                  b'"anomaly-label-metadata": {"type": "groundtruth/image-classification", "class-name": "normal"}}'
+# An escaped NUL: valid JSON and Unicode, but PostgreSQL can't store it in text.
+NUL_LINE = SURROGATE_LINE.replace(b"\\ud800", b"\\u0000")
 
 
 def _api(emulator, method: str, path: str, body: bytes) -> tuple[int, dict]:
@@ -20,21 +23,23 @@ def _api(emulator, method: str, path: str, body: bytes) -> tuple[int, dict]:
     return status, json.loads(raw)
 
 
-def test_a_lone_surrogate_in_a_manifest_fails_the_import_and_nothing_is_stuck(kit):
+@pytest.mark.parametrize("line, why", [(SURROGATE_LINE, "Unicode"), (NUL_LINE, "NUL")], ids=["surrogate", "nul"])
+def test_a_lone_surrogate_in_a_manifest_fails_the_import_and_nothing_is_stuck(kit, line, why):
     image = kit.images(1)[0]
-    described = kit.create("train", json.dumps(labelled(image, "normal")).encode() + b"\n" + SURROGATE_LINE)
+    described = kit.create("train", json.dumps(labelled(image, "normal")).encode() + b"\n" + line)
     assert described["Status"] == "CREATE_FAILED", described
-    assert "line 2" in described["StatusMessage"] and "Unicode" in described["StatusMessage"]
+    assert "line 2" in described["StatusMessage"] and why in described["StatusMessage"]
     kit.lookout.delete_dataset(ProjectName=kit.project, DatasetType="train")  # not stuck: it can go
     assert kit.create("train", [labelled(image, "normal")])["Status"] == "CREATE_COMPLETE"
 
 
-def test_a_lone_surrogate_in_changes_is_a_validation_error(kit):
+@pytest.mark.parametrize("line, why", [(SURROGATE_LINE, "Unicode"), (NUL_LINE, "NUL")], ids=["surrogate", "nul"])
+def test_a_lone_surrogate_in_changes_is_a_validation_error(kit, line, why):
     kit.create("train", [labelled(kit.images(1)[0], "normal")])
     with pytest.raises(ClientError) as err:
-        kit.lookout.update_dataset_entries(ProjectName=kit.project, DatasetType="train", Changes=SURROGATE_LINE)
+        kit.lookout.update_dataset_entries(ProjectName=kit.project, DatasetType="train", Changes=line)
     code, status, message = error_of(err)
-    assert (code, status) == ("ValidationException", 400) and "Unicode" in message
+    assert (code, status) == ("ValidationException", 400) and why in message
     assert kit.describe()["Status"] == "CREATE_COMPLETE"
 
 
@@ -44,6 +49,16 @@ def test_a_lone_surrogate_in_a_request_body_is_a_validation_error(emulator, look
     status, error = _api(emulator, "POST", f"/2020-11-20/projects/{project_name}/models", body)
     assert status == 400 and "Unicode" in error["message"], error
     assert lookout.list_models(ProjectName=project_name)["Models"] == []
+
+
+@pytest.mark.parametrize("after", ["a\x00", "\udfff"], ids=["nul", "surrogate"])
+def test_a_crafted_next_token_with_unstorable_text_is_a_validation_error(lookout, after):
+    import base64
+
+    token = base64.b64encode(json.dumps({"after": after}).encode()).decode()
+    with pytest.raises(ClientError) as err:
+        lookout.list_projects(NextToken=token)
+    assert error_of(err)[:2] == ("ValidationException", 400)
 
 
 @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"ProjectName": ' + b"[" * 5000 + b"]" * 5000 + b"}",
@@ -81,7 +96,6 @@ def test_a_dataset_stuck_by_an_older_version_is_failed_at_the_next_start(tmp_pat
     """Data dirs written before the door checks may hold an update whose JSON carries a lone surrogate
     (the job could not store it and the dataset stayed UPDATE_IN_PROGRESS). The next start's recovery
     re-runs the job, which now ends UPDATE_FAILED instead of crashing again."""
-    import sqlite3
     import time
 
     from emulator.testing import LocalEmulator
@@ -91,9 +105,9 @@ def test_a_dataset_stuck_by_an_older_version_is_failed_at_the_next_start(tmp_pat
         lookout.create_project(ProjectName="stuck")
         lookout.create_dataset(ProjectName="stuck", DatasetType="train")
     pending = json.dumps([[1, {"source-ref": "s3://lookout-dataset-tests/\ud800.png"}]])  # escaped: storable
-    with sqlite3.connect(tmp_path / "metadata.sqlite3") as db:
-        db.execute("UPDATE datasets SET status='UPDATE_IN_PROGRESS', pending_changes=? WHERE project='stuck'",
-                   (pending,))
+    with metadata_of(emu) as store, store.transaction() as db:
+        db.execute(schema.datasets.update().where(schema.datasets.c.project == "stuck")
+                   .values(status="UPDATE_IN_PROGRESS", pending_changes=pending))
     with LocalEmulator(data_dir=tmp_path) as emu:
         lookout = emu.client("lookoutvision")
         deadline = time.monotonic() + 30

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from emulator.cli import build_parser, parse_args
-from tests.api.core_support import ServerProcess
+from tests.api.core_support import ServerProcess, sqlite_file_only
 
 SCRIPT = Path(sys.executable).with_name("lookout-emulator")
 
@@ -74,6 +74,8 @@ def one_line_refusal(result: subprocess.CompletedProcess[str]) -> str:
     (["--s3-endpoint-url", "minio:9000"], "argument --s3-endpoint-url: 'minio:9000' is not an http://"),
     (["--data-dir", ""], "argument --data-dir: must name a directory"),
     (["--allowed-host", "two words"], "argument --allowed-host: 'two words' is not a host name, .domain or *"),
+    (["--database-url", "mysql://db/lookout"], "argument --database-url: the database URL mysql://db/lookout names"),
+    (["--database-url", "not a url"], "argument --database-url: 'not a url' is not a database URL"),
     (["--unknown"], "unrecognized arguments: --unknown"),
 ])
 def test_each_bad_flag_is_one_line_and_exit_2(flags, message):
@@ -120,6 +122,39 @@ def test_a_missing_file_is_named_and_refused_before_the_data_dir_is_opened(tmp_p
 ])
 def test_an_unknown_option_is_named_before_a_missing_command(args, message):
     assert message in one_line_refusal(run_cli(*args))
+
+
+def test_db_upgrade_migrates_once_then_changes_nothing(tmp_path):
+    first = run_cli("db", "upgrade", "--data-dir", str(tmp_path))
+    assert first.returncode == 0 and first.stdout.strip() == "lookout-emulator: the metadata database is at " \
+        "revision 0001 (was none)", (first.stdout, first.stderr)
+    again = run_cli("db", "upgrade", env={"LOOKOUT_DATABASE_URL": f"sqlite:///{tmp_path}/metadata.sqlite3"})
+    assert again.returncode == 0 and again.stdout.strip().endswith("at revision 0001"), again.stdout
+
+
+def test_a_metadata_file_that_is_no_database_is_one_line(tmp_path):
+    (tmp_path / "metadata.sqlite3").write_bytes(b"scrambled" * 1000)
+    result = run_cli("db", "upgrade", "--data-dir", str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"lookout-emulator: The metadata database {tmp_path}/metadata.sqlite3 is damaged (file "
+                           "is not a database). Nothing was changed"), line
+
+
+@pytest.mark.skipif(not os.environ.get("LOOKOUT_TEST_DATABASE_URL"), reason="LOOKOUT_TEST_DATABASE_URL is not set: "
+                    "no PostgreSQL server to test on")
+def test_a_server_on_a_postgres_schema_behind_refuses_to_start(tmp_path):
+    from emulator.store.provision import create_database, drop_database
+
+    maintenance = os.environ["LOOKOUT_TEST_DATABASE_URL"]
+    url = create_database(maintenance, "lookout_test_cli_behind")
+    try:
+        line = one_line_refusal(run_cli("serve", "--port", "0", "--data-dir", str(tmp_path), "--database-url", url))
+        assert "has schema revision none but this release needs 0001" in line
+        assert "run: lookout-emulator db upgrade --database-url URL" in line
+        assert run_cli("db", "upgrade", "--database-url", url).returncode == 0
+    finally:
+        drop_database(maintenance, "lookout_test_cli_behind")
 
 
 def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
@@ -275,6 +310,7 @@ def _damaged_pages(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@sqlite_file_only
 @pytest.mark.parametrize("damage, problem", [(_garbage, "file is not a database"), (_damaged_pages, "malformed")])
 def test_a_corrupt_metadata_database_is_one_line_and_left_as_it_was(tmp_path, damage, problem):
     database = tmp_path / "data" / "metadata.sqlite3"

@@ -6,12 +6,13 @@ import time
 from typing import Any
 
 from emulator.console.trial_runs import create_trial, get_trial, trial_images
+from emulator.store.records import Trial
 from tests.api.models_support import encode, texture, trained
 
 
-def _finished(backend: Any, project: str, name: str, timeout: float = 120) -> dict[str, Any]:
+def _finished(backend: Any, project: str, name: str, timeout: float = 120) -> Trial:
     deadline = time.monotonic() + timeout
-    while (trial := get_trial(backend, project, name))["status"] == "IN_PROGRESS":
+    while (trial := get_trial(backend, project, name)).status == "IN_PROGRESS":
         assert time.monotonic() < deadline, f"trial {name} did not finish"
         time.sleep(0.05)
     return trial
@@ -32,7 +33,7 @@ def test_a_short_trial_does_not_stop_the_model_under_a_long_one(lookout: Any, s3
     create_trial(backend, kit.project, "long", "1", "upload", long)  # ...and ends long before this one
     for name, refs in (("short", short), ("long", long)):
         trial = _finished(backend, kit.project, name)
-        assert trial["status"] == "COMPLETED", trial
+        assert trial.status == "COMPLETED", trial
         images = trial_images(backend, kit.project, name)
         assert len(images) == len(refs) and all(i.error is None and i.is_anomalous is not None for i in images)
     assert kit.wait_model("1")["Status"] == "TRAINED"  # the last trial stopped what the trials started

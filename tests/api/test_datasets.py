@@ -97,7 +97,7 @@ def test_a_project_has_one_train_and_one_test_dataset(kit: DatasetKit, emulator)
     summaries = dataset_summaries(emulator.backend, kit.project)
     assert [s["DatasetType"] for s in summaries] == ["train", "test"]
     assert all(s["Status"] == "CREATE_COMPLETE" and s["CreationTimestamp"] > 0 for s in summaries)
-    assert require_dataset(emulator.backend, kit.project, "test")["status"] == "CREATE_COMPLETE"
+    assert require_dataset(emulator.backend, kit.project, "test").status == "CREATE_COMPLETE"
 
 
 def test_create_in_a_missing_project(lookout, project_name: str) -> None:

@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from emulator.services.datasets import add_entries, remove_entries
 from emulator.testing import TEST_CREDENTIALS, LocalEmulator
+from tests.api.core_support import sqlite_file_only
 from tests.api.datasets_support import (
     BUCKET,
     OTHER_BUCKET,
@@ -119,6 +120,7 @@ def test_datasets_in_progress_reject_updates_and_deletion(kit: DatasetKit, emula
     assert kit.wait("test")["ImageStats"]["Anomaly"] == 1
 
 
+@sqlite_file_only
 def test_an_interrupted_import_and_update_are_finished_or_failed_on_restart(
         emulator, s3, buckets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The crash state is a copy of the database taken while both jobs were in progress, which is what

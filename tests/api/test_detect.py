@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from emulator.services.hosting import registry
+from emulator.store import schema
 from tests.api.datasets_support import error_of
 from tests.api.models_support import COLOUR, LABEL, SIZE, Trained, encode, new_kit, texture, trained
 
@@ -216,7 +217,7 @@ def test_a_model_that_cannot_be_loaded_fails_hosting(lookout: Any, s3: Any, proj
     kit = new_kit(lookout, s3, project_name)
     version = kit.failed_model()
     with emulator.backend.store.transaction() as db:  # arranged: a TRAINED row whose artifact is missing
-        db.execute("UPDATE models SET status='TRAINED' WHERE project=?", (project_name,))
+        db.execute(schema.models.update().where(schema.models.c.project == project_name).values(status="TRAINED"))
     lookout.start_model(ProjectName=project_name, ModelVersion=version, MinInferenceUnits=1)
     described = kit.wait_model(version)
     assert described["Status"] == "HOSTING_FAILED"

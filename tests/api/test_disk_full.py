@@ -91,18 +91,19 @@ def test_a_full_disk_fails_cleanly(small_disk: Path) -> None:
         assert "big.bin" not in [o["Key"] for o in s3.list_objects_v2(Bucket=OUTPUT_BUCKET).get("Contents", [])]
         assert not list((small_disk / "data").rglob("*.tmp")), "a partial object was left behind"
 
-        # SQLite reuses its write-ahead log's space for a while: write until a write needs more.
-        for number in range(3000):
-            try:
-                lookout.create_project(ProjectName=f"more-{number}")
-            except ClientError as error:
-                refused = error.response
-                break
-        else:
-            pytest.fail("3000 projects were created on a full disk")
-        assert (refused["Error"]["Code"], refused["ResponseMetadata"]["HTTPStatusCode"]) == (
-            "InternalServerException", 500)
-        assert FULL in refused["Error"]["Message"]
+        if emu.settings.database_url is None:  # the metadata is on this disk too (not with PostgreSQL)
+            # SQLite reuses its write-ahead log's space for a while: write until a write needs more.
+            for number in range(3000):
+                try:
+                    lookout.create_project(ProjectName=f"more-{number}")
+                except ClientError as error:
+                    refused = error.response
+                    break
+            else:
+                pytest.fail("3000 projects were created on a full disk")
+            assert (refused["Error"]["Code"], refused["ResponseMetadata"]["HTTPStatusCode"]) == (
+                "InternalServerException", 500)
+            assert FULL in refused["Error"]["Message"]
 
         for path in small_disk.glob("filler-*"):
             path.unlink()

@@ -64,12 +64,11 @@ def test_recovery_hooks_run_before_the_port_accepts(tmp_path):
     def probe(backend):
         with socket.socket() as client:
             observed.append("refused" if client.connect_ex(("127.0.0.1", port)) else "accepted")
-        with backend.store.transaction() as db:
-            db.execute("INSERT INTO projects(name, arn, created_at) VALUES ('recovered', 'arn', 0)")
+        backend.store.projects.add("recovered", "arn", 0)
 
     with Server(Settings(data_dir=tmp_path, port=port), extra_recovery=[probe]) as server:
         assert observed == ["refused"]
-        assert server.backend.store.query_one("SELECT name FROM projects WHERE name='recovered'") is not None
+        assert server.backend.store.projects.get("recovered") is not None
 
 
 def test_parallel_clients_never_corrupt_state(emulator, lookout):
@@ -101,7 +100,9 @@ def test_parallel_clients_never_corrupt_state(emulator, lookout):
     expected = sorted([contested] + [name for _, kept in results for name in kept])
     listed = lookout.get_paginator("list_projects").paginate(PaginationConfig={"PageSize": 7}).build_full_result()
     assert sorted(p["ProjectName"] for p in listed["Projects"] if run in p["ProjectName"]) == expected
-    assert emulator.backend.store.query_one("PRAGMA integrity_check")[0] == "ok"
+    if emulator.backend.store.database.is_sqlite:
+        with emulator.backend.store.transaction() as db:
+            assert db.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
 
 
 def test_parallel_tagging_respects_the_limit(lookout, project_name):

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.api.core_support import ServerProcess
+from tests.api.core_support import ServerProcess, sqlite_file_only
 from tests.api.models_support import OUTPUT_BUCKET, ModelKit, new_kit, trained
 
 CLI = [sys.executable, "-m", "emulator.cli"]
@@ -69,6 +69,7 @@ def _snapshot(emulator: Any, target: Path, projects: list[str]) -> None:
         shutil.copytree(emulator.settings.models_dir / project, target / "models" / project)
 
 
+@sqlite_file_only
 def test_hosted_models_are_hosted_again_after_a_crash(emulator: Any, lookout: Any, s3: Any, tmp_path: Path) -> None:
     hosted, stopping = trained("classification", lookout, s3), trained("segmentation", lookout, s3)
     hosted.kit.host("1")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import sqlite3
 import subprocess
@@ -25,12 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from emulator.testing import TEST_CREDENTIALS, LocalEmulator
 from tests.access.access_support import CREDENTIALS, FULL, READ_ONLY, make_client
-from tests.api.core_support import raw_request
+from tests.api.core_support import raw_request, sqlite_file_only
 from tests.api.datasets_support import BUCKET, DatasetKit, labelled
 
-# Two tests arrange a fault by writing the SQLite file; on PostgreSQL the store's own tests cover it.
-sqlite_only = pytest.mark.skipif(bool(os.environ.get("LOOKOUT_TEST_DATABASE_URL")),
-                                 reason="arranges its fault in the SQLite metadata file")
 METRICS_TOKEN = "scrape-token-0123456789abcdef"  # noqa: S105 - a test server's token
 
 
@@ -83,7 +79,7 @@ def test_a_bucket_named_like_a_probe_stays_usable_by_signed_s3_requests(s3: Any,
     assert get_json(emulator.endpoint_url, "/healthz") == (200, {"status": "alive"})  # unsigned: the probe
 
 
-@sqlite_only
+@sqlite_file_only
 def test_readyz_names_a_database_whose_schema_is_behind(tmp_path: Path) -> None:
     with LocalEmulator(data_dir=tmp_path) as server:
         with sqlite3.connect(server.settings.db_path) as db:
@@ -170,7 +166,7 @@ def test_job_metrics_and_log_lines_follow_a_dataset_import(emulator: LocalEmulat
     assert len(lines) == 2
 
 
-@sqlite_only
+@sqlite_file_only
 def test_a_restart_logs_the_jobs_it_resumes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A dataset job the server stopped under is resumed at the next start, and says so."""
     with LocalEmulator(data_dir=tmp_path) as server:

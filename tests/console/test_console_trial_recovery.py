@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from emulator.store import schema
 from emulator.testing import LocalEmulator
 
 
@@ -11,14 +12,14 @@ def test_interrupted_trial_runs_again_after_a_restart(tmp_path):
     with LocalEmulator(data_dir=tmp_path) as first:
         first.client().create_project(ProjectName="crashed")
         with first.backend.store.transaction() as db:  # the state a crash mid-trial leaves behind
-            db.execute("INSERT INTO trial_detections(project, name, model_version, source, status, created_at)"
-                       " VALUES ('crashed', 'batch', 1, 'upload', 'IN_PROGRESS', 0)")
-            db.execute("INSERT INTO trial_images(project, trial, source_ref) VALUES ('crashed', 'batch', 's3://b/k.png')")
+            db.execute(schema.trial_detections.insert().values(project="crashed", name="batch", model_version=1,
+                                                               source="upload", status="IN_PROGRESS", created_at=0))
+            db.execute(schema.trial_images.insert().values(project="crashed", trial="batch", source_ref="s3://b/k.png"))
     with LocalEmulator(data_dir=tmp_path) as second:
         deadline = time.monotonic() + 30
-        while (row := second.backend.store.query_one(
-                "SELECT status, status_message FROM trial_detections WHERE name='batch'"))["status"] == "IN_PROGRESS":
+        while (trial := second.backend.store.trials.get("crashed", "batch")).status == "IN_PROGRESS":
             assert time.monotonic() < deadline, "the interrupted trial detection was not resumed"
             time.sleep(0.05)
-    assert row["status"] == "FAILED"
-    assert "model" in row["status_message"].lower() and "1" in row["status_message"], row["status_message"]
+    assert trial.status == "FAILED"
+    message = trial.status_message or ""
+    assert "model" in message.lower() and "1" in message, message

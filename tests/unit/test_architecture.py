@@ -1,5 +1,8 @@
-"""The shape of the code: no import cycles, and a service function for every operation of the model."""
+"""The shape of the code: no import cycles, SQL only in the store, and a service function for every
+operation of the model."""
 from __future__ import annotations
+
+import ast
 
 from emulator import services
 from emulator.api.servicemodel import service_model
@@ -14,6 +17,21 @@ def test_no_import_cycles_in_emulator():
 def test_no_import_cycles_in_engine():
     """Function-level and type-only imports count too (see import_graph.py)."""
     assert cycles(import_graph(packages=["engine"])) == []
+
+
+def test_only_the_store_talks_to_the_database():
+    """No module outside emulator/store imports a database driver or SQLAlchemy: services and the
+    console reach the metadata through the store's repositories."""
+    drivers = ("sqlite3", "sqlalchemy", "psycopg", "alembic")
+    offenders = []
+    for module, path in module_files().items():
+        if module == "emulator.store" or module.startswith("emulator.store."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{module}: {name}" for name in names if name.split(".")[0] in drivers]
+    assert offenders == []
 
 
 def test_the_cycle_finder_finds_cycles(tmp_path):

@@ -82,7 +82,7 @@ def test_decorator_with_options_and_pytest_fixtures_still_injected(tmp_path):
         return boto3.client("lookoutvision").create_project(ProjectName=name)["ProjectMetadata"]["ProjectArn"]
 
     assert create("regional").startswith("arn:aws:lookoutvision:eu-west-1:")
-    assert (tmp_path / "kept" / "metadata.sqlite3").is_file()  # a data dir you pass is yours: it is kept
+    assert any((tmp_path / "kept").iterdir())  # a data dir you pass is yours: it is kept
 
 
 def test_errors_inside_the_block_still_tear_down():

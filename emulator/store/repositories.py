@@ -1,0 +1,534 @@
+"""Per-resource repositories: every query of the metadata database, taking and returning typed
+records (`emulator.store.records`). Services and the console call these methods and write no SQL.
+
+Each status change is one guarded update here (``UPDATE ... WHERE status IN (:expected)``) that
+reports whether it applied: a job that runs a second time, or a caller that lost a race, finds the
+row already moved on and changes nothing. A method called inside ``Store.transaction()`` runs in
+that transaction.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Row,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from emulator.store import records, schema
+from emulator.store.database import Database
+
+R = TypeVar("R")
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _unjson(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _decode(row: Row[Any], record: type[R], json_columns: tuple[str, ...] = ()) -> R:
+    """The record of a row, its JSON text columns decoded."""
+    values = dict(row._mapping)
+    return record(**{**values, **{name: _unjson(values[name]) for name in json_columns}})
+
+
+def _key(table: Table, **values: Any) -> ColumnElement[bool]:
+    """The condition that picks a row by its primary key columns."""
+    return and_(*(table.c[name] == value for name, value in values.items()))
+
+
+@functools.cache
+def _by_key(table: Table, names: tuple[str, ...]) -> Select[Any]:
+    """SELECT of one row by key, built once: building a statement costs as much as running it, and
+    these lookups are on every request's path (DescribeModel, DetectAnomalies)."""
+    return select(table).where(and_(*(table.c[name] == bindparam(name) for name in names)))
+
+
+class _Repository:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def _rows(self, statement: Executable) -> Sequence[Row[Any]]:
+        with self._db.connection() as conn:
+            return conn.execute(statement).all()
+
+    def _first(self, statement: Executable) -> Row[Any] | None:
+        with self._db.connection() as conn:
+            return conn.execute(statement).first()
+
+    def _get(self, table: Table, decode: Callable[[Row[Any]], R], **key: Any) -> R | None:
+        """The row of `table` with this primary key, decoded; None if there is none."""
+        with self._db.connection() as conn:
+            row = conn.execute(_by_key(table, tuple(key)), key).first()
+        return None if row is None else decode(row)
+
+    def _one(self, statement: Executable) -> Row[Any]:
+        with self._db.connection() as conn:
+            return conn.execute(statement).one()
+
+    def _write(self, statement: Executable, parameters: list[dict[str, Any]] | None = None) -> int:
+        """Run a change in the caller's transaction (or one of its own); the rows it touched."""
+        with self._db.transaction() as conn:
+            return conn.execute(statement, parameters).rowcount if parameters is not None \
+                else conn.execute(statement).rowcount
+
+    def _upsert(self, table: Table) -> Any:
+        """INSERT with ON CONFLICT clauses: both dialects spell it alike, each needs its own construct."""
+        return (postgresql.insert(table) if self._db.dialect == "postgresql" else sqlite.insert(table))
+
+
+class Projects(_Repository):
+    def get(self, name: str) -> records.Project | None:
+        return self._get(schema.projects, lambda row: records.Project(**row._mapping), name=name)
+
+    def add(self, name: str, arn: str, created_at: float) -> bool:
+        """Create the project; False if one of that name exists."""
+        return self._write(self._upsert(schema.projects).values(name=name, arn=arn, created_at=created_at)
+                           .on_conflict_do_nothing()) == 1
+
+    def page(self, after: str, limit: int) -> list[records.Project]:
+        """Projects by name, the first `limit` after `after`."""
+        c = schema.projects.c
+        return [records.Project(**row._mapping)
+                for row in self._rows(select(schema.projects).where(c.name > after).order_by(c.name).limit(limit))]
+
+    def delete(self, name: str) -> None:
+        """Delete the project; its datasets, models, versions, packaging jobs and trials go with it."""
+        self._write(delete(schema.projects).where(schema.projects.c.name == name))
+
+
+def _dataset(row: Row[Any]) -> records.Dataset:
+    return _decode(row, records.Dataset, ("manifest", "pending_changes"))
+
+
+class Datasets(_Repository):
+    def _key(self, project: str, dataset_type: str) -> ColumnElement[bool]:
+        return _key(schema.datasets, project=project, dataset_type=dataset_type)
+
+    def get(self, project: str, dataset_type: str) -> records.Dataset | None:
+        return self._get(schema.datasets, _dataset, project=project, dataset_type=dataset_type)
+
+    def of_project(self, project: str) -> list[records.Dataset]:
+        """The project's datasets, train first."""
+        c = schema.datasets.c
+        return [_dataset(row) for row in self._rows(
+            select(schema.datasets).where(c.project == project).order_by(c.dataset_type == "test", c.dataset_type))]
+
+    def first_in(self, project: str, statuses: Iterable[str]) -> records.Dataset | None:
+        """A dataset of the project in one of `statuses` (the test dataset before the train dataset)."""
+        c = schema.datasets.c
+        row = self._first(select(schema.datasets).where(c.project == project, c.status.in_(list(statuses)))
+                          .order_by(c.dataset_type.desc()).limit(1))
+        return None if row is None else _dataset(row)
+
+    def all_in(self, statuses: Iterable[str]) -> list[records.Dataset]:
+        """Every dataset in one of `statuses` (recovery: the jobs a restart interrupted)."""
+        c = schema.datasets.c
+        return [_dataset(row) for row in self._rows(select(schema.datasets).where(c.status.in_(list(statuses)))
+                                                    .order_by(c.project, c.dataset_type))]
+
+    def add(self, project: str, dataset_type: str, status: str, message: str, created_at: float,
+            manifest: dict[str, Any] | None) -> bool:
+        """Create the dataset; False if the project already has one of this type."""
+        return self._write(self._upsert(schema.datasets).values(
+            project=project, dataset_type=dataset_type, status=status, status_message=message, created_at=created_at,
+            updated_at=created_at, manifest=_json(manifest)).on_conflict_do_nothing()) == 1
+
+    def delete(self, project: str, dataset_type: str) -> None:
+        """Delete the dataset and its entries."""
+        self._write(delete(schema.datasets).where(self._key(project, dataset_type)))
+
+    def set_message(self, project: str, dataset_type: str, message: str, updated_at: float) -> None:
+        self._write(update(schema.datasets).where(self._key(project, dataset_type))
+                    .values(status_message=message, updated_at=updated_at))
+
+    def transition(self, project: str, dataset_type: str, expected: Iterable[str], status: str, message: str,
+                   updated_at: float, pending_changes: list[Any] | None = None) -> bool:
+        """Move the dataset from one of the `expected` statuses to `status` (with the update's input
+        as `pending_changes`, None once it is applied); False if it was in none of them."""
+        c = schema.datasets.c
+        return self._write(update(schema.datasets)
+                           .where(self._key(project, dataset_type), c.status.in_(list(expected)))
+                           .values(status=status, status_message=message, updated_at=updated_at,
+                                   pending_changes=_json(pending_changes))) == 1
+
+
+class Entries(_Repository):
+    """Dataset entries: the JSON lines of each dataset, in insertion order."""
+
+    def of_dataset(self, project: str, dataset_type: str) -> list[records.DatasetEntry]:
+        c = schema.dataset_entries.c
+        return [records.DatasetEntry(**row._mapping) for row in self._rows(
+            select(schema.dataset_entries).where(c.project == project, c.dataset_type == dataset_type)
+            .order_by(c.seq))]
+
+    def of_project(self, project: str) -> list[records.DatasetEntry]:
+        c = schema.dataset_entries.c
+        return [records.DatasetEntry(**row._mapping)
+                for row in self._rows(select(schema.dataset_entries).where(c.project == project).order_by(c.seq))]
+
+    def page(self, project: str, dataset_type: str, after_seq: int, limit: int, *, labeled: bool | None = None,
+             label: str | None = None, before: float | None = None, after: float | None = None,
+             source_ref_contains: str | None = None) -> list[records.DatasetEntry]:
+        """ListDatasetEntries: the entries after `after_seq` that pass the filters given."""
+        c = schema.dataset_entries.c
+        conditions = [c.project == project, c.dataset_type == dataset_type, c.seq > after_seq]
+        if labeled is not None:
+            conditions.append(c.label.is_not(None) if labeled else c.label.is_(None))
+        if label is not None:
+            conditions.append(c.label == label)
+        if before is not None:
+            conditions.append(c.created_at < before)
+        if after is not None:
+            conditions.append(c.created_at > after)
+        if source_ref_contains is not None:  # case-sensitive on both databases (LIKE is not on SQLite)
+            if "\x00" in source_ref_contains:  # no stored text holds NUL, and PostgreSQL can't even be asked
+                return []
+            position = func.strpos if self._db.dialect == "postgresql" else func.instr
+            conditions.append(position(c.source_ref, source_ref_contains) > 0)
+        return [records.DatasetEntry(**row._mapping) for row in self._rows(
+            select(schema.dataset_entries).where(*conditions).order_by(c.seq).limit(limit))]
+
+    def stats(self, project: str, dataset_type: str) -> records.ImageStats:
+        c = schema.dataset_entries.c
+        row = self._one(select(
+            func.count().label("total"), func.count(c.label).label("labeled"),
+            func.coalesce(func.sum(case((c.label == "normal", 1), else_=0)), 0).label("normal"),
+            func.coalesce(func.sum(case((c.label == "anomaly", 1), else_=0)), 0).label("anomaly"),
+        ).where(c.project == project, c.dataset_type == dataset_type))
+        return records.ImageStats(**{name: int(value) for name, value in row._mapping.items()})
+
+    def remove(self, project: str, dataset_type: str, source_refs: Iterable[str]) -> int:
+        """Remove the entries with these source-refs; how many there were."""
+        c = schema.dataset_entries.c
+        return self._write(delete(schema.dataset_entries).where(
+            c.project == project, c.dataset_type == dataset_type, c.source_ref.in_(list(set(source_refs)))))
+
+    def put(self, project: str, dataset_type: str, entries: Sequence[records.NewEntry], created_at: float) -> None:
+        """Add entries, replacing those with the same source-ref (which keep their place and creation time)."""
+        if not entries:
+            return
+        statement = self._upsert(schema.dataset_entries)
+        self._write(statement.on_conflict_do_update(
+            index_elements=["project", "dataset_type", "source_ref"],
+            set_={name: statement.excluded[name] for name in ("line", "label", "width", "height")}),
+            [{"project": project, "dataset_type": dataset_type, "source_ref": e.source_ref, "line": e.line,
+              "label": e.label, "width": e.width, "height": e.height, "created_at": created_at} for e in entries])
+
+
+_MODEL_JSON = ("performance", "evaluation_manifest", "evaluation_result")
+
+
+def _model(row: Row[Any]) -> records.Model:
+    return _decode(row, records.Model, _MODEL_JSON)
+
+
+class Models(_Repository):
+    def _key(self, project: str, version: int) -> ColumnElement[bool]:
+        return _key(schema.models, project=project, version=version)
+
+    def get(self, project: str, version: int) -> records.Model | None:
+        return self._get(schema.models, _model, project=project, version=version)
+
+    def latest(self, project: str) -> records.Model | None:
+        c = schema.models.c
+        row = self._first(select(schema.models).where(c.project == project).order_by(c.version.desc()).limit(1))
+        return None if row is None else _model(row)
+
+    def page(self, project: str, after_version: int, limit: int) -> list[records.Model]:
+        c = schema.models.c
+        return [_model(row) for row in self._rows(select(schema.models).where(
+            c.project == project, c.version > after_version).order_by(c.version).limit(limit))]
+
+    def versions(self, project: str) -> list[int]:
+        c = schema.models.c
+        return [row.version for row in self._rows(select(c.version).where(c.project == project).order_by(c.version))]
+
+    def all_in(self, statuses: Iterable[str]) -> list[records.Model]:
+        """Every model in one of `statuses`, oldest first (recovery)."""
+        c = schema.models.c
+        return [_model(row) for row in self._rows(select(schema.models).where(c.status.in_(list(statuses)))
+                                                  .order_by(c.created_at, c.project, c.version))]
+
+    def any_in(self, statuses: Iterable[str]) -> bool:
+        c = schema.models.c
+        return self._first(select(c.version).where(c.status.in_(list(statuses))).limit(1)) is not None
+
+    def next_version(self, project: str) -> int:
+        """Hand out the project's next model version: one atomic upsert, so two callers (threads or
+        nodes) never get the same one, and a version is never reused after DeleteModel."""
+        c = schema.model_versions.c
+        statement = self._upsert(schema.model_versions).values(project=project, last_version=1)
+        statement = statement.on_conflict_do_update(
+            index_elements=["project"], set_={"last_version": c.last_version + 1}).returning(c.last_version)
+        with self._db.transaction() as conn:
+            return int(conn.execute(statement).scalar_one())
+
+    def add(self, model: records.Model) -> None:
+        values = {name: getattr(model, name) for name in schema.models.c.keys()}
+        self._write(insert(schema.models).values(**{**values, **{name: _json(values[name]) for name in _MODEL_JSON}}))
+
+    def delete(self, project: str, version: int) -> None:
+        self._write(delete(schema.models).where(self._key(project, version)))
+
+    def transition(self, project: str, version: int, expected: Iterable[str], status: str, message: str,
+                   **columns: Any) -> bool:
+        """Move the model from one of the `expected` statuses to `status`, with other columns
+        (JSON ones given as values); False if it was in none of them (or is gone)."""
+        return self._transition(self._key(project, version), expected, status, message, columns) == 1
+
+    def transition_all(self, expected: Iterable[str], status: str, message: str, **columns: Any) -> int:
+        """`transition` for every model in one of the `expected` statuses; how many moved."""
+        return self._transition(true(), expected, status, message, columns)
+
+    def set_message(self, project: str, version: int, status: str, message: str) -> bool:
+        """Change the StatusMessage of a model that is still in `status` (e.g. training progress)."""
+        return self._transition(self._key(project, version), (status,), status, message, {}) == 1
+
+    def _transition(self, which: ColumnElement[bool], expected: Iterable[str], status: str, message: str,
+                    columns: dict[str, Any]) -> int:
+        values = {name: _json(value) if name in _MODEL_JSON else value for name, value in columns.items()}
+        return self._write(update(schema.models).where(which, schema.models.c.status.in_(list(expected)))
+                           .values(status=status, status_message=message, **values))
+
+
+def _packaging_job(row: Row[Any]) -> records.PackagingJob:
+    return _decode(row, records.PackagingJob, ("configuration", "output_details"))
+
+
+class PackagingJobs(_Repository):
+    def _key(self, project: str, job_name: str) -> ColumnElement[bool]:
+        return _key(schema.packaging_jobs, project=project, job_name=job_name)
+
+    def get(self, project: str, job_name: str) -> records.PackagingJob | None:
+        return self._get(schema.packaging_jobs, _packaging_job, project=project, job_name=job_name)
+
+    def add(self, project: str, job_name: str, model_version: int, status: str, message: str,
+            description: str | None, configuration: dict[str, Any], created_at: float) -> bool:
+        """Create the job; False if the project has a job of that name."""
+        return self._write(self._upsert(schema.packaging_jobs).values(
+            project=project, job_name=job_name, model_version=model_version, status=status, status_message=message,
+            description=description, configuration=json.dumps(configuration), created_at=created_at,
+            updated_at=created_at).on_conflict_do_nothing()) == 1
+
+    def page(self, project: str, after_created: float, after_name: str, limit: int) -> list[records.PackagingJob]:
+        """The project's jobs by creation time and name, after the position given."""
+        c = schema.packaging_jobs.c
+        return [_packaging_job(row) for row in self._rows(select(schema.packaging_jobs).where(
+            c.project == project,
+            or_(c.created_at > after_created, and_(c.created_at == after_created, c.job_name > after_name)))
+            .order_by(c.created_at, c.job_name).limit(limit))]
+
+    def all_in(self, statuses: Iterable[str], project: str | None = None,
+               model_version: int | None = None) -> list[records.PackagingJob]:
+        """The jobs in one of `statuses` (of one project's model version, if given)."""
+        c = schema.packaging_jobs.c
+        conditions: list[ColumnElement[bool]] = [c.status.in_(list(statuses))]
+        if project is not None:
+            conditions.append(c.project == project)
+        if model_version is not None:
+            conditions.append(c.model_version == model_version)
+        return [_packaging_job(row) for row in self._rows(
+            select(schema.packaging_jobs).where(*conditions).order_by(c.created_at, c.project, c.job_name))]
+
+    def transition(self, project: str, job_name: str, expected: Iterable[str], status: str, message: str,
+                   updated_at: float, output_details: dict[str, Any] | None = None) -> bool:
+        """Move the job from one of the `expected` statuses to `status`; False if it was in none."""
+        c = schema.packaging_jobs.c
+        return self._write(update(schema.packaging_jobs)
+                           .where(self._key(project, job_name), c.status.in_(list(expected)))
+                           .values(status=status, status_message=message, updated_at=updated_at,
+                                   output_details=_json(output_details))) == 1
+
+
+class Tags(_Repository):
+    def of(self, arn: str) -> list[records.Tag]:
+        """The resource's tags by key."""
+        c = schema.tags.c
+        return [records.Tag(row.key, row.value)
+                for row in self._rows(select(c.key, c.value).where(c.resource_arn == arn).order_by(c.key))]
+
+    def put(self, arn: str, tags: Sequence[records.Tag]) -> None:
+        """Add tags, replacing the values of keys the resource has."""
+        if not tags:
+            return
+        statement = self._upsert(schema.tags)
+        self._write(statement.on_conflict_do_update(index_elements=["resource_arn", "key"],
+                                                    set_={"value": statement.excluded.value}),
+                    [{"resource_arn": arn, "key": tag.key, "value": tag.value} for tag in tags])
+
+    def remove(self, arn: str, keys: Iterable[str] | None = None) -> None:
+        """Remove the tags with these keys (all the resource's tags without `keys`)."""
+        c = schema.tags.c
+        statement = delete(schema.tags).where(c.resource_arn == arn)
+        self._write(statement if keys is None else statement.where(c.key.in_(list(keys))))
+
+
+class ClientTokens(_Repository):
+    def find(self, operation: str, token: str, since: float) -> records.ClientToken | None:
+        """The first response to (operation, token) if it was given after `since`."""
+        c = schema.client_tokens.c
+        row = self._first(select(c.input_hash, c.response).where(c.operation == operation, c.token == token,
+                                                                 c.created_at > since))
+        return None if row is None else records.ClientToken(row.input_hash, row.response)
+
+    def remember(self, operation: str, token: str, input_hash: str, response: str, created_at: float,
+                 forget_before: float) -> None:
+        """Record a response, and forget those older than `forget_before`."""
+        c = schema.client_tokens.c
+        statement = self._upsert(schema.client_tokens).values(
+            operation=operation, token=token, input_hash=input_hash, response=response, created_at=created_at)
+        with self._db.transaction() as conn:
+            conn.execute(delete(schema.client_tokens).where(c.created_at <= forget_before))
+            conn.execute(statement.on_conflict_do_update(
+                index_elements=["operation", "token"],
+                set_={name: statement.excluded[name] for name in ("input_hash", "response", "created_at")}))
+
+
+class ConsoleSettings(_Repository):
+    def get(self, name: str) -> str | None:
+        c = schema.console_settings.c
+        row = self._first(select(c.value).where(c.name == name))
+        return None if row is None else str(row.value)
+
+    def setdefault(self, name: str, value: str) -> str:
+        """The setting's value, set to `value` first if it has none (the first caller wins a race)."""
+        c = schema.console_settings.c
+        with self._db.transaction() as conn:
+            conn.execute(self._upsert(schema.console_settings).values(name=name, value=value)
+                         .on_conflict_do_nothing())
+            return str(conn.execute(select(c.value).where(c.name == name)).scalar_one())
+
+
+class ConsoleSessions(_Repository):
+    """Console sign-ins not signed out: kept in the store, not the cookie, so that signing out holds
+    on every server sharing the database and across restarts."""
+
+    def add(self, session_id: str, key_id: str, expires_at: float, now: float) -> None:
+        """Record a sign-in, forgetting the sessions that have expired by `now`."""
+        c = schema.console_sessions.c
+        with self._db.transaction() as conn:
+            conn.execute(delete(schema.console_sessions).where(c.expires_at <= now))
+            conn.execute(insert(schema.console_sessions).values(id=session_id, key_id=key_id, expires_at=expires_at))
+
+    def is_live(self, session_id: str, key_id: str, now: float) -> bool:
+        """Whether this key's sign-in has neither been signed out nor expired."""
+        c = schema.console_sessions.c
+        return self._first(select(c.id).where(c.id == session_id, c.key_id == key_id, c.expires_at > now)) is not None
+
+    def end(self, session_id: str) -> None:
+        self._write(delete(schema.console_sessions).where(schema.console_sessions.c.id == session_id))
+
+
+def _trial_image(row: Row[Any]) -> records.TrialImage:
+    return records.TrialImage(
+        source_ref=row.source_ref, is_anomalous=None if row.is_anomalous is None else bool(row.is_anomalous),
+        confidence=row.confidence, mask_ref=row.mask_ref, heatmap_ref=row.heatmap_ref,
+        anomalies=json.loads(row.anomalies or "[]"), error=row.error, verified=row.verified, added=bool(row.added))
+
+
+class Trials(_Repository):
+    """The console's trial detections and their images."""
+
+    def _key(self, project: str, name: str) -> ColumnElement[bool]:
+        return _key(schema.trial_detections, project=project, name=name)
+
+    def get(self, project: str, name: str) -> records.Trial | None:
+        return self._get(schema.trial_detections, lambda row: records.Trial(**row._mapping), project=project,
+                         name=name)
+
+    def all_in(self, status: str) -> list[records.Trial]:
+        c = schema.trial_detections.c
+        return [records.Trial(**row._mapping) for row in self._rows(
+            select(schema.trial_detections).where(c.status == status).order_by(c.created_at))]
+
+    def summaries(self, project: str) -> list[records.TrialSummary]:
+        """The project's trials, newest first, with their image counts."""
+        t, i = schema.trial_detections.c, schema.trial_images.c
+        counts = (select(i.project, i.trial, func.count().label("images"),
+                         func.coalesce(func.sum(i.is_anomalous), 0).label("anomalous"),
+                         func.count(i.verified).label("verified"))
+                  .group_by(i.project, i.trial).subquery())
+        rows = self._rows(
+            select(schema.trial_detections, func.coalesce(counts.c.images, 0).label("images"),
+                   func.coalesce(counts.c.anomalous, 0).label("anomalous"),
+                   func.coalesce(counts.c.verified, 0).label("verified"))
+            .outerjoin(counts, and_(counts.c.project == t.project, counts.c.trial == t.name))
+            .where(t.project == project).order_by(t.created_at.desc()))
+        return [records.TrialSummary(**{**row._mapping, "images": int(row.images), "anomalous": int(row.anomalous),
+                                        "verified": int(row.verified)}) for row in rows]
+
+    def add(self, trial: records.Trial, source_refs: Iterable[str]) -> bool:
+        """Record a trial and its images; False if the project has a trial of that name."""
+        fields = {name: getattr(trial, name) for name in schema.trial_detections.c.keys()}
+        with self._db.transaction() as conn:
+            if conn.execute(self._upsert(schema.trial_detections).values(**fields)
+                            .on_conflict_do_nothing()).rowcount != 1:
+                return False
+            images = [{"project": trial.project, "trial": trial.name, "source_ref": ref} for ref in source_refs]
+            if images:
+                conn.execute(self._upsert(schema.trial_images).on_conflict_do_nothing(), images)
+        return True
+
+    def images(self, project: str, name: str) -> list[records.TrialImage]:
+        """The trial's images by source-ref."""
+        i = schema.trial_images.c
+        return [_trial_image(row) for row in self._rows(
+            select(schema.trial_images).where(i.project == project, i.trial == name).order_by(i.source_ref))]
+
+    def pending(self, project: str, name: str) -> list[str]:
+        """Source-refs of the trial's images not detected yet (neither a prediction nor an error)."""
+        i = schema.trial_images.c
+        return [row.source_ref for row in self._rows(
+            select(i.source_ref).where(i.project == project, i.trial == name, i.is_anomalous.is_(None),
+                                       i.error.is_(None)).order_by(i.source_ref))]
+
+    def record_image(self, project: str, name: str, source_ref: str, *, error: str | None = None,
+                     is_anomalous: bool | None = None, confidence: float | None = None, heatmap_ref: str | None = None,
+                     mask_ref: str | None = None, anomalies: list[dict[str, Any]] | None = None) -> None:
+        """Record an image's prediction, or why there is none."""
+        i = schema.trial_images.c
+        values = {"error": error, "is_anomalous": None if is_anomalous is None else int(is_anomalous),
+                  "confidence": confidence, "heatmap_ref": heatmap_ref, "mask_ref": mask_ref,
+                  "anomalies": _json(anomalies)}
+        self._write(update(schema.trial_images).where(i.project == project, i.trial == name, i.source_ref == source_ref)
+                    .values(**values))
+
+    def verify(self, project: str, name: str, verdicts: dict[str, str]) -> int:
+        """Record the user's labels ({source_ref: label}); how many images there were to label."""
+        i = schema.trial_images.c
+        with self._db.transaction() as conn:
+            return sum(conn.execute(update(schema.trial_images).where(
+                i.project == project, i.trial == name, i.source_ref == ref).values(verified=label)).rowcount
+                for ref, label in verdicts.items())
+
+    def mark_added(self, project: str, name: str, source_refs: Iterable[str]) -> None:
+        i = schema.trial_images.c
+        self._write(update(schema.trial_images).where(i.project == project, i.trial == name,
+                                                      i.source_ref.in_(list(source_refs))).values(added=1))
+
+    def transition(self, project: str, name: str, expected: Iterable[str], status: str, message: str) -> bool:
+        """Move the trial from one of the `expected` statuses to `status`; False if it was in none."""
+        c = schema.trial_detections.c
+        return self._write(update(schema.trial_detections).where(self._key(project, name), c.status.in_(list(expected)))
+                           .values(status=status, status_message=message)) == 1

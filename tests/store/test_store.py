@@ -1,0 +1,182 @@
+"""The metadata store on both databases: SQLite always, PostgreSQL when LOOKOUT_TEST_DATABASE_URL
+names a server's maintenance database (else those cases are skipped, saying why)."""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.schema import DropTable
+
+from emulator.store import CorruptDatabase, SchemaBehind, Store, StoreError, schema, sqlite_url
+from emulator.store.migrate import head
+from emulator.store.provision import create_database, drop_database
+from emulator.store.records import Model
+from emulator.testing.local import TEST_DATABASE_VARIABLE
+
+MAINTENANCE_URL = os.environ.get(TEST_DATABASE_VARIABLE)
+needs_postgres = pytest.mark.skipif(not MAINTENANCE_URL, reason=f"{TEST_DATABASE_VARIABLE} is not set: no PostgreSQL "
+                                    "server to test on")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (no schema yet)."""
+    assert MAINTENANCE_URL
+    name = f"lookout_test_{uuid.uuid4().hex[:16]}"
+    yield create_database(MAINTENANCE_URL, name)
+    drop_database(MAINTENANCE_URL, name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        opened = Store.open(sqlite_url(tmp_path / "metadata.sqlite3"))
+    else:
+        url = request.getfixturevalue("postgres_url")
+        Store.upgrade(url)
+        opened = Store.open(url)
+    yield opened
+    opened.close()
+
+
+def _model(project: str, version: int, status: str = "TRAINING") -> Model:
+    return Model(project=project, version=version, arn=f"arn:model/{project}/{version}", status=status,
+                 status_message=None, description=None, kms_key_id=None, output_bucket="bucket", output_prefix=None,
+                 created_at=1.0, performance=None, evaluation_manifest=None, evaluation_result=None,
+                 evaluation_end=None, min_inference_units=None, max_inference_units=None)
+
+
+def test_a_name_is_taken_once(store: Store) -> None:
+    assert store.projects.add("p", "arn:p", 1.0)
+    assert not store.projects.add("p", "arn:other", 2.0)
+    assert store.projects.get("p").arn == "arn:p"
+
+
+def test_a_guarded_transition_applies_once(store: Store) -> None:
+    store.projects.add("p", "arn:p", 1.0)
+    store.models.add(_model("p", 1))
+    assert store.models.transition("p", 1, ("TRAINING",), "TRAINED", "done", performance={"F1Score": 0.5})
+    # a second run of the job finds the model moved on and changes nothing
+    assert not store.models.transition("p", 1, ("TRAINING",), "TRAINING_FAILED", "second run")
+    assert not store.models.set_message("p", 1, "TRAINING", "progress of a second run")
+    model = store.models.get("p", 1)
+    assert (model.status, model.status_message, model.performance) == ("TRAINED", "done", {"F1Score": 0.5})
+
+
+def test_model_versions_are_unique_across_threads_and_never_reused(store: Store) -> None:
+    store.projects.add("p", "arn:p", 1.0)
+    got: list[int] = []
+    barrier = threading.Barrier(12)
+
+    def take() -> None:
+        barrier.wait()
+        for _ in range(5):
+            got.append(store.models.next_version("p"))
+
+    threads = [threading.Thread(target=take) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(got) == list(range(1, 61))
+    version = store.models.next_version("p")
+    store.models.add(_model("p", version))
+    store.models.delete("p", version)  # DeleteModel
+    assert store.models.next_version("p") == version + 1
+
+
+def test_a_failed_transaction_changes_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction():
+        store.projects.add("p", "arn:p", 1.0)
+        store.tags.put("arn:p", [])
+        raise RuntimeError("the caller's check failed")
+    assert store.projects.get("p") is None
+
+
+def test_deleting_a_project_takes_its_rows_along(store: Store) -> None:
+    store.projects.add("p", "arn:p", 1.0)
+    store.datasets.add("p", "train", "CREATE_COMPLETE", "made", 1.0, None)
+    store.models.add(_model("p", 1))
+    store.projects.delete("p")
+    assert store.datasets.get("p", "train") is None and store.models.get("p", 1) is None
+
+
+def test_source_ref_filter_is_case_sensitive(store: Store) -> None:
+    from emulator.store.records import NewEntry
+
+    store.projects.add("p", "arn:p", 1.0)
+    store.datasets.add("p", "train", "CREATE_COMPLETE", "made", 1.0, None)
+    store.entries.put("p", "train", [NewEntry("s3://b/Cat.png", "{}", None, 1, 1),
+                                     NewEntry("s3://b/cat_%.png", "{}", None, 1, 1)], 1.0)
+    assert [e.source_ref for e in store.entries.page("p", "train", 0, 10, source_ref_contains="cat")] == \
+        ["s3://b/cat_%.png"]
+    assert [e.source_ref for e in store.entries.page("p", "train", 0, 10, source_ref_contains="_%")] == \
+        ["s3://b/cat_%.png"]
+    assert store.entries.page("p", "train", 0, 10, source_ref_contains="cat\x00") == []  # PostgreSQL: no 500
+
+
+def test_a_file_that_is_not_a_database_is_one_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.sqlite3"
+    path.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="metadata.sqlite3") as refused:
+        Store.open(sqlite_url(path))
+    assert "\n" not in str(refused.value)
+
+
+def test_a_url_of_another_database_is_refused() -> None:
+    with pytest.raises(StoreError, match="mysql"):
+        Store.open("mysql://user@localhost/lookout")
+
+
+@needs_postgres
+def test_postgres_behind_on_its_schema_is_refused_until_upgraded(postgres_url: str) -> None:
+    with pytest.raises(SchemaBehind, match="db upgrade"):
+        Store.open(postgres_url)
+    assert Store.upgrade(postgres_url) == "none"
+    assert Store.upgrade(postgres_url) == "0001"  # once per deploy; again changes nothing
+    Store.open(postgres_url).close()
+
+
+def test_tables_match_the_migrations(store: Store) -> None:
+    """The schema module and the migrations describe the same tables (no migration forgotten)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with store.database.connection() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+    assert differences == []
+
+
+def test_console_sessions_end_by_sign_out_or_expiry(store: Store) -> None:
+    store.console_sessions.add("a", "key", expires_at=100.0, now=10.0)
+    store.console_sessions.add("b", "key", expires_at=200.0, now=10.0)
+    assert store.console_sessions.is_live("a", "key", now=50.0)
+    assert not store.console_sessions.is_live("a", "other-key", now=50.0)
+    assert not store.console_sessions.is_live("a", "key", now=150.0)  # expired
+    store.console_sessions.end("b")
+    assert not store.console_sessions.is_live("b", "key", now=50.0)  # signed out
+
+
+def test_readiness_sees_a_schema_another_node_changed(store: Store) -> None:
+    assert store.ping() is None and store.schema_problem() is None
+    with store.transaction() as db:
+        db.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    assert "9999" in (store.schema_problem() or "")
+    with store.transaction() as db:
+        db.exec_driver_sql(f"UPDATE alembic_version SET version_num = '{head()}'")
+        db.execute(DropTable(schema.tags))
+    assert store.schema_problem() == "the schema is not current: table tags is missing"
+
+
+def test_a_database_damaged_after_opening_is_a_corrupt_database_error(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.sqlite3"
+    store = Store.open(sqlite_url(path))
+    store.projects.add("p", "arn:p", 1.0)
+    store.close()
+    path.write_bytes(b"\0" * 4096 + path.read_bytes()[4096:])  # the header page gone
+    with pytest.raises(CorruptDatabase, match="is damaged"):
+        Store.open(sqlite_url(path))
