@@ -100,7 +100,10 @@ def flash(driver: WebDriver) -> str:
 
 def shoot(driver: WebDriver, folder: Path, name: str) -> Path:
     """Save a screenshot of the whole page, once its images have loaded, as a compact 256-colour PNG."""
-    until(lambda: driver.execute_script("return [...document.images].every((i) => i.complete)"), 20,
+    # The shot covers the whole page, so images the page loads lazily (below the fold) must load too;
+    # the session's server may hold many projects, each row with a picture.
+    driver.execute_script("document.querySelectorAll('img[loading=lazy]').forEach((i) => { i.loading = 'eager'; })")
+    until(lambda: driver.execute_script("return [...document.images].every((i) => i.complete)"), 60,
           "the page's images to load")
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     shot = driver.execute_cdp_cmd("Page.captureScreenshot", {

@@ -57,11 +57,13 @@ def trained(browser, console_url, lookout, s3):
     assert text(driver, "#status") == "TRAINING"
     # Live: the training job's stage and the elapsed time, counted up while training runs.
     assert text(driver, "#stage")
-    elapsed = until(lambda: re.fullmatch(r"(\d+):(\d\d) elapsed", text(driver, "#elapsed")), 60,
-                    lambda: f"the elapsed time (the page says {text(driver, '#training-progress')!r})")
-    first = int(elapsed.group(1)) * 60 + int(elapsed.group(2))
     stages = {text(driver, "#stage")}
     lines: set[str] = set()
+    # A quick training (a loaded machine can delay the page's first count) may end before the elapsed time shows.
+    elapsed = until(lambda: "settled" if text(driver, "#status") != "TRAINING" else
+                    re.fullmatch(r"(\d+):(\d\d) elapsed", text(driver, "#elapsed")), 60,
+                    "the elapsed time to show or the training to end")
+    first = 0 if elapsed == "settled" else int(elapsed.group(1)) * 60 + int(elapsed.group(2))
 
     def counted_or_settled() -> str | None:
         """'counted' once the page has counted the elapsed time up while the model trains; 'settled'
@@ -74,7 +76,8 @@ def trained(browser, console_url, lookout, s3):
         now = re.fullmatch(r"(\d+):(\d\d) elapsed", text(driver, "#elapsed"))
         return "counted" if now and int(now.group(1)) * 60 + int(now.group(2)) > first else None
 
-    watched = until(counted_or_settled, 60, "the elapsed time to count up or the training to end") == "counted"
+    watched = elapsed != "settled" and until(counted_or_settled, 60,
+                                             "the elapsed time to count up or the training to end") == "counted"
     if watched:
         until(lambda: text(driver, "#status") != "TRAINING" or not text(driver, "#stage").startswith("copying"),
               60, "a training stage after copying")
