@@ -75,7 +75,7 @@ class JobQueue:
         self._thread: threading.Thread | None = None
 
     def submit(self, kind: str, subject: str, fn: Callable[..., Outcome], *args: Any, resumed: bool = False,
-               continued: bool = False) -> None:
+               continued: bool = False, delay: float = 0.0) -> None:
         """Queue `fn(backend, *args)` (`args[0]` is the backend, the rest JSON values; `fn` a `handler`).
         `resumed` jobs are not queued again: start-up recovery finds them IN_PROGRESS, but on
         PostgreSQL they are still in the queue, which is their recovery."""
@@ -87,13 +87,19 @@ class JobQueue:
         if resumed:
             event("resumed", kind, subject, logging.DEBUG, queued="already")
             return
-        self._defer(kind=kind, subject=subject, handler=name, args=list(args[1:]), continued=continued)
+        self._defer(delay, kind=kind, subject=subject, handler=name, args=list(args[1:]), continued=continued)
 
-    def _defer(self, **job: Any) -> None:
+    def submit_later(self, delay: float, kind: str, subject: str, fn: Callable[..., Outcome], *args: Any) -> None:
+        """Continue a job that ended DEFERRED: queued now, to run in `delay` seconds, so that the job is
+        in the queue before the run that defers it ends (a node that dies meanwhile loses nothing)."""
+        self.submit(kind, subject, fn, *args, continued=True, delay=delay)
+
+    def _defer(self, delay: float = 0.0, **job: Any) -> None:
         self._app.configure_task(
             TASK, lock=f"{job['kind']}:{job['subject']}",
             queue=TRAINING_QUEUE if job["kind"] == TRAINING else OTHER_QUEUE,
-        ).defer(**job, queued_at=time.time())
+            schedule_in={"seconds": delay} if delay else None,
+        ).defer(**job, queued_at=time.time() + delay)
 
     def start_worker(self, backend: object) -> None:
         """Start taking jobs from the queue, for `backend` (after its start-up, before requests)."""

@@ -15,6 +15,7 @@ not counted, so INFO shows one started and one finished line for it.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
@@ -187,6 +188,17 @@ class JobRunner:
             event("resumed", kind, subject)
         self._queue.put(job)
         return job.future
+
+    def submit_later(self, delay: float, kind: str, subject: str, fn: Callable[..., Outcome], *args: Any) -> None:
+        """Continue a job that ended DEFERRED: submit it again, `continued`, in `delay` seconds (unless
+        the emulator is stopping by then: start-up recovery resubmits it)."""
+        def again() -> None:
+            with contextlib.suppress(RuntimeError):  # shutting down
+                self.submit(kind, subject, fn, *args, continued=True)
+
+        timer = threading.Timer(delay, again)
+        timer.daemon = True
+        timer.start()
 
     def stats(self) -> JobStats:
         """The job counts now (queued: submitted, not started yet)."""

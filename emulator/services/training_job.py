@@ -112,10 +112,10 @@ def _end_training(backend: Backend, project: str, version: int, status: str, mes
 
 
 # ------------------------------------------------------------------------------------------- the job
-def submit(backend: Backend, plan: TrainingPlan, resumed: bool = False, continued: bool = False) -> None:
+def submit(backend: Backend, plan: TrainingPlan, resumed: bool = False) -> None:
     """Queue the training of `plan`, which is saved with the model (the job names only the model)."""
     backend.jobs.submit(TRAINING, f"{plan.project}/{plan.version}", run_saved_plan, backend, plan.project,
-                        plan.version, resumed=resumed, continued=continued)
+                        plan.version, resumed=resumed)
 
 
 @handler
@@ -158,15 +158,8 @@ def _ready_plan(backend: Backend, plan: TrainingPlan) -> TrainingPlan | Outcome:
 
 def _look_again_later(backend: Backend, plan: TrainingPlan) -> None:
     """Submit the waiting model's job again in a while, behind the dataset jobs queued meanwhile."""
-    def again() -> None:
-        try:
-            submit(backend, plan, continued=True)
-        except RuntimeError:  # the emulator is shutting down: start-up recovery submits it again
-            pass
-
-    timer = threading.Timer(WAIT_POLL_SECONDS, again)
-    timer.daemon = True
-    timer.start()
+    backend.jobs.submit_later(WAIT_POLL_SECONDS, TRAINING, f"{plan.project}/{plan.version}", run_saved_plan, backend,
+                              plan.project, plan.version)
 
 
 def _why_unusable(backend: Backend, project: str, refused: ServiceError) -> str:
