@@ -6,10 +6,8 @@ PostgreSQL only: the database is the queue (with SQLite, jobs run in-process; te
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +20,8 @@ from emulator.jobqueue import TASK, libpq_url
 from emulator.store import Store
 from emulator.store.provision import create_database, drop_database
 from emulator.testing import TEST_CREDENTIALS
-from tests.api.core_support import ServerProcess
+from tests.api.core_support import ServerProcess, moto_server
 from tests.api.datasets_support import BUCKET, DatasetKit, labelled
-from tests.api.test_ops import _free_port
 from tests.store.test_store import MAINTENANCE_URL, needs_postgres
 
 pytestmark = needs_postgres
@@ -49,25 +46,8 @@ def database_url() -> Iterator[str]:
 @pytest.fixture
 def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A ``moto_server`` both nodes use as their external S3 store."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_CREDENTIALS["aws_access_key_id"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_CREDENTIALS["aws_secret_access_key"])
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.2)
+    with moto_server(monkeypatch) as (url, _):
         yield url
-    finally:
-        moto.kill()
-        moto.wait(30)
 
 
 def _node(tmp_path: Path, name: str, database_url: str, s3_endpoint: str) -> ServerProcess:
@@ -84,6 +64,14 @@ def test_a_node_killed_mid_import_loses_nothing(tmp_path, database_url, s3_endpo
     """Node B, started while node A holds the import (so B's start-up recovery has nothing to do with
     it), takes the import over once A's heartbeat stops."""
     node_a = _node(tmp_path, "a", database_url, s3_endpoint)
+    try:
+        _kill_mid_import(tmp_path, node_a, database_url, s3_endpoint)
+    finally:
+        node_a.process.kill()  # whatever happened: no server outlives its test
+        node_a.process.wait(30)
+
+
+def _kill_mid_import(tmp_path: Path, node_a: ServerProcess, database_url: str, s3_endpoint: str) -> None:
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **TEST_CREDENTIALS)
     kit = DatasetKit(node_a.client("lookoutvision"), s3, "takeover")
     kit.s3.create_bucket(Bucket=BUCKET)
