@@ -28,7 +28,6 @@ from typing import Any
 
 from procrastinate import App, PsycopgConnector, SyncPsycopgConnector
 from procrastinate.job_context import JobContext
-from sqlalchemy.engine import make_url
 
 from emulator.jobs import (
     HANDLERS,
@@ -41,6 +40,7 @@ from emulator.jobs import (
     handler_name,
     run_on_fresh_thread,
 )
+from emulator.store.database import libpq_url
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,6 @@ TRAINING_QUEUE = "training"
 OTHER_QUEUE = "jobs"
 STALLED_AFTER_HEARTBEATS = 3
 IDLE_POLL_SECONDS = 0.1
-
-
-def libpq_url(database_url: str) -> str:
-    """The libpq connection string of a SQLAlchemy PostgreSQL URL (procrastinate speaks psycopg directly)."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class JobQueue:

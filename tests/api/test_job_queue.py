@@ -16,8 +16,9 @@ import boto3
 import pytest
 from procrastinate import App, SyncPsycopgConnector
 
-from emulator.jobqueue import TASK, libpq_url
+from emulator.jobqueue import TASK
 from emulator.store import Store
+from emulator.store.database import libpq_url
 from emulator.store.provision import create_database, drop_database
 from emulator.testing import TEST_CREDENTIALS
 from tests.api.core_support import ServerProcess, moto_server
