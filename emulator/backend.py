@@ -55,8 +55,8 @@ class Backend:
         interrupted (see `emulator.jobs`).
 
         S3 comes first because recovery may re-run a job that reads manifests or images. On
-        PostgreSQL the interrupted jobs are still in the durable queue (the hooks' resubmissions change
-        nothing there), whose worker starts last. On failure everything opened so far is closed again.
+        PostgreSQL the interrupted jobs are still in the durable queue (the hooks resubmit only what it
+        lacks, see `JobQueue.submit`), whose worker starts last. On failure everything opened so far is closed again.
         """
         try:
             self.objects.open()

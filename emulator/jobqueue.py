@@ -51,6 +51,11 @@ STALLED_AFTER_HEARTBEATS = 3
 IDLE_POLL_SECONDS = 0.1
 
 
+def _lock(kind: str, subject: str) -> str:
+    """The procrastinate lock of a resource's jobs: one runs at a time."""
+    return f"{kind}:{subject}"
+
+
 class JobQueue:
     """`emulator.jobs.JobRunner`'s interface over procrastinate; see the module docstring."""
 
@@ -72,16 +77,19 @@ class JobQueue:
     def submit(self, kind: str, subject: str, fn: Callable[..., Outcome], *args: Any, resumed: bool = False,
                continued: bool = False, delay: float = 0.0) -> None:
         """Queue `fn(backend, *args)` (`args[0]` is the backend, the rest JSON values; `fn` a `handler`).
-        `resumed` jobs are not queued again: start-up recovery finds them IN_PROGRESS, but on
-        PostgreSQL they are still in the queue, which is their recovery."""
+        `resumed` (start-up recovery found the resource IN_PROGRESS): queued only when the queue has
+        no job for the resource waiting or running, as after an upgrade from the in-process runner;
+        otherwise the queue already is its recovery (a stalled job is taken over, not resubmitted)."""
         if self.stopping.is_set():
             raise RuntimeError(f"cannot start job {kind} {subject}: the emulator is shutting down")
         name = handler_name(fn)
         if HANDLERS.get(name) is not fn:
             raise TypeError(f"{name} is not a job handler (emulator.jobs.handler)")
         if resumed:
-            event("resumed", kind, subject, logging.DEBUG, queued="already")
-            return
+            if any(self._app.job_manager.list_jobs(task=TASK, lock=_lock(kind, subject), status=status)
+                   for status in ("todo", "doing")):
+                return
+            event("resumed", kind, subject)
         self._defer(delay, kind=kind, subject=subject, handler=name, args=list(args[1:]), continued=continued)
 
     def submit_later(self, delay: float, kind: str, subject: str, fn: Callable[..., Outcome], *args: Any) -> None:
@@ -91,7 +99,7 @@ class JobQueue:
 
     def _defer(self, delay: float = 0.0, **job: Any) -> None:
         self._app.configure_task(
-            TASK, lock=f"{job['kind']}:{job['subject']}",
+            TASK, lock=_lock(job["kind"], job["subject"]),
             queue=TRAINING_QUEUE if job["kind"] == TRAINING else OTHER_QUEUE,
             schedule_in={"seconds": delay} if delay else None,
         ).defer(**job, queued_at=time.time() + delay)
