@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from procrastinate import App, PsycopgConnector, SyncPsycopgConnector
+from procrastinate.exceptions import ConnectorException
 from procrastinate.job_context import JobContext
 
 from emulator.jobs import (
@@ -73,6 +74,7 @@ class JobQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
+        self._queued = 0  # jobs waiting in the queue when `stats` last read it
 
     def submit(self, kind: str, subject: str, fn: Callable[..., Outcome], *args: Any, resumed: bool = False,
                continued: bool = False, delay: float = 0.0) -> None:
@@ -152,7 +154,7 @@ class JobQueue:
                  continued: bool, queued_at: float) -> None:
         """The procrastinate task: run the named job function on a fresh thread (see `JobRunner`)."""
         fn = HANDLERS.get(handler)
-        if fn is None or self._backend is None:  # written by a release that has this job, this one lacks
+        if fn is None:  # written by a release that has this job, which this one lacks
             log.error("job kind=%s subject=%s names an unknown job function %s; dropped", kind, subject, handler)
             return
         backend = self._backend
@@ -169,8 +171,13 @@ class JobQueue:
             self._defer(kind=kind, subject=subject, handler=handler, args=args, continued=continued)
 
     def stats(self) -> JobStats:
-        """The job counts of this node (queued: waiting in the queue, for any node)."""
-        return self._ledger.stats(len(self._app.job_manager.list_jobs(task=TASK, status="todo")))
+        """The job counts of this node (queued: waiting in the queue, for any node; while the database
+        can't be reached, the last count read, so that /metrics still answers)."""
+        try:
+            self._queued = len(self._app.job_manager.list_jobs(task=TASK, status="todo"))
+        except ConnectorException as exc:
+            log.warning("the job queue's length could not be read: %s", exc)
+        return self._ledger.stats(self._queued)
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Block until the queue holds no job waiting or running (tests)."""
