@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from emulator.config import Settings
 from emulator.datadir import DataDirLock
@@ -19,6 +19,9 @@ from emulator.jobs import JobRunner
 from emulator.s3.objects import ObjectStore
 from emulator.s3.stores import object_store_for
 from emulator.store import Store, sqlite_url
+
+if TYPE_CHECKING:
+    from emulator.jobqueue import JobQueue
 
 log = logging.getLogger(__name__)
 State = TypeVar("State")
@@ -35,7 +38,9 @@ class Backend:
         except BaseException:
             self._lock.release()
             raise
-        self.jobs = JobRunner(settings.job_workers)
+        self.jobs: JobRunner | JobQueue = JobRunner(settings.job_workers)
+        if not self.store.database.is_sqlite:
+            self.jobs = _job_queue(settings)
 
     def arn(self, resource: str) -> str:
         """ARN of a resource path such as ``project/name`` or ``model/name/1``."""
@@ -49,13 +54,16 @@ class Backend:
         """Load S3, then run the `recovery` hooks, which finish or fail the work a crash or restart
         interrupted (see `emulator.jobs`).
 
-        S3 comes first because recovery may re-run a job that reads manifests or images. On failure
-        everything opened so far is closed again.
+        S3 comes first because recovery may re-run a job that reads manifests or images. On
+        PostgreSQL the interrupted jobs are still in the durable queue (the hooks resubmit only what it
+        lacks, see `JobQueue.submit`), whose worker starts last. On failure everything opened so far is closed again.
         """
         try:
             self.objects.open()
             for hook in recovery:
                 hook(self)
+            if not isinstance(self.jobs, JobRunner):
+                self.jobs.start_worker(self)
         except BaseException:
             self.close()
             raise
@@ -69,6 +77,14 @@ class Backend:
 
 
 RecoveryHook = Callable[[Backend], None]
+
+
+def _job_queue(settings: Settings) -> JobQueue:
+    """The durable job queue of a server on PostgreSQL (imported only then: SQLite needs none of it)."""
+    from emulator.jobqueue import JobQueue
+
+    return JobQueue(settings.database_url or "", settings.job_workers, settings.max_trainings,
+                    settings.job_heartbeat_seconds)
 
 
 def per_backend(factory: Callable[[Backend], State]) -> Callable[[Backend], State]:

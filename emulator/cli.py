@@ -32,6 +32,7 @@ from emulator.config import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_REGION,
+    MAX_JOB_HEARTBEAT_SECONDS,
     Settings,
 )
 from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET
@@ -231,6 +232,16 @@ def _finetune_epochs(text: str) -> int:
     return _whole_number_in(text, 0, MAX_FINETUNE_EPOCHS)
 
 
+def _heartbeat(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.1 <= seconds <= MAX_JOB_HEARTBEAT_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be 0.1 to {MAX_JOB_HEARTBEAT_SECONDS:g} seconds, not {text}")
+    return seconds
+
+
 def _backbone(text: str) -> str:
     if text not in BACKBONES:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(BACKBONES)}")
@@ -282,6 +293,12 @@ SERVE_OPTIONS = (
     Option("--finetune-epochs", "LOOKOUT_FINETUNE_EPOCHS", DEFAULT_FINETUNE_EPOCHS, _finetune_epochs,
            f"training budget: epochs of backbone fine-tuning per network when a dataset has enough labelled "
            f"anomalies, 0 to {MAX_FINETUNE_EPOCHS} (training time grows about linearly; 0 turns it off)", "N"),
+    Option("--max-trainings", "LOOKOUT_MAX_TRAININGS", Settings.max_trainings, _positive,
+           "with a PostgreSQL --database-url: models this node trains at once (other jobs run beside them)",
+           "N"),
+    Option("--job-heartbeat", "LOOKOUT_JOB_HEARTBEAT", Settings.job_heartbeat_seconds, _heartbeat,
+           "with a PostgreSQL --database-url: seconds between this node's job-queue heartbeats; another node "
+           "takes over the jobs of a node silent for three of them", "SECONDS"),
     Option("--threads", "LOOKOUT_THREADS", DEFAULT_THREADS, _threads, f"HTTP worker threads, 1 to {MAX_THREADS}",
            "N"),
     Option("--credentials-file", "LOOKOUT_CREDENTIALS_FILE", None, _path,
@@ -442,7 +459,8 @@ def main(argv: list[str] | None = None) -> None:
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
                         device=args.device, finetune_epochs=args.finetune_epochs,
-                        metrics_token_file=args.metrics_token_file, database_url=args.database_url)
+                        metrics_token_file=args.metrics_token_file, database_url=args.database_url,
+                        max_trainings=args.max_trainings, job_heartbeat_seconds=args.job_heartbeat)
     from emulator.datadir import DataDirInUse
     from emulator.ops.endpoints import MetricsTokenError
     from emulator.security.access import CredentialsFileError

@@ -20,6 +20,9 @@ DEFAULT_DEVICE = "auto"
 DEFAULT_FINETUNE_EPOCHS = FitOptions.finetune_epochs
 # How long failed console sign-ins count, and how long a key id or address that failed too often waits.
 DEFAULT_SIGNIN_LOCKOUT_SECONDS = 15 * 60.0
+# The longest job-queue heartbeat: a dead node's jobs are taken over within about four heartbeats
+# (three missed, then the next look for stalled jobs), which this keeps within a minute.
+MAX_JOB_HEARTBEAT_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,11 @@ class Settings:
     database_url: str | None = None
     # Worker threads that run long jobs (dataset import, training, packaging).
     job_workers: int = 2
+    # On PostgreSQL (emulator.jobqueue): trainings this node runs at once (the other jobs share
+    # job_workers), and how often its queue worker writes a heartbeat; a job whose worker missed three
+    # is taken over by another node.
+    max_trainings: int = 1
+    job_heartbeat_seconds: float = 10.0
     # Feature extractor for new models. torchvision backbones read their weights from the file in
     # LOOKOUT_BACKBONE_WEIGHTS (e.g. baked into the Docker image); nothing is downloaded.
     backbone: str = DEFAULT_BACKBONE

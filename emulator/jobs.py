@@ -15,6 +15,8 @@ not counted, so INFO shows one started and one finished line for it.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -24,11 +26,30 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 10.0
+TRAINING = "train"  # the kind of training jobs, which run on a queue of their own (`--max-trainings`)
+
+# Job functions by name (`handler`): a queued job names its function, and the node that runs it finds
+# it here, so that only functions written as jobs can be run from what the database holds.
+HANDLERS: dict[str, Callable[..., Outcome]] = {}
+
+Handler = TypeVar("Handler", bound=Callable[..., "Outcome"])
+
+
+def handler(fn: Handler) -> Handler:
+    """Decorator: `fn(backend, *args)` is a job function that a durable queue may run on any node, its
+    `args` plain JSON values (names, numbers) rather than objects of the process that submitted it."""
+    HANDLERS[handler_name(fn)] = fn
+    return fn
+
+
+def handler_name(fn: Callable[..., Any]) -> str:
+    """The name a queued job gives its function by."""
+    return f"{fn.__module__}.{fn.__qualname__}"
 
 
 class Outcome(StrEnum):
@@ -62,9 +83,9 @@ class _Job:
     args: tuple[Any, ...]
 
 
-def _event(event: str, job: _Job, level: int = logging.INFO, **fields: object) -> None:
+def event(event: str, kind: str, subject: str, level: int = logging.INFO, **fields: object) -> None:
     """One greppable key=value line per job event; values with spaces or quotes are quoted."""
-    pairs = {"event": event, "kind": job.kind, "subject": job.subject, **fields}
+    pairs = {"event": event, "kind": kind, "subject": subject, **fields}
     text = " ".join(f"{key}={_value(value)}" for key, value in pairs.items())
     log.log(level, "job %s", text)
 
@@ -74,6 +95,55 @@ def _value(value: object) -> str:
     if not text or any(char in text for char in ' "=\\'):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
+
+
+class JobLedger:
+    """Counts and logs the runs of jobs, whichever runner runs them (in-process or the durable queue)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._started: Counter[str] = Counter()
+        self._finished: Counter[tuple[str, Outcome]] = Counter()
+        self._running: Counter[str] = Counter()
+
+    def stats(self, queued: int) -> JobStats:
+        with self.lock:
+            return JobStats(started=Counter(self._started), finished=Counter(self._finished),
+                            running=+self._running, queued=queued)
+
+    def run(self, kind: str, subject: str, fn: Callable[..., Outcome], args: tuple[Any, ...], continued: bool,
+            waited_s: float, started_event: str = "started") -> tuple[Outcome, BaseException | None]:
+        """Run `fn(*args)` here, counted and logged; its outcome, and what it raised (a job that raises
+        has FAILED: its resource's status records why)."""
+        started = time.monotonic()
+        with self.lock:
+            if not continued:
+                self._started[kind] += 1
+            self._running[kind] += 1
+        event(started_event, kind, subject, logging.DEBUG if continued else logging.INFO,
+              waited_s=f"{waited_s:.3f}")
+        error: BaseException | None = None
+        try:
+            outcome = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - the job's own status records the failure
+            log.error("job %s %s raised", kind, subject, exc_info=exc)
+            error, outcome = exc, Outcome.FAILED
+        deferred = outcome == Outcome.DEFERRED
+        with self.lock:
+            self._running[kind] -= 1
+            if not deferred:
+                self._finished[kind, outcome] += 1
+        event("finished", kind, subject, logging.DEBUG if deferred else logging.INFO, outcome=outcome,
+              duration_s=f"{time.monotonic() - started:.3f}")
+        return outcome, error
+
+
+def run_on_fresh_thread(target: Callable[[], None], name: str) -> None:
+    """Run `target` on a new thread and wait for it: what a job leaves in thread-local state dies with
+    its thread (see `JobRunner`)."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join()
 
 
 class JobRunner:
@@ -93,10 +163,8 @@ class JobRunner:
         self.stopping = threading.Event()
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._pending: set[Future[Outcome]] = set()
+        self._ledger = JobLedger()
         self._lock = threading.Lock()
-        self._started: Counter[str] = Counter()
-        self._finished: Counter[tuple[str, Outcome]] = Counter()
-        self._running: Counter[str] = Counter()
         self._queued = 0
         self._workers = [threading.Thread(target=self._work, name=f"lookout-job-{i}", daemon=True)
                          for i in range(workers)]
@@ -117,15 +185,26 @@ class JobRunner:
             self._queued += 1
         job.future.add_done_callback(self._forget)
         if resumed:
-            _event("resumed", job)
+            event("resumed", kind, subject)
         self._queue.put(job)
         return job.future
+
+    def submit_later(self, delay: float, kind: str, subject: str, fn: Callable[..., Outcome], *args: Any) -> None:
+        """Continue a job that ended DEFERRED: submit it again, `continued`, in `delay` seconds (unless
+        the emulator is stopping by then: start-up recovery resubmits it)."""
+        def again() -> None:
+            with contextlib.suppress(RuntimeError):  # shutting down
+                self.submit(kind, subject, fn, *args, continued=True)
+
+        timer = threading.Timer(delay, again)
+        timer.daemon = True
+        timer.start()
 
     def stats(self) -> JobStats:
         """The job counts now (queued: submitted, not started yet)."""
         with self._lock:
-            return JobStats(started=Counter(self._started), finished=Counter(self._finished),
-                            running=+self._running, queued=self._queued)
+            queued = self._queued
+        return self._ledger.stats(queued)
 
     def _forget(self, future: Future[Outcome]) -> None:
         with self._lock:
@@ -138,32 +217,12 @@ class JobRunner:
                 self._queued -= 1
             if not job.future.set_running_or_notify_cancel():
                 continue
-            runner = threading.Thread(target=self._run, args=(job,), name=f"{threading.current_thread().name}-run",
-                                      daemon=True)
-            runner.start()
-            runner.join()
+            run_on_fresh_thread(functools.partial(self._run, job), f"{threading.current_thread().name}-run")
 
     def _run(self, job: _Job) -> None:
-        started = time.monotonic()
-        with self._lock:
-            if not job.continued:
-                self._started[job.kind] += 1
-            self._running[job.kind] += 1
-        _event("started", job, logging.DEBUG if job.continued else logging.INFO,
-               waited_s=f"{started - job.queued_at:.3f}")
-        error: BaseException | None = None
-        try:
-            outcome = job.fn(*job.args)
-        except BaseException as exc:  # noqa: BLE001 - the job's own status records the failure
-            log.error("job %s %s raised", job.kind, job.subject, exc_info=exc)
-            error, outcome = exc, Outcome.FAILED
-        deferred = outcome == Outcome.DEFERRED
-        with self._lock:  # counted and logged before the future wakes anyone who waits for the job
-            self._running[job.kind] -= 1
-            if not deferred:
-                self._finished[job.kind, outcome] += 1
-        _event("finished", job, logging.DEBUG if deferred else logging.INFO, outcome=outcome,
-               duration_s=f"{time.monotonic() - started:.3f}")
+        # counted and logged before the future wakes anyone who waits for the job
+        outcome, error = self._ledger.run(job.kind, job.subject, job.fn, job.args, job.continued,
+                                          time.monotonic() - job.queued_at)
         if error is None:
             job.future.set_result(outcome)
         else:

@@ -26,7 +26,7 @@ from emulator.console.model_results import anomaly_score
 from emulator.console.words import count
 from emulator.formats.image_files import CONTENT_TYPES, sniff_format
 from emulator.formats.manifests import SEGMENTATION_TYPE
-from emulator.jobs import Outcome
+from emulator.jobs import Outcome, handler
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri, split_s3_location
 from emulator.services import detection, model_lifecycle
@@ -134,6 +134,7 @@ def trial_images(backend: Backend, project: str, name: str) -> list[TrialImage]:
 
 
 # ------------------------------------------------------------------------------------------- the job
+@handler
 def run_trial(backend: Backend, project: str, name: str) -> Outcome:
     """Detect anomalies in every image of the trial not yet done; never raises (the outcome is the status)."""
     try:

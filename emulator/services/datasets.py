@@ -41,7 +41,7 @@ from emulator.formats.manifests import (
     parse_manifest,
     read_json_lines,
 )
-from emulator.jobs import Outcome
+from emulator.jobs import Outcome, handler
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri
 from emulator.services.lookups import DATASET_TYPE_NAMES, get_project, require_dataset
@@ -242,6 +242,7 @@ class _Interrupted(Exception):
     """The emulator is shutting down: the job stays IN_PROGRESS and start-up recovery redoes it."""
 
 
+@handler
 def _run_job(backend: Backend, project: str, dataset_type: str) -> Outcome:
     """Import a manifest or apply an update, then record the outcome in the dataset's status."""
     row = backend.store.datasets.get(project, dataset_type)

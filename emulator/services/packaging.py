@@ -23,7 +23,7 @@ from emulator.api.registry import OperationTable
 from emulator.api.statuses import ModelStatus, PackagingJobStatus, ResourceType
 from emulator.backend import Backend
 from emulator.edge.package import ARCHIVE_NAME, MANIFEST_NAME, build_archive, new_manifest, seal
-from emulator.jobs import Outcome
+from emulator.jobs import Outcome, handler
 from emulator.s3.objects import ObjectNotFound
 from emulator.services.lookups import engine_dir, get_model, get_project, model_arn
 from emulator.services.model_lifecycle import conflict
@@ -184,6 +184,7 @@ def _set_status(backend: Backend, project: str, job_name: str, status: str, mess
                                             output_details)
 
 
+@handler
 def run_packaging(backend: Backend, project: str, job_name: str) -> Outcome:
     """Package the model and record the outcome; never raises (the outcome is the job's status)."""
     import engine

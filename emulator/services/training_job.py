@@ -36,7 +36,7 @@ from emulator.backend import Backend, per_backend
 from emulator.disk import DISK_FULL, is_disk_full
 from emulator.formats import jsontext
 from emulator.formats.image_files import ImageError, open_image, rgb_pixels
-from emulator.jobs import Outcome
+from emulator.jobs import TRAINING, Outcome, handler
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri
 from emulator.services.evaluation_output import write_evaluation
@@ -112,9 +112,27 @@ def _end_training(backend: Backend, project: str, version: int, status: str, mes
 
 
 # ------------------------------------------------------------------------------------------- the job
-def submit(backend: Backend, plan: TrainingPlan, resumed: bool = False, continued: bool = False) -> None:
-    backend.jobs.submit("train", f"{plan.project}/{plan.version}", run_training, backend, plan, resumed=resumed,
-                        continued=continued)
+def submit(backend: Backend, plan: TrainingPlan, resumed: bool = False) -> None:
+    """Queue the training of `plan`, which is saved with the model (the job names only the model)."""
+    backend.jobs.submit(TRAINING, f"{plan.project}/{plan.version}", run_saved_plan, backend, plan.project,
+                        plan.version, resumed=resumed)
+
+
+@handler
+def run_saved_plan(backend: Backend, project: str, version: int) -> Outcome:
+    """The training job: train from the plan saved with the model, so that a job carries only names and
+    any node of a fleet can run it."""
+    plan = load_plan(backend, project, version)
+    if plan is None:
+        _fail_without_plan(backend, project, version)
+        return Outcome.FAILED
+    return run_training(backend, plan)
+
+
+def _fail_without_plan(backend: Backend, project: str, version: int) -> None:
+    _end_training(backend, project, version, ModelStatus.TRAINING_FAILED,
+                  "Training failed: the emulator stopped before the model's training plan was saved. Call "
+                  "CreateModel again to train a new version.")
 
 
 def _ready_plan(backend: Backend, plan: TrainingPlan) -> TrainingPlan | Outcome:
@@ -140,15 +158,8 @@ def _ready_plan(backend: Backend, plan: TrainingPlan) -> TrainingPlan | Outcome:
 
 def _look_again_later(backend: Backend, plan: TrainingPlan) -> None:
     """Submit the waiting model's job again in a while, behind the dataset jobs queued meanwhile."""
-    def again() -> None:
-        try:
-            submit(backend, plan, continued=True)
-        except RuntimeError:  # the emulator is shutting down: start-up recovery submits it again
-            pass
-
-    timer = threading.Timer(WAIT_POLL_SECONDS, again)
-    timer.daemon = True
-    timer.start()
+    backend.jobs.submit_later(WAIT_POLL_SECONDS, TRAINING, f"{plan.project}/{plan.version}", run_saved_plan, backend,
+                              plan.project, plan.version)
 
 
 def _why_unusable(backend: Backend, project: str, refused: ServiceError) -> str:
@@ -346,9 +357,7 @@ def resume_training(backend: Backend) -> None:
     for row in backend.store.models.all_in((ModelStatus.TRAINING,)):
         plan = load_plan(backend, row.project, row.version)
         if plan is None:
-            _end_training(backend, row.project, row.version, ModelStatus.TRAINING_FAILED,
-                          "Training failed: the emulator stopped before the model's training plan was saved. Call "
-                          "CreateModel again to train a new version.")
+            _fail_without_plan(backend, row.project, row.version)
             continue
         if not plan.waiting:
             _training_message(backend, row.project, row.version, TRAINING_MESSAGE)

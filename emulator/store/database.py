@@ -78,6 +78,12 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+def libpq_url(url: str) -> str:
+    """The libpq connection string of a PostgreSQL database URL, for libraries that connect through
+    psycopg themselves (the job queue, emulator.jobqueue)."""
+    return parse_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def describe(url: URL) -> str:
     """The URL for messages and logs: the password left out."""
     return url.render_as_string(hide_password=True)

@@ -30,6 +30,16 @@ log = logging.getLogger(__name__)
 SCRIPTS = Path(__file__).parent / "migrations"
 
 
+# The job queue's tables, types and functions on PostgreSQL (revision 0002) are procrastinate's, not
+# described in emulator.store.schema: comparisons of the schema with the database leave them out.
+QUEUE_PREFIX = "procrastinate_"
+
+
+def ours(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's ``include_name`` hook: whether a database object is one `schema` describes."""
+    return not (name or "").startswith(QUEUE_PREFIX)
+
+
 def _config(conn: Connection | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(SCRIPTS))

@@ -8,12 +8,15 @@ import io
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from PIL import Image
+
+from emulator.jobs import TRAINING, JobRunner, Outcome, handler
 
 BUCKET = "lookout-dataset-tests"
 OTHER_BUCKET = "lookout-dataset-tests-other"
@@ -118,24 +121,38 @@ class DatasetKit:
         return [json.loads(line) for page in pages for line in page["DatasetEntries"]]
 
 
+# The holds of `jobs_held` blocks now running, by block: a held job names its block, because on
+# PostgreSQL a job is a queue row that names its function and plain arguments.
+_HOLDS: dict[str, tuple[threading.Semaphore, threading.Event]] = {}
+
+
+@handler
+def _hold(backend: Any, block: str) -> Outcome:
+    started, release = _HOLDS[block]
+    started.release()
+    release.wait(60)
+    return Outcome.SUCCEEDED
+
+
 @contextmanager
 def jobs_held(emulator: Any) -> Iterator[None]:
     """Occupy every worker of the server's job runner, so that jobs submitted meanwhile stay queued
-    (their datasets stay IN_PROGRESS) until the block ends."""
-    release, started = threading.Event(), threading.Semaphore(0)
-
-    def hold() -> None:
-        started.release()
-        release.wait(60)
-
-    for _ in range(emulator.settings.job_workers):
-        emulator.backend.jobs.submit("test", "hold-the-workers", hold)
-    for _ in range(emulator.settings.job_workers):
+    (their datasets stay IN_PROGRESS) until the block ends. On PostgreSQL trainings have workers of
+    their own (`--max-trainings`), which are held too."""
+    block = uuid.uuid4().hex
+    started, release = _HOLDS[block] = threading.Semaphore(0), threading.Event()
+    kinds = ["test"] * emulator.settings.job_workers
+    if not isinstance(emulator.backend.jobs, JobRunner):
+        kinds += [TRAINING] * emulator.settings.max_trainings
+    for slot, kind in enumerate(kinds):
+        emulator.backend.jobs.submit(kind, f"hold-the-workers-{slot}", _hold, emulator.backend, block)
+    for _ in kinds:
         assert started.acquire(timeout=30), "the job runner did not start the holding jobs"
     try:
         yield
     finally:
         release.set()
+        del _HOLDS[block]
 
 
 def error_of(excinfo: pytest.ExceptionInfo[Any]) -> tuple[str, int, str]:

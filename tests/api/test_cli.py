@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from emulator.cli import build_parser, parse_args
+from emulator.store.migrate import head
 from tests.api.core_support import ServerProcess, sqlite_file_only
 
 SCRIPT = Path(sys.executable).with_name("lookout-emulator")
@@ -127,9 +128,9 @@ def test_an_unknown_option_is_named_before_a_missing_command(args, message):
 def test_db_upgrade_migrates_once_then_changes_nothing(tmp_path):
     first = run_cli("db", "upgrade", "--data-dir", str(tmp_path))
     assert first.returncode == 0 and first.stdout.strip() == "lookout-emulator: the metadata database is at " \
-        "revision 0001 (was none)", (first.stdout, first.stderr)
+        f"revision {head()} (was none)", (first.stdout, first.stderr)
     again = run_cli("db", "upgrade", env={"LOOKOUT_DATABASE_URL": f"sqlite:///{tmp_path}/metadata.sqlite3"})
-    assert again.returncode == 0 and again.stdout.strip().endswith("at revision 0001"), again.stdout
+    assert again.returncode == 0 and again.stdout.strip().endswith(f"at revision {head()}"), again.stdout
 
 
 def test_a_metadata_file_that_is_no_database_is_one_line(tmp_path):
@@ -150,7 +151,7 @@ def test_a_server_on_a_postgres_schema_behind_refuses_to_start(tmp_path):
     url = create_database(maintenance, "lookout_test_cli_behind")
     try:
         line = one_line_refusal(run_cli("serve", "--port", "0", "--data-dir", str(tmp_path), "--database-url", url))
-        assert "has schema revision none but this release needs 0001" in line
+        assert f"has schema revision none but this release needs {head()}" in line
         assert "run: lookout-emulator db upgrade --database-url URL" in line
         assert run_cli("db", "upgrade", "--database-url", url).returncode == 0
     finally:

@@ -137,8 +137,36 @@ def test_postgres_behind_on_its_schema_is_refused_until_upgraded(postgres_url: s
     with pytest.raises(SchemaBehind, match="db upgrade"):
         Store.open(postgres_url)
     assert Store.upgrade(postgres_url) == "none"
-    assert Store.upgrade(postgres_url) == "0001"  # once per deploy; again changes nothing
+    assert Store.upgrade(postgres_url) == head()  # once per deploy; again changes nothing
     Store.open(postgres_url).close()
+
+
+@needs_postgres
+def test_the_job_queue_schema_comes_and_goes_with_its_revision(postgres_url: str) -> None:
+    """Revision 0002 creates procrastinate's objects on PostgreSQL; downgrading it drops every one."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from emulator.store.migrate import _config
+
+    def queue_objects(store: Store) -> int:
+        with store.database.connection() as conn:
+            return int(conn.execute(text(
+                "SELECT (SELECT count(*) FROM pg_tables WHERE tablename LIKE 'procrastinate%') + "
+                "(SELECT count(*) FROM pg_proc WHERE proname LIKE 'procrastinate%') + "
+                "(SELECT count(*) FROM pg_type WHERE typname LIKE 'procrastinate%' AND typtype IN ('e', 'c'))"
+            )).scalar_one())
+
+    Store.upgrade(postgres_url)
+    store = Store.open(postgres_url)
+    try:
+        assert queue_objects(store) > 20
+        with store.database.transaction() as conn:
+            command.downgrade(_config(conn), "0001")
+        assert queue_objects(store) == 0
+    finally:
+        store.close()
+    assert Store.upgrade(postgres_url) == "0001"  # and back again
 
 
 def test_tables_match_the_migrations(store: Store) -> None:
@@ -146,8 +174,11 @@ def test_tables_match_the_migrations(store: Store) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    from emulator.store.migrate import ours
+
     with store.database.connection() as conn:
-        differences = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+        differences = compare_metadata(MigrationContext.configure(conn, opts={"include_name": ours}),
+                                       schema.metadata)
     assert differences == []
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 
+from emulator.store.migrate import ours
 from emulator.store.schema import metadata
 
 connection = context.config.attributes["connection"]
 # render_as_batch: SQLite alters tables by copying them, which later migrations need for most changes.
-context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True, include_name=ours)
 with context.begin_transaction():
     context.run_migrations()
