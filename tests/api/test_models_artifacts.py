@@ -1,7 +1,6 @@
 """Model artifacts live in the object store; a node's data dir only caches them (issue 23, requirement 4)."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -9,7 +8,7 @@ from typing import Any
 import pytest
 
 from emulator.testing import LocalEmulator
-from emulator.testing.local import TEST_DATABASE_VARIABLE
+from emulator.testing.local import TEST_CREDENTIALS, TEST_DATABASE_VARIABLE
 from tests.api.models_support import ModelKit, encode, new_kit, texture, with_defect
 
 
@@ -85,8 +84,11 @@ def test_a_model_with_only_local_files_is_published_on_load_and_at_start(tmp_pat
 @pytest.mark.skipif(f"not os.environ.get({TEST_DATABASE_VARIABLE!r})",
                     reason="two servers share one database only on PostgreSQL (SQLite lives in the data dir, "
                            "which one server locks); run with --database postgresql")
-def test_a_model_trained_on_one_node_is_hosted_by_another_with_an_empty_data_dir() -> None:
-    assert os.environ.get(TEST_DATABASE_VARIABLE)
+def test_a_model_trained_on_one_node_is_hosted_by_another_with_an_empty_data_dir(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second node uses the first one's embedded S3 as its store (moto's S3 is per process)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_CREDENTIALS["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_CREDENTIALS["aws_secret_access_key"])
     with LocalEmulator() as trainer:
         kit = _trained_kit(trainer, "shared")
         with LocalEmulator(database_url=trainer.settings.database_url,
