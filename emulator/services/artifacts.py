@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _MANIFEST = "manifest.json"
 _ENGINE = "engine/"
+_SCRATCH = ".engine-fetch-"  # folders beside the cache that a fetch writes and renames (never loaded)
 # Models that have an engine artifact (the statuses after a successful training).
 _TRAINED = (ModelStatus.TRAINED, ModelStatus.STARTING_HOSTING, ModelStatus.HOSTED, ModelStatus.HOSTING_FAILED,
             ModelStatus.STOPPING_HOSTING)
@@ -147,7 +148,9 @@ def _fetch(backend: Backend, project: str, version: int, files: dict[str, str], 
     """Download the artifact into a temporary folder beside `directory`, check it, then swap it in."""
     name, prefix = bucket(backend), _prefix(project, version) + _ENGINE
     directory.parent.mkdir(parents=True, exist_ok=True)
-    temporary = directory.parent / f".engine-{uuid.uuid4().hex}"
+    for leftover in directory.parent.glob(f"{_SCRATCH}*"):  # of a fetch a crash cut off
+        shutil.rmtree(leftover, ignore_errors=True)
+    temporary = directory.parent / f"{_SCRATCH}{uuid.uuid4().hex}"
     try:
         for relative, digest in files.items():
             data = backend.objects.get(name, prefix + relative)
@@ -157,7 +160,7 @@ def _fetch(backend: Backend, project: str, version: int, files: dict[str, str], 
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
         if directory.exists():
-            stale = directory.parent / f".stale-{uuid.uuid4().hex}"
+            stale = directory.parent / f"{_SCRATCH}{uuid.uuid4().hex}"
             directory.rename(stale)
             temporary.rename(directory)
             shutil.rmtree(stale, ignore_errors=True)

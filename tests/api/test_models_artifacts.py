@@ -64,6 +64,27 @@ def test_the_local_cache_is_rebuilt_from_the_store_and_delete_model_removes_the_
     assert _stored(kit.s3, bucket, project_name) == []
 
 
+def test_a_stored_artifact_that_does_not_match_its_manifest_fails_hosting_with_a_reason(
+        emulator: LocalEmulator, project_name: str) -> None:
+    kit = _trained_kit(emulator, project_name)
+    bucket = _artifact_bucket(emulator)
+    key = f"models/{project_name}/1/engine/tensors.safetensors"
+    kit.s3.put_object(Bucket=bucket, Key=key, Body=b"damaged in the store")
+    cache = emulator.settings.models_dir / project_name / "1" / "engine"
+    original = (cache / "tensors.safetensors").read_bytes()
+    (cache / "tensors.safetensors").write_bytes(b"stale")
+    kit.lookout.start_model(ProjectName=project_name, ModelVersion="1", MinInferenceUnits=1)
+    described = kit.wait_model("1")
+    assert described["Status"] == "HOSTING_FAILED"
+    assert f"s3://{bucket}/{key} does not match the artifact's manifest" in described["StatusMessage"]
+    assert (cache / "tensors.safetensors").read_bytes() == b"stale"  # the cache was not half replaced
+    kit.s3.put_object(Bucket=bucket, Key=key, Body=original)  # repaired: it starts
+    kit.host("1")
+    assert (cache / "tensors.safetensors").read_bytes() == original
+    assert not [path.name for path in cache.parent.iterdir() if path.name.startswith(".")]
+    _stop(kit)
+
+
 def test_a_model_with_only_local_files_is_published_on_load_and_at_start(tmp_path: Path) -> None:
     """A data dir of the release before artifacts moved to the store: nothing is lost."""
     with LocalEmulator(data_dir=tmp_path) as emu:
