@@ -21,6 +21,9 @@ into place, so that a crash leaves the old cache or the new one, never half of e
 Data dirs of the releases before this one have artifacts only on local disk: a load finding no
 manifest publishes the local artifact (and start-up does it for every trained model), so nothing
 is lost and other nodes can load it from then on.
+
+A model's training plan (`emulator.services.training_plan`) is kept under the same prefix, so that
+a node that did not receive CreateModel can resume the training after a restart.
 """
 from __future__ import annotations
 
@@ -169,6 +172,21 @@ def _fetch(backend: Backend, project: str, version: int, files: dict[str, str], 
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     log.info("fetched the artifact of %s v%s from the object store", project, version)
+
+
+def store_file(backend: Backend, project: str, version: int, name: str, data: bytes) -> None:
+    """Keep one of the model's own files (its training plan) beside its artifact, so that any node
+    can read it; raises ObjectNotFound when the store refuses or cannot be reached."""
+    backend.objects.create_bucket(bucket(backend))
+    backend.objects.put(bucket(backend), _prefix(project, version) + name, data, "application/json")
+
+
+def stored_file(backend: Backend, project: str, version: int, name: str) -> bytes | None:
+    """A file `store_file` kept; None when the store has none (or cannot be read now)."""
+    try:
+        return backend.objects.get(bucket(backend), _prefix(project, version) + name)
+    except ObjectNotFound:
+        return None
 
 
 def read_engine_file(backend: Backend, project: str, version: int, relative: str) -> bytes | None:

@@ -123,3 +123,21 @@ def test_a_model_trained_on_one_node_is_hosted_by_another_with_an_empty_data_dir
             _stop(there)
             there.lookout.delete_model(ProjectName="shared", ModelVersion="1")
             assert _stored(kit.s3, _artifact_bucket(trainer), "shared") == []
+
+
+@pytest.mark.skipif(f"not os.environ.get({TEST_DATABASE_VARIABLE!r})",
+                    reason="two servers share one database only on PostgreSQL; run with --database postgresql")
+def test_a_node_starting_while_another_trains_resumes_the_training_from_the_stored_plan(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start-up recovery on a node that never saw CreateModel reads the plan from the store; before,
+    it found no local plan and failed the other node's training."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_CREDENTIALS["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_CREDENTIALS["aws_secret_access_key"])
+    with LocalEmulator() as trainer:
+        kit = new_kit(trainer.client("lookoutvision"), trainer.client("s3"), "resumed")
+        kit.stage("train", normals=20, anomalies=10)
+        kit.create_model()
+        assert kit.model("1")["Status"] == "TRAINING"
+        with LocalEmulator(database_url=trainer.settings.database_url, s3_endpoint_url=trainer.endpoint_url):
+            described = kit.wait_model("1")
+            assert described["Status"] == "TRAINED", described["StatusMessage"]
