@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from emulator.testing import LocalEmulator
 from emulator.testing.local import TEST_CREDENTIALS, TEST_DATABASE_VARIABLE
-from tests.api.models_support import ModelKit, encode, new_kit, texture, with_defect
+from tests.api.models_support import OUTPUT_BUCKET, ModelKit, encode, new_kit, texture, with_defect
 
 
 def _artifact_bucket(emu: Any) -> str:
@@ -29,6 +30,15 @@ def _trained_kit(emu: Any, project: str) -> ModelKit:
     described = kit.wait_model("1")
     assert described["Status"] == "TRAINED", described["StatusMessage"]
     return kit
+
+
+def _packaged(kit: ModelKit, job: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (described := kit.lookout.describe_model_packaging_job(ProjectName=kit.project, JobName=job)[
+            "ModelPackagingDescription"])["Status"] in ("CREATED", "RUNNING"):
+        assert time.monotonic() < deadline, described
+        time.sleep(0.1)
+    return described
 
 
 def _stop(kit: ModelKit, version: str = "1") -> None:
@@ -116,6 +126,13 @@ def test_a_model_trained_on_one_node_is_hosted_by_another_with_an_empty_data_dir
                            s3_endpoint_url=trainer.endpoint_url) as other:
             assert not (other.settings.models_dir / "shared").exists()
             there = ModelKit(other.client("lookoutvision"), kit.s3, "shared")
+            package = {"Greengrass": {"ComponentName": "shared-component",
+                                      "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
+                                      "S3OutputLocation": {"Bucket": OUTPUT_BUCKET, "Prefix": "packages"}}}
+            job = there.lookout.start_model_packaging_job(ProjectName="shared", ModelVersion="1",
+                                                          Configuration=package)["JobName"]
+            assert _packaged(there, job)["Status"] == "SUCCEEDED"  # packaging fetched into the empty cache
+            shutil.rmtree(other.settings.models_dir / "shared")
             there.host("1")  # loaded from the shared store into this node's empty cache
             assert (other.settings.models_dir / "shared" / "1" / "engine" / "model.json").is_file()
             for image in (texture(8200, (64, 64)), with_defect(9100, (64, 64))[0]):
