@@ -15,8 +15,8 @@ from emulator.backend import Backend
 from emulator.console.words import natural_key
 from emulator.formats.manifests import parse_line, read_json_lines
 from emulator.s3.objects import ObjectNotFound
+from emulator.services.artifacts import read_engine_file
 from emulator.services.evaluation_output import HEATMAP_REF, MASK_REF
-from emulator.services.lookups import engine_dir
 
 DETECTED = "anomaly-label-detected"
 # The engine normalises every model's anomaly score so that this is its decision threshold.
@@ -159,12 +159,12 @@ class EngineFacts:
 
 def engine_facts(backend: Backend, project: str, version: str) -> EngineFacts | None:
     """Read from the artifact's JSON (no tensors are loaded); None if the model has none (yet)."""
-    path = engine_dir(backend, project, int(version)) / "model.json"
+    data = read_engine_file(backend, project, int(version), "model.json")
+    if data is None or len(data) > _MAX_CONFIG_BYTES:
+        return None
     try:
-        if path.stat().st_size > _MAX_CONFIG_BYTES:
-            return None
-        config = json.loads(path.read_text())
-    except (OSError, ValueError):
+        config = json.loads(data)
+    except ValueError:
         return None
     if not isinstance(config, dict):
         return None

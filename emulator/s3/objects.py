@@ -14,6 +14,11 @@ class ObjectNotFound(Exception):
     or could not be reached. The message says which; service code shows it to the user."""
 
 
+class ObjectMissing(ObjectNotFound):
+    """The store answered that the object (or its bucket) does not exist, as opposed to refusing
+    or not answering: code that treats absence as a state (no stored artifact yet) catches this."""
+
+
 class ObjectStore(Protocol):
     """Read manifests and images, write evaluation output and packages, list and create buckets for
     the console."""
@@ -33,6 +38,10 @@ class ObjectStore(Protocol):
     def put(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
 
     def size(self, bucket: str, key: str) -> int: ...
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove the object; one that (or whose bucket) is already gone is no error, so that a
+        deletion run twice is harmless."""
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         """The keys under `prefix` in `bucket`, sorted."""

@@ -11,7 +11,7 @@ from botocore.config import Config
 from emulator.config import Settings
 from emulator.s3.mirror import S3Mirror
 from emulator.s3.moto_space import MotoS3Space
-from emulator.s3.objects import ObjectNotFound, ObjectStore
+from emulator.s3.objects import ObjectMissing, ObjectNotFound, ObjectStore
 
 # Seconds a readiness probe waits for an external store to connect and to answer: load balancers
 # and Kubernetes give a probe a few seconds (Kubernetes: 1 s unless its timeoutSeconds says more).
@@ -59,13 +59,13 @@ class EmbeddedObjectStore:
     def _bucket(self, bucket: str, key: str = "") -> Any:
         found = self.space.bucket(bucket)
         if found is None:
-            raise ObjectNotFound(f"s3://{bucket}/{key}: the bucket {bucket} does not exist")
+            raise ObjectMissing(f"s3://{bucket}/{key}: the bucket {bucket} does not exist")
         return found
 
     def _key(self, bucket: str, key: str) -> Any:
         found = self.space.current_key(self._bucket(bucket, key), key)
         if found is None:
-            raise ObjectNotFound(f"s3://{bucket}/{key}: the object does not exist")
+            raise ObjectMissing(f"s3://{bucket}/{key}: the object does not exist")
         return found
 
     def get(self, bucket: str, key: str) -> bytes:
@@ -79,6 +79,14 @@ class EmbeddedObjectStore:
         with self.space.active():
             written = self.space.backend(found.partition).put_object(bucket, key, data)
         written.set_metadata({"Content-Type": content_type})
+        self.mirror.sync_key(bucket, key)
+
+    def delete(self, bucket: str, key: str) -> None:
+        found = self.space.bucket(bucket)
+        if found is None:
+            return
+        with self.space.active():
+            self.space.backend(found.partition).delete_object(bucket, key)
         self.mirror.sync_key(bucket, key)
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
@@ -132,11 +140,10 @@ class ExternalObjectStore:
             error = exc.response["Error"]
             code = error.get("Code", "")
             if code == "NoSuchBucket":
-                reason = f"the bucket {bucket} does not exist"
-            elif code in ("404", "NoSuchKey", "NotFound"):
-                reason = "the object does not exist"
-            else:
-                reason = error.get("Message") or code
+                return ObjectMissing(f"s3://{bucket}/{key}: the bucket {bucket} does not exist")
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return ObjectMissing(f"s3://{bucket}/{key}: the object does not exist")
+            reason = error.get("Message") or code
         else:
             reason = f"{self.endpoint_url} could not be used: {exc}"
         return ObjectNotFound(f"s3://{bucket}/{key}: {reason}")
@@ -157,6 +164,15 @@ class ExternalObjectStore:
         try:
             self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._fail(bucket, key, exc) from None
+
+    def delete(self, bucket: str, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response["Error"].get("Code") != "NoSuchBucket":
+                raise self._fail(bucket, key, exc) from None
+        except botocore.exceptions.BotoCoreError as exc:
             raise self._fail(bucket, key, exc) from None
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:

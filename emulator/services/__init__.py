@@ -7,14 +7,26 @@ from __future__ import annotations
 
 from emulator.api.registry import OperationRegistry
 from emulator.backend import RecoveryHook
-from emulator.services import datasets, detection, hosting, model_lifecycle, packaging, projects, tags, training_job
+from emulator.services import (
+    artifacts,
+    datasets,
+    detection,
+    hosting,
+    model_lifecycle,
+    packaging,
+    projects,
+    tags,
+    training_job,
+)
 
 # Run in this order when a backend starts: dataset jobs first (models waiting for them follow), then
-# models (hosting needs the engine, whose import starts early), then packaging jobs.
+# models (hosting needs the engine, whose import starts early; artifacts only on this node's disk are
+# published first), then packaging jobs.
 RECOVERY_HOOKS: tuple[RecoveryHook, ...] = (
     datasets.resume_interrupted_jobs,
     hosting.import_engine_early,
     training_job.resume_training,
+    artifacts.publish_local_artifacts,
     model_lifecycle.restore_hosting,
     packaging.resume_packaging,
 )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,12 +42,15 @@ class HostingRegistry:
         self._hosted: dict[ModelKey, Future[HostedModel]] = {}
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookout-hosting")
 
-    def host(self, key: ModelKey, directory: Path, units: int) -> Future[HostedModel]:
-        """Start loading the model (if it is not already hosted); the future completes when it serves."""
+    def host(self, key: ModelKey, locate: Callable[[], Path], units: int) -> Future[HostedModel]:
+        """Start loading the model (if it is not already hosted); the future completes when it serves.
+        `locate` returns the model's engine folder; it runs on the loader thread, since it may first
+        fetch the artifact from the object store."""
         with self._lock:
             found = self._hosted.get(key)
             if found is None:
-                found = self._loader.submit(HostedModel, directory, units, f"{key[0]}-{key[1]}", self._device)
+                found = self._loader.submit(
+                    lambda: HostedModel(locate(), units, f"{key[0]}-{key[1]}", self._device))
                 self._hosted[key] = found
             return found
 

@@ -59,10 +59,10 @@ def get_model(backend: Backend, project: str, version: str) -> Model:
 
 
 def model_dir(backend: Backend, project: str, version: int) -> Path:
-    """The model's own storage: copied images, the engine artifact, the training record."""
+    """The model's local folder: copied images, the training record, the cache of the engine artifact."""
     return backend.settings.models_dir / project / str(version)
 
 
 def engine_dir(backend: Backend, project: str, version: int) -> Path:
-    """The engine artifact of a model (what hosting and packaging load)."""
+    """The local cache of a model's engine artifact (loads go through `artifacts.local_engine`)."""
     return model_dir(backend, project, version) / "engine"

@@ -23,8 +23,9 @@ from emulator.api.pagination import decode_token, page, page_size
 from emulator.api.registry import OperationTable
 from emulator.api.statuses import PACKAGING_JOB_ACTIVE, ModelStatus, ResourceType
 from emulator.backend import Backend
-from emulator.services import hosting, training_job, training_plan
-from emulator.services.lookups import engine_dir, get_model, get_project, model_arn, model_dir
+from emulator.s3.objects import ObjectNotFound
+from emulator.services import artifacts, hosting, training_job, training_plan
+from emulator.services.lookups import get_model, get_project, model_arn, model_dir
 from emulator.services.tags import apply_tags
 from emulator.store.records import Model
 
@@ -159,6 +160,10 @@ def delete_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
         backend.store.models.delete(project, row.version)
         backend.store.tags.remove(row.arn)
     shutil.rmtree(model_dir(backend, project, row.version), ignore_errors=True)
+    try:
+        artifacts.remove(backend, project, row.version)
+    except ObjectNotFound as exc:  # the model is deleted; its objects stay until the store answers again
+        log.warning("the stored artifact of %s v%s could not be deleted: %s", project, row.version, exc)
     return {"ModelArn": row.arn}
 
 
@@ -194,7 +199,7 @@ def stop_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
 def _begin_hosting(backend: Backend, project: str, version: int, units: int) -> None:
     """Load the model to serve up to `units` requests at once (MaxInferenceUnits: see emulator.services.hosting)."""
     key = (project, version)
-    future = hosting.registry(backend).host(key, engine_dir(backend, project, version), units)
+    future = hosting.registry(backend).host(key, lambda: artifacts.local_engine(backend, project, version), units)
     future.add_done_callback(lambda done: _hosting_done(backend, key, done))
 
 

@@ -25,7 +25,8 @@ from emulator.backend import Backend
 from emulator.edge.package import ARCHIVE_NAME, MANIFEST_NAME, build_archive, new_manifest, seal
 from emulator.jobs import Outcome, handler
 from emulator.s3.objects import ObjectNotFound
-from emulator.services.lookups import engine_dir, get_model, get_project, model_arn
+from emulator.services import artifacts
+from emulator.services.lookups import get_model, get_project, model_arn
 from emulator.services.model_lifecycle import conflict
 from emulator.store.records import PackagingJob
 
@@ -199,7 +200,7 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> Outcome:
     location = greengrass["S3OutputLocation"]
     folder = _package_folder(location.get("Prefix") or "", name, version)
     try:
-        directory = engine_dir(backend, project, row.model_version)
+        directory = artifacts.local_engine(backend, project, row.model_version)
         model = engine.load_model(directory, device="cpu")  # also proves the packaged artifact loads
         manifest = new_manifest(
             component_name=name, component_version=version,
@@ -221,7 +222,7 @@ def run_packaging(backend: Backend, project: str, job_name: str) -> Outcome:
         _set_status(backend, project, job_name, FAILED,
                     f"The package could not be written to s3://{location['Bucket']}/{folder} ({exc}).")
         return Outcome.FAILED
-    except engine.EngineError as exc:
+    except (engine.EngineError, artifacts.ArtifactError) as exc:
         _set_status(backend, project, job_name, FAILED, f"The model could not be packaged: {exc}")
         return Outcome.FAILED
     except OSError as exc:  # e.g. a full disk; the path stays in the operator's log

@@ -4,8 +4,9 @@ The plan (`emulator.services.training_plan`) was checked inside the CreateModel 
 only be learnt by reading the images (a missing object, a corrupt file, a wrong size, a mask whose
 colours do not match its manifest line) is found here and reported as TRAINING_FAILED with a
 StatusMessage that names the image. Like the real service, the job copies every image it uses into
-the model's own directory under ``settings.models_dir``, so a trained or hosted model never reads S3
-again.
+the model's own directory under ``settings.models_dir`` (scratch for this run), so that later
+changes to the dataset's objects never change the model. The finished engine artifact is published
+to the object store (`emulator.services.artifacts`), from which any node loads it.
 
 A model created while its project's datasets were still being imported or updated waits: its job
 chooses the images once no dataset job of the project runs any more, and looks again every
@@ -39,6 +40,7 @@ from emulator.formats.image_files import ImageError, open_image, rgb_pixels
 from emulator.jobs import TRAINING, Outcome, handler
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri
+from emulator.services import artifacts
 from emulator.services.evaluation_output import write_evaluation
 from emulator.services.lookups import engine_dir, model_dir
 from emulator.services.training_plan import (
@@ -211,6 +213,7 @@ def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> Outcome:
                            progress=_progress(backend, plan, progress))
         progress.stage, progress.fraction = "writing the evaluation results", 1.0
         model.save(engine_dir(backend, plan.project, plan.version))
+        artifacts.publish(backend, plan.project, plan.version)  # before TRAINED: every node can then load it
         metrics = model.test_metrics if model.test_metrics is not None else model.evaluate(test)
         finished = backend.now()
         # Every model's anomaly maps (and a segmentation model's masks) go with the evaluation output.
@@ -225,6 +228,9 @@ def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> Outcome:
         return Outcome.INTERRUPTED
     except (TrainingError, engine.EngineError) as exc:
         _fail(backend, plan, str(exc))
+        return Outcome.FAILED
+    except ObjectNotFound as exc:  # publishing the artifact (write_evaluation reports as TrainingError)
+        _fail(backend, plan, f"the model could not be written to the object store ({exc}).")
         return Outcome.FAILED
     except Exception as exc:
         if not is_disk_full(exc):  # a bug of ours (or recording the outcome failed): traceback to the log

@@ -11,8 +11,9 @@ notebook) is accepted: while a dataset of the project is still being imported or
 is created TRAINING with an empty plan marked `waiting`, and its job chooses the images once no
 dataset job of the project runs any more (`emulator.services.training_job`).
 
-The plan is kept in the model's directory (``training-data.json``) from the moment CreateModel
-answers, so that a training a stop or a crash cut off starts again from it when the server starts.
+The plan is kept in the model's directory (``training-data.json``), and beside the model's artifact
+in the object store, from the moment CreateModel answers, so that a training a stop or a crash cut
+off starts again from it when a server (any node sharing the database and store) starts.
 """
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from emulator.api.errors import ConflictException, ValidationException
+from emulator.api.errors import ConflictException, InternalServerException, ValidationException
 from emulator.api.statuses import DATASET_BUSY, DATASET_TRAINABLE, ResourceType
 from emulator.backend import Backend
+from emulator.s3.objects import ObjectNotFound
+from emulator.services import artifacts
 from emulator.services.datasets import Entry, list_entries
 from emulator.services.lookups import model_dir
 
@@ -81,18 +84,33 @@ _PLAN_FILE = "training-data.json"
 
 
 def save_plan(backend: Backend, plan: TrainingPlan) -> None:
-    """Keep the plan with the model: what it is trained and tested on, and what a restart resumes."""
+    """Keep the plan with the model: what it is trained and tested on, and what a restart resumes.
+    Locally and in the object store (any node may resume it); InternalServerException when the
+    store cannot take it, since a model must not be TRAINING without a plan every node can read."""
     directory = model_dir(backend, plan.project, plan.version)
     directory.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(asdict(plan))
     temporary = directory / f"{_PLAN_FILE}.tmp"
-    temporary.write_text(json.dumps(asdict(plan)))
+    temporary.write_text(data)
     temporary.replace(directory / _PLAN_FILE)  # a crash leaves the old plan or the new one, never half
+    try:
+        artifacts.store_file(backend, plan.project, plan.version, _PLAN_FILE, data.encode())
+    except ObjectNotFound as exc:
+        raise InternalServerException(f"The model's training plan could not be stored ({exc}); try again.") from None
 
 
 def load_plan(backend: Backend, project: str, version: int) -> TrainingPlan | None:
-    """The model's saved plan; None when there is none (or it is unreadable)."""
+    """The model's saved plan, from this node's disk or else the object store; None when there is
+    none (or it is unreadable)."""
     try:
-        saved = json.loads((model_dir(backend, project, version) / _PLAN_FILE).read_text())
+        try:
+            text = (model_dir(backend, project, version) / _PLAN_FILE).read_bytes()
+        except FileNotFoundError:  # CreateModel was answered by another node
+            stored = artifacts.stored_file(backend, project, version, _PLAN_FILE)
+            if stored is None:
+                return None
+            text = stored
+        saved = json.loads(text)
         saved["train"] = [Sample(**sample) for sample in saved["train"]]
         saved["test"] = [Sample(**sample) for sample in saved["test"]]
         return TrainingPlan(**saved)

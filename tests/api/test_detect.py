@@ -239,7 +239,7 @@ def test_a_request_racing_stop_model_finds_the_model_stopped(hosted: Trained, em
 
     own = HostingRegistry()
     key = (hosted.kit.project, 1)
-    served = own.host(key, engine_dir(emulator.backend, *key), 1).result()
+    served = own.host(key, lambda: engine_dir(emulator.backend, *key), 1).result()
     assert own.get(key) is served
     own.stop(key)
     assert own.get(key) is None

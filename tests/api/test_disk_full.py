@@ -61,8 +61,9 @@ def test_a_full_disk_fails_cleanly(small_disk: Path) -> None:
         kit.stage("train", normals=10, anomalies=0, size=(64, 64))
         kit.stage("test", normals=10, anomalies=10, size=(64, 64), seed=500)
 
-        # Room for CreateModel's own writes, not for the 30 images training copies.
-        filler = fill(small_disk, leave=96 * 1024)
+        # Room for CreateModel's own writes (the metadata, the plan locally and in the embedded S3), not for
+        # the 30 images training copies.
+        filler = fill(small_disk, leave=128 * 1024)
         version = kit.create_model()["ModelVersion"]
         described = kit.wait_model(version, timeout=120)
         assert described["Status"] == "TRAINING_FAILED", described
