@@ -131,8 +131,9 @@ def test_a_model_trained_on_one_node_is_hosted_by_another_with_an_empty_data_dir
                                       "S3OutputLocation": {"Bucket": OUTPUT_BUCKET, "Prefix": "packages"}}}
             job = there.lookout.start_model_packaging_job(ProjectName="shared", ModelVersion="1",
                                                           Configuration=package)["JobName"]
-            assert _packaged(there, job)["Status"] == "SUCCEEDED"  # packaging fetched into the empty cache
-            shutil.rmtree(other.settings.models_dir / "shared")
+            # Packaging fetched the model into the cache of whichever node the job queue gave the job to.
+            assert _packaged(there, job)["Status"] == "SUCCEEDED"
+            shutil.rmtree(other.settings.models_dir / "shared", ignore_errors=True)
             there.host("1")  # loaded from the shared store into this node's empty cache
             assert (other.settings.models_dir / "shared" / "1" / "engine" / "model.json").is_file()
             for image in (texture(8200, (64, 64)), with_defect(9100, (64, 64))[0]):
