@@ -40,9 +40,10 @@ from .errors import EngineError
 from .features import PatchFeatureExtractor
 from .finetune import cell_targets
 from .finetune import out_of_fold as finetune_out_of_fold
+from .groups import grouped_folds, near_duplicate_groups
 from .images import working_size
 from .memory import MemoryBank, greedy_coreset
-from .metrics import auroc
+from .metrics import auroc, prf
 from .model import Model
 from .options import FitOptions
 from .patch_head import (
@@ -104,6 +105,9 @@ class _Features:
     pooled_mean: torch.Tensor  # (n, D) per image
     pooled_max: torch.Tensor
     base: torch.Tensor | None  # (len(cv_idx), C0, gh, gw) finest-level features, if fine-tuning may run
+    # (n,) near-duplicate group of every image (groups.py): every out-of-fold split holds out whole
+    # groups. Set once the pooled descriptors exist; until then each image is its own group.
+    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -153,6 +157,10 @@ def fit(
     y = np.array(data.y, dtype=np.int64)
 
     feats = _extract_features(data, y, opts, device, rng, clock)
+    # [mean, max]-pooled descriptors: the max keeps where a part's distinctive details are, which
+    # separated captures of one part from other parts far better than the mean alone (groups.py).
+    groups = near_duplicate_groups(torch.cat([feats.pooled_mean, feats.pooled_max], 1).double().numpy(), opts.seed)
+    feats.groups = groups.ids
     oneclass = _oneclass_out_of_fold(feats, y, opts, clock)
     candidates = _Candidates(scores={"oneclass": oneclass.scores})
     _patch_candidate(candidates, data, y, feats, oneclass, opts, rng, clock)
@@ -170,6 +178,7 @@ def fit(
         "n_anomaly": int((y == 1).sum()),
         "n_masked": int(sum(m is not None for m in data.masks)),
         "n_cv_images": int(len(feats.cv_idx)),
+        "near_duplicates": groups.summary(),
         "work_size": list(feats.work),
         "grid": list(feats.grid),
         "memory_bank": int(oneclass.bank.entries.shape[0]),
@@ -279,15 +288,18 @@ def _build_memory_bank(feats: _Features, opts: FitOptions) -> tuple[MemoryBank, 
 
 
 def _oneclass_out_of_fold(feats: _Features, y: np.ndarray, opts: FitOptions, clock: _Clock) -> _OneClass:
-    """Leave-one-image-out k-NN maps of the cross-validation images (raw and smoothed)."""
+    """Leave-one-group-out k-NN maps of the cross-validation images (raw and smoothed): the bank
+    entries drawn from the image's near-duplicate group (itself included) are masked out, as a new
+    part has no capture in the bank; anomalies are never in the bank, but their normal siblings are."""
     bank, origin = _build_memory_bank(feats, opts)
     clock.step(0.65, "memory bank built")
+    origin_group = torch.from_numpy(feats.groups[origin.numpy()])
     raw_maps: dict[int, torch.Tensor] = {}
     oof_maps: dict[int, torch.Tensor] = {}
     for r, i in enumerate(feats.cv_idx.tolist()):
-        excl = (origin == i) if y[i] == 0 else None
-        if excl is not None and bool(excl.all()):
-            excl = None  # cannot happen with >= 2 normals and a full-size bank
+        excl: torch.Tensor | None = origin_group == int(feats.groups[i])
+        if excl is not None and (bool(excl.all()) or not bool(excl.any())):
+            excl = None  # nothing to mask, or a group holding every normal (the bank must stay usable)
         raw_maps[i] = bank.distances(bank.standardise(feats.kept[r : r + 1]), exclude=excl)[0]
         oof_maps[i] = smooth(raw_maps[i][None], opts.map_sigma)[0]
     clock.step(0.72, "cross-validated one-class scores")
@@ -318,7 +330,8 @@ def _patch_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, feat
     px, pt = stack_rows(rows, cv_idx.tolist())
     if len(np.unique(pt[pt >= 0])) < 2:
         return
-    maps, fold_stats = out_of_fold_maps(cv_idx, y, has_mask, rows, inputs_of, len(data.labels), opts, gh, gw)
+    maps, fold_stats = out_of_fold_maps(cv_idx, y, has_mask, feats.groups, rows, inputs_of, len(data.labels),
+                                        opts, gh, gw)
     cands.patch_maps = maps
     clf = PatchClassifier.fit(px[pt >= 0], pt[pt >= 0], len(data.labels))
     own = [float(image_score_map(clf, inputs_of(i), gh, gw, opts.map_sigma).max()) for i in cv_idx if y[i] == 0]
@@ -337,18 +350,15 @@ def _supervised_candidates(cands: _Candidates, y: np.ndarray, feats: _Features, 
                            opts: FitOptions, clock: _Clock) -> None:
     """With enough labelled anomalies: the pooled-descriptor head ("supervised") and its mean with
     the one-class score ("combined"), both K-fold out-of-fold."""
-    from sklearn.model_selection import StratifiedKFold
-
     ycv = y[feats.cv_idx]
     n_pos, n_neg = int(ycv.sum()), int((1 - ycv).sum())
     if min(n_pos, n_neg) < opts.min_anomalies_for_supervised:
         return
     mu, sd = oneclass.bank.mean, oneclass.bank.std
     pooled_all = torch.cat([(feats.pooled_mean - mu) / sd, (feats.pooled_max - mu) / sd], 1).double().numpy()
-    skf = StratifiedKFold(min(opts.cv_folds, n_pos, n_neg), shuffle=True, random_state=opts.seed)
     xcv = pooled_all[feats.cv_idx]
     sup = np.zeros(len(ycv))
-    for tr, te in skf.split(xcv, ycv):
+    for tr, te in grouped_folds(ycv, feats.groups[feats.cv_idx], opts.cv_folds, opts.seed):
         sup[te] = LinearHead.fit(xcv[tr], ycv[tr], opts.seed).logit(xcv[te])
     oc = oneclass.scores
     oc_c, oc_s = _std_stats(oc[ycv == 0])
@@ -396,7 +406,8 @@ def _finetuned_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, 
     def progress(done: int) -> None:
         clock.step(0.86 + 0.04 * done / folds, f"fine-tuning ({done}/{folds} networks)")
 
-    scores, nets = finetune_out_of_fold(feats.extractor.trunk, feats.base, ycv, cells, folds,
+    scores, nets = finetune_out_of_fold(feats.extractor.trunk, feats.base, ycv, cells,
+                                        grouped_folds(ycv, feats.groups[feats.cv_idx], folds, opts.seed),
                                         opts.finetune_epochs, opts.seed, device, progress)
     feats.base = None
     cands.scores["finetuned"] = scores
@@ -423,10 +434,14 @@ def _calibrate(scores: np.ndarray, ycv: np.ndarray) -> tuple[ScoreNormaliser, di
     tp = int((pred & (ycv == 1)).sum())
     fp = int((pred & (ycv == 0)).sum())
     fn = int((~pred & (ycv == 1)).sum())
+    precision, recall, f1 = prf(tp, fp, fn)
     return norm, {
         "threshold": float(threshold),
         "threshold_rule": rule,
-        "cv_f1": (2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else None,
+        # What to expect on new parts at this threshold: out-of-fold scores held out by group.
+        "expected_precision": precision,
+        "expected_recall": recall,
+        "cv_f1": f1,
         "cv_confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": int(len(ycv) - tp - fp - fn)},
     }
 
@@ -461,7 +476,7 @@ def _pixel_calibration(data: TrainingData, y: np.ndarray, feats: _Features, onec
         levels = np.unique(np.quantile(allv, np.linspace(0.5, 0.999, 60)))
         t_pix, _ = best_pixel_threshold([maps[i] for i in masked], [gts[i] for i in masked], levels)
         pix_pos = np.concatenate([maps[i][gts[i]] for i in masked])
-        seg = cross_validated_iou(masked, maps, gts, levels, cv_idx, oof_pred, opts)
+        seg = cross_validated_iou(masked, feats.groups[masked], maps, gts, levels, cv_idx, oof_pred, opts)
         clock.step(0.9, "segmentation threshold")
     normal_pixels = np.concatenate([maps_of[i].flatten().numpy() for i in cv_idx if y[i] == 0])
     return source, ScoreNormaliser.fit(t_pix, normal_pixels, pix_pos if len(pix_pos) else None), seg
