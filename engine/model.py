@@ -74,8 +74,7 @@ class Model:
         bank = take("bank", MemoryBank, heads, self.tensors)
         if bank is None:
             raise EngineError("model artifact lacks its memory bank")
-        self._bank = bank if self.device.type == "cpu" else MemoryBank(
-            bank.mean.to(self.device), bank.std.to(self.device), bank.entries.to(self.device))
+        self._bank = bank if self.device.type == "cpu" else bank.to(self.device)
         self._head = take("supervised", LinearHead, heads, self.tensors)
         self._patch = take("patch", PatchClassifier, heads, self.tensors)
         self._combo: dict[str, float] | None = heads.get("combined")

@@ -42,7 +42,7 @@ from .finetune import cell_targets
 from .finetune import out_of_fold as finetune_out_of_fold
 from .groups import grouped_folds, near_duplicate_groups
 from .images import working_size
-from .memory import MemoryBank, greedy_coreset
+from .memory import MemoryBank, greedy_coreset, positional_offset
 from .metrics import auroc, prf
 from .model import Model
 from .options import FitOptions
@@ -301,6 +301,11 @@ def _oneclass_out_of_fold(feats: _Features, y: np.ndarray, opts: FitOptions, clo
         if excl is not None and (bool(excl.all()) or not bool(excl.any())):
             excl = None  # nothing to mask, or a group holding every normal (the bank must stay usable)
         raw_maps[i] = bank.distances(bank.standardise(feats.kept[r : r + 1]), exclude=excl)[0]
+    normals = [i for i in feats.cv_idx.tolist() if y[i] == 0]
+    bank.offset = positional_offset(torch.stack([raw_maps[i] for i in normals])) if normals else None
+    for i in feats.cv_idx.tolist():
+        if bank.offset is not None:
+            raw_maps[i] = raw_maps[i] - bank.offset
         oof_maps[i] = smooth(raw_maps[i][None], opts.map_sigma)[0]
     clock.step(0.72, "cross-validated one-class scores")
     scores = np.array([float(oof_maps[i].max()) for i in feats.cv_idx], dtype=np.float64)
