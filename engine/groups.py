@@ -12,8 +12,9 @@ together, so it finds out from the images' own global descriptors:
 * the threshold comes from the data's nearest-neighbour distances: the log distances from each image
   to its few nearest neighbours form one population when images are unrelated, and two when some
   images have siblings (siblings much closer than anything else). A Gaussian mixture with one or two
-  components is fitted and the Bayesian information criterion decides; with two, the cut is where the
-  near component stops being the likelier one. With one, there are no near-duplicates;
+  components is fitted; near-duplicates exist when the Bayesian information criterion prefers two
+  and the fitted density really has two peaks. The cut is then where the near component stops being
+  the likelier one; otherwise there are no near-duplicates;
 * images closer than the cut are grouped by average linkage (average rather than single linkage, so
   a chain of merely similar parts does not fuse into one large group).
 
@@ -85,6 +86,13 @@ def _distance_cut(d: np.ndarray, seed: int) -> float | None:
     mix = fits[1]
     low = int(np.argmin(mix.means_[:, 0]))
     grid = np.linspace(logs.min(), logs.max(), 512)[:, None]
+    # Two populations means two modes: the k-th-neighbour distances of unrelated images also differ
+    # by rank (the first neighbour is nearer than the eighth), a skew a two-component mixture fits
+    # better without any second mode. Only a density with two peaks shows near-duplicates.
+    density = mix.score_samples(grid)
+    peaks = np.flatnonzero((density[1:-1] > density[:-2]) & (density[1:-1] >= density[2:]))
+    if len(peaks) < 2:
+        return None
     near_likelier = mix.predict_proba(grid)[:, low] >= 0.5
     # The cut: the end of the first run of grid points where the near component is the likelier.
     stop = np.flatnonzero(~near_likelier)
