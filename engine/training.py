@@ -38,7 +38,7 @@ from .dataset import TrainingData, prepare
 from .device import resolve_device
 from .errors import EngineError
 from .features import PatchFeatureExtractor
-from .finetune import cell_targets
+from .finetune import FineTuned, cell_targets
 from .finetune import out_of_fold as finetune_out_of_fold
 from .groups import grouped_folds, near_duplicate_groups
 from .images import working_size
@@ -128,7 +128,11 @@ class _Candidates:
     """Out-of-fold image scores (aligned with cv_idx) per candidate, and the parts each needs."""
 
     scores: dict[str, np.ndarray] = field(default_factory=dict)
-    parts: dict[str, Any] = field(default_factory=dict)
+    patch: PatchClassifier | None = None  # refit on all masks
+    combined: dict[str, float] | None = None  # centre and scale of the two scores combined
+    # (inputs, labels) the supervised head is refit on, if the chosen candidate needs it.
+    supervised_data: tuple[np.ndarray, np.ndarray] | None = None
+    finetuned: FineTuned | None = None  # the fold networks
     patch_maps: dict[int, torch.Tensor] | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # candidate -> why it did not run
 
@@ -207,7 +211,7 @@ def fit(
         "options": opts.to_dict(),
         "training": report,
     }
-    heads = _final_heads(chosen, candidates, oneclass, pixel_source)
+    heads = _final_heads(chosen, candidates, oneclass, pixel_source, opts.seed)
     model = Model.assemble(config, feats.trunk, heads, extractor=feats.extractor, device=device)
     clock.step(0.95, "model assembled")
     # The model exists now: evaluation is not subject to the training-time cap.
@@ -341,7 +345,7 @@ def _patch_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, feat
     clf = PatchClassifier.fit(px[pt >= 0], pt[pt >= 0], len(data.labels))
     own = [float(image_score_map(clf, inputs_of(i), gh, gw, opts.map_sigma).max()) for i in cv_idx if y[i] == 0]
     clf.score_centre, clf.score_scale = normal_score_stats(np.array(own))
-    cands.parts["patch"] = clf
+    cands.patch = clf
     n_neg = int((y[cv_idx] == 0).sum())
     if len(masked) >= opts.min_anomalies_for_supervised and n_neg >= 2:
         # Each out-of-fold score in units of the fold model's own training-normal scores, as the
@@ -370,9 +374,9 @@ def _supervised_candidates(cands: _Candidates, y: np.ndarray, feats: _Features, 
     sp_c, sp_s = _std_stats(sup[ycv == 0])
     cands.scores["supervised"] = sup
     cands.scores["combined"] = 0.5 * ((oc - oc_c) / oc_s + (sup - sp_c) / sp_s)
-    cands.parts["combined"] = {"oc_center": oc_c, "oc_scale": oc_s, "sup_center": sp_c, "sup_scale": sp_s}
+    cands.combined = {"oc_center": oc_c, "oc_scale": oc_s, "sup_center": sp_c, "sup_scale": sp_s}
     # The final head is fit on all images, and only if the chosen candidate needs it.
-    cands.parts["supervised"] = lambda: LinearHead.fit(pooled_all, y, opts.seed)
+    cands.supervised_data = (pooled_all, y)
     clock.step(0.86, "cross-validated supervised head")
 
 
@@ -416,7 +420,7 @@ def _finetuned_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, 
                                         opts.finetune_epochs, opts.seed, device, progress)
     feats.base = None
     cands.scores["finetuned"] = scores
-    cands.parts["finetuned"] = nets
+    cands.finetuned = nets
 
 
 def _choose(cands: _Candidates, ycv: np.ndarray,
@@ -487,17 +491,18 @@ def _pixel_calibration(data: TrainingData, y: np.ndarray, feats: _Features, onec
     return source, ScoreNormaliser.fit(t_pix, normal_pixels, pix_pos if len(pix_pos) else None), seg
 
 
-def _final_heads(chosen: str, cands: _Candidates, oneclass: _OneClass, pixel_source: str) -> dict[str, Any]:
+def _final_heads(chosen: str, cands: _Candidates, oneclass: _OneClass, pixel_source: str,
+                 seed: int) -> dict[str, Any]:
     """The parts the chosen candidate and the anomaly map need, refit on all training images."""
     heads: dict[str, Any] = {"bank": oneclass.bank}
-    if chosen in ("supervised", "combined"):
-        heads["supervised"] = cands.parts["supervised"]()
-    if chosen == "combined":
-        heads["combined"] = cands.parts["combined"]
-    if chosen == "finetuned":
-        heads["finetuned"] = cands.parts["finetuned"]
-    if "patch" in cands.parts and (chosen == "patch" or pixel_source == "patch"):
-        heads["patch"] = cands.parts["patch"]
+    if chosen in ("supervised", "combined") and cands.supervised_data is not None:
+        heads["supervised"] = LinearHead.fit(*cands.supervised_data, seed)
+    if chosen == "combined" and cands.combined is not None:
+        heads["combined"] = cands.combined
+    if chosen == "finetuned" and cands.finetuned is not None:
+        heads["finetuned"] = cands.finetuned
+    if cands.patch is not None and (chosen == "patch" or pixel_source == "patch"):
+        heads["patch"] = cands.patch
     return heads
 
 
