@@ -9,7 +9,8 @@ Runs (each fitted once per seed, on 2 torch threads by default):
   * cookies_segmentation / cookies_classification: the 63 template images, tested on the 22 test
     images (which have no masks: no pixel figures);
   * cookies_pixels: the cookies with masks, fitted on normals 1-20 and anomalies 1-20 and tested on
-    the rest of the training images (12 masked anomalies, 11 normals), for the maps' pixel figures.
+    the rest of the training images (12 masked anomalies, 11 normals), for the maps' pixel figures;
+    cookies_pixels_labels: the same, fitted without the masks (a classification model's map).
 
 Per fit: test precision / recall / F1 at the model's own threshold, AUROC, pixel AUROC, mean IoU,
 the out-of-fold F1 and expected precision / recall from the training report, near-duplicate groups
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,7 +31,7 @@ from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, write_results  # noqa: 
 from engine_bench import cookies_dir, fit_and_test, load_cookies, load_kolektor, machine  # noqa: E402
 
 RUNS = ("kolektor_segmentation", "kolektor_classification", "cookies_segmentation", "cookies_classification",
-        "cookies_pixels")
+        "cookies_pixels", "cookies_pixels_labels")
 # Cookies images whose index is at most this are trained on in the cookies_pixels run.
 _COOKIES_PIXELS_TRAIN_UP_TO = 20
 
@@ -42,11 +44,12 @@ def _split(run: str, cookies: Path, kolektor: Path) -> tuple[list, list, dict | 
         return (load_kolektor(kolektor, "train", masks), load_kolektor(kolektor, "test", True),
                 LABEL_COLOURS["kolektorsdd"] if masks else None)
     colours = LABEL_COLOURS["cookies"]
-    if kind == "pixels":
+    if kind.startswith("pixels"):
         train, _ = load_cookies(cookies, masks=True)
         later = [int(it.name.rsplit("-", 1)[1]) > _COOKIES_PIXELS_TRAIN_UP_TO for it in train]
-        return ([it for it, out in zip(train, later, strict=True) if not out],
-                [it for it, out in zip(train, later, strict=True) if out], colours)
+        masks = kind == "pixels"
+        fitted = [it if masks else replace(it, mask=None) for it, out in zip(train, later, strict=True) if not out]
+        return fitted, [it for it, out in zip(train, later, strict=True) if out], colours if masks else None
     train, test = load_cookies(cookies, masks=kind == "segmentation")
     return train, test, colours if kind == "segmentation" else None
 
