@@ -7,8 +7,11 @@
     descriptors, and a bounded random sample of normal patches.
  3. ``_build_memory_bank``: channel statistics of normal patches and a greedy-coreset memory bank,
     each entry tagged with its source image.
- 4. ``_oneclass_out_of_fold``: k-NN maps for the cross-validation images; a normal image is scored
-    with its own bank entries masked out (leave-one-image-out), anomalies are never in the bank.
+ 3b. ``near_duplicate_groups`` (groups.py): captures of one part found from pooled descriptors;
+    every out-of-fold split below holds out whole groups.
+ 4. ``_oneclass_out_of_fold``: k-NN maps for the cross-validation images, each scored with its
+    group's bank entries masked out (leave-one-group-out; anomalies are never in the bank), less
+    the per-position offset of held-out normal maps (memory.positional_offset).
  5. ``_patch_candidate`` (masks only): a patch classifier learnt from the masks (patch_head.py),
     scored K-fold out-of-fold, refit on all masks.
  6. ``_supervised_candidates`` (enough labelled anomalies): a logistic head on pooled descriptors,
