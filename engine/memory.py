@@ -111,20 +111,26 @@ class MemoryBank:
 
 # Fewer held-out normal maps than this give too noisy a per-cell median for a positional offset.
 MIN_NORMALS_FOR_OFFSET = 10
+# How far (in /8 grid cells) the backbone's zero padding reaches into the descriptors: the 3x3
+# aggregation of the /8 level reaches one cell, the /16 level upsampled onto the /8 grid two.
+BORDER_CELLS = 2
 
 
 def positional_offset(normal_maps: torch.Tensor) -> torch.Tensor | None:
-    """(gh, gw) excess of each grid position over the whole grid, from (N, gh, gw) held-out k-NN maps
-    of normal images; None with fewer than MIN_NORMALS_FOR_OFFSET maps.
+    """(gh, gw) excess of the border cells over the interior, from (N, gh, gw) held-out k-NN maps of
+    normal images; None with fewer than MIN_NORMALS_FOR_OFFSET maps or a grid with no interior.
 
-    A patch near the image border is described partly by the backbone's zero padding, and the patches
-    at the edges and corners are few, so the bank covers them more thinly: on a defect-free texture
-    the border ring of the map averaged about twice the interior, and on the cookies the corners and
-    the tray's edge outshone cracks. The per-position median over normal images measures that excess
-    directly, whatever its cause, and subtracting it leaves a map whose level means the same at
-    every position. Only the excess is removed (never a deficit), so no position is made more
-    sensitive than the interior."""
-    if normal_maps.shape[0] < MIN_NORMALS_FOR_OFFSET:
+    A patch near the image border is described partly by the backbone's zero padding, and the bank
+    covers border patches thinly: on a defect-free texture the border ring of the map averaged about
+    twice the interior. The per-position median over normal images measures that excess, and only
+    the BORDER_CELLS-wide frame is corrected (to the interior's median level): correcting every
+    position measured worse, since it also lowered the object's own cells, where the defects are
+    (cookies labels only: pixel AUROC 0.915 against 0.953 uncorrected)."""
+    n, gh, gw = normal_maps.shape
+    if n < MIN_NORMALS_FOR_OFFSET or min(gh, gw) <= 2 * BORDER_CELLS:
         return None
     per_cell = normal_maps.median(0).values
-    return (per_cell - per_cell.median()).clamp_min(0.0).contiguous()
+    interior = per_cell[BORDER_CELLS:-BORDER_CELLS, BORDER_CELLS:-BORDER_CELLS].median()
+    offset = (per_cell - interior).clamp_min(0.0)
+    offset[BORDER_CELLS:-BORDER_CELLS, BORDER_CELLS:-BORDER_CELLS] = 0.0
+    return offset.contiguous()

@@ -11,7 +11,7 @@
     every out-of-fold split below holds out whole groups.
  4. ``_oneclass_out_of_fold``: k-NN maps for the cross-validation images, each scored with its
     group's bank entries masked out (leave-one-group-out; anomalies are never in the bank), less
-    the per-position offset of held-out normal maps (memory.positional_offset).
+    the border cells' excess measured on held-out normal maps (memory.positional_offset).
  5. ``_patch_candidate`` (masks only): a patch classifier learnt from the masks (patch_head.py),
     scored K-fold out-of-fold, refit on all masks.
  6. ``_supervised_candidates`` (enough labelled anomalies): a logistic head on pooled descriptors,
