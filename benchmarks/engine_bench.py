@@ -143,11 +143,13 @@ def load_kolektor(root: Path, split: str, masks: bool, items: set[str] | None = 
             for pic in kolektorsdd(root, split) if items is None or pic.path.stem.split("_")[0] in items]
 
 
-def _fit_and_test(train: list, test: list, colours: dict | None) -> dict:
+def fit_and_test(train: list, test: list, colours: dict | None, seed: int = 0) -> dict:
+    """Fit on ``train`` (the given seed), evaluate on ``test``: image and pixel metrics, the training
+    report's out-of-fold figures, fit time and predict latency."""
     from engine import FitOptions, fit
 
     t0, c0 = time.perf_counter(), time.process_time()
-    model = fit(train, None, FitOptions(seed=0, max_train_seconds=3600), label_colors=colours)
+    model = fit(train, None, FitOptions(seed=seed, max_train_seconds=3600), label_colors=colours)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     m = model.evaluate(test)
     r = model.report
@@ -158,9 +160,12 @@ def _fit_and_test(train: list, test: list, colours: dict | None) -> dict:
         lat.append((time.perf_counter() - t1) * 1000)
     return {
         "train_images": len(train), "test_images": len(test), "fit_s": round(wall, 1), "fit_cpu_s": round(cpu, 1),
-        "test_precision": m.precision, "test_recall": m.recall, "test_f1": m.f1, "test_auroc": m.auroc,
+        "seed": seed, "test_precision": m.precision, "test_recall": m.recall, "test_f1": m.f1,
+        "test_auroc": m.auroc, "pixel_auroc": m.pixel_auroc, "test_mean_iou": m.mean_iou,
         "candidate": r["candidate"], "candidates": r["candidates"], "threshold": r["threshold"],
-        "threshold_rule": r["threshold_rule"], "cv_f1": r["cv_f1"], "work_size": r["work_size"],
+        "threshold_rule": r["threshold_rule"], "cv_f1": r["cv_f1"],
+        "expected_precision": r.get("expected_precision"), "expected_recall": r.get("expected_recall"),
+        "near_duplicates": r.get("near_duplicates"), "work_size": r["work_size"],
         "seg_iou_cv": (r["seg_iou_cv"] or {}).get("mean_iou"), "predict_ms_p50": round(statistics.median(lat[2:]), 1),
     }
 
@@ -177,15 +182,15 @@ def bench_kolektor(root: Path, threads: int, runs: tuple[str, ...] = KOLEKTOR_RU
     crack = {"crack": "#FF0000"}
     out = {}
     if "segmentation" in runs:
-        out["segmentation"] = _fit_and_test(load_kolektor(root, "train", True), load_kolektor(root, "test", True),
+        out["segmentation"] = fit_and_test(load_kolektor(root, "train", True), load_kolektor(root, "test", True),
                                             crack)
     if "classification" in runs:
-        out["classification"] = _fit_and_test(load_kolektor(root, "train", False),
+        out["classification"] = fit_and_test(load_kolektor(root, "train", False),
                                               load_kolektor(root, "test", False), None)
     if "heldout_segmentation" in runs:
         first = {f"kos{i:02d}" for i in range(1, 21)}
         rest = {f"kos{i:02d}" for i in range(21, 31)}
-        out["heldout_segmentation"] = _fit_and_test(load_kolektor(root, "train", True, first),
+        out["heldout_segmentation"] = fit_and_test(load_kolektor(root, "train", True, first),
                                                     load_kolektor(root, "train", True, rest), crack)
     return out
 

@@ -171,17 +171,15 @@ def train_net(trunk: Trunk, base: torch.Tensor, labels: np.ndarray, cells: torch
     return net.eval()
 
 
-def out_of_fold(trunk: Trunk, base: torch.Tensor, labels: np.ndarray, cells: torch.Tensor, folds: int,
-                epochs: int, seed: int, device: torch.device,
+def out_of_fold(trunk: Trunk, base: torch.Tensor, labels: np.ndarray, cells: torch.Tensor,
+                folds: Sequence[tuple[np.ndarray, np.ndarray]], epochs: int, seed: int, device: torch.device,
                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, FineTuned]:
-    """Stratified K-fold: each image's score from the fold network that did not see it, and the fold
-    networks together (the deployed candidate)."""
-    from sklearn.model_selection import StratifiedKFold
-
+    """One network per (train, held-out) fold (training holds out whole near-duplicate groups): each
+    image's score from the fold network that did not see it, and the fold networks together (the
+    deployed candidate)."""
     scores = np.zeros(len(labels), dtype=np.float64)
     nets = []
-    split = StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
-    for k, (train, held) in enumerate(split):
+    for k, (train, held) in enumerate(folds):
         net = train_net(trunk, base[train], labels[train], cells[train], epochs, seed + k, device)
         scores[held] = FineTuned([net]).image_scores(base[held].to(device))
         nets.append(net)

@@ -83,16 +83,13 @@ def normalise_hex(colour: str, what: str) -> str:
     return f"#{r:02X}{g:02X}{b:02X}"
 
 
-def decode_mask(
-    mask: object, shape: tuple[int, int], palette: list[tuple[int, int, int]], what: str
-) -> np.ndarray:
-    """RGB mask -> (H, W) uint8 label index map: 0 = background, i+1 = palette[i].
+# A mask colour within this many levels (per channel) of background or of a label colour is snapped
+# to it: resampling and antialiasing blend colours at region borders.
+_COLOUR_SNAP = 40
 
-    White and black are both background (LFV masks use white; Ground Truth PNGs often black).
-    Colours within a small tolerance of a known colour are snapped to it (resampling/antialias at
-    region borders); any other colour is an error, since silently dropping a label would train a
-    wrong model.
-    """
+
+def _checked_mask(mask: object, shape: tuple[int, int], what: str) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB view of a mask of the image's ``shape`` (alpha dropped), or EngineError."""
     if not isinstance(mask, np.ndarray):
         raise EngineError(f"{what}: mask must be a numpy array, got {type(mask).__name__}")
     m = mask
@@ -106,6 +103,20 @@ def decode_mask(
         raise EngineError(
             f"{what}: mask is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}"
         )
+    return m
+
+
+def decode_mask(
+    mask: object, shape: tuple[int, int], palette: list[tuple[int, int, int]], what: str
+) -> np.ndarray:
+    """RGB mask -> (H, W) uint8 label index map: 0 = background, i+1 = palette[i].
+
+    White and black are both background (LFV masks use white; Ground Truth PNGs often black).
+    Colours within a small tolerance of a known colour are snapped to it (resampling/antialias at
+    region borders); any other colour is an error, since silently dropping a label would train a
+    wrong model.
+    """
+    m = _checked_mask(mask, shape, what)
     colours = [(255, 255, 255), (0, 0, 0)] + list(palette)
     ref = np.array(colours, dtype=np.int16)  # (K, 3)
     # Pack RGB into one int so np.unique is a fast 1-D sort (row-wise unique is ~50x slower).
@@ -114,7 +125,7 @@ def decode_mask(
     uniq = np.stack([(upacked >> 16) & 255, (upacked >> 8) & 255, upacked & 255], 1)
     d = np.abs(uniq[:, None, :].astype(np.int16) - ref[None, :, :]).max(axis=2)  # (U, K)
     nearest = d.argmin(axis=1)
-    bad = d[np.arange(len(uniq)), nearest] > 40
+    bad = d[np.arange(len(uniq)), nearest] > _COLOUR_SNAP
     if bad.any():
         shown = ", ".join("#{:02X}{:02X}{:02X}".format(*(int(x) for x in u)) for u in uniq[bad][:5])
         raise EngineError(
@@ -123,6 +134,13 @@ def decode_mask(
         )
     lut = np.maximum(nearest - 1, 0).astype(np.uint8)  # white->0, black->0, palette i -> i+1
     return lut[inverse.reshape(-1)].reshape(shape)
+
+
+def defect_pixels(mask: object, shape: tuple[int, int], what: str) -> np.ndarray:
+    """(H, W) bool: the mask's pixels in any colour but background (white or black, snapped as in
+    ``decode_mask``). For measuring a classification model's map, which knows no label colours."""
+    m = _checked_mask(mask, shape, what).astype(np.int16)
+    return (np.abs(m - 255).max(axis=2) > _COLOUR_SNAP) & (m.max(axis=2) > _COLOUR_SNAP)
 
 
 def working_size(width: int, height: int, resolution: int, min_resolution: int) -> tuple[int, int]:

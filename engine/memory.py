@@ -67,13 +67,21 @@ def knn_distance(
 
 class MemoryBank:
     """The one-class head: channel statistics of normal patches and the coreset of their
-    standardised descriptors. Scores a descriptor grid by its distance to the nearest normal patch."""
+    standardised descriptors. Scores a descriptor grid by its distance to the nearest normal patch,
+    less the grid position's ``offset`` (see ``positional_offset``) once training has set one."""
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, entries: torch.Tensor) -> None:
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, entries: torch.Tensor,
+                 offset: torch.Tensor | None = None) -> None:
         self.mean = mean.contiguous()
         self.std = std.contiguous()
         self.entries = entries.contiguous()
         self._sq = (self.entries * self.entries).sum(1)
+        self.offset = offset
+
+    def to(self, device: torch.device) -> MemoryBank:
+        """A copy on ``device``."""
+        return MemoryBank(self.mean.to(device), self.std.to(device), self.entries.to(device),
+                          None if self.offset is None else self.offset.to(device))
 
     def standardise(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, D, gh, gw) raw descriptors -> standardised with the training normals' statistics."""
@@ -83,13 +91,46 @@ class MemoryBank:
         """(B, D, gh, gw) standardised descriptors -> (B, gh, gw) nearest-normal distances."""
         b, d, gh, gw = feats.shape
         q = feats.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
-        return knn_distance(q, self.entries, self._sq, exclude=exclude).view(b, gh, gw)
+        dist = knn_distance(q, self.entries, self._sq, exclude=exclude).view(b, gh, gw)
+        if self.offset is not None and tuple(self.offset.shape) == (gh, gw):
+            dist = dist - self.offset.to(dist.device)
+        return dist
 
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        """Serialised form (see state.py)."""
-        return {"size": int(self.entries.shape[0])}, {"mean": self.mean, "std": self.std, "entries": self.entries}
+        """Serialised form (see state.py); models saved before the offset existed load without one."""
+        tensors = {"mean": self.mean, "std": self.std, "entries": self.entries}
+        if self.offset is not None:
+            tensors["offset"] = self.offset
+        return {"size": int(self.entries.shape[0])}, tensors
 
     @classmethod
     def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> MemoryBank:
         """Inverse of ``state``."""
-        return cls(tensors["mean"], tensors["std"], tensors["entries"])
+        return cls(tensors["mean"], tensors["std"], tensors["entries"], tensors.get("offset"))
+
+
+# Fewer held-out normal maps than this give too noisy a per-cell median for a positional offset.
+MIN_NORMALS_FOR_OFFSET = 10
+# How far (in /8 grid cells) the backbone's zero padding reaches into the descriptors: the 3x3
+# aggregation of the /8 level reaches one cell, the /16 level upsampled onto the /8 grid two.
+BORDER_CELLS = 2
+
+
+def positional_offset(normal_maps: torch.Tensor) -> torch.Tensor | None:
+    """(gh, gw) excess of the border cells over the interior, from (N, gh, gw) held-out k-NN maps of
+    normal images; None with fewer than MIN_NORMALS_FOR_OFFSET maps or a grid with no interior.
+
+    A patch near the image border is described partly by the backbone's zero padding, and the bank
+    covers border patches thinly: on a defect-free texture the border ring of the map averaged about
+    twice the interior. The per-position median over normal images measures that excess, and only
+    the BORDER_CELLS-wide frame is corrected (to the interior's median level): correcting every
+    position measured worse, since it also lowered the object's own cells, where the defects are
+    (cookies labels only: pixel AUROC 0.915 against 0.953 uncorrected)."""
+    n, gh, gw = normal_maps.shape
+    if n < MIN_NORMALS_FOR_OFFSET or min(gh, gw) <= 2 * BORDER_CELLS:
+        return None
+    per_cell = normal_maps.median(0).values
+    interior = per_cell[BORDER_CELLS:-BORDER_CELLS, BORDER_CELLS:-BORDER_CELLS].median()
+    offset = (per_cell - interior).clamp_min(0.0)
+    offset[BORDER_CELLS:-BORDER_CELLS, BORDER_CELLS:-BORDER_CELLS] = 0.0
+    return offset.contiguous()

@@ -9,6 +9,10 @@ Conventions (documented because LFV leaves them implicit):
   images that carry a ground-truth mask or are normal; IoU is LFV's "average IoU": per image
   intersection / union for that label, averaged over images whose ground truth contains the label.
   mean_iou is the mean of the per-label IoUs.
+* pixel_auroc: how well the anomaly map ranks defect pixels above the rest, over every pixel of the
+  evaluated images that carry a mask or are normal (defect = any mask pixel in a label colour; a
+  normal image contributes only non-defect pixels). It measures the map independently of any pixel
+  threshold, for classification models as well (their items may still carry masks).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ class Metrics:
     per_image: list[dict] = field(default_factory=list)
     per_label: dict[str, dict] = field(default_factory=dict)
     mean_iou: float | None = None
+    pixel_auroc: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-safe dict."""
@@ -129,3 +134,33 @@ class SegmentationAccumulator:
                 "images_with_label": len(self.ious[i]),
             }
         return per_label, (float(np.mean(ious)) if ious else None)
+
+
+# Anomaly maps lie in [0, 1]; binning them this finely changes pixel AUROC by less than 1e-4 while
+# keeping its cost and memory flat however many pixels are evaluated (millions per test set).
+_PIXEL_BINS = 1 << 14
+
+
+class PixelAurocAccumulator:
+    """Pixel AUROC over many images from per-bin counts of defect and other pixels."""
+
+    def __init__(self) -> None:
+        self.pos = np.zeros(_PIXEL_BINS, dtype=np.int64)
+        self.neg = np.zeros(_PIXEL_BINS, dtype=np.int64)
+
+    def add(self, anomaly_map: np.ndarray, defect: np.ndarray) -> None:
+        """anomaly_map: (H, W) in [0, 1]; defect: (H, W) bool ground truth."""
+        bins = np.clip((np.asarray(anomaly_map, dtype=np.float64) * (_PIXEL_BINS - 1)).round(), 0,
+                       _PIXEL_BINS - 1).astype(np.int64).ravel()
+        d = np.asarray(defect, dtype=bool).ravel()
+        self.pos += np.bincount(bins[d], minlength=_PIXEL_BINS)
+        self.neg += np.bincount(bins[~d], minlength=_PIXEL_BINS)
+
+    def result(self) -> float | None:
+        """AUROC (ties within a bin count half); None without both kinds of pixel."""
+        n_pos, n_neg = int(self.pos.sum()), int(self.neg.sum())
+        if n_pos == 0 or n_neg == 0:
+            return None
+        below = np.cumsum(self.neg) - self.neg  # negatives in lower bins
+        wins = float((self.pos * below).sum()) + 0.5 * float((self.pos * self.neg).sum())
+        return wins / (n_pos * n_neg)

@@ -19,9 +19,9 @@ from .device import resolve_device
 from .errors import EngineError
 from .features import PatchFeatureExtractor
 from .finetune import FineTuned
-from .images import decode_mask, labelled_image, parse_hex, to_rgb_uint8
+from .images import decode_mask, defect_pixels, labelled_image, parse_hex, to_rgb_uint8
 from .memory import MemoryBank
-from .metrics import Metrics, SegmentationAccumulator, classification_metrics
+from .metrics import Metrics, PixelAurocAccumulator, SegmentationAccumulator, classification_metrics
 from .options import CANDIDATES
 from .patch_head import PatchClassifier, patch_inputs
 from .scoring import smooth, upsample
@@ -74,8 +74,7 @@ class Model:
         bank = take("bank", MemoryBank, heads, self.tensors)
         if bank is None:
             raise EngineError("model artifact lacks its memory bank")
-        self._bank = bank if self.device.type == "cpu" else MemoryBank(
-            bank.mean.to(self.device), bank.std.to(self.device), bank.entries.to(self.device))
+        self._bank = bank if self.device.type == "cpu" else bank.to(self.device)
         self._head = take("supervised", LinearHead, heads, self.tensors)
         self._patch = take("patch", PatchClassifier, heads, self.tensors)
         self._combo: dict[str, float] | None = heads.get("combined")
@@ -223,8 +222,10 @@ class Model:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, items: Sequence[Item]) -> Metrics:
         """Metrics on labelled items (unlabelled ones are ignored). Masks, when present on a
-        segmentation model's items, give the per-label pixel metrics and IoU."""
+        segmentation model's items, give the per-label pixel metrics and IoU; on any model, masks
+        (and normal items, all background) give the anomaly map's pixel AUROC."""
         names, labels, images, gts = [], [], [], []
+        defects: list[np.ndarray | None] = []
         palette = [parse_hex(c, "label colour") for c in self._colours]
         w, h = self.image_size
         for i, it in enumerate(items):
@@ -240,6 +241,10 @@ class Model:
                     gt = decode_mask(it.mask, (h, w), palette, what)
                 elif it.label == "normal":
                     gt = np.zeros((h, w), dtype=np.uint8)
+            if it.mask is not None:
+                defects.append(gt > 0 if gt is not None else defect_pixels(it.mask, (h, w), what))
+            else:
+                defects.append(np.zeros((h, w), dtype=bool) if it.label == "normal" else None)
             names.append(it.name)
             labels.append(str(it.label))
             images.append(img)
@@ -254,6 +259,12 @@ class Model:
                 if gt is not None and index is not None:
                     acc.add(gt, index)
             metrics.per_label, metrics.mean_iou = acc.result()
+        if any(d is not None and d.any() for d in defects):
+            pixels = PixelAurocAccumulator()
+            for defect, (prediction, _) in zip(defects, out, strict=True):
+                if defect is not None:
+                    pixels.add(prediction.anomaly_map, defect)
+            metrics.pixel_auroc = pixels.result()
         return metrics
 
     # ------------------------------------------------------------------ persistence

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from .groups import grouped_folds
 from .scoring import smooth
 from .segmentation import mask_to_grid
 from .threshold import normal_score_stats
@@ -169,23 +170,21 @@ def image_score_map(clf: PatchClassifier, x: np.ndarray, gh: int, gw: int, sigma
     return smooth(torch.from_numpy(logit.astype(np.float32)).view(1, gh, gw), sigma)[0]
 
 
-def out_of_fold_maps(cv_idx, y, has_mask, rows, inputs_of, n_labels, opts, gh, gw
+def out_of_fold_maps(cv_idx, y, has_mask, groups, rows, inputs_of, n_labels, opts, gh, gw
                      ) -> tuple[dict[int, torch.Tensor], dict[int, tuple[float, float]]]:
-    """Out-of-fold smoothed anomaly-logit maps of every CV image (stratified K-fold over images), and
-    for each image the in-sample normal-score statistics (see ``normal_score_stats``) of the fold
-    model that scored it, so out-of-fold scores can be put on each model's own scale."""
-    from sklearn.model_selection import StratifiedKFold
-
+    """Out-of-fold smoothed anomaly-logit maps of every CV image (stratified K-fold over whole
+    near-duplicate ``groups``, indexed by image), and for each image the in-sample normal-score
+    statistics (see ``normal_score_stats``) of the fold model that scored it, so out-of-fold scores
+    can be put on each model's own scale."""
     ids = np.asarray(cv_idx)
     strata = y[ids] * 2 + has_mask[ids]
     n_min = min(int((strata == s).sum()) for s in np.unique(strata))
     k = max(2, min(opts.cv_folds, 3, n_min)) if n_min >= 2 else 2  # 3 folds: cost vs. OOF quality
     if n_min < 2:
         strata = y[ids]
-    skf = StratifiedKFold(k, shuffle=True, random_state=opts.seed)
     out: dict[int, torch.Tensor] = {}
     calib: dict[int, tuple[float, float]] = {}
-    for tr, te in skf.split(ids, strata):
+    for tr, te in grouped_folds(strata, groups[ids], k, opts.seed):
         tr_ids = [int(i) for i in ids[tr] if int(i) in rows]
         x, t = stack_rows(rows, tr_ids)
         if len(np.unique(t[t >= 0])) < 2:

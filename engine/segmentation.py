@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .groups import grouped_folds
 from .images import BACKGROUND_HEX, parse_hex
 
 # If an image is judged anomalous but no pixel reaches the pixel threshold (e.g. the supervised
@@ -106,19 +107,20 @@ def best_pixel_threshold(maps: list[np.ndarray], gts: list[np.ndarray], candidat
     return best_t, best
 
 
-def cross_validated_iou(masked, maps, gts, cands, cv_idx, oof_pred, opts) -> dict:
-    """K-fold CV of the pixel threshold over masked anomalies: pick t on the other folds, measure
-    IoU on the held-out fold (a held-out image judged normal by its OOF score gets an empty mask)."""
+def cross_validated_iou(masked, groups, maps, gts, cands, cv_idx, oof_pred, opts) -> dict:
+    """K-fold CV of the pixel threshold over masked anomalies (whole near-duplicate ``groups``, one
+    per masked image, held out together): pick t on the other folds, measure IoU on the held-out fold
+    (a held-out image judged normal by its OOF score gets an empty mask)."""
     pred_of = {int(i): bool(p) for i, p in zip(cv_idx, oof_pred, strict=True)}
     masked = list(masked)
-    k = min(opts.cv_folds, len(masked))
-    if k < 2:
+    if min(opts.cv_folds, len(np.unique(groups))) < 2:
         return {"mean_iou": None, "folds": 0}
-    order = np.random.default_rng(opts.seed + 1).permutation(len(masked))
+    folds = grouped_folds(np.zeros(len(masked), dtype=np.int64), groups, opts.cv_folds, opts.seed + 1)
+    k = len(folds)
     ious = []
-    for f in range(k):
-        te = [masked[j] for j in order[f::k]]
-        tr = [i for i in masked if i not in te]
+    for tr_rows, te_rows in folds:
+        te = [masked[j] for j in te_rows]
+        tr = [masked[j] for j in tr_rows]
         t, _ = best_pixel_threshold([maps[i] for i in tr], [gts[i] for i in tr], cands)
         for i in te:
             p = (maps[i] >= t) if pred_of.get(i, True) else np.zeros_like(gts[i])

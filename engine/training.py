@@ -7,8 +7,11 @@
     descriptors, and a bounded random sample of normal patches.
  3. ``_build_memory_bank``: channel statistics of normal patches and a greedy-coreset memory bank,
     each entry tagged with its source image.
- 4. ``_oneclass_out_of_fold``: k-NN maps for the cross-validation images; a normal image is scored
-    with its own bank entries masked out (leave-one-image-out), anomalies are never in the bank.
+ 3b. ``near_duplicate_groups`` (groups.py): captures of one part found from pooled descriptors;
+    every out-of-fold split below holds out whole groups.
+ 4. ``_oneclass_out_of_fold``: k-NN maps for the cross-validation images, each scored with its
+    group's bank entries masked out (leave-one-group-out; anomalies are never in the bank), less
+    the border cells' excess measured on held-out normal maps (memory.positional_offset).
  5. ``_patch_candidate`` (masks only): a patch classifier learnt from the masks (patch_head.py),
     scored K-fold out-of-fold, refit on all masks.
  6. ``_supervised_candidates`` (enough labelled anomalies): a logistic head on pooled descriptors,
@@ -38,11 +41,12 @@ from .dataset import TrainingData, prepare
 from .device import resolve_device
 from .errors import EngineError
 from .features import PatchFeatureExtractor
-from .finetune import cell_targets
+from .finetune import FineTuned, cell_targets
 from .finetune import out_of_fold as finetune_out_of_fold
+from .groups import grouped_folds, near_duplicate_groups
 from .images import working_size
-from .memory import MemoryBank, greedy_coreset
-from .metrics import auroc
+from .memory import MemoryBank, greedy_coreset, positional_offset
+from .metrics import auroc, prf
 from .model import Model
 from .options import FitOptions
 from .patch_head import (
@@ -104,6 +108,9 @@ class _Features:
     pooled_mean: torch.Tensor  # (n, D) per image
     pooled_max: torch.Tensor
     base: torch.Tensor | None  # (len(cv_idx), C0, gh, gw) finest-level features, if fine-tuning may run
+    # (n,) near-duplicate group of every image (groups.py): every out-of-fold split holds out whole
+    # groups. Set once the pooled descriptors exist; until then each image is its own group.
+    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -124,7 +131,11 @@ class _Candidates:
     """Out-of-fold image scores (aligned with cv_idx) per candidate, and the parts each needs."""
 
     scores: dict[str, np.ndarray] = field(default_factory=dict)
-    parts: dict[str, Any] = field(default_factory=dict)
+    patch: PatchClassifier | None = None  # refit on all masks
+    combined: dict[str, float] | None = None  # centre and scale of the two scores combined
+    # (inputs, labels) the supervised head is refit on, if the chosen candidate needs it.
+    supervised_data: tuple[np.ndarray, np.ndarray] | None = None
+    finetuned: FineTuned | None = None  # the fold networks
     patch_maps: dict[int, torch.Tensor] | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # candidate -> why it did not run
 
@@ -153,6 +164,10 @@ def fit(
     y = np.array(data.y, dtype=np.int64)
 
     feats = _extract_features(data, y, opts, device, rng, clock)
+    # [mean, max]-pooled descriptors: the max keeps where a part's distinctive details are, which
+    # separated captures of one part from other parts far better than the mean alone (groups.py).
+    groups = near_duplicate_groups(torch.cat([feats.pooled_mean, feats.pooled_max], 1).double().numpy(), opts.seed)
+    feats.groups = groups.ids
     oneclass = _oneclass_out_of_fold(feats, y, opts, clock)
     candidates = _Candidates(scores={"oneclass": oneclass.scores})
     _patch_candidate(candidates, data, y, feats, oneclass, opts, rng, clock)
@@ -170,6 +185,7 @@ def fit(
         "n_anomaly": int((y == 1).sum()),
         "n_masked": int(sum(m is not None for m in data.masks)),
         "n_cv_images": int(len(feats.cv_idx)),
+        "near_duplicates": groups.summary(),
         "work_size": list(feats.work),
         "grid": list(feats.grid),
         "memory_bank": int(oneclass.bank.entries.shape[0]),
@@ -198,7 +214,7 @@ def fit(
         "options": opts.to_dict(),
         "training": report,
     }
-    heads = _final_heads(chosen, candidates, oneclass, pixel_source)
+    heads = _final_heads(chosen, candidates, oneclass, pixel_source, opts.seed)
     model = Model.assemble(config, feats.trunk, heads, extractor=feats.extractor, device=device)
     clock.step(0.95, "model assembled")
     # The model exists now: evaluation is not subject to the training-time cap.
@@ -279,16 +295,24 @@ def _build_memory_bank(feats: _Features, opts: FitOptions) -> tuple[MemoryBank, 
 
 
 def _oneclass_out_of_fold(feats: _Features, y: np.ndarray, opts: FitOptions, clock: _Clock) -> _OneClass:
-    """Leave-one-image-out k-NN maps of the cross-validation images (raw and smoothed)."""
+    """Leave-one-group-out k-NN maps of the cross-validation images (raw and smoothed): the bank
+    entries drawn from the image's near-duplicate group (itself included) are masked out, as a new
+    part has no capture in the bank; anomalies are never in the bank, but their normal siblings are."""
     bank, origin = _build_memory_bank(feats, opts)
     clock.step(0.65, "memory bank built")
+    origin_group = torch.from_numpy(feats.groups[origin.numpy()])
     raw_maps: dict[int, torch.Tensor] = {}
     oof_maps: dict[int, torch.Tensor] = {}
     for r, i in enumerate(feats.cv_idx.tolist()):
-        excl = (origin == i) if y[i] == 0 else None
-        if excl is not None and bool(excl.all()):
-            excl = None  # cannot happen with >= 2 normals and a full-size bank
+        excl: torch.Tensor | None = origin_group == int(feats.groups[i])
+        if excl is not None and (bool(excl.all()) or not bool(excl.any())):
+            excl = None  # nothing to mask, or a group holding every normal (the bank must stay usable)
         raw_maps[i] = bank.distances(bank.standardise(feats.kept[r : r + 1]), exclude=excl)[0]
+    normals = [i for i in feats.cv_idx.tolist() if y[i] == 0]
+    bank.offset = positional_offset(torch.stack([raw_maps[i] for i in normals])) if normals else None
+    for i in feats.cv_idx.tolist():
+        if bank.offset is not None:
+            raw_maps[i] = raw_maps[i] - bank.offset
         oof_maps[i] = smooth(raw_maps[i][None], opts.map_sigma)[0]
     clock.step(0.72, "cross-validated one-class scores")
     scores = np.array([float(oof_maps[i].max()) for i in feats.cv_idx], dtype=np.float64)
@@ -318,12 +342,13 @@ def _patch_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, feat
     px, pt = stack_rows(rows, cv_idx.tolist())
     if len(np.unique(pt[pt >= 0])) < 2:
         return
-    maps, fold_stats = out_of_fold_maps(cv_idx, y, has_mask, rows, inputs_of, len(data.labels), opts, gh, gw)
+    maps, fold_stats = out_of_fold_maps(cv_idx, y, has_mask, feats.groups, rows, inputs_of, len(data.labels),
+                                        opts, gh, gw)
     cands.patch_maps = maps
     clf = PatchClassifier.fit(px[pt >= 0], pt[pt >= 0], len(data.labels))
     own = [float(image_score_map(clf, inputs_of(i), gh, gw, opts.map_sigma).max()) for i in cv_idx if y[i] == 0]
     clf.score_centre, clf.score_scale = normal_score_stats(np.array(own))
-    cands.parts["patch"] = clf
+    cands.patch = clf
     n_neg = int((y[cv_idx] == 0).sum())
     if len(masked) >= opts.min_anomalies_for_supervised and n_neg >= 2:
         # Each out-of-fold score in units of the fold model's own training-normal scores, as the
@@ -337,27 +362,24 @@ def _supervised_candidates(cands: _Candidates, y: np.ndarray, feats: _Features, 
                            opts: FitOptions, clock: _Clock) -> None:
     """With enough labelled anomalies: the pooled-descriptor head ("supervised") and its mean with
     the one-class score ("combined"), both K-fold out-of-fold."""
-    from sklearn.model_selection import StratifiedKFold
-
     ycv = y[feats.cv_idx]
     n_pos, n_neg = int(ycv.sum()), int((1 - ycv).sum())
     if min(n_pos, n_neg) < opts.min_anomalies_for_supervised:
         return
     mu, sd = oneclass.bank.mean, oneclass.bank.std
     pooled_all = torch.cat([(feats.pooled_mean - mu) / sd, (feats.pooled_max - mu) / sd], 1).double().numpy()
-    skf = StratifiedKFold(min(opts.cv_folds, n_pos, n_neg), shuffle=True, random_state=opts.seed)
     xcv = pooled_all[feats.cv_idx]
     sup = np.zeros(len(ycv))
-    for tr, te in skf.split(xcv, ycv):
+    for tr, te in grouped_folds(ycv, feats.groups[feats.cv_idx], opts.cv_folds, opts.seed):
         sup[te] = LinearHead.fit(xcv[tr], ycv[tr], opts.seed).logit(xcv[te])
     oc = oneclass.scores
     oc_c, oc_s = _std_stats(oc[ycv == 0])
     sp_c, sp_s = _std_stats(sup[ycv == 0])
     cands.scores["supervised"] = sup
     cands.scores["combined"] = 0.5 * ((oc - oc_c) / oc_s + (sup - sp_c) / sp_s)
-    cands.parts["combined"] = {"oc_center": oc_c, "oc_scale": oc_s, "sup_center": sp_c, "sup_scale": sp_s}
+    cands.combined = {"oc_center": oc_c, "oc_scale": oc_s, "sup_center": sp_c, "sup_scale": sp_s}
     # The final head is fit on all images, and only if the chosen candidate needs it.
-    cands.parts["supervised"] = lambda: LinearHead.fit(pooled_all, y, opts.seed)
+    cands.supervised_data = (pooled_all, y)
     clock.step(0.86, "cross-validated supervised head")
 
 
@@ -396,11 +418,12 @@ def _finetuned_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, 
     def progress(done: int) -> None:
         clock.step(0.86 + 0.04 * done / folds, f"fine-tuning ({done}/{folds} networks)")
 
-    scores, nets = finetune_out_of_fold(feats.extractor.trunk, feats.base, ycv, cells, folds,
+    scores, nets = finetune_out_of_fold(feats.extractor.trunk, feats.base, ycv, cells,
+                                        grouped_folds(ycv, feats.groups[feats.cv_idx], folds, opts.seed),
                                         opts.finetune_epochs, opts.seed, device, progress)
     feats.base = None
     cands.scores["finetuned"] = scores
-    cands.parts["finetuned"] = nets
+    cands.finetuned = nets
 
 
 def _choose(cands: _Candidates, ycv: np.ndarray,
@@ -423,10 +446,14 @@ def _calibrate(scores: np.ndarray, ycv: np.ndarray) -> tuple[ScoreNormaliser, di
     tp = int((pred & (ycv == 1)).sum())
     fp = int((pred & (ycv == 0)).sum())
     fn = int((~pred & (ycv == 1)).sum())
+    precision, recall, f1 = prf(tp, fp, fn)
     return norm, {
         "threshold": float(threshold),
         "threshold_rule": rule,
-        "cv_f1": (2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else None,
+        # What to expect on new parts at this threshold: out-of-fold scores held out by group.
+        "expected_precision": precision,
+        "expected_recall": recall,
+        "cv_f1": f1,
         "cv_confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": int(len(ycv) - tp - fp - fn)},
     }
 
@@ -461,23 +488,24 @@ def _pixel_calibration(data: TrainingData, y: np.ndarray, feats: _Features, onec
         levels = np.unique(np.quantile(allv, np.linspace(0.5, 0.999, 60)))
         t_pix, _ = best_pixel_threshold([maps[i] for i in masked], [gts[i] for i in masked], levels)
         pix_pos = np.concatenate([maps[i][gts[i]] for i in masked])
-        seg = cross_validated_iou(masked, maps, gts, levels, cv_idx, oof_pred, opts)
+        seg = cross_validated_iou(masked, feats.groups[masked], maps, gts, levels, cv_idx, oof_pred, opts)
         clock.step(0.9, "segmentation threshold")
     normal_pixels = np.concatenate([maps_of[i].flatten().numpy() for i in cv_idx if y[i] == 0])
     return source, ScoreNormaliser.fit(t_pix, normal_pixels, pix_pos if len(pix_pos) else None), seg
 
 
-def _final_heads(chosen: str, cands: _Candidates, oneclass: _OneClass, pixel_source: str) -> dict[str, Any]:
+def _final_heads(chosen: str, cands: _Candidates, oneclass: _OneClass, pixel_source: str,
+                 seed: int) -> dict[str, Any]:
     """The parts the chosen candidate and the anomaly map need, refit on all training images."""
     heads: dict[str, Any] = {"bank": oneclass.bank}
-    if chosen in ("supervised", "combined"):
-        heads["supervised"] = cands.parts["supervised"]()
-    if chosen == "combined":
-        heads["combined"] = cands.parts["combined"]
-    if chosen == "finetuned":
-        heads["finetuned"] = cands.parts["finetuned"]
-    if "patch" in cands.parts and (chosen == "patch" or pixel_source == "patch"):
-        heads["patch"] = cands.parts["patch"]
+    if chosen in ("supervised", "combined") and cands.supervised_data is not None:
+        heads["supervised"] = LinearHead.fit(*cands.supervised_data, seed)
+    if chosen == "combined" and cands.combined is not None:
+        heads["combined"] = cands.combined
+    if chosen == "finetuned" and cands.finetuned is not None:
+        heads["finetuned"] = cands.finetuned
+    if cands.patch is not None and (chosen == "patch" or pixel_source == "patch"):
+        heads["patch"] = cands.patch
     return heads
 
 

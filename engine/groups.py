@@ -1,0 +1,135 @@
+"""Near-duplicate groups of training images, and cross-validation folds that keep each group whole.
+
+Real lines often photograph one physical part several times (exposures, angles, neighbouring
+regions). If a part's captures fall on both sides of a cross-validation split, the held-out capture
+is scored by a model that has seen its sibling: out-of-fold scores look better than new parts ever
+will, and a threshold chosen on them does not transfer. The engine is not told which images belong
+together, so it finds out from the images' own global descriptors:
+
+* each image is described by its pooled patch descriptor, standardised per channel across the
+  training images, and compared by correlation distance (1 - Pearson correlation), which ignores a
+  capture's overall offset and gain in feature space (a brighter exposure of the same part);
+* the threshold comes from the data's nearest-neighbour distances: the log distances from each image
+  to its few nearest neighbours form one population when images are unrelated, and two when some
+  images have siblings (siblings much closer than anything else). A Gaussian mixture with one or two
+  components is fitted; near-duplicates exist when the Bayesian information criterion prefers two
+  and the fitted density really has two peaks. The cut is then where the near component stops being
+  the likelier one; otherwise there are no near-duplicates;
+* images closer than the cut are grouped by average linkage (average rather than single linkage, so
+  a chain of merely similar parts does not fuse into one large group).
+
+``grouped_folds`` then hands out stratified K folds of whole groups.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# How many nearest neighbours of each image enter the distance population. It must exceed the number
+# of captures one part is likely to have, so that the population also holds the distances to other
+# parts (the second mode the mixture needs to see).
+_NEIGHBOURS = 8
+# Fewer images than this cannot show two distance populations: every image is its own group.
+_MIN_IMAGES = 6
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Group id per image (0..n_groups-1) and the distance cut that produced them (None: no
+    near-duplicates were found, every image is its own group)."""
+
+    ids: np.ndarray
+    cut: float | None
+
+    @property
+    def count(self) -> int:
+        """Number of groups (an image without near-duplicates is a group of one)."""
+        return int(self.ids.max()) + 1 if len(self.ids) else 0
+
+    @property
+    def largest(self) -> int:
+        """Images in the largest group."""
+        return int(np.bincount(self.ids).max()) if len(self.ids) else 0
+
+    def summary(self) -> dict[str, object]:
+        """For the training report."""
+        sizes = np.bincount(self.ids) if len(self.ids) else np.zeros(0, dtype=np.int64)
+        return {"groups": self.count, "images_with_siblings": int(sizes[sizes > 1].sum()),
+                "largest_group": self.largest,
+                "distance_cut": None if self.cut is None else round(float(self.cut), 6)}
+
+
+def correlation_distances(descriptors: np.ndarray) -> np.ndarray:
+    """(n, n) correlation distances between rows after standardising each column across rows."""
+    x = np.asarray(descriptors, dtype=np.float64)
+    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+    x = x - x.mean(1, keepdims=True)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    d = 1.0 - x @ x.T
+    np.fill_diagonal(d, 0.0)
+    return np.clip(d, 0.0, 2.0)
+
+
+def _distance_cut(d: np.ndarray, seed: int) -> float | None:
+    """The distance below which two images are near-duplicates, or None when the nearest-neighbour
+    distances show a single population (see the module docstring)."""
+    from sklearn.mixture import GaussianMixture
+
+    n = d.shape[0]
+    k = min(_NEIGHBOURS, n - 1)
+    near = np.sort(d + np.diag(np.full(n, np.inf)), axis=1)[:, :k]
+    logs = np.log(np.maximum(near.ravel(), 1e-9))[:, None]
+    fits = [GaussianMixture(c, random_state=seed, n_init=2).fit(logs) for c in (1, 2)]
+    if fits[1].bic(logs) >= fits[0].bic(logs):
+        return None
+    mix = fits[1]
+    low = int(np.argmin(mix.means_[:, 0]))
+    grid = np.linspace(logs.min(), logs.max(), 512)[:, None]
+    # Two populations means two modes: the k-th-neighbour distances of unrelated images also differ
+    # by rank (the first neighbour is nearer than the eighth), a skew a two-component mixture fits
+    # better without any second mode. Only a density with two peaks shows near-duplicates.
+    density = mix.score_samples(grid)
+    peaks = np.flatnonzero((density[1:-1] > density[:-2]) & (density[1:-1] >= density[2:]))
+    if len(peaks) < 2:
+        return None
+    near_likelier = mix.predict_proba(grid)[:, low] >= 0.5
+    # The cut: the end of the first run of grid points where the near component is the likelier.
+    stop = np.flatnonzero(~near_likelier)
+    if not near_likelier[0] or len(stop) == 0:
+        return None
+    return float(np.exp(grid[stop[0] - 1, 0]))
+
+
+def near_duplicate_groups(descriptors: np.ndarray, seed: int = 0) -> Groups:
+    """Groups of near-duplicate images from their (n, D) global descriptors."""
+    n = len(descriptors)
+    singletons = Groups(np.arange(n), None)
+    if n < _MIN_IMAGES:
+        return singletons
+    d = correlation_distances(descriptors)
+    cut = _distance_cut(d, seed)
+    if cut is None:
+        return singletons
+    from sklearn.cluster import AgglomerativeClustering
+
+    labels = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
+                                     distance_threshold=cut).fit_predict(d)
+    # Renumber by first appearance so ids do not depend on the clustering's internal order.
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))
+    return Groups(order[inverse].astype(np.int64), cut)
+
+
+def grouped_folds(strata: np.ndarray, groups: np.ndarray, folds: int,
+                  seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified K-fold over whole groups: (train, held-out) index pairs; every group is held out
+    exactly once. ``folds`` shrinks to what the smallest stratum's groups allow (at least 2)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    strata = np.asarray(strata)
+    groups = np.asarray(groups)
+    per_stratum = [len(np.unique(groups[strata == s])) for s in np.unique(strata)]
+    k = max(2, min(folds, *per_stratum))
+    split = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+    return [(tr, te) for tr, te in split.split(np.zeros(len(strata)), strata, groups)]
