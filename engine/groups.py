@@ -124,12 +124,23 @@ def near_duplicate_groups(descriptors: np.ndarray, seed: int = 0) -> Groups:
 def grouped_folds(strata: np.ndarray, groups: np.ndarray, folds: int,
                   seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified K-fold over whole groups: (train, held-out) index pairs; every group is held out
-    exactly once. ``folds`` shrinks to what the smallest stratum's groups allow (at least 2)."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    exactly once. ``folds`` shrinks to what the smallest stratum's groups allow (at least 2).
+
+    Every training part must still hold every stratum (a head cannot learn anomalies from normals
+    alone). When a stratum has fewer than two groups (all anomalies of a set are near-duplicates of
+    one another, say), no grouped split can do that, and the folds hold out images instead of groups:
+    a flattering out-of-fold estimate is better than no candidate at all."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     strata = np.asarray(strata)
     groups = np.asarray(groups)
-    per_stratum = [len(np.unique(groups[strata == s])) for s in np.unique(strata)]
-    k = max(2, min(folds, *per_stratum))
-    split = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
-    return [(tr, te) for tr, te in split.split(np.zeros(len(strata)), strata, groups)]
+    labels = np.unique(strata)
+    per_stratum = [len(np.unique(groups[strata == s])) for s in labels]
+    if min(per_stratum) >= 2:
+        split = StratifiedGroupKFold(min(folds, *per_stratum), shuffle=True, random_state=seed)
+        pairs = list(split.split(np.zeros(len(strata)), strata, groups))
+        if all(len(np.unique(strata[tr])) == len(labels) for tr, _ in pairs):
+            return pairs
+    members = [int(np.sum(strata == s)) for s in labels]
+    split_images = StratifiedKFold(max(2, min(folds, *members)), shuffle=True, random_state=seed)
+    return list(split_images.split(np.zeros(len(strata)), strata))

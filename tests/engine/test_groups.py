@@ -74,3 +74,21 @@ def test_fit_reports_groups_and_expected_precision_recall():
     found = report["near_duplicates"]
     assert found["groups"] < len(items) and found["images_with_siblings"] >= 2, found
     assert 0.0 <= report["expected_precision"] <= 1.0 and 0.0 <= report["expected_recall"] <= 1.0
+
+
+def test_folds_keep_every_class_in_training_when_one_class_is_a_single_group():
+    """Near-identical anomalies (one group) cannot be held out whole without leaving a fold's training
+    part with normals alone: the folds then hold out images, and every training part has both classes
+    (a console test's synthetic scratches made training fail with "only one class")."""
+    strata = np.array([0] * 12 + [1] * 6)
+    groups = np.array(list(range(12)) + [12] * 6)
+    folds = grouped_folds(strata, groups, 3, seed=0)
+    assert len(folds) == 3
+    for train, held_out in folds:
+        assert set(strata[train]) == {0, 1} and set(strata[held_out]) == {0, 1}
+    assert sorted(np.concatenate([held_out for _, held_out in folds]).tolist()) == list(range(18))
+    # With two groups of anomalies, whole groups are held out again.
+    groups[15:] = 13
+    for train, held_out in grouped_folds(strata, groups, 3, seed=0):
+        assert not set(groups[train]) & set(groups[held_out])
+        assert set(strata[train]) == {0, 1}
