@@ -269,7 +269,9 @@ def test_a_node_killed_under_detect_anomalies_leaves_the_others_answering(fleet:
         list(pool.map(call, range(killed_after, calls)))
     survivors = [answer for _, node, answer in answers if node != 2]
     assert survivors == ["answered"] * len(survivors)
-    assert [answer for number, node, answer in answers if node == 2 and number >= killed_after] != [], answers
+    dead = {answer for number, node, answer in answers if node == 2 and number >= killed_after}
+    assert dead and "answered" not in dead, answers
+    assert _kit(fleet, 0, project).model(trained)["Status"] == "HOSTED"  # the live nodes still hold it
     fleet.restart(2)
     _every_node_answers(fleet, project, trained, "answered")
 
@@ -279,6 +281,8 @@ def test_stop_model_stops_it_everywhere(fleet: Fleet, project: str, trained: str
     assert kit.lookout.stop_model(ProjectName=project, ModelVersion=trained)["Status"] == "STOPPING_HOSTING"
     assert kit.wait_model(trained)["Status"] == "TRAINED"
     _every_node_answers(fleet, project, trained, "ConflictException")
+    assert _alike(fleet, lambda c: c.describe_model(ProjectName=project, ModelVersion=trained)[
+        "ModelDescription"]["Status"]) == "TRAINED"
 
 
 def test_nothing_is_lost(fleet: Fleet, project: str) -> None:
