@@ -5,14 +5,15 @@
 Everything runs on this machine: a throwaway PostgreSQL cluster (tests/postgres_cluster.py, Debian's
 server package), a ``moto_server`` as the fleet's S3 store, and ``lookout-emulator serve`` processes
 started with the README's flags (``db upgrade`` first, then ``serve --database-url ... --s3-endpoint-url
-... --data-dir ...``). Each part gets a database of its own. The model is trained on cookies images
-(10 normals; a test dataset of 10 normals and 10 anomalies; no fine-tuning), so DetectAnomalies costs
-what it costs on real 576x768 JPEGs.
+... --data-dir ...``). Parts 1 and 2 share a database; each take-over run has its own. The model is
+trained on cookies images (10 normals; a test dataset of 10 normals and 10 anomalies; no fine-tuning),
+so DetectAnomalies costs what it costs on real 576x768 JPEGs.
 
-1. embedded (SQLite, embedded S3) and one PostgreSQL node: CreateModel's answer time, the time until
-   a worker starts the training (the node's ``event=started kind=train`` log line), then with the
-   model hosted (1 inference unit) ``--calls`` sequential DetectAnomalies: p50, p95 and the server's
-   CPU time per call (/proc/<pid>/stat, all threads);
+1. embedded (SQLite, embedded S3) and one PostgreSQL node, side by side: CreateModel's answer time and
+   the time until a worker starts the training (the node's ``event=started kind=train`` log line);
+   then, with each model hosted (1 inference unit), ``--calls`` sequential DetectAnomalies per server
+   in four interleaved rounds (a change in the neighbours' load falls on both alike): p50, p95, the
+   server's CPU time per call (/proc/<pid>/stat, all threads) and the PostgreSQL server's;
 2. requests/s with 1, 2 and 3 PostgreSQL nodes (the PostgreSQL node of 1 and two more, hosting the
    same model): 8 client threads spread ``3 x --calls`` DetectAnomalies calls round-robin over the
    nodes in use; CPU time per call summed over all three nodes;
@@ -40,7 +41,7 @@ from typing import Any
 
 import boto3
 import pytest
-from bench_datasets import DEFAULT_ROOTS, Picture, write_results
+from bench_datasets import DEFAULT_ROOTS, Picture, cookies, write_results
 from lifecycle_bench import cpu_seconds, machine, percentile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +63,6 @@ SETTLE_S = 60  # how long a node may take to load a model StartModel asked for e
 
 def cookies_split(root: Path) -> dict[str, list[Picture]]:
     """Training and test pictures of the cookies dataset: normals to train on, a balanced test set."""
-    from bench_datasets import cookies
-
     pictures = cookies(root, "train")
     normals = [p for p in pictures if p.label == "normal"]
     anomalies = [p for p in pictures if p.label == "anomaly"]
