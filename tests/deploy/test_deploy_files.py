@@ -51,7 +51,8 @@ def tool(name: str, purpose: str) -> str:
     pytest.skip(message)
 
 
-def run(*command: str | Path, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(*command: str | Path, stdin: str | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(part) for part in command], input=stdin, env=env, capture_output=True, text=True,
                           timeout=120, check=False)
 
