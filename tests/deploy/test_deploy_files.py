@@ -1,6 +1,7 @@
 """The fleet's deployment files (deploy/), checked as CI can: without a Docker daemon or a cluster.
 
-- deploy/compose.yaml through `docker-compose config` (Debian's docker-compose);
+- deploy/compose.yaml through `docker-compose config` (Debian's docker-compose), and its load balancer's
+  deploy/haproxy.cfg through `haproxy -c` (Debian's haproxy);
 - the kustomize base deploy/kubernetes rendered by `kubectl kustomize` and piped through
   `kubernetes-validate --strict` (the API schemas of a recent Kubernetes);
 - every lookout-emulator command line in both, with the environment the file gives it, through the CLI's
@@ -26,6 +27,7 @@ from emulator.cli import COMMAND_OPTIONS, build_parser, parse_args
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 COMPOSE_FILE = DEPLOY / "compose.yaml"
+HAPROXY_CONFIG = DEPLOY / "haproxy.cfg"
 KUSTOMIZE_BASE = DEPLOY / "kubernetes"
 IMAGE = "lookout-emulator"  # the image name, without registry or tag, the files give our Dockerfile's image
 # The variables deploy/example.env asks for, with throwaway values.
@@ -78,6 +80,16 @@ def test_the_compose_file_refuses_to_run_without_its_secrets(missing, tmp_path):
     done = compose_config({name: value for name, value in COMPOSE_VARIABLES.items() if name != missing}, tmp_path)
     assert done.returncode != 0
     assert f"set {missing} in deploy/.env" in done.stderr
+
+
+def test_the_load_balancer_configuration_is_valid():
+    haproxy = tool("haproxy", "checks deploy/haproxy.cfg")
+    done = run(haproxy, "-c", "-f", HAPROXY_CONFIG)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The compose file's service names resolve only inside its network, which the file allows for.
+    warnings = [line for line in done.stdout.splitlines() + done.stderr.splitlines()
+                if "WARNING" in line and "could not resolve address" not in line]
+    assert not warnings, warnings
 
 
 def test_the_kustomize_base_renders_valid_kubernetes_resources():
