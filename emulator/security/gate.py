@@ -1,13 +1,13 @@
 """The one gate every request passes before a front end (the API, S3, the console) sees it.
 
-Three checks, cheapest first: where the request comes from (`emulator.security.crosssite`: the Host it
-names, a browser's cross-site writes), whether this node has the role that serves it (``serve --role``:
+Three checks: where the request comes from (`emulator.security.crosssite`: the Host it names, a
+browser's cross-site writes), with a credentials file who signed it (`emulator.security.access`: SigV4
+and the key's permissions), then whether this node has the role that serves it (``serve --role``:
 DetectAnomalies needs ``inference``; every other API operation, the console and the embedded S3 need
-``api``), then, with a credentials file, who signed it (`emulator.security.access`: SigV4 and the key's
-permissions). A refusal is answered in the error form of the front end the request was meant for
-and logged with the access key id and the client's address (never a secret or a signature). Console
-pages are not signed by browsers: with a credentials file, the console checks its own sign-in session
-(`emulator.console.signin`).
+``api``), so that only a client allowed in learns the node's roles. A refusal is answered in the
+error form of the front end the request was meant for and logged with the access key id and the
+client's address (never a secret or a signature). Console pages are not signed by browsers: with a
+credentials file, the console checks its own sign-in session (`emulator.console.signin`).
 """
 from __future__ import annotations
 
@@ -66,13 +66,18 @@ class RequestGate:
         self._all_roles = set(roles) == set(ROLES)  # the default: nothing to check
 
     def refusal(self, environ: dict[str, Any], s3: bool) -> Refusal | None:
+        """Why a request for a front end may not proceed: `access_refusal`, then this node's roles."""
+        refusal = self.access_refusal(environ, s3)
+        if refusal is None and not self._all_roles:
+            refusal = self._role_refusal(environ, s3)
+        return refusal
+
+    def access_refusal(self, environ: dict[str, Any], s3: bool) -> Refusal | None:
+        """Why the sender may not make this request (where it comes from, its signature), whichever
+        node it reaches (/metrics is checked with this alone: every node serves it)."""
         cross_site = self.site.refusal(environ)
         if cross_site is not None:
             return Refusal("cross_site", cross_site)
-        if not self._all_roles:
-            wrong_node = self._role_refusal(environ, s3)
-            if wrong_node is not None:
-                return wrong_node
         if self.keys is None or (not s3 and is_console_request(environ)):
             return None
         try:
