@@ -151,7 +151,7 @@ class Reconciler:
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._roles = backend.settings.roles
         self._heartbeat = backend.settings.job_heartbeat_seconds
-        self._started_at = backend.now()
+        self._max_age = DEAD_AFTER_HEARTBEATS * self._heartbeat  # a node silent for longer is dead
         self._last_beat = -math.inf
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -163,7 +163,7 @@ class Reconciler:
         store = self._backend.store
         if store.database.is_sqlite:
             # One server per data dir (emulator.datadir): any node the database lists died with its process.
-            store.hostings.forget_dead(math.inf)
+            store.hostings.forget_dead(0)
         self._beat()
         log.info("hosting node %s started (roles: %s)", self.node_id, ",".join(self._roles))
         self.reconcile()
@@ -207,31 +207,25 @@ class Reconciler:
 
     def _beat(self) -> None:
         hostings = self._backend.store.hostings
-        now = self._backend.now()
-        hostings.beat(self.node_id, self._roles, self._started_at, now)
+        hostings.beat(self.node_id, self._roles)
         self._last_beat = time.monotonic()
-        dead = hostings.forget_dead(self._live_since(now))
+        dead = hostings.forget_dead(self._max_age)
         if dead:
-            log.warning("hosting nodes without a heartbeat for %.0f s dropped out: %s",
-                        DEAD_AFTER_HEARTBEATS * self._heartbeat, ", ".join(dead))
-
-    def _live_since(self, now: float) -> float:
-        return now - DEAD_AFTER_HEARTBEATS * self._heartbeat
+            log.warning("hosting nodes without a heartbeat for %g s dropped out: %s", self._max_age, ", ".join(dead))
 
     def reconcile(self) -> None:
         """One pass: load and unload on an inference node, then settle the statuses."""
         store = self._backend.store
-        since = self._live_since(self._backend.now())
         models = store.models.all_in(_SETTLED_HERE)
-        holdings = store.hostings.live(since)
+        holdings = store.hostings.live(self._max_age)
         if INFERENCE in self._roles and self._converge(models, holdings):
-            holdings = store.hostings.live(since)
-        nodes = store.hostings.live_nodes(since)
+            holdings = store.hostings.live(self._max_age)
+        nodes = store.hostings.live_nodes(self._max_age)
         _settle(self._backend, models, holdings, {node.node_id for node in nodes if INFERENCE in node.roles})
 
     def _converge(self, models: list[Model], holdings: list[ModelHosting]) -> bool:
         """Load what should be hosted, unload what should not, record it; whether a row changed."""
-        hosts, hostings, now = registry(self._backend), self._backend.store.hostings, self._backend.now()
+        hosts, hostings = registry(self._backend), self._backend.store.hostings
         wanted = {(m.project, m.version): m.max_inference_units or 1 for m in models if m.status in _WANTED}
         mine = {(h.project, h.version): h for h in holdings if h.node_id == self.node_id}
         held = hosts.held()
@@ -255,7 +249,7 @@ class Reconciler:
             if row is None or (row.state, row.message) != (state, message):
                 if state == FAILED:
                     log.error("hosting %s v%s failed on node %s", *key, self.node_id, exc_info=error)
-                hostings.put(self.node_id, *key, state, message, now)
+                hostings.put(self.node_id, *key, state, message)
                 changed = True
         return changed
 

@@ -73,7 +73,7 @@ def _node_id(node: ServerProcess) -> str:
 def _listed_nodes(database_url: str) -> set[str]:
     store = Store.open(database_url)
     try:
-        return {node.node_id for node in store.hostings.live_nodes(since=0)}
+        return {node.node_id for node in store.hostings.live_nodes(max_age=3600)}
     finally:
         store.close()
 
@@ -155,6 +155,7 @@ def test_roles_split_the_api_from_inference(tmp_path, database_url, s3_endpoint)
         assert status == 403 and b"the web console" in body
         assert raw_request(inference.endpoint_url, "GET", "/healthz")[0] == 200
         assert (_hosted_here(api), _hosted_here(inference)) == (0, 1)
+        assert "event=started" not in inference.output  # no worker role: it ran none of the jobs
 
         _kill(inference)  # the only inference node: nothing serves the model now
         time.sleep(4 * HEARTBEAT_S)
