@@ -81,9 +81,9 @@ def _stopped(row: Model) -> ConflictException:
 
 
 def _served_here(backend: Backend, row: Model) -> hosting.HostedModel:
-    """The copy of a HOSTED model this node serves. A node still loading it (the model is served elsewhere, or
-    this node just started or joined) is waited for, up to hosting.LOAD_WAIT_SECONDS; a node that has
-    not begun loading it is asked to reconcile now rather than at its next poll."""
+    """The copy of a HOSTED model this node serves. A node still loading it (the model is served
+    elsewhere, or this node just started or joined) is waited for, up to hosting.LOAD_WAIT_SECONDS; a
+    node that has not begun loading it reconciles now rather than at its next poll."""
     if INFERENCE not in backend.settings.roles:  # e.g. a console trial on a worker-only node
         roles = ",".join(backend.settings.roles)
         raise _refusal(row, f"can't be served by this node (roles: {roles}); DetectAnomalies needs a node "
@@ -91,12 +91,12 @@ def _served_here(backend: Backend, row: Model) -> hosting.HostedModel:
     key = (row.project, row.version)
     hosts = hosting.registry(backend)
     deadline = time.monotonic() + hosting.LOAD_WAIT_SECONDS
-    load = hosts.wait_for(key, 0)
+    load = hosts.load_of(key)
     if load is None:
-        hosting.reconciler(backend).wake()
-        load = hosts.wait_for(key, hosting.LOAD_WAIT_SECONDS)
-    if load is None:  # the model was stopped meanwhile, or this node's reconciler is stuck
-        raise _refusal(row, "is not loaded on this node; try again in a few seconds.")
+        hosting.reconciler(backend).reconcile_now(hosting.LOAD_WAIT_SECONDS)
+        load = hosts.load_of(key)
+    if load is None:  # a StopModel won the race with this request
+        raise _stopped(row)
     try:
         return load.future.result(timeout=max(0.0, deadline - time.monotonic()))
     except hosting.LoadTimeout:

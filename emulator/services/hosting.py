@@ -90,7 +90,7 @@ class HostingRegistry:
 
     def __init__(self, device: str | None = None) -> None:
         self._device = device  # where hosted models compute (the server's --device)
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._hosted: dict[ModelKey, Load] = {}
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookout-hosting")
 
@@ -99,7 +99,7 @@ class HostingRegistry:
         """Start loading the model (if it is not already hosted); the future completes when it serves.
         `locate` returns the model's engine folder; it runs on the loader thread, since it may first
         fetch the artifact from the object store. `done` is called when the load ends, either way."""
-        with self._changed:
+        with self._lock:
             found = self._hosted.get(key)
             if found is None:
                 found = Load(self._loader.submit(
@@ -107,26 +107,24 @@ class HostingRegistry:
                 if done is not None:
                     found.future.add_done_callback(lambda _: done())
                 self._hosted[key] = found
-                self._changed.notify_all()
             return found.future
 
     def get(self, key: ModelKey) -> HostedModel | None:
         """The hosted model, waiting for a load in progress; None if it is not hosted or failed to load."""
-        with self._changed:
+        with self._lock:
             found = self._hosted.get(key)
         if found is None or found.future.exception() is not None:
             return None
         return found.future.result()
 
-    def wait_for(self, key: ModelKey, timeout: float) -> Load | None:
-        """The model's load, waiting up to `timeout` seconds for one to begin (None: none began)."""
-        with self._changed:
-            self._changed.wait_for(lambda: key in self._hosted, timeout)
+    def load_of(self, key: ModelKey) -> Load | None:
+        """The model's load on this node, done or in progress (None: this node does not hold it)."""
+        with self._lock:
             return self._hosted.get(key)
 
     def held(self) -> dict[ModelKey, Load]:
         """What this node loads or has loaded now."""
-        with self._changed:
+        with self._lock:
             return dict(self._hosted)
 
     def serving(self) -> int:
@@ -135,7 +133,7 @@ class HostingRegistry:
 
     def stop(self, key: ModelKey) -> None:
         """Stop hosting: new requests see None at once; requests in flight finish first."""
-        with self._changed:
+        with self._lock:
             found = self._hosted.pop(key, None)
         if found is not None and found.future.exception() is None:
             found.future.result().close()
@@ -154,6 +152,8 @@ class Reconciler:
         self._max_age = DEAD_AFTER_HEARTBEATS * self._heartbeat  # a node silent for longer is dead
         self._last_beat = -math.inf
         self._wake = threading.Event()
+        self._passes = threading.Condition()
+        self._begun = self._finished = 0  # reconciliation passes begun and finished on the thread
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -172,8 +172,18 @@ class Reconciler:
         self._backend.on_close(self.stop)
 
     def wake(self) -> None:
-        """Reconcile now (StartModel, StopModel, a finished load, a request for a model not loaded here)."""
+        """Reconcile now (StartModel, StopModel, a finished load)."""
         self._wake.set()
+
+    def reconcile_now(self, timeout: float) -> None:
+        """Reconcile now and wait (up to `timeout` seconds) until a pass that began after this call has
+        finished: what this node holds then matches what the store said (a request for a model not
+        loaded here)."""
+        with self._passes:
+            target = self._begun + 1
+        self.wake()
+        with self._passes:
+            self._passes.wait_for(lambda: self._finished >= target, timeout)
 
     def stop(self) -> None:
         """Leave the fleet: unload everything and remove this node's rows, so that nothing waits for
@@ -197,6 +207,8 @@ class Reconciler:
             self._wake.clear()
             if self._stopping.is_set():
                 return
+            with self._passes:
+                self._begun += 1
             try:
                 if time.monotonic() - self._last_beat >= self._heartbeat:
                     self._beat()
@@ -204,6 +216,9 @@ class Reconciler:
             except Exception:  # noqa: BLE001 - the database is away for a moment: register again, look again
                 log.exception("hosting reconciliation on node %s failed", self.node_id)
                 self._last_beat = -math.inf
+            with self._passes:
+                self._finished += 1
+                self._passes.notify_all()
 
     def _beat(self) -> None:
         hostings = self._backend.store.hostings
