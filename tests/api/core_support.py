@@ -146,3 +146,13 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, subproce
     finally:
         moto.kill()
         moto.wait(30)
+
+
+CLI = [sys.executable, "-m", "emulator.cli"]
+
+
+def fleet_node(tmp_path: Path, name: str, database_url: str, s3_endpoint: str, heartbeat: float,
+               *flags: str) -> ServerProcess:
+    """One ``serve`` process of a fleet: its own data dir under `tmp_path`, the shared database and S3 store."""
+    return ServerProcess(CLI, "--data-dir", str(tmp_path / name), "--database-url", database_url,
+                         "--s3-endpoint-url", s3_endpoint, "--job-heartbeat", str(heartbeat), *flags)

@@ -6,54 +6,29 @@ PostgreSQL only: the database is the queue (with SQLite, jobs run in-process; te
 from __future__ import annotations
 
 import signal
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import pytest
 from procrastinate import App, SyncPsycopgConnector
 
 from emulator.jobqueue import TASK
-from emulator.store import Store
 from emulator.store.database import libpq_url
-from emulator.store.provision import create_database, drop_database
 from emulator.testing import TEST_CREDENTIALS
-from tests.api.core_support import ServerProcess, moto_server
+from tests.api.core_support import ServerProcess, fleet_node
 from tests.api.datasets_support import BUCKET, DatasetKit, labelled
-from tests.store.test_store import MAINTENANCE_URL, needs_postgres
+from tests.store.test_store import needs_postgres
 
 pytestmark = needs_postgres
 
-CLI = [sys.executable, "-m", "emulator.cli"]
 HEARTBEAT_S = 0.5  # a dead node's jobs are taken over after three missed heartbeats, seconds here
 TAKE_OVER_S = 60  # what the issue asks for (with the default heartbeat, about 40 s)
 IMAGES = 150  # enough that the import still runs when node A is frozen
 
 
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    """A fresh database, migrated as a deploy does it (``db upgrade``)."""
-    assert MAINTENANCE_URL
-    name = f"lookout_test_{uuid.uuid4().hex[:16]}"
-    url = create_database(MAINTENANCE_URL, name)
-    Store.upgrade(url)
-    yield url
-    drop_database(MAINTENANCE_URL, name)
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A ``moto_server`` both nodes use as their external S3 store."""
-    with moto_server(monkeypatch) as (url, _):
-        yield url
-
-
 def _node(tmp_path: Path, name: str, database_url: str, s3_endpoint: str) -> ServerProcess:
-    return ServerProcess(CLI, "--data-dir", str(tmp_path / name), "--database-url", database_url,
-                         "--s3-endpoint-url", s3_endpoint, "--job-heartbeat", str(HEARTBEAT_S))
+    return fleet_node(tmp_path, name, database_url, s3_endpoint, HEARTBEAT_S)
 
 
 def _running_jobs(database_url: str) -> int:
