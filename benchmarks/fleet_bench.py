@@ -193,10 +193,10 @@ def answers_everywhere(nodes: list[ServerProcess], project: str, body: bytes) ->
 def take_over(root: Path, maintenance_url: str, s3: Any, s3_endpoint: str, split: dict[str, list[Picture]],
               heartbeat: float) -> dict[str, float]:
     """Seconds from the SIGKILL of the node running a training to another node taking it over."""
-    flags = ("--job-heartbeat", str(heartbeat), "--finetune-epochs", "0")
+    flags = ("--finetune-epochs", "0")
     with migrated_database(maintenance_url) as url, stopping() as started:
-        trainer = started(fleet_node(root / f"a-{heartbeat}", url, s3_endpoint, *flags))
-        survivor = started(fleet_node(root / f"b-{heartbeat}", url, s3_endpoint, *flags))
+        trainer = started(fleet_node(root, f"a-{heartbeat}", url, s3_endpoint, heartbeat, *flags))
+        survivor = started(fleet_node(root, f"b-{heartbeat}", url, s3_endpoint, heartbeat, *flags))
         bench = Bench(trainer, s3, "takeover", split)
         survivor.signal_group(signal.SIGSTOP)  # so that the other node takes the training
         bench.create_model()
@@ -231,7 +231,7 @@ def stopping() -> Iterator[Callable[[ServerProcess], ServerProcess]]:
 def run(root: Path, cookies_root: Path, calls: int) -> dict[str, Any]:
     split, bodies = cookies_split(cookies_root), images(cookies_root)
     results: dict[str, Any] = {}
-    flags = ("--finetune-epochs", "0")
+    flags, heartbeat = ("--finetune-epochs", "0"), Settings.job_heartbeat_seconds
     with contextlib.ExitStack() as stack:
         maintenance_url = stack.enter_context(throwaway_cluster())
         database_port = int(maintenance_url.rsplit(":", 1)[1].split("/")[0])
@@ -240,14 +240,14 @@ def run(root: Path, cookies_root: Path, calls: int) -> dict[str, Any]:
         url = stack.enter_context(migrated_database(maintenance_url))
         started = stack.enter_context(stopping())
         embedded = started(ServerProcess(CLI, "--data-dir", str(root / "embedded"), *flags, own_group=True))
-        nodes = [started(fleet_node(root / "node-0", url, s3_endpoint, *flags))]
+        nodes = [started(fleet_node(root, "node-0", url, s3_endpoint, heartbeat, *flags))]
         results["create_model"] = {
             "embedded": trained_and_hosted(Bench(embedded, embedded.client("s3"), "embedded", split)),
             "postgresql": trained_and_hosted(Bench(nodes[0], s3, "fleet", split))}
         results["detect_latency"] = latency({"embedded": (embedded, "embedded"), "postgresql": (nodes[0], "fleet")},
                                             bodies, calls, database_port)
         embedded.signal_group(signal.SIGKILL)
-        nodes += [started(fleet_node(root / f"node-{i}", url, s3_endpoint, *flags)) for i in (1, 2)]
+        nodes += [started(fleet_node(root, f"node-{i}", url, s3_endpoint, heartbeat, *flags)) for i in (1, 2)]
         answers_everywhere(nodes, "fleet", bodies[0])
         results["throughput"] = [throughput(nodes, used, "fleet", bodies, 3 * calls, database_port)
                                  for used in FLEET_SIZES]

@@ -58,7 +58,7 @@ def create_app(settings: Settings, backend: Backend | None = None, extra_recover
     backend.start((*RECOVERY_HOOKS, *extra_recovery))
     metrics = ServerMetrics(backend)
     lookout = metrics.api(create_flask_app(backend, keys).wsgi_app)
-    gate = RequestGate(SiteGuard(settings.allowed_hosts, settings.host), keys)
+    gate = RequestGate(SiteGuard(settings.allowed_hosts, settings.host), keys, settings.roles)
     ops = OpsEndpoints(backend, metrics, gate, token)
     if isinstance(backend.objects, EmbeddedObjectStore):
         s3: WSGIApp = metrics.s3(EmbeddedS3(backend.objects))

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
-from emulator.config import Settings
+from emulator.config import WORKER, Settings
 from emulator.datadir import DataDirLock
 from emulator.jobs import JobRunner
 from emulator.s3.objects import ObjectStore
@@ -39,6 +39,7 @@ class Backend:
             self._lock.release()
             raise
         self.jobs: JobRunner | JobQueue = JobRunner(settings.job_workers)
+        self._on_close: list[Callable[[], None]] = []
         if not self.store.database.is_sqlite:
             self.jobs = _job_queue(settings)
 
@@ -62,14 +63,22 @@ class Backend:
             self.objects.open()
             for hook in recovery:
                 hook(self)
-            if not isinstance(self.jobs, JobRunner):
+            # A node without the worker role submits jobs to the queue but runs none.
+            if not isinstance(self.jobs, JobRunner) and WORKER in self.settings.roles:
                 self.jobs.start_worker(self)
         except BaseException:
             self.close()
             raise
 
+    def on_close(self, stop: Callable[[], None]) -> None:
+        """Have `close` call `stop` first (latest first): for the background work a recovery hook started."""
+        self._on_close.append(stop)
+
     def close(self) -> None:
-        """Stop the jobs (see `JobRunner.shutdown`), then release S3 and the database."""
+        """Stop what `on_close` registered, then the jobs (see `JobRunner.shutdown`), then release S3
+        and the database."""
+        while self._on_close:
+            self._on_close.pop()()
         self.jobs.shutdown()
         self.objects.close()
         self.store.close()

@@ -33,6 +33,7 @@ from emulator.config import (
     DEFAULT_PORT,
     DEFAULT_REGION,
     MAX_JOB_HEARTBEAT_SECONDS,
+    ROLES,
     Settings,
 )
 from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET
@@ -242,6 +243,17 @@ def _heartbeat(text: str) -> float:
     return seconds
 
 
+def _roles(text: str) -> tuple[str, ...]:
+    named = [word.strip() for word in text.split(",") if word.strip()]
+    if not named:
+        raise argparse.ArgumentTypeError(f"names no role; use a comma-separated subset of {','.join(ROLES)}")
+    unknown = [word for word in named if word not in ROLES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{unknown[0]!r} is not a role; use a comma-separated subset of "
+                                         f"{','.join(ROLES)}")
+    return tuple(role for role in ROLES if role in named)
+
+
 def _backbone(text: str) -> str:
     if text not in BACKBONES:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(BACKBONES)}")
@@ -297,8 +309,13 @@ SERVE_OPTIONS = (
            "with a PostgreSQL --database-url: models this node trains at once (other jobs run beside them)",
            "N"),
     Option("--job-heartbeat", "LOOKOUT_JOB_HEARTBEAT", Settings.job_heartbeat_seconds, _heartbeat,
-           "with a PostgreSQL --database-url: seconds between this node's job-queue heartbeats; another node "
-           "takes over the jobs of a node silent for three of them", "SECONDS"),
+           "seconds between this node's heartbeats, for its jobs (with a PostgreSQL --database-url) and the models "
+           "it hosts; another node takes over the jobs of a node silent for three of them", "SECONDS"),
+    Option("--role", "LOOKOUT_ROLE", ROLES, _roles,
+           "what this node does, a comma-separated subset of: api (every API operation but DetectAnomalies, the "
+           "console, the embedded S3), inference (hosts the started models, answers DetectAnomalies), worker "
+           "(runs queued jobs); anything but all three needs a PostgreSQL --database-url", "ROLES",
+           ",".join(ROLES)),
     Option("--threads", "LOOKOUT_THREADS", DEFAULT_THREADS, _threads, f"HTTP worker threads, 1 to {MAX_THREADS}",
            "N"),
     Option("--credentials-file", "LOOKOUT_CREDENTIALS_FILE", None, _path,
@@ -450,6 +467,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
+    if set(args.role) != set(ROLES) and not _is_postgresql(args.database_url):
+        parser.error(f"--role {','.join(args.role)} needs a PostgreSQL --database-url shared with the nodes of the "
+                     "other roles; the embedded SQLite database serves all roles in one process")
     problem = check_port_free(args.host, args.port)
     if problem:
         parser.exit(1, f"{PROG}: {problem}\n")
@@ -460,7 +480,8 @@ def main(argv: list[str] | None = None) -> None:
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
                         device=args.device, finetune_epochs=args.finetune_epochs,
                         metrics_token_file=args.metrics_token_file, database_url=args.database_url,
-                        max_trainings=args.max_trainings, job_heartbeat_seconds=args.job_heartbeat)
+                        max_trainings=args.max_trainings, job_heartbeat_seconds=args.job_heartbeat,
+                        roles=args.role)
     from emulator.datadir import DataDirInUse
     from emulator.ops.endpoints import MetricsTokenError
     from emulator.security.access import CredentialsFileError
@@ -477,6 +498,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(1, f"{PROG}: {exc}\n")
     except OSError as exc:  # e.g. the port was taken between the check and the bind
         parser.exit(1, f"{PROG}: cannot serve on {settings.host}:{settings.port}: {exc}\n")
+
+
+def _is_postgresql(database_url: str | None) -> bool:
+    from emulator.store.database import parse_url
+
+    return database_url is not None and parse_url(database_url).get_backend_name() == "postgresql"
 
 
 def upgrade_database(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -23,6 +23,10 @@ DEFAULT_SIGNIN_LOCKOUT_SECONDS = 15 * 60.0
 # The longest job-queue heartbeat: a dead node's jobs are taken over within about four heartbeats
 # (three missed, then the next look for stalled jobs), which this keeps within a minute.
 MAX_JOB_HEARTBEAT_SECONDS = 15.0
+# What a server does (serve --role): API operations but DetectAnomalies, the console and the embedded
+# S3 front end; hosting models and answering DetectAnomalies; running queued jobs. Default: all three.
+API, INFERENCE, WORKER = "api", "inference", "worker"
+ROLES = (API, INFERENCE, WORKER)
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,10 @@ class Settings:
     # job_workers), and how often its queue worker writes a heartbeat; a job whose worker missed three
     # is taken over by another node.
     max_trainings: int = 1
-    job_heartbeat_seconds: float = 10.0
+    job_heartbeat_seconds: float = 10.0  # also the hosting heartbeat of emulator.services.hosting
+    # What this server does (ROLES); anything but all three needs a PostgreSQL database_url shared
+    # with the servers that do the rest.
+    roles: tuple[str, ...] = ROLES
     # Feature extractor for new models. torchvision backbones read their weights from the file in
     # LOOKOUT_BACKBONE_WEIGHTS (e.g. baked into the Docker image); nothing is downloaded.
     backbone: str = DEFAULT_BACKBONE

@@ -101,7 +101,7 @@ class OpsEndpoints:
         if self._token is not None and self._gate.keys is None:
             return Refusal("missing", "Reading /metrics needs the bearer token of --metrics-token-file: send "
                                       "Authorization: Bearer <token>.")
-        return self._gate.refusal(environ, s3=False)
+        return self._gate.access_refusal(environ, s3=False)
 
 
 def _json(document: dict[str, Any]) -> bytes:

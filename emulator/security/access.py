@@ -161,7 +161,8 @@ class Refusal(Exception):
 
     `reason` is one of: ``missing`` (no signature), ``malformed``, ``unknown_key``, ``signature``
     (it does not match), ``skewed`` (dated too far from now), ``expired`` (presigned URL past its
-    expiry), ``payload`` (body differs from the signed hash), ``denied`` (a read-only key writing)."""
+    expiry), ``payload`` (body differs from the signed hash), ``denied`` (a read-only key writing); the
+    request gate adds ``cross_site`` and ``role`` (this node's ``--role`` does not serve the request)."""
 
     reason: str
     message: str

@@ -27,7 +27,7 @@ RECOVERY_HOOKS: tuple[RecoveryHook, ...] = (
     hosting.import_engine_early,
     training_job.resume_training,
     artifacts.publish_local_artifacts,
-    model_lifecycle.restore_hosting,
+    hosting.start_reconciler,
     packaging.resume_packaging,
 )
 

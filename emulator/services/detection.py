@@ -9,6 +9,7 @@ never take an inference thread down.
 from __future__ import annotations
 
 import functools
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from emulator.api.errors import ConflictException, ValidationException
 from emulator.api.registry import OperationTable
 from emulator.api.statuses import ModelStatus, ResourceType
 from emulator.backend import Backend
+from emulator.config import INFERENCE
 from emulator.formats import png
 from emulator.formats.image_files import FORMAT_OF_CONTENT_TYPE, ImageError, open_image, rgb_pixels, sniff_format
 from emulator.services import hosting
@@ -68,11 +70,41 @@ def _blank_png(width: int, height: int) -> bytes:
     return png.encode_rgb(np.full((height, width, 3), 255, dtype=np.uint8))
 
 
+def _refusal(row: Model, why: str) -> ConflictException:
+    return ConflictException(f"Model version {row.version} of project {row.project} {why}",
+                             resource_id=str(row.version), resource_type=ResourceType.MODEL)
+
+
 def _stopped(row: Model) -> ConflictException:
     """A StopModel finished between reading the model's status and running the request."""
-    return ConflictException(f"Model version {row.version} of project {row.project} is no longer hosted; "
-                             "start it with StartModel.", resource_id=str(row.version),
-                             resource_type=ResourceType.MODEL)
+    return _refusal(row, "is no longer hosted; start it with StartModel.")
+
+
+def _served_here(backend: Backend, row: Model) -> hosting.HostedModel:
+    """The copy of a HOSTED model this node serves. A node still loading it (the model is served
+    elsewhere, or this node just started or joined) is waited for, up to hosting.LOAD_WAIT_SECONDS; a
+    node that has not begun loading it reconciles now rather than at its next poll."""
+    if INFERENCE not in backend.settings.roles:  # e.g. a console trial on a worker-only node
+        roles = ",".join(backend.settings.roles)
+        raise _refusal(row, f"can't be served by this node (roles: {roles}); DetectAnomalies needs a node "
+                            "with the inference role.")
+    key = (row.project, row.version)
+    hosts = hosting.registry(backend)
+    deadline = time.monotonic() + hosting.LOAD_WAIT_SECONDS
+    load = hosts.load_of(key)
+    if load is None:
+        hosting.reconciler(backend).reconcile_now(hosting.LOAD_WAIT_SECONDS)
+        load = hosts.load_of(key)
+    if load is None:  # a StopModel won the race with this request
+        raise _stopped(row)
+    try:
+        return load.future.result(timeout=max(0.0, deadline - time.monotonic()))
+    except hosting.LoadTimeout:
+        raise _refusal(row, f"is still loading on this node after {hosting.LOAD_WAIT_SECONDS:.0f} s; try again "
+                            "in a few seconds.") from None
+    except Exception as error:  # noqa: BLE001 - the load's failure, logged by the reconciler
+        raise _refusal(row, f"could not be loaded on this node ({hosting.client_reason(backend, error)}); "
+                            "other nodes may serve it.") from None
 
 
 @operations.operation("DetectAnomalies")
@@ -86,9 +118,7 @@ def detect(backend: Backend, params: dict[str, Any]) -> tuple[dict[str, Any], en
     row = get_model(backend, params["ProjectName"], params["ModelVersion"])
     if row.status != ModelStatus.HOSTED:
         raise conflict(row, "detect anomalies with")
-    hosted = hosting.registry(backend).get((row.project, row.version))
-    if hosted is None:
-        raise _stopped(row)
+    hosted = _served_here(backend, row)
     image = read_image(params["Body"], params["ContentType"], hosted.image_size)
     try:
         prediction = hosted.predict(image)

@@ -3,7 +3,7 @@
 A model's life (model-train.md, run-start-model.md, run-stop-model.md, delete-model.md):
 
     CreateModel -> TRAINING -> TRAINED | TRAINING_FAILED          (emulator.services.training_job, background)
-    StartModel  (TRAINED | HOSTING_FAILED) -> STARTING_HOSTING -> HOSTED | HOSTING_FAILED
+    StartModel  (TRAINED | HOSTING_FAILED) -> STARTING_HOSTING -> HOSTED | HOSTING_FAILED   (emulator.services.hosting)
     StopModel   (HOSTED | HOSTING_FAILED)  -> STOPPING_HOSTING -> TRAINED
     DeleteModel refused while the model trains, is hosted or changes hosting state.
 
@@ -13,9 +13,7 @@ expected), so concurrent calls cannot both start (or stop, or delete) the same m
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-from concurrent.futures import Future
 from typing import Any
 
 from emulator.api.errors import ConflictException, ValidationException
@@ -36,7 +34,6 @@ log = logging.getLogger(__name__)
 TRAINING, TRAINED, TRAINING_FAILED = ModelStatus.TRAINING, ModelStatus.TRAINED, ModelStatus.TRAINING_FAILED
 STARTING_HOSTING, HOSTED, HOSTING_FAILED, STOPPING_HOSTING = (
     ModelStatus.STARTING_HOSTING, ModelStatus.HOSTED, ModelStatus.HOSTING_FAILED, ModelStatus.STOPPING_HOSTING)
-NOT_HOSTED_MESSAGE = "The model is trained and not hosted."
 _CAN_START = (TRAINED, HOSTING_FAILED)
 _CAN_STOP = (HOSTED, HOSTING_FAILED)
 _CAN_DELETE = (TRAINED, TRAINING_FAILED, HOSTING_FAILED)
@@ -180,7 +177,8 @@ def start_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
                                                f"Hosting is starting with {units} inference unit(s).",
                                                min_inference_units=units, max_inference_units=max_units):
             raise conflict(row, "start")
-    _begin_hosting(backend, row.project, row.version, max_units)
+        backend.store.hostings.clear(row.project, row.version)  # a new start: earlier failures don't count
+    hosting.reconciler(backend).wake()  # every inference node loads it (this one at once, others within a poll)
     return {"Status": STARTING_HOSTING}
 
 
@@ -191,43 +189,5 @@ def stop_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
         if not backend.store.models.transition(row.project, row.version, _CAN_STOP, STOPPING_HOSTING,
                                                "Hosting is stopping."):
             raise conflict(row, "stop")
-    key = (row.project, row.version)
-    hosting.registry(backend).stop_later(key).add_done_callback(lambda _: _stopped(backend, key))
+    hosting.reconciler(backend).wake()  # every inference node unloads it; TRAINED once none holds it
     return {"Status": STOPPING_HOSTING}
-
-
-def _begin_hosting(backend: Backend, project: str, version: int, units: int) -> None:
-    """Load the model to serve up to `units` requests at once (MaxInferenceUnits: see emulator.services.hosting)."""
-    key = (project, version)
-    future = hosting.registry(backend).host(key, lambda: artifacts.local_engine(backend, project, version), units)
-    future.add_done_callback(lambda done: _hosting_done(backend, key, done))
-
-
-def _hosting_done(backend: Backend, key: hosting.ModelKey, done: Future[hosting.HostedModel]) -> None:
-    error = done.exception()
-    if error is None:
-        backend.store.models.transition(*key, (STARTING_HOSTING,), HOSTED,
-                                        "The model is hosted and ready for DetectAnomalies.")
-        return
-    log.error("hosting %s v%s failed", *key, exc_info=error)
-    hosting.registry(backend).stop(key)
-    # The engine names the files it could not read; a client is shown them relative to the data dir,
-    # never the server's own paths (the log above has them whole).
-    reason = str(error).replace(f"{backend.settings.data_dir.resolve()}{os.sep}", "").replace(
-        f"{backend.settings.data_dir}{os.sep}", "")
-    backend.store.models.transition(
-        *key, (STARTING_HOSTING, HOSTED), HOSTING_FAILED,
-        f"Hosting failed: the model could not be loaded ({reason}). Start it again, or train a new version.")
-
-
-def _stopped(backend: Backend, key: hosting.ModelKey) -> None:
-    backend.store.models.transition(*key, (STOPPING_HOSTING,), TRAINED, NOT_HOSTED_MESSAGE,
-                                    min_inference_units=None, max_inference_units=None)
-
-
-def restore_hosting(backend: Backend) -> None:
-    """After a restart: hosted (or starting) models are loaded again; a stop in progress completes."""
-    backend.store.models.transition_all((STOPPING_HOSTING,), TRAINED, NOT_HOSTED_MESSAGE,
-                                        min_inference_units=None, max_inference_units=None)
-    for row in backend.store.models.all_in((HOSTED, STARTING_HOSTING)):
-        _begin_hosting(backend, row.project, row.version, row.max_inference_units or 1)

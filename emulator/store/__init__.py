@@ -1,5 +1,6 @@
 """The metadata store: projects, datasets and entries, models, packaging jobs, tags, client tokens,
-console settings and trial detections, behind per-resource repositories that return typed records.
+console settings, trial detections and which node hosts which model, behind per-resource
+repositories that return typed records.
 
     store = Store.open("sqlite:///data/metadata.sqlite3")    # or postgresql+psycopg://...
     with store.transaction():                                 # one write transaction, if needed
@@ -26,6 +27,7 @@ from emulator.store.repositories import (
     ConsoleSettings,
     Datasets,
     Entries,
+    Hostings,
     Models,
     PackagingJobs,
     Projects,
@@ -55,6 +57,7 @@ class Store:
         self.console_settings = ConsoleSettings(database)
         self.console_sessions = ConsoleSessions(database)
         self.trials = Trials(database)
+        self.hostings = Hostings(database)
 
     @classmethod
     def open(cls, url: str) -> Store:

@@ -134,3 +134,25 @@ class TrialImage:
     error: str | None
     verified: str | None
     added: bool
+
+
+@dataclass(frozen=True)
+class ModelHosting:
+    """What one node holds of a model (emulator.services.hosting): loading, serving or failed."""
+
+    node_id: str
+    project: str
+    version: int
+    state: str
+    message: str | None
+    heartbeat_at: float
+
+
+@dataclass(frozen=True)
+class Node:
+    """A running server: its roles and its last heartbeat."""
+
+    node_id: str
+    roles: tuple[str, ...]
+    started_at: float
+    heartbeat_at: float

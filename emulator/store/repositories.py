@@ -36,6 +36,9 @@ from emulator.store import records, schema
 from emulator.store.database import Database
 
 R = TypeVar("R")
+# SQLite's julianday() of 1970-01-01T00:00Z, and seconds per day: the database's clock as epoch seconds.
+_JULIAN_DAY_OF_EPOCH = 2440587.5
+_SECONDS_PER_DAY = 86400.0
 
 
 def _json(value: Any) -> str | None:
@@ -532,3 +535,79 @@ class Trials(_Repository):
         c = schema.trial_detections.c
         return self._write(update(schema.trial_detections).where(self._key(project, name), c.status.in_(list(expected)))
                            .values(status=status, status_message=message)) == 1
+
+
+class Hostings(_Repository):
+    """The live nodes and the models each holds (hosting as desired state: emulator.services.hosting).
+
+    A node's rows are written by that node (StartModel only clears a model's earlier outcomes). Times
+    are the database's clock, not the nodes' own, so that nodes on machines whose clocks differ still
+    agree on who is alive: a row counts while its node's heartbeat is at most `max_age` seconds old
+    (callers pass three heartbeats), and a dead node's rows are deleted by whichever node calls
+    `forget_dead` first."""
+
+    def _now(self) -> ColumnElement[Any]:
+        """The database's time in seconds since the epoch."""
+        if self._db.dialect == "postgresql":
+            return func.extract("epoch", func.clock_timestamp())
+        return (func.julianday("now") - _JULIAN_DAY_OF_EPOCH) * _SECONDS_PER_DAY
+
+    def beat(self, node_id: str, roles: Iterable[str]) -> None:
+        """Record that the node is alive (registering it on its first beat), and so is what it holds."""
+        now = self._now()
+        statement = self._upsert(schema.nodes).values(node_id=node_id, roles=",".join(roles), started_at=now,
+                                                      heartbeat_at=now)
+        with self._db.transaction():
+            self._write(statement.on_conflict_do_update(index_elements=["node_id"], set_={"heartbeat_at": now}))
+            self._write(update(schema.model_hostings).where(schema.model_hostings.c.node_id == node_id)
+                        .values(heartbeat_at=now))
+
+    def leave(self, node_id: str) -> None:
+        """The node stops: it and what it held are gone at once (no one waits for its heartbeat to age)."""
+        with self._db.transaction():
+            self._write(delete(schema.model_hostings).where(schema.model_hostings.c.node_id == node_id))
+            self._write(delete(schema.nodes).where(schema.nodes.c.node_id == node_id))
+
+    def forget_dead(self, max_age: float) -> list[str]:
+        """Delete the nodes (and their rows) without a heartbeat for more than `max_age` seconds (0: every
+        node that has beaten before now); their ids."""
+        c = schema.nodes.c
+        with self._db.transaction():
+            dead = [row.node_id for row in self._rows(select(c.node_id).where(c.heartbeat_at < self._now() - max_age))]
+            if dead:
+                self._write(delete(schema.model_hostings).where(schema.model_hostings.c.node_id.in_(dead)))
+                self._write(delete(schema.nodes).where(c.node_id.in_(dead)))
+        return dead
+
+    def live_nodes(self, max_age: float) -> list[records.Node]:
+        c = schema.nodes.c
+        return [records.Node(node_id=row.node_id, roles=tuple(row.roles.split(",")), started_at=row.started_at,
+                             heartbeat_at=row.heartbeat_at)
+                for row in self._rows(select(schema.nodes).where(c.heartbeat_at >= self._now() - max_age)
+                                      .order_by(c.node_id))]
+
+    def live(self, max_age: float) -> list[records.ModelHosting]:
+        """What every live node holds."""
+        h, n = schema.model_hostings.c, schema.nodes.c
+        return [_decode(row, records.ModelHosting) for row in self._rows(
+            select(schema.model_hostings).join(schema.nodes, h.node_id == n.node_id)
+            .where(n.heartbeat_at >= self._now() - max_age).order_by(h.project, h.version, h.node_id))]
+
+    def put(self, node_id: str, project: str, version: int, state: str, message: str | None) -> None:
+        """Record what the node holds of a model."""
+        now = self._now()
+        statement = self._upsert(schema.model_hostings).values(
+            node_id=node_id, project=project, version=version, state=state, message=message, heartbeat_at=now)
+        self._write(statement.on_conflict_do_update(
+            index_elements=["node_id", "project", "version"],
+            set_={"state": state, "message": message, "heartbeat_at": now}))
+
+    def drop(self, node_id: str, project: str, version: int) -> None:
+        """The node no longer holds the model."""
+        self._write(delete(schema.model_hostings).where(
+            _key(schema.model_hostings, node_id=node_id, project=project, version=version)))
+
+    def clear(self, project: str, version: int) -> None:
+        """Forget every node's outcome for the model (StartModel: a new start, earlier failures don't count)."""
+        self._write(delete(schema.model_hostings).where(
+            _key(schema.model_hostings, project=project, version=version)))

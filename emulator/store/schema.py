@@ -154,3 +154,24 @@ trial_images = Table(
     ForeignKeyConstraint(["project", "trial"], ["trial_detections.project", "trial_detections.name"],
                          ondelete="CASCADE"),
 )
+
+# Hosting across nodes (emulator.services.hosting): the models table's status says what should be
+# hosted; these two say what each live server actually holds. Rows of a node whose heartbeat is older
+# than three heartbeats are a dead node's and are ignored, then deleted by whichever node notices.
+nodes = Table(  # every running server, from its start until it stops (or its heartbeat does)
+    "nodes", metadata,
+    Column("node_id", Text, primary_key=True),  # host name, process id and a random part: one per process start
+    Column("roles", Text, nullable=False),  # comma-separated: api, inference, worker
+    Column("started_at", Double, nullable=False),
+    Column("heartbeat_at", Double, nullable=False),
+)
+
+model_hostings = Table(  # the models each node has loaded, is loading or failed to load
+    "model_hostings", metadata,
+    Column("node_id", Text, ForeignKey("nodes.node_id", ondelete="CASCADE"), primary_key=True),
+    Column("project", Text, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("state", Text, nullable=False),  # loading / serving / failed
+    Column("message", Text),  # why loading failed (paths relative to the data dir)
+    Column("heartbeat_at", Double, nullable=False),
+)

@@ -178,8 +178,10 @@ def migrated_database(maintenance_url: str) -> Iterator[str]:
         drop_database(maintenance_url, name)
 
 
-def fleet_node(data_dir: Path, database_url: str, s3_endpoint: str, *flags: str) -> ServerProcess:
-    """One node of a fleet: ``serve`` with its own data dir (a cache only), the shared database and the
-    shared S3 store, as the README's fleet runs it; `flags` add to those."""
-    return ServerProcess(CLI, "--data-dir", str(data_dir), "--database-url", database_url,
-                         "--s3-endpoint-url", s3_endpoint, *flags, own_group=True)
+def fleet_node(tmp_path: Path, name: str, database_url: str, s3_endpoint: str, heartbeat: float,
+               *flags: str) -> ServerProcess:
+    """One ``serve`` process of a fleet: its own data dir under `tmp_path` (a cache only), the shared
+    database and S3 store, as the README's fleet runs it. It leads a process group of its own, so that
+    a test can kill it with its children, as its machine dying would."""
+    return ServerProcess(CLI, "--data-dir", str(tmp_path / name), "--database-url", database_url,
+                         "--s3-endpoint-url", s3_endpoint, "--job-heartbeat", str(heartbeat), *flags, own_group=True)

@@ -232,6 +232,17 @@ def test_a_model_that_cannot_be_loaded_fails_hosting(lookout: Any, s3: Any, proj
     lookout.delete_model(ProjectName=project_name, ModelVersion=version)
 
 
+def test_a_hosted_model_this_node_does_not_hold_is_loaded_for_the_request(hosted: Trained, emulator: Any) -> None:
+    """A node that lacks a HOSTED model (it joined the fleet, or lost its copy) loads it for the request
+    and answers, instead of refusing it."""
+    hosts = registry(emulator.backend)
+    key = (hosted.kit.project, 1)
+    hosts.stop(key)
+    assert hosted.kit.detect("1", hosted.normals[0])["IsAnomalous"] is False
+    served = hosts.get(key)
+    assert served is not None and served.units == 2
+
+
 def test_a_request_racing_stop_model_finds_the_model_stopped(hosted: Trained, emulator: Any) -> None:
     """What DetectAnomalies meets when StopModel completes between its status check and inference."""
     from emulator.services.hosting import HostingRegistry, NotHosted

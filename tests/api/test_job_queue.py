@@ -8,19 +8,17 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import pytest
 from procrastinate import App, SyncPsycopgConnector
 
 from emulator.jobqueue import TASK
 from emulator.store.database import libpq_url
 from emulator.testing import TEST_CREDENTIALS
-from tests.api.core_support import ServerProcess, fleet_node, migrated_database, moto_server
+from tests.api.core_support import ServerProcess, fleet_node
 from tests.api.datasets_support import BUCKET, DatasetKit, labelled
-from tests.store.test_store import MAINTENANCE_URL, needs_postgres
+from tests.store.test_store import needs_postgres
 
 pytestmark = needs_postgres
 
@@ -29,22 +27,8 @@ TAKE_OVER_S = 60  # what the issue asks for (with the default heartbeat, about 4
 IMAGES = 150  # enough that the import still runs when node A is frozen
 
 
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    assert MAINTENANCE_URL
-    with migrated_database(MAINTENANCE_URL) as url:
-        yield url
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A ``moto_server`` both nodes use as their external S3 store."""
-    with moto_server(monkeypatch) as (url, _):
-        yield url
-
-
 def _node(tmp_path: Path, name: str, database_url: str, s3_endpoint: str) -> ServerProcess:
-    return fleet_node(tmp_path / name, database_url, s3_endpoint, "--job-heartbeat", str(HEARTBEAT_S))
+    return fleet_node(tmp_path, name, database_url, s3_endpoint, HEARTBEAT_S)
 
 
 def _running_jobs(database_url: str) -> int:

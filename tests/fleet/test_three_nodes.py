@@ -40,9 +40,6 @@ SIZE = (64, 64)  # the smallest images Lookout for Vision takes: training costs 
 TRAIN_NORMALS, TEST_NORMALS, TEST_ANOMALIES = 10, 10, 10
 
 T = TypeVar("T")
-# Until hosting is desired state that every node reconciles (issue 23, branch hosting), a model is
-# hosted only on the node whose StartModel loaded it.
-hosting_on_one_node = pytest.mark.xfail(strict=True, reason="hosting is not yet shared across nodes")
 
 
 class Fleet:
@@ -54,8 +51,8 @@ class Fleet:
             self.nodes = list(pool.map(self._start, range(NODES)))
 
     def _start(self, index: int) -> ServerProcess:
-        return fleet_node(self.root / f"node-{index}", self.database_url, self.s3_endpoint, "--finetune-epochs", "0",
-                          "--job-heartbeat", str(HEARTBEAT_S))
+        return fleet_node(self.root, f"node-{index}", self.database_url, self.s3_endpoint, HEARTBEAT_S,
+                          "--finetune-epochs", "0")
 
     def client(self, index: int) -> Any:
         return self.nodes[index].client("lookoutvision")
@@ -233,7 +230,6 @@ def _every_node_answers(fleet: Fleet, project: str, version: str, expected: str)
                   f"node {index} does not give {expected} within {SETTLE_S} s")
 
 
-@hosting_on_one_node
 def test_hosting_reaches_every_node(fleet: Fleet, project: str, trained: str) -> None:
     kit = _kit(fleet, 1, project)
     kit.host(trained)
@@ -243,7 +239,6 @@ def test_hosting_reaches_every_node(fleet: Fleet, project: str, trained: str) ->
     assert verdicts == (False, True)
 
 
-@hosting_on_one_node
 def test_a_node_killed_under_detect_anomalies_leaves_the_others_answering(fleet: Fleet, project: str,
                                                                              trained: str) -> None:
     """Clients spread DetectAnomalies over the three nodes; node 2 dies mid-stream. Every call to nodes
