@@ -15,7 +15,7 @@ so DetectAnomalies costs what it costs on real 576x768 JPEGs.
    in four interleaved rounds (a change in the neighbours' load falls on both alike): p50, p95, the
    server's CPU time per call (/proc/<pid>/stat, all threads) and the PostgreSQL server's;
 2. requests/s with 1, 2 and 3 PostgreSQL nodes (the PostgreSQL node of 1 and two more, hosting the
-   same model): 8 client threads spread ``3 x --calls`` DetectAnomalies calls round-robin over the
+   same model): 8 client threads spread ``2 x --calls`` DetectAnomalies calls round-robin over the
    nodes in use; CPU time per call summed over all three nodes;
 3. take-over after a SIGKILL: two nodes, one frozen while the other starts the training; the trainer
    is killed (with its children) as the other resumes; the time from the kill to the survivor's
@@ -249,7 +249,7 @@ def run(root: Path, cookies_root: Path, calls: int) -> dict[str, Any]:
         embedded.signal_group(signal.SIGKILL)
         nodes += [started(fleet_node(root, f"node-{i}", url, s3_endpoint, heartbeat, *flags)) for i in (1, 2)]
         answers_everywhere(nodes, "fleet", bodies[0])
-        results["throughput"] = [throughput(nodes, used, "fleet", bodies, 3 * calls, database_port)
+        results["throughput"] = [throughput(nodes, used, "fleet", bodies, 2 * calls, database_port)
                                  for used in FLEET_SIZES]
         for node in nodes:
             node.signal_group(signal.SIGKILL)
