@@ -1,6 +1,7 @@
 """Model state across restarts: hosted models are hosted again, interrupted transitions are settled."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sqlite3
@@ -54,6 +55,26 @@ def test_trainings_and_packaging_cut_off_by_kill_9_or_ctrl_c_resume_at_start(tmp
     assert kit.model("4")["Status"] == "TRAINING"
     assert kit.wait_model("4")["Status"] == "TRAINED"
     assert server.stop(signal.SIGINT) == 0
+
+
+def test_a_training_whose_process_is_killed_fails_alone(tmp_path: Path) -> None:
+    """The kernel's OOM killer sends SIGKILL to the biggest process: a training's child. Only that
+    training fails, saying so; the server goes on answering and training."""
+    server = ServerProcess(CLI, "--data-dir", str(tmp_path))
+    try:
+        kit = new_kit(server.client("lookoutvision"), server.client("s3"), "oom")
+        kit.stage("train", normals=40, anomalies=20)
+        version = kit.create_model()["ModelVersion"]
+        os.kill(server.training_process(), signal.SIGKILL)
+        described = kit.wait_model(version)
+        assert described["Status"] == "TRAINING_FAILED"
+        assert described["StatusMessage"].startswith(
+            "Training failed: the training process was killed (SIGKILL), most likely because the node ran out of "
+            "memory; "), described["StatusMessage"]
+        assert [p["ProjectName"] for p in kit.lookout.list_projects()["Projects"]] == ["oom"]
+        assert kit.wait_model(kit.create_model()["ModelVersion"])["Status"] == "TRAINED"
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
 
 
 def _packaging_job(kit: ModelKit, job: str) -> dict[str, Any]:
