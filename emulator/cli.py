@@ -36,6 +36,7 @@ from emulator.config import (
     Settings,
 )
 from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET
+from emulator.jobs import JOB_KINDS
 from engine.options import BACKBONES, DEFAULT_BACKBONE, DEVICES, MAX_FINETUNE_EPOCHS
 
 PROG = "lookout-emulator"
@@ -148,6 +149,12 @@ def _database_url(text: str) -> str:
     return text
 
 
+def _is_postgresql(url: str | None) -> bool:
+    from emulator.store.database import parse_url
+
+    return url is not None and parse_url(url).get_backend_name() == "postgresql"
+
+
 def _region(text: str) -> str:
     if not _REGION.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a region name like us-east-1")
@@ -232,6 +239,15 @@ def _finetune_epochs(text: str) -> int:
     return _whole_number_in(text, 0, MAX_FINETUNE_EPOCHS)
 
 
+def _job_kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(dict.fromkeys(kind.strip() for kind in text.split(",") if kind.strip()))
+    unknown = [kind for kind in kinds if kind not in JOB_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or repr(text)} is not a job kind; the kinds are "
+                                         f"{', '.join(JOB_KINDS)}")
+    return kinds
+
+
 def _heartbeat(text: str) -> float:
     try:
         seconds = float(text)
@@ -299,6 +315,10 @@ SERVE_OPTIONS = (
     Option("--job-heartbeat", "LOOKOUT_JOB_HEARTBEAT", Settings.job_heartbeat_seconds, _heartbeat,
            "with a PostgreSQL --database-url: seconds between this node's job-queue heartbeats; another node "
            "takes over the jobs of a node silent for three of them", "SECONDS"),
+    Option("--job-kinds", "LOOKOUT_JOB_KINDS", JOB_KINDS, _job_kinds,
+           f"with a PostgreSQL --database-url: the kinds of jobs this node runs, comma-separated from "
+           f"{', '.join(JOB_KINDS)} (e.g. a GPU node: train; other nodes: dataset,package)", "KINDS",
+           "all of them"),
     Option("--threads", "LOOKOUT_THREADS", DEFAULT_THREADS, _threads, f"HTTP worker threads, 1 to {MAX_THREADS}",
            "N"),
     Option("--credentials-file", "LOOKOUT_CREDENTIALS_FILE", None, _path,
@@ -450,6 +470,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
+    if set(args.job_kinds) != set(JOB_KINDS) and not _is_postgresql(args.database_url):
+        parser.error("--job-kinds needs a PostgreSQL --database-url: with the embedded SQLite database this server "
+                     "is the only one, so it runs every kind of job")
     problem = check_port_free(args.host, args.port)
     if problem:
         parser.exit(1, f"{PROG}: {problem}\n")
@@ -460,7 +483,8 @@ def main(argv: list[str] | None = None) -> None:
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
                         device=args.device, finetune_epochs=args.finetune_epochs,
                         metrics_token_file=args.metrics_token_file, database_url=args.database_url,
-                        max_trainings=args.max_trainings, job_heartbeat_seconds=args.job_heartbeat)
+                        max_trainings=args.max_trainings, job_heartbeat_seconds=args.job_heartbeat,
+                        job_kinds=args.job_kinds)
     from emulator.datadir import DataDirInUse
     from emulator.ops.endpoints import MetricsTokenError
     from emulator.security.access import CredentialsFileError

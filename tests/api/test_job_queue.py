@@ -5,12 +5,16 @@ PostgreSQL only: the database is the queue (with SQLite, jobs run in-process; te
 """
 from __future__ import annotations
 
+import json
+import re
 import signal
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -23,6 +27,7 @@ from emulator.store.provision import create_database, drop_database
 from emulator.testing import TEST_CREDENTIALS
 from tests.api.core_support import ServerProcess, moto_server
 from tests.api.datasets_support import BUCKET, DatasetKit, labelled
+from tests.api.models_support import ModelKit, new_kit
 from tests.store.test_store import MAINTENANCE_URL, needs_postgres
 
 pytestmark = needs_postgres
@@ -51,9 +56,9 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield url
 
 
-def _node(tmp_path: Path, name: str, database_url: str, s3_endpoint: str) -> ServerProcess:
+def _node(tmp_path: Path, name: str, database_url: str, s3_endpoint: str, *flags: str) -> ServerProcess:
     return ServerProcess(CLI, "--data-dir", str(tmp_path / name), "--database-url", database_url,
-                         "--s3-endpoint-url", s3_endpoint, "--job-heartbeat", str(HEARTBEAT_S))
+                         "--s3-endpoint-url", s3_endpoint, "--job-heartbeat", str(HEARTBEAT_S), *flags)
 
 
 def _running_jobs(database_url: str) -> int:
@@ -119,3 +124,44 @@ def test_one_client_token_through_two_nodes_makes_one_resource(tmp_path, databas
     finally:
         for node in nodes:
             assert node.stop(signal.SIGTERM) == 0
+
+
+def test_each_job_kind_runs_on_the_nodes_that_take_it_and_progress_shows_on_every_node(tmp_path, database_url,
+                                                                                      s3_endpoint):
+    """A training node (--job-kinds train) and an import node (dataset,package): CreateDataset through the
+    training node is imported by the other, CreateModel through the import node trains on the training
+    node, and the import node shows the training's progress (DescribeModel and the console's model page)."""
+    trainer = _node(tmp_path, "trainer", database_url, s3_endpoint, "--job-kinds", "train")
+    importer = _node(tmp_path, "importer", database_url, s3_endpoint, "--job-kinds", "dataset,package")
+    try:
+        s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **TEST_CREDENTIALS)
+        kit = new_kit(trainer.client("lookoutvision"), s3, "kinds")
+        kit.stage("train", normals=40, anomalies=20)
+        assert "event=finished kind=dataset subject=kinds/train outcome=succeeded" in importer.output
+        assert "kind=dataset" not in trainer.output
+        kit.lookout = importer.client("lookoutvision")
+        version = kit.create_model()["ModelVersion"]
+        seen = _progress_seen(importer, kit, version)
+        assert kit.wait_model(version)["Status"] == "TRAINED"
+        assert "event=finished kind=train subject=kinds/1 outcome=succeeded" in trainer.output
+        assert "kind=train" not in importer.output
+        message, page = seen
+        assert re.fullmatch(r"Training in progress: .+ \(\d+%\)\.", message), message
+        assert page["stage"] and page["started"] and 0 <= page["progress"] <= 1, page
+    finally:
+        for node in (trainer, importer):
+            assert node.stop(signal.SIGTERM) == 0
+
+
+def _progress_seen(node: ServerProcess, kit: ModelKit, version: str) -> tuple[str, dict[str, Any]]:
+    """The StatusMessage and the console's live figures of a training, from `node`, once they show a step."""
+    deadline = time.monotonic() + 120
+    url = f"{node.endpoint_url}/console/projects/{kit.project}/models/{version}/status.json"
+    while True:
+        described = kit.model(version)
+        assert described["Status"] == "TRAINING", described
+        if "%" in described["StatusMessage"]:
+            with urllib.request.urlopen(url) as response:
+                return described["StatusMessage"], json.load(response)
+        assert time.monotonic() < deadline, "no progress seen"
+        time.sleep(0.05)
