@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -134,8 +133,7 @@ def _ready_plan(backend: Backend, plan: TrainingPlan) -> TrainingPlan | Outcome:
         _look_again_later(backend, plan)
         return Outcome.DEFERRED
     except ServiceError as refused:
-        _fail(backend, plan, _why_unusable(backend, plan.project, refused))
-        return Outcome.FAILED
+        return _fail(backend, plan, _why_unusable(backend, plan.project, refused))
     plan = replace(plan, train=train, test=test, auto_split=auto_split, label_colors=label_colors, waiting=False)
     save_plan(backend, plan)
     _training_message(backend, plan.project, plan.version, TRAINING_MESSAGE)
@@ -212,44 +210,48 @@ def _train(backend: Backend, plan: TrainingPlan) -> Outcome:
         return Outcome.INTERRUPTED
     except training_process.ProcessDied as exc:
         log.error("training %s v%s failed: %s", plan.project, plan.version, exc)
-        _fail(backend, plan, str(exc))
-        return Outcome.FAILED
+        return _fail(backend, plan, str(exc))
     except (TrainingError, engine.EngineError) as exc:
-        _fail(backend, plan, str(exc))
-        return Outcome.FAILED
+        return _fail(backend, plan, str(exc))
     except ObjectNotFound as exc:  # publishing the artifact (write_evaluation reports as TrainingError)
-        _fail(backend, plan, f"the model could not be written to the object store ({exc}).")
-        return Outcome.FAILED
+        return _fail(backend, plan, f"the model could not be written to the object store ({exc}).")
     except Exception as exc:
         if not is_disk_full(exc):  # a bug of ours (or recording the outcome failed): traceback to the log
             log.exception("training %s v%s failed", plan.project, plan.version)
-            _fail(backend, plan, "an internal error stopped training; the server log has the details.")
-            return Outcome.FAILED
+            return _fail(backend, plan, "an internal error stopped training; the server log has the details.")
         log.error("training %s v%s failed: the data directory's disk is full (%s)", plan.project, plan.version, exc)
         for part in ("data", "engine"):  # of no use now; freeing them lets the failure be recorded
             shutil.rmtree(model_dir(backend, plan.project, plan.version) / part, ignore_errors=True)
-        _fail(backend, plan, f"{DISK_FULL}. Free space there, then call CreateModel again.")
-        return Outcome.FAILED
+        return _fail(backend, plan, f"{DISK_FULL}. Free space there, then call CreateModel again.")
     return Outcome.SUCCEEDED
 
 
-def _fail(backend: Backend, plan: TrainingPlan, message: str, retry_in: float = _RETRY_SECONDS) -> None:
-    """Record TRAINING_FAILED. A full disk can refuse even that write: it is then retried from a timer,
-    at growing intervals, until it succeeds or the emulator stops (start-up recovery then settles the
-    model), so that no model stays TRAINING with no job behind it."""
+def _fail(backend: Backend, plan: TrainingPlan, message: str) -> Outcome:
+    """Record TRAINING_FAILED with `message` (see `record_failure`); how the training job ends."""
+    return record_failure(backend, plan.project, plan.version, jsontext.storable(f"Training failed: {message}"),
+                          _RETRY_SECONDS)
+
+
+@handler
+def record_failure(backend: Backend, project: str, version: int, message: str, retry_in: float) -> Outcome:
+    """Record TRAINING_FAILED. A full disk can refuse even that write: a job then tries again in `retry_in`
+    seconds, at doubling intervals, until it succeeds, so that no model stays TRAINING with no job behind it.
+    It is a queued job (a job continued: the training's one outcome is counted when the failure is
+    recorded), so on PostgreSQL it survives this node; when the emulator stops meanwhile, the training
+    is left to start-up recovery (or, on PostgreSQL, to the queue) like an interrupted one."""
     try:
-        _end_training(backend, plan.project, plan.version, ModelStatus.TRAINING_FAILED,
-                      jsontext.storable(f"Training failed: {message}"))
+        _end_training(backend, project, version, ModelStatus.TRAINING_FAILED, message)
     except OSError as exc:
         if not is_disk_full(exc):
             raise
         if backend.jobs.stopping.is_set():
-            return
-        log.warning("cannot record that %s v%s failed yet, the disk is full; retrying in %.1f s", plan.project,
-                    plan.version, retry_in)
-        timer = threading.Timer(retry_in, _fail, (backend, plan, message, min(2 * retry_in, _RETRY_MAX_SECONDS)))
-        timer.daemon = True
-        timer.start()
+            return Outcome.INTERRUPTED
+        log.warning("cannot record that %s v%s failed yet, the disk is full; retrying in %.1f s", project, version,
+                    retry_in)
+        backend.jobs.submit_later(retry_in, TRAINING, f"{project}/{version}", record_failure, backend, project,
+                                  version, message, min(2 * retry_in, _RETRY_MAX_SECONDS))
+        return Outcome.DEFERRED
+    return Outcome.FAILED
 
 
 def _progress(backend: Backend, plan: TrainingPlan) -> Callable[[float, str], None]:
