@@ -20,7 +20,9 @@ import boto3
 import pytest
 from procrastinate import App, SyncPsycopgConnector
 
-from emulator.jobqueue import TASK
+from emulator.jobqueue import GENERAL_QUEUE, QUEUES, TASK
+from emulator.jobs import handler_name
+from emulator.services import datasets
 from emulator.store import Store
 from emulator.store.database import libpq_url
 from emulator.store.provision import create_database, drop_database
@@ -151,6 +153,33 @@ def test_each_job_kind_runs_on_the_nodes_that_take_it_and_progress_shows_on_ever
     finally:
         for node in (trainer, importer):
             assert node.stop(signal.SIGTERM) == 0
+
+
+def test_a_job_queued_by_the_release_before_job_kinds_runs_on_a_node_of_its_kind(tmp_path, database_url,
+                                                                                 s3_endpoint):
+    """Before --job-kinds, dataset and packaging jobs waited in one general queue: a node that does not
+    take a job's kind moves it to its kind's queue, where a node that does runs it."""
+    subject = "gone/train"  # a dataset that no longer exists: its job, run, ends skipped
+    with App(connector=SyncPsycopgConnector(conninfo=libpq_url(database_url))).open() as queue:
+        queue.configure_task(TASK, queue=GENERAL_QUEUE, lock=f"dataset:{subject}").defer(
+            kind="dataset", subject=subject, handler=handler_name(datasets._run_job), args=["gone", "train"],
+            continued=False, queued_at=time.time())
+        trainer = _node(tmp_path, "trainer", database_url, s3_endpoint, "--job-kinds", "train")
+        try:
+            deadline = time.monotonic() + 30
+            while not queue.job_manager.list_jobs(task=TASK, queue=QUEUES["dataset"], status="todo"):
+                assert time.monotonic() < deadline, "the job was not moved:\n" + trainer.output
+                time.sleep(0.05)
+            importer = _node(tmp_path, "importer", database_url, s3_endpoint, "--job-kinds", "dataset")
+            try:
+                while f"event=finished kind=dataset subject={subject} outcome=skipped" not in importer.output:
+                    assert time.monotonic() < deadline + 30, importer.output
+                    time.sleep(0.05)
+            finally:
+                assert importer.stop(signal.SIGTERM) == 0
+            assert "kind=dataset" not in trainer.output
+        finally:
+            assert trainer.stop(signal.SIGTERM) == 0
 
 
 def _progress_seen(node: ServerProcess, kit: ModelKit, version: str) -> tuple[str, dict[str, Any]]:
