@@ -31,8 +31,10 @@ def test_trainings_and_packaging_cut_off_by_kill_9_or_ctrl_c_resume_at_start(tmp
                                                 Configuration=package)["JobName"]
     assert [kit.model(v)["Status"] for v in versions] == ["TRAINING", "TRAINING"]
     assert _packaging_job(kit, job)["Status"] in ("CREATED", "RUNNING")
+    child = server.training_process()
     server.process.kill()  # SIGKILL, in the middle of both trainings
     assert server.process.wait(30) == -signal.SIGKILL
+    assert_ends(child)  # no training goes on without its server
 
     server = ServerProcess(CLI, "--data-dir", str(tmp_path))
     kit = ModelKit(server.client("lookoutvision"), server.client("s3"), "interrupted")
@@ -73,8 +75,26 @@ def test_a_training_whose_process_is_killed_fails_alone(tmp_path: Path) -> None:
             "memory; "), described["StatusMessage"]
         assert [p["ProjectName"] for p in kit.lookout.list_projects()["Projects"]] == ["oom"]
         assert kit.wait_model(kit.create_model()["ModelVersion"])["Status"] == "TRAINED"
+        kit.create_model()
+        child = server.training_process()
     finally:
         assert server.stop(signal.SIGTERM) == 0
+    assert_ends(child)  # a shutdown stops the training it interrupts
+
+
+def assert_ends(pid: int, timeout: float = 10) -> None:
+    """Wait for process `pid` to be gone (or a zombie nobody reaps: it runs no more)."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and "State:\tZ" not in _status(pid):
+        assert time.monotonic() < deadline, f"process {pid} still runs"
+        time.sleep(0.05)
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return ""
 
 
 def _packaging_job(kit: ModelKit, job: str) -> dict[str, Any]:
