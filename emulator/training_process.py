@@ -43,8 +43,9 @@ _CONTEXT.set_forkserver_preload(_PRELOAD)
 PROCESS_NAME = b"lookout-train"
 # How often the parent, waiting for the child, looks whether the server is stopping.
 _POLL_SECONDS = 0.2
-# After SIGTERM, how long a stopping child gets before SIGKILL.
-_TERMINATE_SECONDS = 5.0
+# A child gone without a word: how long the parent waits to see whether the server is stopping (a stop
+# signal to the whole process group, e.g. systemd's, also ends the forkserver and with it the child).
+_STOP_SIGNAL_SECONDS = 1.0
 _PR_SET_NAME, _PR_SET_PDEATHSIG = 15, 1
 
 
@@ -95,13 +96,10 @@ class TrainingProcess:
         self._expect(message, "done")
 
     def close(self) -> None:
-        """End the child: at once if it still runs (the parent stopped reading: shutdown, or a failure
-        of its own), SIGTERM first, SIGKILL if it does not go."""
+        """End the child, at once if it still runs (the parent stopped reading: shutdown, or a failure
+        of its own): SIGKILL, since it holds nothing to clean up (a rerun starts from scratch)."""
         if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(_TERMINATE_SECONDS)
-            if self._process.is_alive():
-                self._process.kill()
+            self._process.kill()
         self._process.join()
         self._connection.close()
 
@@ -115,6 +113,8 @@ class TrainingProcess:
             message: tuple[Any, ...] = self._connection.recv()
         except (EOFError, OSError):
             self._process.join()
+            if self._stopping.wait(_STOP_SIGNAL_SECONDS):  # a signal to the process group stopped both
+                raise Interrupted from None
             raise ProcessDied(_death(self._process.exitcode)) from None
         if message[0] == "engine_error":
             import engine
@@ -190,8 +190,13 @@ def _child(connection: Connection, train: list[engine.Item], test: list[engine.I
 
 
 def _name_and_tie_to_parent() -> None:
-    """Show as `PROCESS_NAME` in /proc and die with the forkserver (which exits when the server does),
-    so that a SIGKILLed server leaves no training behind (Linux; elsewhere a no-op)."""
+    """Leave stopping to the server: Ctrl-C in a terminal (SIGINT) or systemd's stop (SIGTERM) reach
+    every process of the group, and a child they ended would fail its training instead of leaving it
+    to recovery; the server, stopping, kills the child itself. Show as `PROCESS_NAME` in /proc, and die
+    with the forkserver (which exits when the server does), so that a SIGKILLed server leaves no
+    training behind (Linux; elsewhere a no-op)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
         prctl = ctypes.CDLL(None, use_errno=True).prctl
         prctl(_PR_SET_NAME, PROCESS_NAME, 0, 0, 0)

@@ -80,9 +80,11 @@ class ServerProcess:
     the serve flags (the console script, or ``python -m emulator.cli``). Its output is collected
     on a thread, so that a chatty server never blocks on a full pipe."""
 
-    def __init__(self, command: list[str], *flags: str, timeout: float = 120) -> None:
+    def __init__(self, command: list[str], *flags: str, timeout: float = 120, own_group: bool = False) -> None:
+        """`own_group`: in a session and process group of its own, as a terminal runs a command (Ctrl-C
+        signals the whole group)."""
         self.process = subprocess.Popen([*command, "serve", "--port", "0", *flags], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True,
+                                        stderr=subprocess.STDOUT, text=True, start_new_session=own_group,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []
         self._listening = threading.Event()

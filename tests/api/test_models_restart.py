@@ -82,6 +82,25 @@ def test_a_training_whose_process_is_killed_fails_alone(tmp_path: Path) -> None:
     assert_ends(child)  # a shutdown stops the training it interrupts
 
 
+def test_ctrl_c_in_a_terminal_leaves_the_training_to_recovery(tmp_path: Path) -> None:
+    """Ctrl-C signals the server's whole process group, the training's child too: the training is
+    interrupted (trained again at the next start), not failed."""
+    server = ServerProcess(CLI, "--data-dir", str(tmp_path), own_group=True)
+    kit = new_kit(server.client("lookoutvision"), server.client("s3"), "ctrl-c")
+    kit.stage("train", normals=40, anomalies=20)
+    version = kit.create_model()["ModelVersion"]
+    child = server.training_process()
+    os.killpg(server.process.pid, signal.SIGINT)
+    assert server.process.wait(60) == 0, server.output
+    assert_ends(child)
+    assert "event=finished kind=train subject=ctrl-c/1 outcome=interrupted" in server.output, server.output
+
+    server = ServerProcess(CLI, "--data-dir", str(tmp_path))
+    kit = ModelKit(server.client("lookoutvision"), server.client("s3"), "ctrl-c")
+    assert kit.wait_model(version)["Status"] == "TRAINED"
+    assert server.stop(signal.SIGTERM) == 0
+
+
 def assert_ends(pid: int, timeout: float = 10) -> None:
     """Wait for process `pid` to be gone (or a zombie nobody reaps: it runs no more)."""
     deadline = time.monotonic() + timeout
