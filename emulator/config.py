@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emulator.jobs import JOB_KINDS
 from engine.options import DEFAULT_BACKBONE, FitOptions
 
 DEFAULT_HOST = "127.0.0.1"
@@ -53,6 +54,9 @@ class Settings:
     # What this server does (ROLES); anything but all three needs a PostgreSQL database_url shared
     # with the servers that do the rest.
     roles: tuple[str, ...] = ROLES
+    # The job kinds (emulator.jobs.JOB_KINDS) this node's queue worker takes; only PostgreSQL nodes take
+    # fewer than all, since with SQLite no other node would run the rest.
+    job_kinds: tuple[str, ...] = JOB_KINDS
     # Feature extractor for new models. torchvision backbones read their weights from the file in
     # LOOKOUT_BACKBONE_WEIGHTS (e.g. baked into the Docker image); nothing is downloaded.
     backbone: str = DEFAULT_BACKBONE

@@ -308,6 +308,24 @@ class Models(_Repository):
         """Change the StatusMessage of a model that is still in `status` (e.g. training progress)."""
         return self._transition(self._key(project, version), (status,), status, message, {}) == 1
 
+    def set_progress(self, project: str, version: int, status: str, progress: records.TrainingProgress,
+                     message: str) -> bool:
+        """Record where the training of a model still in `status` (TRAINING) is, with its StatusMessage, so
+        that every node shows the same; False (nothing written) if the model is no longer in `status`."""
+        values = {"started": progress.started, "stage": progress.stage, "fraction": progress.fraction}
+        with self._db.transaction():
+            if not self.set_message(project, version, status, message):
+                return False
+            self._write(self._upsert(schema.training_progress).values(project=project, version=version, **values)
+                        .on_conflict_do_update(index_elements=["project", "version"], set_=values))
+            return True
+
+    def progress(self, project: str, version: int) -> records.TrainingProgress | None:
+        """Where the model's training last was; None before its job reported any."""
+        return self._get(schema.training_progress,
+                         lambda row: records.TrainingProgress(row.started, row.stage, row.fraction),
+                         project=project, version=version)
+
     def _transition(self, which: ColumnElement[bool], expected: Iterable[str], status: str, message: str,
                     columns: dict[str, Any]) -> int:
         values = {name: _json(value) if name in _MODEL_JSON else value for name, value in columns.items()}

@@ -87,6 +87,16 @@ models = Table(
     Column("max_inference_units", Integer),
 )
 
+training_progress = Table(  # where a model's running training is, for every node's console and DescribeModel
+    "training_progress", metadata,
+    Column("project", Text, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("started", Double, nullable=False),  # when this run of the training job began
+    Column("stage", Text, nullable=False),  # the engine's step
+    Column("fraction", Double, nullable=False),  # of the training done, 0 to 1
+    ForeignKeyConstraint(["project", "version"], ["models.project", "models.version"], ondelete="CASCADE"),
+)
+
 model_versions = Table(  # last model version handed out per project: never reused after a DeleteModel
     "model_versions", metadata,
     Column("project", Text, ForeignKey("projects.name", ondelete="CASCADE"), primary_key=True),

@@ -77,6 +77,10 @@ def one_line_refusal(result: subprocess.CompletedProcess[str]) -> str:
     (["--allowed-host", "two words"], "argument --allowed-host: 'two words' is not a host name, .domain or *"),
     (["--database-url", "mysql://db/lookout"], "argument --database-url: the database URL mysql://db/lookout names"),
     (["--database-url", "not a url"], "argument --database-url: 'not a url' is not a database URL"),
+    (["--job-kinds", "train,gpu"], "argument --job-kinds: gpu is not a job kind; the kinds are train, dataset, pack"),
+    (["--job-kinds", ","], "argument --job-kinds: ',' is not a job kind"),
+    (["--job-kinds", "train"], "--job-kinds needs a PostgreSQL --database-url: with the embedded SQLite database"),
+    (["--job-kinds", "dataset", "--database-url", "sqlite:///x.db"], "--job-kinds needs a PostgreSQL --database-url"),
     (["--unknown"], "unrecognized arguments: --unknown"),
 ])
 def test_each_bad_flag_is_one_line_and_exit_2(flags, message):
