@@ -38,6 +38,7 @@ from emulator.config import (
 )
 from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET
 from emulator.jobs import JOB_KINDS
+from emulator.security.proxies import IPNetwork
 from engine.options import BACKBONES, DEFAULT_BACKBONE, DEVICES, MAX_FINETUNE_EPOCHS
 
 PROG = "lookout-emulator"
@@ -179,6 +180,19 @@ def _allowed_host(text: str) -> str:
     return name
 
 
+def _trusted_proxy(text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text.strip())
+    except ValueError:
+        pass
+    try:  # a typo more likely than a wish to trust the whole network: name it, do not guess
+        network = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a network (CIDR such as 10.0.0.0/8 or 2001:db8::/64) "
+                                         "or an IP address") from None
+    raise argparse.ArgumentTypeError(f"{text!r} has host bits set: the network is {network}")
+
+
 def _path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("must name a file")
@@ -315,6 +329,10 @@ SERVE_OPTIONS = (
            "another host name clients use to reach the server, besides localhost, *.localhost, 127.0.0.1 and "
            "::1 (repeatable; .example.com also allows its subdomains, * any name); requests with other Host "
            "headers, and cross-site browser requests, are refused", "NAME", "loopback names only", repeatable=True),
+    Option("--trusted-proxy", "LOOKOUT_TRUSTED_PROXIES", (), _trusted_proxy,
+           "network (CIDR) of a load balancer in front of the server (repeatable): a request from it is taken to "
+           "come from the right-most address of its X-Forwarded-For not in such a network, for sign-in lockouts "
+           "and logs", "CIDR", "none: the connection's peer is the client", repeatable=True),
     Option("--device", "LOOKOUT_DEVICE", DEFAULT_DEVICE, _device,
            f"where models train and predict: {', '.join(DEVICES)} (auto: CUDA when torch sees a GPU, else the "
            "CPU); a model trained on one runs on the other", "DEVICE"),
@@ -449,9 +467,12 @@ def _did_you_mean(parser: argparse.ArgumentParser, command: str | None, unknown:
 
 
 def _dest(option: Option) -> str:
-    """The attribute of the parsed arguments: --allowed-host gives allowed_hosts, --data-dir data_dir."""
+    """The attribute of the parsed arguments: --allowed-host gives allowed_hosts, --trusted-proxy
+    trusted_proxies, --data-dir data_dir."""
     name = option.flag.lstrip("-").replace("-", "_")
-    return name + "s" if option.repeatable else name
+    if not option.repeatable:
+        return name
+    return name[:-1] + "ies" if name.endswith("y") else name + "s"
 
 
 def check_port_free(host: str, port: int) -> str | None:
@@ -502,6 +523,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(data_dir=args.data_dir, host=args.host, port=args.port, region=args.region,
                         account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url,
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
+                        trusted_proxies=args.trusted_proxies,
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
                         device=args.device, finetune_epochs=args.finetune_epochs,
                         metrics_token_file=args.metrics_token_file, database_url=args.database_url,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emulator.jobs import JOB_KINDS
+from emulator.security.proxies import IPNetwork
 from engine.options import DEFAULT_BACKBONE, FitOptions
 
 DEFAULT_HOST = "127.0.0.1"
@@ -62,6 +63,9 @@ class Settings:
     backbone: str = DEFAULT_BACKBONE
     # Host names the server answers to besides the loopback ones (see emulator.security.crosssite); "*": any.
     allowed_hosts: tuple[str, ...] = ()
+    # Networks of the load balancers in front of the server: only a peer in one of them may name the
+    # client in X-Forwarded-For (emulator.security.proxies). Empty: the peer is the client.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     # An AWS shared-credentials file: when given, every API and S3 request must be signed (SigV4)
     # with one of its keys and the console asks to sign in. None: open to anyone who reaches the port.
     credentials_file: Path | None = None

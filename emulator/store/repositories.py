@@ -212,6 +212,21 @@ class Entries(_Repository):
         return [records.DatasetEntry(**row._mapping) for row in self._rows(
             select(schema.dataset_entries).where(*conditions).order_by(c.seq).limit(limit))]
 
+    def picture(self, project: str) -> str | None:
+        """The source-ref the console's project list shows the project by: its first anomaly by
+        source-ref, else its first image (None without entries). A seek in ix_dataset_entries_picture per
+        label, so the list costs the same however many entries its projects have."""
+        c = schema.dataset_entries.c
+
+        def first(label: ColumnElement[bool]) -> str | None:
+            row = self._first(select(c.source_ref).where(c.project == project, label).order_by(c.source_ref).limit(1))
+            return None if row is None else str(row.source_ref)
+
+        anomaly = first(c.label == "anomaly")
+        if anomaly is not None:
+            return anomaly
+        return min(filter(None, (first(c.label == "normal"), first(c.label.is_(None)))), default=None)
+
     def stats(self, project: str, dataset_type: str) -> records.ImageStats:
         c = schema.dataset_entries.c
         row = self._one(select(

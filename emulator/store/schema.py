@@ -12,6 +12,7 @@ from sqlalchemy import (
     Double,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     Table,
@@ -66,6 +67,8 @@ dataset_entries = Table(
                          ondelete="CASCADE"),
     sqlite_autoincrement=True,  # a deleted entry's seq is never handed out again (page tokens stay valid)
 )
+# A project's picture (Entries.picture): the first source-ref of a label is one seek, however many entries.
+Index("ix_dataset_entries_picture", dataset_entries.c.project, dataset_entries.c.label, dataset_entries.c.source_ref)
 
 models = Table(
     "models", metadata,
