@@ -23,6 +23,7 @@ from emulator.s3.stores import EmbeddedObjectStore
 from emulator.security.access import KeyRing
 from emulator.security.crosssite import SiteGuard
 from emulator.security.gate import RequestGate
+from emulator.security.proxies import TrustedProxies
 from emulator.wsgi import WSGIApp
 
 # What a restart interrupted, finished or failed before the server accepts requests: the services'
@@ -48,10 +49,11 @@ def create_app(settings: Settings, backend: Backend | None = None, extra_recover
 
     Every request passes the request gate (`emulator.security.gate`) before anything is read or written:
     cross-site checks, and with a credentials file its SigV4 signature (the console checks its own
-    sign-in). The health, readiness and metrics endpoints decide their own access
-    (`emulator.ops.endpoints`). A credentials file (or metrics token file) that cannot be used raises
-    `emulator.security.access.CredentialsFileError` (`emulator.ops.endpoints.MetricsTokenError`)
-    before the backend starts."""
+    sign-in). Before that, a request from a trusted proxy (`--trusted-proxy`) gets the address of the
+    client it forwards for (`emulator.security.proxies`). The health, readiness and metrics endpoints
+    decide their own access (`emulator.ops.endpoints`). A credentials file (or metrics token file)
+    that cannot be used raises `emulator.security.access.CredentialsFileError`
+    (`emulator.ops.endpoints.MetricsTokenError`) before the backend starts."""
     keys = KeyRing.load(settings.credentials_file) if settings.credentials_file else None
     token = load_metrics_token(settings.metrics_token_file) if settings.metrics_token_file else None
     backend = backend or Backend(settings)
@@ -59,6 +61,7 @@ def create_app(settings: Settings, backend: Backend | None = None, extra_recover
     metrics = ServerMetrics(backend)
     lookout = metrics.api(create_flask_app(backend, keys).wsgi_app)
     gate = RequestGate(SiteGuard(settings.allowed_hosts, settings.host), keys, settings.roles)
+    proxies = TrustedProxies(settings.trusted_proxies)
     ops = OpsEndpoints(backend, metrics, gate, token)
     if isinstance(backend.objects, EmbeddedObjectStore):
         s3: WSGIApp = metrics.s3(EmbeddedS3(backend.objects))
@@ -66,6 +69,7 @@ def create_app(settings: Settings, backend: Backend | None = None, extra_recover
         s3 = no_embedded_s3(str(settings.s3_endpoint_url))
 
     def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        proxies.resolve(environ)  # first: the gate's refusals and the console's sign-ins name the client
         if is_ops_request(environ):
             return ops(environ, start_response)
         to_s3 = is_s3_request(environ) and not console.is_browser_visit(environ)

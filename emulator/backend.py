@@ -93,7 +93,7 @@ def _job_queue(settings: Settings) -> JobQueue:
     from emulator.jobqueue import JobQueue
 
     return JobQueue(settings.database_url or "", settings.job_workers, settings.max_trainings,
-                    settings.job_heartbeat_seconds)
+                    settings.job_heartbeat_seconds, settings.job_kinds)
 
 
 def per_backend(factory: Callable[[Backend], State]) -> Callable[[Backend], State]:

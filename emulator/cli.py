@@ -37,6 +37,8 @@ from emulator.config import (
     Settings,
 )
 from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET
+from emulator.jobs import JOB_KINDS
+from emulator.security.proxies import IPNetwork
 from engine.options import BACKBONES, DEFAULT_BACKBONE, DEVICES, MAX_FINETUNE_EPOCHS
 
 PROG = "lookout-emulator"
@@ -149,6 +151,12 @@ def _database_url(text: str) -> str:
     return text
 
 
+def _is_postgresql(url: str | None) -> bool:
+    from emulator.store.database import parse_url
+
+    return url is not None and parse_url(url).get_backend_name() == "postgresql"
+
+
 def _region(text: str) -> str:
     if not _REGION.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a region name like us-east-1")
@@ -170,6 +178,19 @@ def _allowed_host(text: str) -> str:
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a host name, .domain or *") from None
     return name
+
+
+def _trusted_proxy(text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text.strip())
+    except ValueError:
+        pass
+    try:  # a typo more likely than a wish to trust the whole network: name it, do not guess
+        network = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a network (CIDR such as 10.0.0.0/8 or 2001:db8::/64) "
+                                         "or an IP address") from None
+    raise argparse.ArgumentTypeError(f"{text!r} has host bits set: the network is {network}")
 
 
 def _path(text: str) -> Path:
@@ -231,6 +252,15 @@ def _device(text: str) -> str:
 
 def _finetune_epochs(text: str) -> int:
     return _whole_number_in(text, 0, MAX_FINETUNE_EPOCHS)
+
+
+def _job_kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(dict.fromkeys(kind.strip() for kind in text.split(",") if kind.strip()))
+    unknown = [kind for kind in kinds if kind not in JOB_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or repr(text)} is not a job kind; the kinds are "
+                                         f"{', '.join(JOB_KINDS)}")
+    return kinds
 
 
 def _heartbeat(text: str) -> float:
@@ -299,6 +329,10 @@ SERVE_OPTIONS = (
            "another host name clients use to reach the server, besides localhost, *.localhost, 127.0.0.1 and "
            "::1 (repeatable; .example.com also allows its subdomains, * any name); requests with other Host "
            "headers, and cross-site browser requests, are refused", "NAME", "loopback names only", repeatable=True),
+    Option("--trusted-proxy", "LOOKOUT_TRUSTED_PROXIES", (), _trusted_proxy,
+           "network (CIDR) of a load balancer in front of the server (repeatable): a request from it is taken to "
+           "come from the right-most address of its X-Forwarded-For not in such a network, for sign-in lockouts "
+           "and logs", "CIDR", "none: the connection's peer is the client", repeatable=True),
     Option("--device", "LOOKOUT_DEVICE", DEFAULT_DEVICE, _device,
            f"where models train and predict: {', '.join(DEVICES)} (auto: CUDA when torch sees a GPU, else the "
            "CPU); a model trained on one runs on the other", "DEVICE"),
@@ -316,6 +350,10 @@ SERVE_OPTIONS = (
            "console, the embedded S3), inference (hosts the started models, answers DetectAnomalies), worker "
            "(runs queued jobs); anything but all three needs a PostgreSQL --database-url", "ROLES",
            ",".join(ROLES)),
+    Option("--job-kinds", "LOOKOUT_JOB_KINDS", JOB_KINDS, _job_kinds,
+           f"with a PostgreSQL --database-url: the kinds of jobs this node runs, comma-separated from "
+           f"{', '.join(JOB_KINDS)} (e.g. a GPU node: train; other nodes: dataset,package)", "KINDS",
+           "all of them"),
     Option("--threads", "LOOKOUT_THREADS", DEFAULT_THREADS, _threads, f"HTTP worker threads, 1 to {MAX_THREADS}",
            "N"),
     Option("--credentials-file", "LOOKOUT_CREDENTIALS_FILE", None, _path,
@@ -429,9 +467,12 @@ def _did_you_mean(parser: argparse.ArgumentParser, command: str | None, unknown:
 
 
 def _dest(option: Option) -> str:
-    """The attribute of the parsed arguments: --allowed-host gives allowed_hosts, --data-dir data_dir."""
+    """The attribute of the parsed arguments: --allowed-host gives allowed_hosts, --trusted-proxy
+    trusted_proxies, --data-dir data_dir."""
     name = option.flag.lstrip("-").replace("-", "_")
-    return name + "s" if option.repeatable else name
+    if not option.repeatable:
+        return name
+    return name[:-1] + "ies" if name.endswith("y") else name + "s"
 
 
 def check_port_free(host: str, port: int) -> str | None:
@@ -470,6 +511,11 @@ def main(argv: list[str] | None = None) -> None:
     if set(args.role) != set(ROLES) and not _is_postgresql(args.database_url):
         parser.error(f"--role {','.join(args.role)} needs a PostgreSQL --database-url shared with the nodes of the "
                      "other roles; the embedded SQLite database serves all roles in one process")
+    if set(args.job_kinds) != set(JOB_KINDS) and not _is_postgresql(args.database_url):
+        parser.error("--job-kinds needs a PostgreSQL --database-url: with the embedded SQLite database this server "
+                     "is the only one, so it runs every kind of job")
+    if set(args.job_kinds) != set(JOB_KINDS) and "worker" not in args.role:
+        parser.error("--job-kinds names the jobs this node's worker runs; it needs the worker role (--role)")
     problem = check_port_free(args.host, args.port)
     if problem:
         parser.exit(1, f"{PROG}: {problem}\n")
@@ -477,11 +523,12 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(data_dir=args.data_dir, host=args.host, port=args.port, region=args.region,
                         account_id=args.account_id, s3_endpoint_url=args.s3_endpoint_url,
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
+                        trusted_proxies=args.trusted_proxies,
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
                         device=args.device, finetune_epochs=args.finetune_epochs,
                         metrics_token_file=args.metrics_token_file, database_url=args.database_url,
                         max_trainings=args.max_trainings, job_heartbeat_seconds=args.job_heartbeat,
-                        roles=args.role)
+                        roles=args.role, job_kinds=args.job_kinds)
     from emulator.datadir import DataDirInUse
     from emulator.ops.endpoints import MetricsTokenError
     from emulator.security.access import CredentialsFileError
@@ -498,12 +545,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(1, f"{PROG}: {exc}\n")
     except OSError as exc:  # e.g. the port was taken between the check and the bind
         parser.exit(1, f"{PROG}: cannot serve on {settings.host}:{settings.port}: {exc}\n")
-
-
-def _is_postgresql(database_url: str | None) -> bool:
-    from emulator.store.database import parse_url
-
-    return database_url is not None and parse_url(database_url).get_backend_name() == "postgresql"
 
 
 def upgrade_database(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

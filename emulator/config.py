@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emulator.jobs import JOB_KINDS
+from emulator.security.proxies import IPNetwork
 from engine.options import DEFAULT_BACKBONE, FitOptions
 
 DEFAULT_HOST = "127.0.0.1"
@@ -53,11 +55,17 @@ class Settings:
     # What this server does (ROLES); anything but all three needs a PostgreSQL database_url shared
     # with the servers that do the rest.
     roles: tuple[str, ...] = ROLES
+    # The job kinds (emulator.jobs.JOB_KINDS) this node's queue worker takes; only PostgreSQL nodes take
+    # fewer than all, since with SQLite no other node would run the rest.
+    job_kinds: tuple[str, ...] = JOB_KINDS
     # Feature extractor for new models. torchvision backbones read their weights from the file in
     # LOOKOUT_BACKBONE_WEIGHTS (e.g. baked into the Docker image); nothing is downloaded.
     backbone: str = DEFAULT_BACKBONE
     # Host names the server answers to besides the loopback ones (see emulator.security.crosssite); "*": any.
     allowed_hosts: tuple[str, ...] = ()
+    # Networks of the load balancers in front of the server: only a peer in one of them may name the
+    # client in X-Forwarded-For (emulator.security.proxies). Empty: the peer is the client.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     # An AWS shared-credentials file: when given, every API and S3 request must be signed (SigV4)
     # with one of its keys and the console asks to sign in. None: open to anyone who reaches the port.
     credentials_file: Path | None = None

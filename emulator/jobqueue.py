@@ -13,8 +13,12 @@ job is running again within about 40 s of its node's death. A job may therefore 
 functions skip what is no longer in progress, and status changes are guarded updates. A lock per
 resource (``kind:subject``) keeps two runs of one resource's jobs from overlapping.
 
-Training jobs have a queue of their own, worked by at most ``--max-trainings`` at a time per node;
-the other kinds share ``job_workers``. A job that a shutdown interrupts is queued again.
+Each job kind a node can be limited to (``--job-kinds``: a GPU box trains, CPU boxes import and
+package) has a queue of its own, which only the nodes taking that kind work: trainings at most
+``--max-trainings`` at a time per node, the other kinds sharing ``job_workers``. Jobs of no such kind
+(console trials) go to the general queue, which every node works. Jobs queued by a release before
+``--job-kinds`` wait in the general queue whatever their kind: a node that does not take a job's kind
+moves it to its kind's queue. A job that a shutdown interrupts is queued again.
 """
 from __future__ import annotations
 
@@ -31,7 +35,10 @@ from procrastinate.exceptions import ConnectorException
 from procrastinate.job_context import JobContext
 
 from emulator.jobs import (
+    DATASET,
     HANDLERS,
+    JOB_KINDS,
+    PACKAGING,
     SHUTDOWN_GRACE_SECONDS,
     TRAINING,
     JobLedger,
@@ -46,8 +53,10 @@ from emulator.store.database import libpq_url
 log = logging.getLogger(__name__)
 
 TASK = "lookout_job"  # the one procrastinate task: it runs the job function a job names
-TRAINING_QUEUE = "training"
-OTHER_QUEUE = "jobs"
+# The queue of each kind a node's worker can be limited to; "training" and "jobs" (the general queue)
+# are the names of the releases before it.
+QUEUES = {TRAINING: "training", DATASET: "dataset", PACKAGING: "package"}
+GENERAL_QUEUE = "jobs"
 STALLED_AFTER_HEARTBEATS = 3
 IDLE_POLL_SECONDS = 0.1
 
@@ -60,8 +69,10 @@ def _lock(kind: str, subject: str) -> str:
 class JobQueue:
     """`emulator.jobs.JobRunner`'s interface over procrastinate; see the module docstring."""
 
-    def __init__(self, database_url: str, job_workers: int, max_trainings: int, heartbeat_seconds: float) -> None:
+    def __init__(self, database_url: str, job_workers: int, max_trainings: int, heartbeat_seconds: float,
+                 kinds: tuple[str, ...] = JOB_KINDS) -> None:
         self.stopping = threading.Event()
+        self._kinds = kinds  # the kinds this node's worker takes
         self._conninfo = libpq_url(database_url)
         self._job_workers = job_workers
         self._max_trainings = max_trainings
@@ -102,7 +113,7 @@ class JobQueue:
     def _defer(self, delay: float = 0.0, **job: Any) -> None:
         self._app.configure_task(
             TASK, lock=_lock(job["kind"], job["subject"]),
-            queue=TRAINING_QUEUE if job["kind"] == TRAINING else OTHER_QUEUE,
+            queue=QUEUES.get(job["kind"], GENERAL_QUEUE),
             schedule_in={"seconds": delay} if delay else None,
         ).defer(**job, queued_at=time.time() + delay)
 
@@ -119,7 +130,7 @@ class JobQueue:
             asyncio.run(self._work(ready))
 
     async def _work(self, ready: threading.Event) -> None:
-        """The workers of both queues and the stalled-job watcher, until `shutdown` cancels them."""
+        """The workers of this node's queues and the stalled-job watcher, until `shutdown` cancels them."""
         self._loop = asyncio.get_running_loop()
         self._main = asyncio.current_task()
         app = App(connector=PsycopgConnector(conninfo=self._conninfo, min_size=1, max_size=6))
@@ -128,14 +139,15 @@ class JobQueue:
             install_signal_handlers=False, update_heartbeat_interval=self._heartbeat,
             stalled_worker_timeout=STALLED_AFTER_HEARTBEATS * self._heartbeat,
             shutdown_graceful_timeout=SHUTDOWN_GRACE_SECONDS)
+        others = [QUEUES[kind] for kind in self._kinds if kind != TRAINING]
         ready.set()
         async with app.open_async():
-            await asyncio.gather(
-                app.run_worker_async(queues=[TRAINING_QUEUE], concurrency=self._max_trainings,
-                                     name="lookout-training", **options),
-                app.run_worker_async(queues=[OTHER_QUEUE], concurrency=self._job_workers, name="lookout-jobs",
-                                     **options),
-                self._retry_stalled(app))
+            workers = [app.run_worker_async(queues=[*others, GENERAL_QUEUE], concurrency=self._job_workers,
+                                            name="lookout-jobs", **options)]
+            if TRAINING in self._kinds:
+                workers.append(app.run_worker_async(queues=[QUEUES[TRAINING]], concurrency=self._max_trainings,
+                                                    name="lookout-training", **options))
+            await asyncio.gather(*workers, self._retry_stalled(app))
 
     async def _retry_stalled(self, app: App) -> None:
         """Put the jobs of dead workers back in the queue, once a heartbeat."""
@@ -156,6 +168,9 @@ class JobQueue:
         fn = HANDLERS.get(handler)
         if fn is None:  # written by a release that has this job, which this one lacks
             log.error("job kind=%s subject=%s names an unknown job function %s; dropped", kind, subject, handler)
+            return
+        if kind in JOB_KINDS and kind not in self._kinds:  # queued before --job-kinds: to its kind's queue
+            self._defer(kind=kind, subject=subject, handler=handler, args=args, continued=continued)
             return
         backend = self._backend
         taken_over = context.job.attempts > 0

@@ -31,7 +31,12 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 10.0
-TRAINING = "train"  # the kind of training jobs, which run on a queue of their own (`--max-trainings`)
+# The job kinds a node's worker can be limited to (`serve --job-kinds`). Training runs on a queue of its
+# own (`--max-trainings`); other kinds (console trials) run on every worker.
+TRAINING = "train"
+DATASET = "dataset"  # CreateDataset imports and UpdateDatasetEntries
+PACKAGING = "package"
+JOB_KINDS = (TRAINING, DATASET, PACKAGING)
 
 # Job functions by name (`handler`): a queued job names its function, and the node that runs it finds
 # it here, so that only functions written as jobs can be run from what the database holds.

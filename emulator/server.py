@@ -88,6 +88,9 @@ class Server:
         try:
             self._waitress = waitress.create_server(self.app, host=settings.host, port=settings.port,
                                                     threads=threads, ident="lookout-emulator", url_scheme=scheme,
+                                                    # waitress drops X-Forwarded-For unless told not to;
+                                                    # create_app reads it from trusted proxies only
+                                                    clear_untrusted_proxy_headers=not settings.trusted_proxies,
                                                     **_BUFFERS)
         except BaseException:
             self.backend.close()

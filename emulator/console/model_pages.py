@@ -25,7 +25,6 @@ from emulator.console.objects import label_areas, overlays
 from emulator.console.project_pages import list_models
 from emulator.console.readiness import training_readiness
 from emulator.console.words import count
-from emulator.services.training_job import training_progress
 
 # Statuses a model leaves by itself; the model page polls while it is in one of them.
 TRANSITIONS = MODEL_IN_TRANSITION
@@ -76,7 +75,7 @@ def live_state(project: str, model: dict[str, Any]) -> dict[str, Any]:
                              "settled": model["Status"] not in TRANSITIONS, "stage": "", "started": None,
                              "progress": None, "percent": "", "remaining": ""}
     if model["Status"] == ModelStatus.TRAINING:
-        job = training_progress(backend(), project, int(model["ModelVersion"]))
+        job = backend().store.models.progress(project, int(model["ModelVersion"]))
         if job is not None:
             # One progress figure: the job's share done. The StatusMessage says the same, written at most
             # once a second, and the stage's own "(n/m)" counts a single step: showing them too would put
@@ -84,7 +83,7 @@ def live_state(project: str, model: dict[str, Any]) -> dict[str, Any]:
             state |= {"StatusMessage": "", "stage": _STEP_COUNT.sub("", job.stage), "started": job.started,
                       "progress": job.fraction, "percent": f"{job.fraction:.0%} done",
                       "remaining": time_left(time.time() - job.started, job.fraction)}
-        else:  # queued behind other jobs, or trained by another server on this data directory
+        else:  # queued behind other jobs (or trained by a release before the progress table)
             found = _PERCENT.search(state["StatusMessage"])
             state |= {"stage": "waiting for a training slot" if found is None else "training",
                       "progress": float(found.group(1)) / 100 if found else None}

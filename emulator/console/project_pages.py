@@ -9,7 +9,6 @@ from flask import Response, render_template, request, url_for
 from emulator.console.blueprint import back_to, backend, blueprint, call, call_all
 from emulator.console.readiness import training_readiness
 from emulator.console.words import natural_key
-from emulator.services import datasets
 
 
 @dataclass(frozen=True)
@@ -19,7 +18,7 @@ class ProjectSummary:
     project: dict[str, Any]  # ListProjects' ProjectMetadata
     latest_model: dict[str, Any] | None  # DescribeModel's ModelDescription of the newest version
     datasets: list[dict[str, Any]]  # DescribeDataset's DatasetDescription, train first
-    thumbnail: str | None  # an image of the project (an anomaly where there is one)
+    thumbnail: str | None  # an image of the project (an anomaly where there is one): Entries.picture
 
 
 @blueprint.get("/")
@@ -34,11 +33,7 @@ def _summary(project: dict[str, Any]) -> ProjectSummary:
     latest = call("DescribeModel", ProjectName=name, ModelVersion=models[0]["ModelVersion"])["ModelDescription"] \
         if models else None
     described = project_datasets(call("DescribeProject", ProjectName=name)["ProjectDescription"])
-    entries = [entry for dataset in described
-               for entry in datasets.list_entries(backend(), name, dataset["DatasetType"])]
-    picture = min((e for e in entries if e.label == "anomaly"), default=None, key=lambda e: natural_key(e.source_ref)) \
-        or min(entries, default=None, key=lambda e: natural_key(e.source_ref))
-    return ProjectSummary(project, latest, described, picture.source_ref if picture else None)
+    return ProjectSummary(project, latest, described, backend().store.entries.picture(name))
 
 
 def project_datasets(description: dict[str, Any]) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ from emulator.formats.manifests import (
     parse_manifest,
     read_json_lines,
 )
-from emulator.jobs import Outcome, handler
+from emulator.jobs import DATASET, Outcome, handler
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri
 from emulator.services.lookups import DATASET_TYPE_NAMES, get_project, require_dataset
@@ -227,7 +227,7 @@ def _start_update(backend: Backend, project: str, dataset_type: str, numbered: l
 
 
 def _submit(backend: Backend, project: str, dataset_type: str, resumed: bool = False) -> None:
-    backend.jobs.submit("dataset", f"{project}/{dataset_type}", _run_job, backend, project, dataset_type,
+    backend.jobs.submit(DATASET, f"{project}/{dataset_type}", _run_job, backend, project, dataset_type,
                         resumed=resumed)
 
 

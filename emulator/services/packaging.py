@@ -23,7 +23,7 @@ from emulator.api.registry import OperationTable
 from emulator.api.statuses import ModelStatus, PackagingJobStatus, ResourceType
 from emulator.backend import Backend
 from emulator.edge.package import ARCHIVE_NAME, MANIFEST_NAME, build_archive, new_manifest, seal
-from emulator.jobs import Outcome, handler
+from emulator.jobs import PACKAGING, Outcome, handler
 from emulator.s3.objects import ObjectNotFound
 from emulator.services import artifacts
 from emulator.services.lookups import get_model, get_project, model_arn
@@ -173,7 +173,7 @@ def _position(token: str | None) -> tuple[float, str]:
 
 # ------------------------------------------------------------------------------------------- the job
 def _submit(backend: Backend, project: str, job_name: str, resumed: bool = False) -> None:
-    backend.jobs.submit("package", f"{project}/{job_name}", run_packaging, backend, project, job_name, resumed=resumed)
+    backend.jobs.submit(PACKAGING, f"{project}/{job_name}", run_packaging, backend, project, job_name, resumed=resumed)
 
 
 def _set_status(backend: Backend, project: str, job_name: str, status: str, message: str,

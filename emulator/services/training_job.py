@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from emulator import training_process
 from emulator.api.errors import ConflictException, ServiceError, ValidationException
 from emulator.api.statuses import DatasetStatus, ModelStatus
 from emulator.backend import Backend, per_backend
@@ -52,6 +52,7 @@ from emulator.services.training_plan import (
     plan_training,
     save_plan,
 )
+from emulator.store.records import TrainingProgress
 
 if TYPE_CHECKING:
     import engine
@@ -71,33 +72,15 @@ _PROGRESS_INTERVAL = 1.0
 _RETRY_SECONDS, _RETRY_MAX_SECONDS = 0.5, 30.0
 
 
-@dataclass
-class Progress:
-    """Where a running training job is, for the console's live view. Kept in memory only: a
-    restart starts the job again (`resume_training`), and its progress with it."""
-
-    started: float  # time.time() when the job began
-    stage: str
-    fraction: float = 0.0
-
-
 @per_backend
-def _running(backend: Backend) -> dict[tuple[str, int], Progress]:
-    return {}
-
-
-def training_progress(backend: Backend, project: str, version: int) -> Progress | None:
-    """The stage of model `version`'s training job; None when no job of this server is training it."""
-    return _running(backend).get((project, int(version)))
+def _running(backend: Backend) -> set[tuple[str, int]]:
+    """The models this server is training now."""
+    return set()
 
 
 def trainings_running(backend: Backend) -> int:
     """How many training jobs of this server are running now (/metrics)."""
     return len(_running(backend))
-
-
-class _Interrupted(Exception):
-    """The emulator is shutting down: training stops and leaves the model to start-up recovery."""
 
 
 def _training_message(backend: Backend, project: str, version: int, message: str) -> None:
@@ -150,8 +133,7 @@ def _ready_plan(backend: Backend, plan: TrainingPlan) -> TrainingPlan | Outcome:
         _look_again_later(backend, plan)
         return Outcome.DEFERRED
     except ServiceError as refused:
-        _fail(backend, plan, _why_unusable(backend, plan.project, refused))
-        return Outcome.FAILED
+        return _fail(backend, plan, _why_unusable(backend, plan.project, refused))
     plan = replace(plan, train=train, test=test, auto_split=auto_split, label_colors=label_colors, waiting=False)
     save_plan(backend, plan)
     _training_message(backend, plan.project, plan.version, TRAINING_MESSAGE)
@@ -176,18 +158,17 @@ def _why_unusable(backend: Backend, project: str, refused: ServiceError) -> str:
 
 def run_training(backend: Backend, plan: TrainingPlan) -> Outcome:
     """Train, evaluate and record the outcome; never raises (the outcome is the model's status).
-    While it runs, `training_progress` tells its stage."""
+    While it runs, the store holds its progress (`Models.progress`) for every node to show."""
     running = _running(backend)
     key = (plan.project, plan.version)
-    running[key] = Progress(time.time(), "waiting for the datasets' jobs to finish" if plan.waiting
-                            else "copying the training and test images")
+    running.add(key)
     try:
-        return _train(backend, plan, running[key])
+        return _train(backend, plan)
     finally:
-        running.pop(key, None)
+        running.discard(key)
 
 
-def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> Outcome:
+def _train(backend: Backend, plan: TrainingPlan) -> Outcome:
     import engine
 
     row = backend.store.models.get(plan.project, plan.version)
@@ -200,7 +181,8 @@ def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> Outcome:
             if isinstance(ready, Outcome):
                 return ready
             plan = ready
-            progress.stage = "copying the training and test images"
+        report = _progress(backend, plan)
+        report(0.0, "copying the training and test images")
         directory = model_dir(backend, plan.project, plan.version)
         for part in ("data", "engine"):  # what an interrupted run of this plan left
             shutil.rmtree(directory / part, ignore_errors=True)
@@ -209,83 +191,85 @@ def _train(backend: Backend, plan: TrainingPlan, progress: Progress) -> Outcome:
         options = engine.FitOptions(seed=FIT_SEED, max_train_seconds=MAX_TRAINING_SECONDS,
                                     backbone=backend.settings.backbone, device=backend.settings.device,
                                     finetune_epochs=backend.settings.finetune_epochs)
-        model = engine.fit(train, test, options, label_colors=plan.label_colors or None,
-                           progress=_progress(backend, plan, progress))
-        progress.stage, progress.fraction = "writing the evaluation results", 1.0
-        model.save(engine_dir(backend, plan.project, plan.version))
-        artifacts.publish(backend, plan.project, plan.version)  # before TRAINED: every node can then load it
-        metrics = model.test_metrics if model.test_metrics is not None else model.evaluate(test)
-        finished = backend.now()
-        # Every model's anomaly maps (and a segmentation model's masks) go with the evaluation output.
-        manifest, result = write_evaluation(backend, plan, metrics, finished, _predictions(model, test))
+        with training_process.start(train, test, options, plan.label_colors or None,
+                                    engine_dir(backend, plan.project, plan.version), backend.jobs.stopping) as child:
+            del train[:], test[:]  # the child has its copy; the images need not stay in the server's memory too
+            child.wait_saved(report)
+            artifacts.publish(backend, plan.project, plan.version)  # before TRAINED: every node can then load it
+            metrics = child.metrics()
+            finished = backend.now()
+            # Every model's anomaly maps (and a segmentation model's masks) go with the evaluation output.
+            manifest, result = write_evaluation(backend, plan, metrics, finished, child.predictions())
         performance = {"F1Score": metrics.f1, "Recall": metrics.recall, "Precision": metrics.precision}
         _end_training(
             backend, plan.project, plan.version, ModelStatus.TRAINED,
             f"Training completed in {time.monotonic() - started:.1f} s "
-            f"({len(train)} training and {len(test)} test images).",
+            f"({len(plan.train)} training and {len(plan.test)} test images).",
             performance=performance, evaluation_manifest=manifest, evaluation_result=result, evaluation_end=finished)
-    except _Interrupted:
+    except training_process.Interrupted:
         return Outcome.INTERRUPTED
+    except training_process.ProcessDied as exc:
+        log.error("training %s v%s failed: %s", plan.project, plan.version, exc)
+        return _fail(backend, plan, str(exc))
     except (TrainingError, engine.EngineError) as exc:
-        _fail(backend, plan, str(exc))
-        return Outcome.FAILED
+        return _fail(backend, plan, str(exc))
     except ObjectNotFound as exc:  # publishing the artifact (write_evaluation reports as TrainingError)
-        _fail(backend, plan, f"the model could not be written to the object store ({exc}).")
-        return Outcome.FAILED
+        return _fail(backend, plan, f"the model could not be written to the object store ({exc}).")
     except Exception as exc:
         if not is_disk_full(exc):  # a bug of ours (or recording the outcome failed): traceback to the log
             log.exception("training %s v%s failed", plan.project, plan.version)
-            _fail(backend, plan, "an internal error stopped training; the server log has the details.")
-            return Outcome.FAILED
+            return _fail(backend, plan, "an internal error stopped training; the server log has the details.")
         log.error("training %s v%s failed: the data directory's disk is full (%s)", plan.project, plan.version, exc)
         for part in ("data", "engine"):  # of no use now; freeing them lets the failure be recorded
             shutil.rmtree(model_dir(backend, plan.project, plan.version) / part, ignore_errors=True)
-        _fail(backend, plan, f"{DISK_FULL}. Free space there, then call CreateModel again.")
-        return Outcome.FAILED
+        return _fail(backend, plan, f"{DISK_FULL}. Free space there, then call CreateModel again.")
     return Outcome.SUCCEEDED
 
 
-def _predictions(model: engine.Model, items: Sequence[engine.Item],
-                 batch: int = 8) -> Iterator[tuple[str, engine.Prediction]]:
-    """(name, prediction) of each item, predicted a batch at a time as they are consumed."""
-    for start in range(0, len(items), batch):
-        chunk = items[start:start + batch]
-        yield from zip((item.name for item in chunk), model.predict_batch([item.image for item in chunk]),
-                       strict=True)
+def _fail(backend: Backend, plan: TrainingPlan, message: str) -> Outcome:
+    """Record TRAINING_FAILED with `message` (see `record_failure`); how the training job ends."""
+    return record_failure(backend, plan.project, plan.version, jsontext.storable(f"Training failed: {message}"),
+                          _RETRY_SECONDS)
 
 
-def _fail(backend: Backend, plan: TrainingPlan, message: str, retry_in: float = _RETRY_SECONDS) -> None:
-    """Record TRAINING_FAILED. A full disk can refuse even that write: it is then retried from a timer,
-    at growing intervals, until it succeeds or the emulator stops (start-up recovery then settles the
-    model), so that no model stays TRAINING with no job behind it."""
+@handler
+def record_failure(backend: Backend, project: str, version: int, message: str, retry_in: float) -> Outcome:
+    """Record TRAINING_FAILED. A full disk can refuse even that write: a job then tries again in `retry_in`
+    seconds, at doubling intervals, until it succeeds, so that no model stays TRAINING with no job behind it.
+    It is a queued job (a job continued: the training's one outcome is counted when the failure is
+    recorded), so on PostgreSQL it survives this node; when the emulator stops meanwhile, the training
+    is left to start-up recovery (or, on PostgreSQL, to the queue) like an interrupted one."""
     try:
-        _end_training(backend, plan.project, plan.version, ModelStatus.TRAINING_FAILED,
-                      jsontext.storable(f"Training failed: {message}"))
+        _end_training(backend, project, version, ModelStatus.TRAINING_FAILED, message)
     except OSError as exc:
         if not is_disk_full(exc):
             raise
         if backend.jobs.stopping.is_set():
-            return
-        log.warning("cannot record that %s v%s failed yet, the disk is full; retrying in %.1f s", plan.project,
-                    plan.version, retry_in)
-        timer = threading.Timer(retry_in, _fail, (backend, plan, message, min(2 * retry_in, _RETRY_MAX_SECONDS)))
-        timer.daemon = True
-        timer.start()
+            return Outcome.INTERRUPTED
+        log.warning("cannot record that %s v%s failed yet, the disk is full; retrying in %.1f s", project, version,
+                    retry_in)
+        backend.jobs.submit_later(retry_in, TRAINING, f"{project}/{version}", record_failure, backend, project,
+                                  version, message, min(2 * retry_in, _RETRY_MAX_SECONDS))
+        return Outcome.DEFERRED
+    return Outcome.FAILED
 
 
-def _progress(backend: Backend, plan: TrainingPlan, progress: Progress) -> Callable[[float, str], None]:
-    """An engine progress callback: keeps `progress` current, shows the step in StatusMessage (at
-    most once a second) and ends training early when the emulator shuts down."""
-    last = [0.0]
+def _progress(backend: Backend, plan: TrainingPlan) -> Callable[[float, str], None]:
+    """An engine progress callback: records the step in the store and the StatusMessage (at most once a
+    second, and always the first step: this run's start) and ends training early when the emulator
+    shuts down. The first step keeps the plain TRAINING_MESSAGE, as CreateModel and recovery wrote it."""
+    started, last = time.time(), [0.0]
 
     def report(fraction: float, step: str) -> None:
         if backend.jobs.stopping.is_set():
-            raise _Interrupted
-        progress.stage, progress.fraction = step, fraction
+            raise training_process.Interrupted
         now = time.monotonic()
-        if now - last[0] >= _PROGRESS_INTERVAL:
-            last[0] = now
-            _training_message(backend, plan.project, plan.version, f"Training in progress: {step} ({fraction:.0%}).")
+        if last[0] and now - last[0] < _PROGRESS_INTERVAL:
+            return
+        message = f"Training in progress: {step} ({fraction:.0%})." if last[0] else TRAINING_MESSAGE
+        last[0] = now
+        backend.store.models.set_progress(plan.project, plan.version, ModelStatus.TRAINING,
+                                          TrainingProgress(started, step, fraction), message)
 
     return report
 

@@ -78,6 +78,15 @@ class Model:
 
 
 @dataclass(frozen=True)
+class TrainingProgress:
+    """Where a model's training job is (written by the node training it, at most about once a second)."""
+
+    started: float  # time.time() when this run of the job began
+    stage: str
+    fraction: float
+
+
+@dataclass(frozen=True)
 class PackagingJob:
     project: str
     job_name: str

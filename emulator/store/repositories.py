@@ -212,6 +212,21 @@ class Entries(_Repository):
         return [records.DatasetEntry(**row._mapping) for row in self._rows(
             select(schema.dataset_entries).where(*conditions).order_by(c.seq).limit(limit))]
 
+    def picture(self, project: str) -> str | None:
+        """The source-ref the console's project list shows the project by: its first anomaly by
+        source-ref, else its first image (None without entries). A seek in ix_dataset_entries_picture per
+        label, so the list costs the same however many entries its projects have."""
+        c = schema.dataset_entries.c
+
+        def first(label: ColumnElement[bool]) -> str | None:
+            row = self._first(select(c.source_ref).where(c.project == project, label).order_by(c.source_ref).limit(1))
+            return None if row is None else str(row.source_ref)
+
+        anomaly = first(c.label == "anomaly")
+        if anomaly is not None:
+            return anomaly
+        return min(filter(None, (first(c.label == "normal"), first(c.label.is_(None)))), default=None)
+
     def stats(self, project: str, dataset_type: str) -> records.ImageStats:
         c = schema.dataset_entries.c
         row = self._one(select(
@@ -307,6 +322,24 @@ class Models(_Repository):
     def set_message(self, project: str, version: int, status: str, message: str) -> bool:
         """Change the StatusMessage of a model that is still in `status` (e.g. training progress)."""
         return self._transition(self._key(project, version), (status,), status, message, {}) == 1
+
+    def set_progress(self, project: str, version: int, status: str, progress: records.TrainingProgress,
+                     message: str) -> bool:
+        """Record where the training of a model still in `status` (TRAINING) is, with its StatusMessage, so
+        that every node shows the same; False (nothing written) if the model is no longer in `status`."""
+        values = {"started": progress.started, "stage": progress.stage, "fraction": progress.fraction}
+        with self._db.transaction():
+            if not self.set_message(project, version, status, message):
+                return False
+            self._write(self._upsert(schema.training_progress).values(project=project, version=version, **values)
+                        .on_conflict_do_update(index_elements=["project", "version"], set_=values))
+            return True
+
+    def progress(self, project: str, version: int) -> records.TrainingProgress | None:
+        """Where the model's training last was; None before its job reported any."""
+        return self._get(schema.training_progress,
+                         lambda row: records.TrainingProgress(row.started, row.stage, row.fraction),
+                         project=project, version=version)
 
     def _transition(self, which: ColumnElement[bool], expected: Iterable[str], status: str, message: str,
                     columns: dict[str, Any]) -> int:

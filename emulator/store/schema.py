@@ -12,6 +12,7 @@ from sqlalchemy import (
     Double,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     Table,
@@ -66,6 +67,8 @@ dataset_entries = Table(
                          ondelete="CASCADE"),
     sqlite_autoincrement=True,  # a deleted entry's seq is never handed out again (page tokens stay valid)
 )
+# A project's picture (Entries.picture): the first source-ref of a label is one seek, however many entries.
+Index("ix_dataset_entries_picture", dataset_entries.c.project, dataset_entries.c.label, dataset_entries.c.source_ref)
 
 models = Table(
     "models", metadata,
@@ -85,6 +88,16 @@ models = Table(
     Column("evaluation_end", Double),
     Column("min_inference_units", Integer),
     Column("max_inference_units", Integer),
+)
+
+training_progress = Table(  # where a model's running training is, for every node's console and DescribeModel
+    "training_progress", metadata,
+    Column("project", Text, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("started", Double, nullable=False),  # when this run of the training job began
+    Column("stage", Text, nullable=False),  # the engine's step
+    Column("fraction", Double, nullable=False),  # of the training done, 0 to 1
+    ForeignKeyConstraint(["project", "version"], ["models.project", "models.version"], ondelete="CASCADE"),
 )
 
 model_versions = Table(  # last model version handed out per project: never reused after a DeleteModel

@@ -9,6 +9,10 @@ The metadata is in SQLite in the data dir, unless `database_url` names another d
 here, as ``db upgrade`` would) or the environment variable ``LOOKOUT_TEST_DATABASE_URL`` names a
 PostgreSQL server's maintenance database: then each emulator gets a fresh database of its own there,
 dropped on exit with a temporary data dir, kept (and found again by the next emulator) with a given one.
+
+Trainings run in child processes that `multiprocessing` starts (emulator.training_process), which
+import the program's main module again: a script (not pytest) that trains models must start its
+emulator under ``if __name__ == "__main__":``, as every program using multiprocessing must.
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from emulator.store import Store, schema, sqlite_url
 from emulator.store.provision import create_database, drop_database
 from emulator.testing import TEST_CREDENTIALS
 from emulator.testing.local import TEST_DATABASE_VARIABLE
+from emulator.training_process import PROCESS_NAME
 
 LISTENING = "lookout-emulator listening on "
 CLI = [sys.executable, "-m", "emulator.cli"]  # the command line, run from this checkout's interpreter
@@ -81,8 +82,9 @@ class ServerProcess:
     """``lookout-emulator serve`` in a child process, as users run it; `command` is the argv before
     the serve flags (the console script, or ``python -m emulator.cli``). Its output is collected
     on a thread, so that a chatty server never blocks on a full pipe. With `own_group` it leads a
-    process group of its own, so that `signal_group` reaches its children too (a node's machine dying
-    takes a training's child process with it)."""
+    session and process group of its own, as a terminal runs a command (Ctrl-C signals the whole
+    group), so that `signal_group` reaches its children too (a node's machine dying takes a
+    training's child process with it)."""
 
     def __init__(self, command: list[str], *flags: str, timeout: float = 120, own_group: bool = False) -> None:
         self.process = subprocess.Popen([*command, "serve", "--port", "0", *flags], stdout=subprocess.PIPE,
@@ -130,6 +132,45 @@ class ServerProcess:
         status = self.process.wait(timeout)
         self._reader.join(10)
         return status
+
+    def training_process(self, timeout: float = 60) -> int:
+        """The pid of a training's child process (emulator.training_process: named in /proc/PID/comm,
+        a descendant of the server), once there is one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [pid for pid in _descendants(self.process.pid) if _comm(pid) == TRAINING_PROCESS_NAME]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, "no training process started:\n" + self.output
+            time.sleep(0.01)
+
+
+TRAINING_PROCESS_NAME = PROCESS_NAME.decode()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (Linux)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def free_port() -> int:

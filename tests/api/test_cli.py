@@ -29,6 +29,17 @@ def test_serve_flags_and_documented_defaults(monkeypatch):
     assert args.finetune_epochs == 6
 
 
+def test_trusted_proxies_add_up_from_the_variable_and_the_flags(monkeypatch):
+    monkeypatch.setenv("LOOKOUT_TRUSTED_PROXIES", "172.16.0.0/12, 192.0.2.1")
+    args = parse_args(build_parser(), ["serve", "--trusted-proxy", "2001:db8::/64"])
+    assert [str(network) for network in args.trusted_proxies] == ["172.16.0.0/12", "192.0.2.1/32", "2001:db8::/64"]
+
+
+def test_a_bad_trusted_proxy_variable_is_one_line_and_exit_2():
+    line = one_line_refusal(run_cli("serve", env={"LOOKOUT_TRUSTED_PROXIES": "10.0.0.0/8,lb"}))
+    assert "environment variable LOOKOUT_TRUSTED_PROXIES: 'lb' is not a network" in line, line
+
+
 def test_console_script_serves_until_sigterm(tmp_path):
     assert SCRIPT.exists(), f"{SCRIPT} is missing: install the package (pip install -e .)"
     help_text = subprocess.run([str(SCRIPT), "serve", "--help"], capture_output=True, text=True, check=True).stdout
@@ -75,8 +86,16 @@ def one_line_refusal(result: subprocess.CompletedProcess[str]) -> str:
     (["--s3-endpoint-url", "minio:9000"], "argument --s3-endpoint-url: 'minio:9000' is not an http://"),
     (["--data-dir", ""], "argument --data-dir: must name a directory"),
     (["--allowed-host", "two words"], "argument --allowed-host: 'two words' is not a host name, .domain or *"),
+    (["--trusted-proxy", "10.0.0.1/8"], "argument --trusted-proxy: '10.0.0.1/8' has host bits set: the network is "
+                                        "10.0.0.0/8"),
+    (["--trusted-proxy", "balancer"], "argument --trusted-proxy: 'balancer' is not a network (CIDR such as "
+                                      "10.0.0.0/8 or 2001:db8::/64) or an IP address"),
     (["--database-url", "mysql://db/lookout"], "argument --database-url: the database URL mysql://db/lookout names"),
     (["--database-url", "not a url"], "argument --database-url: 'not a url' is not a database URL"),
+    (["--job-kinds", "train,gpu"], "argument --job-kinds: gpu is not a job kind; the kinds are train, dataset, pack"),
+    (["--job-kinds", ","], "argument --job-kinds: ',' is not a job kind"),
+    (["--job-kinds", "train"], "--job-kinds needs a PostgreSQL --database-url: with the embedded SQLite database"),
+    (["--job-kinds", "dataset", "--database-url", "sqlite:///x.db"], "--job-kinds needs a PostgreSQL --database-url"),
     (["--unknown"], "unrecognized arguments: --unknown"),
 ])
 def test_each_bad_flag_is_one_line_and_exit_2(flags, message):

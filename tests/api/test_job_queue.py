@@ -5,19 +5,26 @@ PostgreSQL only: the database is the queue (with SQLite, jobs run in-process; te
 """
 from __future__ import annotations
 
+import json
+import re
 import signal
 import time
+import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import boto3
 from procrastinate import App, SyncPsycopgConnector
 
-from emulator.jobqueue import TASK
+from emulator.jobqueue import GENERAL_QUEUE, QUEUES, TASK
+from emulator.jobs import handler_name
+from emulator.services import datasets
 from emulator.store.database import libpq_url
 from emulator.testing import TEST_CREDENTIALS
 from tests.api.core_support import ServerProcess, fleet_node
 from tests.api.datasets_support import BUCKET, DatasetKit, labelled
+from tests.api.models_support import ModelKit, new_kit
 from tests.store.test_store import needs_postgres
 
 pytestmark = needs_postgres
@@ -27,8 +34,8 @@ TAKE_OVER_S = 60  # what the issue asks for (with the default heartbeat, about 4
 IMAGES = 150  # enough that the import still runs when node A is frozen
 
 
-def _node(tmp_path: Path, name: str, database_url: str, s3_endpoint: str) -> ServerProcess:
-    return fleet_node(tmp_path, name, database_url, s3_endpoint, HEARTBEAT_S)
+def _node(tmp_path: Path, name: str, database_url: str, s3_endpoint: str, *flags: str) -> ServerProcess:
+    return fleet_node(tmp_path, name, database_url, s3_endpoint, HEARTBEAT_S, *flags)
 
 
 def _running_jobs(database_url: str) -> int:
@@ -94,3 +101,71 @@ def test_one_client_token_through_two_nodes_makes_one_resource(tmp_path, databas
     finally:
         for node in nodes:
             assert node.stop(signal.SIGTERM) == 0
+
+
+def test_each_job_kind_runs_on_the_nodes_that_take_it_and_progress_shows_on_every_node(tmp_path, database_url,
+                                                                                      s3_endpoint):
+    """A training node (--job-kinds train) and an import node (dataset,package): CreateDataset through the
+    training node is imported by the other, CreateModel through the import node trains on the training
+    node, and the import node shows the training's progress (DescribeModel and the console's model page)."""
+    trainer = _node(tmp_path, "trainer", database_url, s3_endpoint, "--job-kinds", "train")
+    importer = _node(tmp_path, "importer", database_url, s3_endpoint, "--job-kinds", "dataset,package")
+    try:
+        s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **TEST_CREDENTIALS)
+        kit = new_kit(trainer.client("lookoutvision"), s3, "kinds")
+        kit.stage("train", normals=40, anomalies=20)
+        assert "event=finished kind=dataset subject=kinds/train outcome=succeeded" in importer.output
+        assert "kind=dataset" not in trainer.output
+        kit.lookout = importer.client("lookoutvision")
+        version = kit.create_model()["ModelVersion"]
+        seen = _progress_seen(importer, kit, version)
+        assert kit.wait_model(version)["Status"] == "TRAINED"
+        assert "event=finished kind=train subject=kinds/1 outcome=succeeded" in trainer.output
+        assert "kind=train" not in importer.output
+        message, page = seen
+        assert re.fullmatch(r"Training in progress: .+ \(\d+%\)\.", message), message
+        assert page["stage"] and page["started"] and 0 <= page["progress"] <= 1, page
+    finally:
+        for node in (trainer, importer):
+            assert node.stop(signal.SIGTERM) == 0
+
+
+def test_a_job_queued_by_the_release_before_job_kinds_runs_on_a_node_of_its_kind(tmp_path, database_url,
+                                                                                 s3_endpoint):
+    """Before --job-kinds, dataset and packaging jobs waited in one general queue: a node that does not
+    take a job's kind moves it to its kind's queue, where a node that does runs it."""
+    subject = "gone/train"  # a dataset that no longer exists: its job, run, ends skipped
+    with App(connector=SyncPsycopgConnector(conninfo=libpq_url(database_url))).open() as queue:
+        queue.configure_task(TASK, queue=GENERAL_QUEUE, lock=f"dataset:{subject}").defer(
+            kind="dataset", subject=subject, handler=handler_name(datasets._run_job), args=["gone", "train"],
+            continued=False, queued_at=time.time())
+        trainer = _node(tmp_path, "trainer", database_url, s3_endpoint, "--job-kinds", "train")
+        try:
+            deadline = time.monotonic() + 30
+            while not queue.job_manager.list_jobs(task=TASK, queue=QUEUES["dataset"], status="todo"):
+                assert time.monotonic() < deadline, "the job was not moved:\n" + trainer.output
+                time.sleep(0.05)
+            importer = _node(tmp_path, "importer", database_url, s3_endpoint, "--job-kinds", "dataset")
+            try:
+                while f"event=finished kind=dataset subject={subject} outcome=skipped" not in importer.output:
+                    assert time.monotonic() < deadline + 30, importer.output
+                    time.sleep(0.05)
+            finally:
+                assert importer.stop(signal.SIGTERM) == 0
+            assert "kind=dataset" not in trainer.output
+        finally:
+            assert trainer.stop(signal.SIGTERM) == 0
+
+
+def _progress_seen(node: ServerProcess, kit: ModelKit, version: str) -> tuple[str, dict[str, Any]]:
+    """The StatusMessage and the console's live figures of a training, from `node`, once they show a step."""
+    deadline = time.monotonic() + 120
+    url = f"{node.endpoint_url}/console/projects/{kit.project}/models/{version}/status.json"
+    while True:
+        described = kit.model(version)
+        assert described["Status"] == "TRAINING", described
+        if "%" in described["StatusMessage"]:
+            with urllib.request.urlopen(url) as response:
+                return described["StatusMessage"], json.load(response)
+        assert time.monotonic() < deadline, "no progress seen"
+        time.sleep(0.05)

@@ -1,6 +1,7 @@
 """Model state across restarts: hosted models are hosted again, interrupted transitions are settled."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sqlite3
@@ -30,8 +31,10 @@ def test_trainings_and_packaging_cut_off_by_kill_9_or_ctrl_c_resume_at_start(tmp
                                                 Configuration=package)["JobName"]
     assert [kit.model(v)["Status"] for v in versions] == ["TRAINING", "TRAINING"]
     assert _packaging_job(kit, job)["Status"] in ("CREATED", "RUNNING")
+    child = server.training_process()
     server.process.kill()  # SIGKILL, in the middle of both trainings
     assert server.process.wait(30) == -signal.SIGKILL
+    assert_ends(child)  # no training goes on without its server
 
     server = ServerProcess(CLI, "--data-dir", str(tmp_path))
     kit = ModelKit(server.client("lookoutvision"), server.client("s3"), "interrupted")
@@ -54,6 +57,63 @@ def test_trainings_and_packaging_cut_off_by_kill_9_or_ctrl_c_resume_at_start(tmp
     assert kit.model("4")["Status"] == "TRAINING"
     assert kit.wait_model("4")["Status"] == "TRAINED"
     assert server.stop(signal.SIGINT) == 0
+
+
+def test_a_training_whose_process_is_killed_fails_alone(tmp_path: Path) -> None:
+    """The kernel's OOM killer sends SIGKILL to the biggest process: a training's child. Only that
+    training fails, saying so; the server goes on answering and training."""
+    server = ServerProcess(CLI, "--data-dir", str(tmp_path))
+    try:
+        kit = new_kit(server.client("lookoutvision"), server.client("s3"), "oom")
+        kit.stage("train", normals=40, anomalies=20)
+        version = kit.create_model()["ModelVersion"]
+        os.kill(server.training_process(), signal.SIGKILL)
+        described = kit.wait_model(version)
+        assert described["Status"] == "TRAINING_FAILED"
+        assert described["StatusMessage"].startswith(
+            "Training failed: the training process was killed (SIGKILL), most likely because the node ran out of "
+            "memory; "), described["StatusMessage"]
+        assert [p["ProjectName"] for p in kit.lookout.list_projects()["Projects"]] == ["oom"]
+        assert kit.wait_model(kit.create_model()["ModelVersion"])["Status"] == "TRAINED"
+        kit.create_model()
+        child = server.training_process()
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+    assert_ends(child)  # a shutdown stops the training it interrupts
+
+
+def test_ctrl_c_in_a_terminal_leaves_the_training_to_recovery(tmp_path: Path) -> None:
+    """Ctrl-C signals the server's whole process group, the training's child too: the training is
+    interrupted (trained again at the next start), not failed."""
+    server = ServerProcess(CLI, "--data-dir", str(tmp_path), own_group=True)
+    kit = new_kit(server.client("lookoutvision"), server.client("s3"), "ctrl-c")
+    kit.stage("train", normals=40, anomalies=20)
+    version = kit.create_model()["ModelVersion"]
+    child = server.training_process()
+    os.killpg(server.process.pid, signal.SIGINT)
+    assert server.process.wait(60) == 0, server.output
+    assert_ends(child)
+    assert "event=finished kind=train subject=ctrl-c/1 outcome=interrupted" in server.output, server.output
+
+    server = ServerProcess(CLI, "--data-dir", str(tmp_path))
+    kit = ModelKit(server.client("lookoutvision"), server.client("s3"), "ctrl-c")
+    assert kit.wait_model(version)["Status"] == "TRAINED"
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def assert_ends(pid: int, timeout: float = 10) -> None:
+    """Wait for process `pid` to be gone (or a zombie nobody reaps: it runs no more)."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and "State:\tZ" not in _status(pid):
+        assert time.monotonic() < deadline, f"process {pid} still runs"
+        time.sleep(0.05)
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return ""
 
 
 def _packaging_job(kit: ModelKit, job: str) -> dict[str, Any]:

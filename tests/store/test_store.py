@@ -119,6 +119,54 @@ def test_source_ref_filter_is_case_sensitive(store: Store) -> None:
     assert store.entries.page("p", "train", 0, 10, source_ref_contains="cat\x00") == []  # PostgreSQL: no 500
 
 
+def test_a_projects_picture_is_its_first_anomaly_else_its_first_image(store: Store) -> None:
+    from emulator.store.records import NewEntry
+
+    store.projects.add("p", "arn:p", 1.0)
+    assert store.entries.picture("p") is None
+    for dataset_type in ("train", "test"):
+        store.datasets.add("p", dataset_type, "CREATE_COMPLETE", "made", 1.0, None)
+    store.entries.put("p", "train", [NewEntry("s3://b/c.png", "{}", None, 1, 1)], 1.0)
+    assert store.entries.picture("p") == "s3://b/c.png"
+    store.entries.put("p", "test", [NewEntry("s3://b/b.png", "{}", "normal", 1, 1)], 1.0)
+    assert store.entries.picture("p") == "s3://b/b.png"  # the first by source-ref, labelled or not
+    store.entries.put("p", "train", [NewEntry("s3://b/z.png", "{}", "anomaly", 1, 1),
+                                     NewEntry("s3://b/y.png", "{}", "anomaly", 1, 1)], 1.0)
+    store.entries.put("p", "test", [NewEntry("s3://b/x.png", "{}", "anomaly", 1, 1)], 1.0)
+    assert store.entries.picture("p") == "s3://b/x.png"  # an anomaly first, of either dataset
+    store.projects.add("q", "arn:q", 1.0)
+    assert store.entries.picture("q") is None
+
+
+def test_a_projects_picture_is_found_in_the_index_not_by_reading_its_entries(tmp_path: Path) -> None:
+    """SQLite's plan for each query `picture` runs: a search of ix_dataset_entries_picture, neither a
+    scan of the project's entries nor a sort of them."""
+    from sqlalchemy import event
+
+    from emulator.store.records import NewEntry
+
+    store = Store.open(sqlite_url(tmp_path / "metadata.sqlite3"))
+    store.projects.add("p", "arn:p", 1.0)
+    store.datasets.add("p", "train", "CREATE_COMPLETE", "made", 1.0, None)
+    store.entries.put("p", "train", [NewEntry(f"s3://b/{n}.png", "{}", "normal", 1, 1) for n in range(50)], 1.0)
+    statements: list[tuple[str, tuple[object, ...]]] = []
+
+    def remember(conn: object, cursor: object, statement: str, parameters: tuple[object, ...], *_: object) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(store.database.engine, "before_cursor_execute", remember)
+    try:
+        assert store.entries.picture("p") == "s3://b/0.png"
+    finally:
+        event.remove(store.database.engine, "before_cursor_execute", remember)
+    assert len(statements) == 3  # no anomaly: the first normal image and the first unlabelled one
+    with store.database.connection() as conn:
+        for statement, parameters in statements:
+            plan = " / ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+            assert "USING COVERING INDEX ix_dataset_entries_picture" in plan and "TEMP B-TREE" not in plan, plan
+    store.close()
+
+
 def test_a_file_that_is_not_a_database_is_one_store_error(tmp_path: Path) -> None:
     path = tmp_path / "metadata.sqlite3"
     path.write_bytes(b"not a database" * 100)
