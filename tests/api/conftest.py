@@ -3,16 +3,13 @@ several ``serve`` processes, a fresh PostgreSQL database and a ``moto_server`` t
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from emulator.store import Store
-from emulator.store.provision import create_database, drop_database
 from emulator.testing.local import TEST_DATABASE_VARIABLE
-from tests.api.core_support import moto_server
+from tests.api.core_support import migrated_database, moto_server
 from tests.api.datasets_support import BUCKET, OTHER_BUCKET, DatasetKit
 
 
@@ -32,12 +29,8 @@ def kit(lookout: Any, s3: Any, project_name: str, buckets: None) -> DatasetKit:
 def database_url() -> Iterator[str]:
     """A fresh PostgreSQL database, migrated as a deploy does it (``db upgrade``). (The server's URL is
     read here, not at import: this module is imported before `--database postgresql` sets it.)"""
-    maintenance_url = os.environ[TEST_DATABASE_VARIABLE]
-    name = f"lookout_test_{uuid.uuid4().hex[:16]}"
-    url = create_database(maintenance_url, name)
-    Store.upgrade(url)
-    yield url
-    drop_database(maintenance_url, name)
+    with migrated_database(os.environ[TEST_DATABASE_VARIABLE]) as url:
+        yield url
 
 
 @pytest.fixture

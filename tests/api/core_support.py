@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,11 +20,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from emulator.store import Store, schema, sqlite_url
+from emulator.store.provision import create_database, drop_database
 from emulator.testing import TEST_CREDENTIALS
 from emulator.testing.local import TEST_DATABASE_VARIABLE
 from emulator.training_process import PROCESS_NAME
 
 LISTENING = "lookout-emulator listening on "
+CLI = [sys.executable, "-m", "emulator.cli"]  # the command line, run from this checkout's interpreter
 # Tests that copy, damage or fill metadata.sqlite3 (as kill -9, a bad disk or a full one leaves it): on
 # PostgreSQL there is no such file (the store's own tests cover its faults there). A string condition,
 # evaluated when the test runs: this module is imported before `--database postgresql` sets the variable.
@@ -78,15 +81,17 @@ def raw_request(endpoint_url: str, method: str, path: str, body: bytes | None = 
 class ServerProcess:
     """``lookout-emulator serve`` in a child process, as users run it; `command` is the argv before
     the serve flags (the console script, or ``python -m emulator.cli``). Its output is collected
-    on a thread, so that a chatty server never blocks on a full pipe."""
+    on a thread, so that a chatty server never blocks on a full pipe. With `own_group` it leads a
+    session and process group of its own, as a terminal runs a command (Ctrl-C signals the whole
+    group), so that `signal_group` reaches its children too (a node's machine dying takes a
+    training's child process with it)."""
 
     def __init__(self, command: list[str], *flags: str, timeout: float = 120, own_group: bool = False) -> None:
-        """`own_group`: in a session and process group of its own, as a terminal runs a command (Ctrl-C
-        signals the whole group)."""
         self.process = subprocess.Popen([*command, "serve", "--port", "0", *flags], stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, start_new_session=own_group,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []
+        self.arrivals: list[float] = []  # time.monotonic() when each of `lines` was read
         self._listening = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -100,6 +105,7 @@ class ServerProcess:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
+            self.arrivals.append(time.monotonic())
             self.lines.append(line)
             if line.startswith(LISTENING):
                 self._listening.set()
@@ -109,8 +115,16 @@ class ServerProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
+    def seen_at(self, text: str) -> float | None:
+        """When the first output line containing `text` arrived (time.monotonic()); None before then."""
+        return next((self.arrivals[i] for i, line in enumerate(list(self.lines)) if text in line), None)
+
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint_url, region_name="us-east-1", **TEST_CREDENTIALS)
+
+    def signal_group(self, signum: int) -> None:
+        """Send `signum` to the server and every process it started (needs `own_group`)."""
+        os.killpg(self.process.pid, signum)
 
     def stop(self, signum: int, timeout: float = 60) -> int:
         """Send `signum` and wait for the process to end; returns its exit status."""
@@ -190,11 +204,25 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, subproce
         moto.wait(30)
 
 
-CLI = [sys.executable, "-m", "emulator.cli"]
+@contextmanager
+def migrated_database(maintenance_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database on the server of `maintenance_url`, migrated as a deploy does it
+    (``lookout-emulator db upgrade`` run once, before any server): its URL; dropped afterwards."""
+    name = f"lookout_test_{uuid.uuid4().hex[:16]}"
+    url = create_database(maintenance_url, name)
+    try:
+        upgraded = subprocess.run([*CLI, "db", "upgrade", "--database-url", url], capture_output=True, text=True,
+                                  timeout=120)
+        assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+        yield url
+    finally:
+        drop_database(maintenance_url, name)
 
 
 def fleet_node(tmp_path: Path, name: str, database_url: str, s3_endpoint: str, heartbeat: float,
                *flags: str) -> ServerProcess:
-    """One ``serve`` process of a fleet: its own data dir under `tmp_path`, the shared database and S3 store."""
+    """One ``serve`` process of a fleet: its own data dir under `tmp_path` (a cache only), the shared
+    database and S3 store, as the README's fleet runs it. It leads a process group of its own, so that
+    a test can kill it with its children, as its machine dying would."""
     return ServerProcess(CLI, "--data-dir", str(tmp_path / name), "--database-url", database_url,
-                         "--s3-endpoint-url", s3_endpoint, "--job-heartbeat", str(heartbeat), *flags)
+                         "--s3-endpoint-url", s3_endpoint, "--job-heartbeat", str(heartbeat), *flags, own_group=True)
