@@ -178,18 +178,20 @@ class Reconciler:
     def reconcile_now(self, timeout: float) -> None:
         """Reconcile now and wait (up to `timeout` seconds) until a pass that began after this call has
         finished: what this node holds then matches what the store said (a request for a model not
-        loaded here)."""
+        loaded here). Returns at once once the node is stopping: no pass will come."""
         with self._passes:
             target = self._begun + 1
         self.wake()
         with self._passes:
-            self._passes.wait_for(lambda: self._finished >= target, timeout)
+            self._passes.wait_for(lambda: self._finished >= target or self._stopping.is_set(), timeout)
 
     def stop(self) -> None:
         """Leave the fleet: unload everything and remove this node's rows, so that nothing waits for
         its heartbeat to age."""
         self._stopping.set()
         self._wake.set()
+        with self._passes:
+            self._passes.notify_all()  # requests waiting in reconcile_now
         if self._thread is not None:
             self._thread.join()
         hosts = registry(self._backend)
@@ -271,7 +273,6 @@ class Reconciler:
     def _locator(self, key: ModelKey) -> Callable[[], Path]:
         project, version = key
         return lambda: artifacts.local_engine(self._backend, project, version)
-
 
 
 def client_reason(backend: Backend, error: BaseException) -> str:
