@@ -18,8 +18,10 @@ serves it, as a cloud endpoint does while one of its instances is up; when its o
 the others (which hold it too, or load it on their next pass) serve it again, still HOSTED.
 
 The reconciler wakes at once when this node's StartModel or StopModel (or a finished load) asks it
-to, and otherwise polls the store every second, so a fleet converges within about a second; the
-embedded single node runs the very same code with one node.
+to, on PostgreSQL also when another node's does (LISTEN/NOTIFY on the channel
+`store.repositories.HOSTING_CHANNEL`), and otherwise polls the store every second, so a fleet
+converges within a second even when a notification is lost; the embedded single node runs the very
+same code with one node.
 
 The registry is the in-memory half: one loaded model and its inference thread per hosted model
 (emulator/inference.py says why one thread per model). Requests are decoded on the HTTP threads;
@@ -156,6 +158,7 @@ class Reconciler:
         self._begun = self._finished = 0  # reconciliation passes begun and finished on the thread
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
 
     def start(self) -> None:
         """Join the fleet: register, reconcile once (loads begin, a stop a crash interrupted completes),
@@ -169,6 +172,9 @@ class Reconciler:
         self.reconcile()
         self._thread = threading.Thread(target=self._run, name="lookout-reconciler", daemon=True)
         self._thread.start()
+        if not store.database.is_sqlite:
+            self._listener = threading.Thread(target=self._listen, name="lookout-hosting-listener", daemon=True)
+            self._listener.start()
         self._backend.on_close(self.stop)
 
     def wake(self) -> None:
@@ -192,8 +198,9 @@ class Reconciler:
         self._wake.set()
         with self._passes:
             self._passes.notify_all()  # requests waiting in reconcile_now
-        if self._thread is not None:
-            self._thread.join()
+        for thread in (self._thread, self._listener):
+            if thread is not None:
+                thread.join()
         hosts = registry(self._backend)
         for key in hosts.held():
             hosts.stop(key)
@@ -221,6 +228,17 @@ class Reconciler:
             with self._passes:
                 self._finished += 1
                 self._passes.notify_all()
+
+    def _listen(self) -> None:
+        """Wake on every announcement of another node's StartModel or StopModel (PostgreSQL NOTIFY); the
+        poll covers the time a lost connection takes to come back."""
+        while not self._stopping.is_set():
+            try:
+                self._backend.store.hostings.listen(self.wake, self._stopping)
+            except Exception as exc:  # noqa: BLE001 - the database is away: listen again after a heartbeat
+                log.warning("hosting node %s lost its notification connection (%s); polling meanwhile",
+                            self.node_id, exc)
+                self._stopping.wait(self._heartbeat)
 
     def _beat(self) -> None:
         hostings = self._backend.store.hostings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -36,6 +37,10 @@ from emulator.store import records, schema
 from emulator.store.database import Database
 
 R = TypeVar("R")
+# The PostgreSQL channel on which a change of what should be hosted is announced to every node.
+HOSTING_CHANNEL = "lookout_hosting"
+# How long `Hostings.listen` waits for a notification before it looks at its stop flag again.
+LISTEN_TIMEOUT_S = 0.25
 # SQLite's julianday() of 1970-01-01T00:00Z, and seconds per day: the database's clock as epoch seconds.
 _JULIAN_DAY_OF_EPOCH = 2440587.5
 _SECONDS_PER_DAY = 86400.0
@@ -606,6 +611,27 @@ class Hostings(_Repository):
         """The node no longer holds the model."""
         self._write(delete(schema.model_hostings).where(
             _key(schema.model_hostings, node_id=node_id, project=project, version=version)))
+
+    def announce(self) -> None:
+        """Tell every node's reconciler that what should be hosted changed: a PostgreSQL NOTIFY, which
+        the database delivers when the caller's transaction commits. (SQLite has one node, woken
+        directly.)"""
+        if self._db.dialect == "postgresql":
+            self._write(select(func.pg_notify(HOSTING_CHANNEL, "")))
+
+    def listen(self, changed: Callable[[], None], stopping: threading.Event) -> None:
+        """Call `changed` on every `announce` until `stopping` is set, on a connection of its own
+        (PostgreSQL; returns at once on SQLite). Raises what the connection raises."""
+        if self._db.dialect != "postgresql":
+            return
+        import psycopg
+
+        conninfo = self._db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f"LISTEN {HOSTING_CHANNEL}")
+            while not stopping.is_set():
+                for _ in conn.notifies(timeout=LISTEN_TIMEOUT_S):
+                    changed()
 
     def clear(self, project: str, version: int) -> None:
         """Forget every node's outcome for the model (StartModel: a new start, earlier failures don't count)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,3 +212,55 @@ def test_a_database_damaged_after_opening_is_a_corrupt_database_error(tmp_path: 
     path.write_bytes(b"\0" * 4096 + path.read_bytes()[4096:])  # the header page gone
     with pytest.raises(CorruptDatabase, match="is damaged"):
         Store.open(sqlite_url(path))
+
+
+# ------------------------------------------------------------------- hostings (emulator.services.hosting)
+def test_a_node_counts_while_its_heartbeat_is_fresh(store: Store) -> None:
+    hostings = store.hostings
+    hostings.beat("a", ("api", "inference"))
+    hostings.beat("b", ("inference",))
+    hostings.put("a", "p", 1, "serving", None)
+    hostings.put("b", "p", 1, "failed", "no artifact")
+    assert [(n.node_id, n.roles) for n in hostings.live_nodes(60)] == [("a", ("api", "inference")),
+                                                                      ("b", ("inference",))]
+    assert [(h.node_id, h.state, h.message) for h in hostings.live(60)] == [("a", "serving", None),
+                                                                           ("b", "failed", "no artifact")]
+    time.sleep(0.3)
+    hostings.beat("a", ("api", "inference"))  # b is now 0.3 s silent: dead at a 0.2 s limit
+    assert [h.node_id for h in hostings.live(0.2)] == ["a"]
+    assert hostings.forget_dead(0.2) == ["b"]
+    assert [n.node_id for n in hostings.live_nodes(60)] == ["a"]
+    hostings.clear("p", 1)  # a new StartModel: earlier outcomes go
+    assert hostings.live(60) == []
+    hostings.put("a", "p", 1, "loading", None)
+    hostings.leave("a")
+    assert (hostings.live(60), hostings.live_nodes(60)) == ([], [])
+
+
+@needs_postgres
+def test_an_announcement_wakes_a_listener_when_its_transaction_commits(postgres_url: str) -> None:
+    Store.upgrade(postgres_url)
+    opened = Store.open(postgres_url)
+    heard, stopping = threading.Event(), threading.Event()
+    listener = threading.Thread(target=opened.hostings.listen, args=(heard.set, stopping))
+    try:
+        listener.start()
+        time.sleep(0.5)  # LISTEN is in place
+        with opened.transaction():
+            opened.hostings.announce()
+            assert not heard.wait(0.5)  # not before the commit
+        assert heard.wait(5)
+    finally:
+        stopping.set()
+        listener.join(5)
+        opened.close()
+    assert not listener.is_alive()
+
+
+def test_sqlite_has_nothing_to_listen_to(tmp_path: Path) -> None:
+    opened = Store.open(sqlite_url(tmp_path / "metadata.sqlite3"))
+    try:
+        opened.hostings.announce()
+        opened.hostings.listen(pytest.fail, threading.Event())  # returns at once, calls nothing
+    finally:
+        opened.close()
