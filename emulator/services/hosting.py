@@ -151,7 +151,6 @@ class Reconciler:
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._roles = backend.settings.roles
         self._heartbeat = backend.settings.job_heartbeat_seconds
-        self._max_age = DEAD_AFTER_HEARTBEATS * self._heartbeat  # a node silent for longer is dead
         self._last_beat = -math.inf
         self._wake = threading.Event()
         self._passes = threading.Condition()
@@ -242,20 +241,21 @@ class Reconciler:
 
     def _beat(self) -> None:
         hostings = self._backend.store.hostings
-        hostings.beat(self.node_id, self._roles)
+        hostings.beat(self.node_id, self._roles, self._heartbeat)
         self._last_beat = time.monotonic()
-        dead = hostings.forget_dead(self._max_age)
+        dead = hostings.forget_dead(DEAD_AFTER_HEARTBEATS)
         if dead:
-            log.warning("hosting nodes without a heartbeat for %g s dropped out: %s", self._max_age, ", ".join(dead))
+            log.warning("hosting nodes that missed %d heartbeats dropped out: %s", DEAD_AFTER_HEARTBEATS,
+                        ", ".join(dead))
 
     def reconcile(self) -> None:
         """One pass: load and unload on an inference node, then settle the statuses."""
         store = self._backend.store
         models = store.models.all_in(_SETTLED_HERE)
-        holdings = store.hostings.live(self._max_age)
+        holdings = store.hostings.live(DEAD_AFTER_HEARTBEATS)
         if INFERENCE in self._roles and self._converge(models, holdings):
-            holdings = store.hostings.live(self._max_age)
-        nodes = store.hostings.live_nodes(self._max_age)
+            holdings = store.hostings.live(DEAD_AFTER_HEARTBEATS)
+        nodes = store.hostings.live_nodes(DEAD_AFTER_HEARTBEATS)
         _settle(self._backend, models, holdings, {node.node_id for node in nodes if INFERENCE in node.roles})
 
     def _converge(self, models: list[Model], holdings: list[ModelHosting]) -> bool:

@@ -547,8 +547,9 @@ class Hostings(_Repository):
 
     A node's rows are written by that node (StartModel only clears a model's earlier outcomes). Times
     are the database's clock, not the nodes' own, so that nodes on machines whose clocks differ still
-    agree on who is alive: a row counts while its node's heartbeat is at most `max_age` seconds old
-    (callers pass three heartbeats), and a dead node's rows are deleted by whichever node calls
+    agree on who is alive, and each node records its own heartbeat interval, so that nodes with
+    different ``--job-heartbeat``s do too: a row counts while its node has missed at most `missed`
+    heartbeats (callers pass three), and a dead node's rows are deleted by whichever node calls
     `forget_dead` first."""
 
     def _now(self) -> ColumnElement[Any]:
@@ -557,11 +558,17 @@ class Hostings(_Repository):
             return func.extract("epoch", func.clock_timestamp())
         return (func.julianday("now") - _JULIAN_DAY_OF_EPOCH) * _SECONDS_PER_DAY
 
-    def beat(self, node_id: str, roles: Iterable[str]) -> None:
-        """Record that the node is alive (registering it on its first beat), and so is what it holds."""
+    def _alive(self, missed: float) -> ColumnElement[bool]:
+        """The condition on `nodes` of a node that has missed at most `missed` heartbeats."""
+        c = schema.nodes.c
+        return c.heartbeat_at >= self._now() - missed * c.heartbeat_seconds
+
+    def beat(self, node_id: str, roles: Iterable[str], heartbeat_seconds: float) -> None:
+        """Record that the node is alive (registering it on its first beat), and so is what it holds;
+        it beats every `heartbeat_seconds`."""
         now = self._now()
         statement = self._upsert(schema.nodes).values(node_id=node_id, roles=",".join(roles), started_at=now,
-                                                      heartbeat_at=now)
+                                                      heartbeat_at=now, heartbeat_seconds=heartbeat_seconds)
         with self._db.transaction():
             self._write(statement.on_conflict_do_update(index_elements=["node_id"], set_={"heartbeat_at": now}))
             self._write(update(schema.model_hostings).where(schema.model_hostings.c.node_id == node_id)
@@ -573,30 +580,28 @@ class Hostings(_Repository):
             self._write(delete(schema.model_hostings).where(schema.model_hostings.c.node_id == node_id))
             self._write(delete(schema.nodes).where(schema.nodes.c.node_id == node_id))
 
-    def forget_dead(self, max_age: float) -> list[str]:
-        """Delete the nodes (and their rows) without a heartbeat for more than `max_age` seconds (0: every
-        node that has beaten before now); their ids."""
+    def forget_dead(self, missed: float) -> list[str]:
+        """Delete the nodes (and their rows) that missed more than `missed` heartbeats (0: every node
+        that has beaten before now); their ids."""
         c = schema.nodes.c
         with self._db.transaction():
-            dead = [row.node_id for row in self._rows(select(c.node_id).where(c.heartbeat_at < self._now() - max_age))]
+            dead = [row.node_id for row in self._rows(select(c.node_id).where(~self._alive(missed)))]
             if dead:
                 self._write(delete(schema.model_hostings).where(schema.model_hostings.c.node_id.in_(dead)))
                 self._write(delete(schema.nodes).where(c.node_id.in_(dead)))
         return dead
 
-    def live_nodes(self, max_age: float) -> list[records.Node]:
+    def live_nodes(self, missed: float) -> list[records.Node]:
         c = schema.nodes.c
-        return [records.Node(node_id=row.node_id, roles=tuple(row.roles.split(",")), started_at=row.started_at,
-                             heartbeat_at=row.heartbeat_at)
-                for row in self._rows(select(schema.nodes).where(c.heartbeat_at >= self._now() - max_age)
-                                      .order_by(c.node_id))]
+        return [records.Node(**{**row._mapping, "roles": tuple(row.roles.split(","))})
+                for row in self._rows(select(schema.nodes).where(self._alive(missed)).order_by(c.node_id))]
 
-    def live(self, max_age: float) -> list[records.ModelHosting]:
+    def live(self, missed: float) -> list[records.ModelHosting]:
         """What every live node holds."""
         h, n = schema.model_hostings.c, schema.nodes.c
         return [_decode(row, records.ModelHosting) for row in self._rows(
             select(schema.model_hostings).join(schema.nodes, h.node_id == n.node_id)
-            .where(n.heartbeat_at >= self._now() - max_age).order_by(h.project, h.version, h.node_id))]
+            .where(self._alive(missed)).order_by(h.project, h.version, h.node_id))]
 
     def put(self, node_id: str, project: str, version: int, state: str, message: str | None) -> None:
         """Record what the node holds of a model."""

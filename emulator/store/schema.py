@@ -164,6 +164,7 @@ nodes = Table(  # every running server, from its start until it stops (or its he
     Column("roles", Text, nullable=False),  # comma-separated: api, inference, worker
     Column("started_at", Double, nullable=False),
     Column("heartbeat_at", Double, nullable=False),
+    Column("heartbeat_seconds", Double, nullable=False),  # how often it beats (its --job-heartbeat)
 )
 
 model_hostings = Table(  # the models each node has loaded, is loading or failed to load

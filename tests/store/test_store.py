@@ -215,26 +215,27 @@ def test_a_database_damaged_after_opening_is_a_corrupt_database_error(tmp_path: 
 
 
 # ------------------------------------------------------------------- hostings (emulator.services.hosting)
-def test_a_node_counts_while_its_heartbeat_is_fresh(store: Store) -> None:
+def test_a_node_counts_until_it_misses_its_heartbeats(store: Store) -> None:
     hostings = store.hostings
-    hostings.beat("a", ("api", "inference"))
-    hostings.beat("b", ("inference",))
+    hostings.beat("a", ("api", "inference"), 0.1)
+    hostings.beat("b", ("inference",), 60)  # beats rarely: alive for long
     hostings.put("a", "p", 1, "serving", None)
     hostings.put("b", "p", 1, "failed", "no artifact")
-    assert [(n.node_id, n.roles) for n in hostings.live_nodes(60)] == [("a", ("api", "inference")),
-                                                                      ("b", ("inference",))]
-    assert [(h.node_id, h.state, h.message) for h in hostings.live(60)] == [("a", "serving", None),
-                                                                           ("b", "failed", "no artifact")]
-    time.sleep(0.3)
-    hostings.beat("a", ("api", "inference"))  # b is now 0.3 s silent: dead at a 0.2 s limit
-    assert [h.node_id for h in hostings.live(0.2)] == ["a"]
-    assert hostings.forget_dead(0.2) == ["b"]
-    assert [n.node_id for n in hostings.live_nodes(60)] == ["a"]
+    assert [(n.node_id, n.roles, n.heartbeat_seconds) for n in hostings.live_nodes(3)] == [
+        ("a", ("api", "inference"), 0.1), ("b", ("inference",), 60)]
+    assert [(h.node_id, h.state, h.message) for h in hostings.live(3)] == [("a", "serving", None),
+                                                                          ("b", "failed", "no artifact")]
+    time.sleep(0.4)  # a missed three 0.1 s heartbeats: dead; b, silent as long, missed none
+    assert [h.node_id for h in hostings.live(3)] == ["b"]
+    assert hostings.forget_dead(3) == ["a"]
+    hostings.beat("a", ("api", "inference"), 0.1)  # a node dropped while it was frozen registers again
+    assert [n.node_id for n in hostings.live_nodes(3)] == ["a", "b"]
     hostings.clear("p", 1)  # a new StartModel: earlier outcomes go
-    assert hostings.live(60) == []
+    assert hostings.live(3) == []
     hostings.put("a", "p", 1, "loading", None)
     hostings.leave("a")
-    assert (hostings.live(60), hostings.live_nodes(60)) == ([], [])
+    assert (hostings.live(3), [n.node_id for n in hostings.live_nodes(3)]) == ([], ["b"])
+    assert hostings.forget_dead(0) == ["b"]  # the embedded server at start: whoever was there is gone
 
 
 @needs_postgres
