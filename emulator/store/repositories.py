@@ -570,7 +570,8 @@ class Hostings(_Repository):
         statement = self._upsert(schema.nodes).values(node_id=node_id, roles=",".join(roles), started_at=now,
                                                       heartbeat_at=now, heartbeat_seconds=heartbeat_seconds)
         with self._db.transaction():
-            self._write(statement.on_conflict_do_update(index_elements=["node_id"], set_={"heartbeat_at": now}))
+            self._write(statement.on_conflict_do_update(
+                index_elements=["node_id"], set_={"heartbeat_at": now, "heartbeat_seconds": heartbeat_seconds}))
             self._write(update(schema.model_hostings).where(schema.model_hostings.c.node_id == node_id)
                         .values(heartbeat_at=now))
 

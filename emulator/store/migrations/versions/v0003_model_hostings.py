@@ -22,7 +22,6 @@ def upgrade() -> None:
         sa.Column("roles", sa.Text, nullable=False),
         sa.Column("started_at", sa.Double, nullable=False),
         sa.Column("heartbeat_at", sa.Double, nullable=False),
-        sa.Column("heartbeat_seconds", sa.Double, nullable=False),
     )
     op.create_table(
         "model_hostings",
