@@ -18,8 +18,10 @@ serves it, as a cloud endpoint does while one of its instances is up; when its o
 the others (which hold it too, or load it on their next pass) serve it again, still HOSTED.
 
 The reconciler wakes at once when this node's StartModel or StopModel (or a finished load) asks it
-to, and otherwise polls the store every second, so a fleet converges within about a second; the
-embedded single node runs the very same code with one node.
+to, on PostgreSQL also when another node's does (LISTEN/NOTIFY on the channel
+`store.repositories.HOSTING_CHANNEL`), and otherwise polls the store every second, so a fleet
+converges within a second even when a notification is lost; the embedded single node runs the very
+same code with one node.
 
 The registry is the in-memory half: one loaded model and its inference thread per hosted model
 (emulator/inference.py says why one thread per model). Requests are decoded on the HTTP threads;
@@ -149,13 +151,13 @@ class Reconciler:
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._roles = backend.settings.roles
         self._heartbeat = backend.settings.job_heartbeat_seconds
-        self._max_age = DEAD_AFTER_HEARTBEATS * self._heartbeat  # a node silent for longer is dead
         self._last_beat = -math.inf
         self._wake = threading.Event()
         self._passes = threading.Condition()
         self._begun = self._finished = 0  # reconciliation passes begun and finished on the thread
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
 
     def start(self) -> None:
         """Join the fleet: register, reconcile once (loads begin, a stop a crash interrupted completes),
@@ -169,6 +171,9 @@ class Reconciler:
         self.reconcile()
         self._thread = threading.Thread(target=self._run, name="lookout-reconciler", daemon=True)
         self._thread.start()
+        if not store.database.is_sqlite:
+            self._listener = threading.Thread(target=self._listen, name="lookout-hosting-listener", daemon=True)
+            self._listener.start()
         self._backend.on_close(self.stop)
 
     def wake(self) -> None:
@@ -178,20 +183,23 @@ class Reconciler:
     def reconcile_now(self, timeout: float) -> None:
         """Reconcile now and wait (up to `timeout` seconds) until a pass that began after this call has
         finished: what this node holds then matches what the store said (a request for a model not
-        loaded here)."""
+        loaded here). Returns at once once the node is stopping: no pass will come."""
         with self._passes:
             target = self._begun + 1
         self.wake()
         with self._passes:
-            self._passes.wait_for(lambda: self._finished >= target, timeout)
+            self._passes.wait_for(lambda: self._finished >= target or self._stopping.is_set(), timeout)
 
     def stop(self) -> None:
         """Leave the fleet: unload everything and remove this node's rows, so that nothing waits for
         its heartbeat to age."""
         self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
+        with self._passes:
+            self._passes.notify_all()  # requests waiting in reconcile_now
+        for thread in (self._thread, self._listener):
+            if thread is not None:
+                thread.join()
         hosts = registry(self._backend)
         for key in hosts.held():
             hosts.stop(key)
@@ -220,22 +228,34 @@ class Reconciler:
                 self._finished += 1
                 self._passes.notify_all()
 
+    def _listen(self) -> None:
+        """Wake on every announcement of another node's StartModel or StopModel (PostgreSQL NOTIFY); the
+        poll covers the time a lost connection takes to come back."""
+        while not self._stopping.is_set():
+            try:
+                self._backend.store.hostings.listen(self.wake, self._stopping)
+            except Exception as exc:  # noqa: BLE001 - the database is away: listen again after a heartbeat
+                log.warning("hosting node %s lost its notification connection (%s); polling meanwhile",
+                            self.node_id, exc)
+                self._stopping.wait(self._heartbeat)
+
     def _beat(self) -> None:
         hostings = self._backend.store.hostings
-        hostings.beat(self.node_id, self._roles)
+        hostings.beat(self.node_id, self._roles, self._heartbeat)
         self._last_beat = time.monotonic()
-        dead = hostings.forget_dead(self._max_age)
+        dead = hostings.forget_dead(DEAD_AFTER_HEARTBEATS)
         if dead:
-            log.warning("hosting nodes without a heartbeat for %g s dropped out: %s", self._max_age, ", ".join(dead))
+            log.warning("hosting nodes that missed %d heartbeats dropped out: %s", DEAD_AFTER_HEARTBEATS,
+                        ", ".join(dead))
 
     def reconcile(self) -> None:
         """One pass: load and unload on an inference node, then settle the statuses."""
         store = self._backend.store
         models = store.models.all_in(_SETTLED_HERE)
-        holdings = store.hostings.live(self._max_age)
+        holdings = store.hostings.live(DEAD_AFTER_HEARTBEATS)
         if INFERENCE in self._roles and self._converge(models, holdings):
-            holdings = store.hostings.live(self._max_age)
-        nodes = store.hostings.live_nodes(self._max_age)
+            holdings = store.hostings.live(DEAD_AFTER_HEARTBEATS)
+        nodes = store.hostings.live_nodes(DEAD_AFTER_HEARTBEATS)
         _settle(self._backend, models, holdings, {node.node_id for node in nodes if INFERENCE in node.roles})
 
     def _converge(self, models: list[Model], holdings: list[ModelHosting]) -> bool:
@@ -271,7 +291,6 @@ class Reconciler:
     def _locator(self, key: ModelKey) -> Callable[[], Path]:
         project, version = key
         return lambda: artifacts.local_engine(self._backend, project, version)
-
 
 
 def client_reason(backend: Backend, error: BaseException) -> str:

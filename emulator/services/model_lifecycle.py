@@ -178,7 +178,8 @@ def start_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
                                                min_inference_units=units, max_inference_units=max_units):
             raise conflict(row, "start")
         backend.store.hostings.clear(row.project, row.version)  # a new start: earlier failures don't count
-    hosting.reconciler(backend).wake()  # every inference node loads it (this one at once, others within a poll)
+        backend.store.hostings.announce()  # every inference node loads it
+    hosting.reconciler(backend).wake()
     return {"Status": STARTING_HOSTING}
 
 
@@ -189,5 +190,6 @@ def stop_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
         if not backend.store.models.transition(row.project, row.version, _CAN_STOP, STOPPING_HOSTING,
                                                "Hosting is stopping."):
             raise conflict(row, "stop")
-    hosting.reconciler(backend).wake()  # every inference node unloads it; TRAINED once none holds it
+        backend.store.hostings.announce()  # every inference node unloads it; TRAINED once none holds it
+    hosting.reconciler(backend).wake()
     return {"Status": STOPPING_HOSTING}

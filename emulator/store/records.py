@@ -165,3 +165,4 @@ class Node:
     roles: tuple[str, ...]
     started_at: float
     heartbeat_at: float
+    heartbeat_seconds: float

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -36,6 +37,10 @@ from emulator.store import records, schema
 from emulator.store.database import Database
 
 R = TypeVar("R")
+# The PostgreSQL channel on which a change of what should be hosted is announced to every node.
+HOSTING_CHANNEL = "lookout_hosting"
+# How long `Hostings.listen` waits for a notification before it looks at its stop flag again.
+LISTEN_TIMEOUT_S = 0.25
 # SQLite's julianday() of 1970-01-01T00:00Z, and seconds per day: the database's clock as epoch seconds.
 _JULIAN_DAY_OF_EPOCH = 2440587.5
 _SECONDS_PER_DAY = 86400.0
@@ -575,8 +580,9 @@ class Hostings(_Repository):
 
     A node's rows are written by that node (StartModel only clears a model's earlier outcomes). Times
     are the database's clock, not the nodes' own, so that nodes on machines whose clocks differ still
-    agree on who is alive: a row counts while its node's heartbeat is at most `max_age` seconds old
-    (callers pass three heartbeats), and a dead node's rows are deleted by whichever node calls
+    agree on who is alive, and each node records its own heartbeat interval, so that nodes with
+    different ``--job-heartbeat``s do too: a row counts while its node has missed at most `missed`
+    heartbeats (callers pass three), and a dead node's rows are deleted by whichever node calls
     `forget_dead` first."""
 
     def _now(self) -> ColumnElement[Any]:
@@ -585,13 +591,20 @@ class Hostings(_Repository):
             return func.extract("epoch", func.clock_timestamp())
         return (func.julianday("now") - _JULIAN_DAY_OF_EPOCH) * _SECONDS_PER_DAY
 
-    def beat(self, node_id: str, roles: Iterable[str]) -> None:
-        """Record that the node is alive (registering it on its first beat), and so is what it holds."""
+    def _alive(self, missed: float) -> ColumnElement[bool]:
+        """The condition on `nodes` of a node that has missed at most `missed` heartbeats."""
+        c = schema.nodes.c
+        return c.heartbeat_at >= self._now() - missed * c.heartbeat_seconds
+
+    def beat(self, node_id: str, roles: Iterable[str], heartbeat_seconds: float) -> None:
+        """Record that the node is alive (registering it on its first beat), and so is what it holds;
+        it beats every `heartbeat_seconds`."""
         now = self._now()
         statement = self._upsert(schema.nodes).values(node_id=node_id, roles=",".join(roles), started_at=now,
-                                                      heartbeat_at=now)
+                                                      heartbeat_at=now, heartbeat_seconds=heartbeat_seconds)
         with self._db.transaction():
-            self._write(statement.on_conflict_do_update(index_elements=["node_id"], set_={"heartbeat_at": now}))
+            self._write(statement.on_conflict_do_update(
+                index_elements=["node_id"], set_={"heartbeat_at": now, "heartbeat_seconds": heartbeat_seconds}))
             self._write(update(schema.model_hostings).where(schema.model_hostings.c.node_id == node_id)
                         .values(heartbeat_at=now))
 
@@ -601,30 +614,28 @@ class Hostings(_Repository):
             self._write(delete(schema.model_hostings).where(schema.model_hostings.c.node_id == node_id))
             self._write(delete(schema.nodes).where(schema.nodes.c.node_id == node_id))
 
-    def forget_dead(self, max_age: float) -> list[str]:
-        """Delete the nodes (and their rows) without a heartbeat for more than `max_age` seconds (0: every
-        node that has beaten before now); their ids."""
+    def forget_dead(self, missed: float) -> list[str]:
+        """Delete the nodes (and their rows) that missed more than `missed` heartbeats (0: every node
+        that has beaten before now); their ids."""
         c = schema.nodes.c
         with self._db.transaction():
-            dead = [row.node_id for row in self._rows(select(c.node_id).where(c.heartbeat_at < self._now() - max_age))]
+            dead = [row.node_id for row in self._rows(select(c.node_id).where(~self._alive(missed)))]
             if dead:
                 self._write(delete(schema.model_hostings).where(schema.model_hostings.c.node_id.in_(dead)))
                 self._write(delete(schema.nodes).where(c.node_id.in_(dead)))
         return dead
 
-    def live_nodes(self, max_age: float) -> list[records.Node]:
+    def live_nodes(self, missed: float) -> list[records.Node]:
         c = schema.nodes.c
-        return [records.Node(node_id=row.node_id, roles=tuple(row.roles.split(",")), started_at=row.started_at,
-                             heartbeat_at=row.heartbeat_at)
-                for row in self._rows(select(schema.nodes).where(c.heartbeat_at >= self._now() - max_age)
-                                      .order_by(c.node_id))]
+        return [records.Node(**{**row._mapping, "roles": tuple(row.roles.split(","))})
+                for row in self._rows(select(schema.nodes).where(self._alive(missed)).order_by(c.node_id))]
 
-    def live(self, max_age: float) -> list[records.ModelHosting]:
+    def live(self, missed: float) -> list[records.ModelHosting]:
         """What every live node holds."""
         h, n = schema.model_hostings.c, schema.nodes.c
         return [_decode(row, records.ModelHosting) for row in self._rows(
             select(schema.model_hostings).join(schema.nodes, h.node_id == n.node_id)
-            .where(n.heartbeat_at >= self._now() - max_age).order_by(h.project, h.version, h.node_id))]
+            .where(self._alive(missed)).order_by(h.project, h.version, h.node_id))]
 
     def put(self, node_id: str, project: str, version: int, state: str, message: str | None) -> None:
         """Record what the node holds of a model."""
@@ -639,6 +650,27 @@ class Hostings(_Repository):
         """The node no longer holds the model."""
         self._write(delete(schema.model_hostings).where(
             _key(schema.model_hostings, node_id=node_id, project=project, version=version)))
+
+    def announce(self) -> None:
+        """Tell every node's reconciler that what should be hosted changed: a PostgreSQL NOTIFY, which
+        the database delivers when the caller's transaction commits. (SQLite has one node, woken
+        directly.)"""
+        if self._db.dialect == "postgresql":
+            self._write(select(func.pg_notify(HOSTING_CHANNEL, "")))
+
+    def listen(self, changed: Callable[[], None], stopping: threading.Event) -> None:
+        """Call `changed` on every `announce` until `stopping` is set, on a connection of its own
+        (PostgreSQL; returns at once on SQLite). Raises what the connection raises."""
+        if self._db.dialect != "postgresql":
+            return
+        import psycopg
+
+        conninfo = self._db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f"LISTEN {HOSTING_CHANNEL}")
+            while not stopping.is_set():
+                for _ in conn.notifies(timeout=LISTEN_TIMEOUT_S):
+                    changed()
 
     def clear(self, project: str, version: int) -> None:
         """Forget every node's outcome for the model (StartModel: a new start, earlier failures don't count)."""

@@ -177,6 +177,8 @@ nodes = Table(  # every running server, from its start until it stops (or its he
     Column("roles", Text, nullable=False),  # comma-separated: api, inference, worker
     Column("started_at", Double, nullable=False),
     Column("heartbeat_at", Double, nullable=False),
+    # How often it beats (its --job-heartbeat); the default only fills rows older than the column.
+    Column("heartbeat_seconds", Double, nullable=False, server_default=text("10")),
 )
 
 model_hostings = Table(  # the models each node has loaded, is loading or failed to load

@@ -73,7 +73,7 @@ def _node_id(node: ServerProcess) -> str:
 def _listed_nodes(database_url: str) -> set[str]:
     store = Store.open(database_url)
     try:
-        return {node.node_id for node in store.hostings.live_nodes(max_age=3600)}
+        return {node.node_id for node in store.hostings.live_nodes(missed=1000)}
     finally:
         store.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +260,56 @@ def test_a_database_damaged_after_opening_is_a_corrupt_database_error(tmp_path: 
     path.write_bytes(b"\0" * 4096 + path.read_bytes()[4096:])  # the header page gone
     with pytest.raises(CorruptDatabase, match="is damaged"):
         Store.open(sqlite_url(path))
+
+
+# ------------------------------------------------------------------- hostings (emulator.services.hosting)
+def test_a_node_counts_until_it_misses_its_heartbeats(store: Store) -> None:
+    hostings = store.hostings
+    hostings.beat("a", ("api", "inference"), 0.1)
+    hostings.beat("b", ("inference",), 60)  # beats rarely: alive for long
+    hostings.put("a", "p", 1, "serving", None)
+    hostings.put("b", "p", 1, "failed", "no artifact")
+    assert [(n.node_id, n.roles, n.heartbeat_seconds) for n in hostings.live_nodes(3)] == [
+        ("a", ("api", "inference"), 0.1), ("b", ("inference",), 60)]
+    assert [(h.node_id, h.state, h.message) for h in hostings.live(3)] == [("a", "serving", None),
+                                                                          ("b", "failed", "no artifact")]
+    time.sleep(0.4)  # a missed three 0.1 s heartbeats: dead; b, silent as long, missed none
+    assert [h.node_id for h in hostings.live(3)] == ["b"]
+    assert hostings.forget_dead(3) == ["a"]
+    hostings.beat("a", ("api", "inference"), 0.1)  # a node dropped while it was frozen registers again
+    assert [n.node_id for n in hostings.live_nodes(3)] == ["a", "b"]
+    hostings.clear("p", 1)  # a new StartModel: earlier outcomes go
+    assert hostings.live(3) == []
+    hostings.put("a", "p", 1, "loading", None)
+    hostings.leave("a")
+    assert (hostings.live(3), [n.node_id for n in hostings.live_nodes(3)]) == ([], ["b"])
+    assert hostings.forget_dead(0) == ["b"]  # the embedded server at start: whoever was there is gone
+
+
+@needs_postgres
+def test_an_announcement_wakes_a_listener_when_its_transaction_commits(postgres_url: str) -> None:
+    Store.upgrade(postgres_url)
+    opened = Store.open(postgres_url)
+    heard, stopping = threading.Event(), threading.Event()
+    listener = threading.Thread(target=opened.hostings.listen, args=(heard.set, stopping))
+    try:
+        listener.start()
+        time.sleep(0.5)  # LISTEN is in place
+        with opened.transaction():
+            opened.hostings.announce()
+            assert not heard.wait(0.5)  # not before the commit
+        assert heard.wait(5)
+    finally:
+        stopping.set()
+        listener.join(5)
+        opened.close()
+    assert not listener.is_alive()
+
+
+def test_sqlite_has_nothing_to_listen_to(tmp_path: Path) -> None:
+    opened = Store.open(sqlite_url(tmp_path / "metadata.sqlite3"))
+    try:
+        opened.hostings.announce()
+        opened.hostings.listen(pytest.fail, threading.Event())  # returns at once, calls nothing
+    finally:
+        opened.close()
