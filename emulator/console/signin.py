@@ -1,7 +1,8 @@
 """Console sign-in: with a credentials file, the console asks for an access key id and its secret.
 
 A browser cannot sign requests with SigV4, so the console checks a key once, at sign-in, and keeps a
-session cookie signed with a secret kept in the data directory: HttpOnly (scripts cannot read it),
+session cookie signed with a secret kept in the metadata store, so that every node of a fleet accepts
+the cookies of the others (a balancer may send each request elsewhere): HttpOnly (scripts cannot read it),
 SameSite=Lax (other sites' posts do not carry it) and expiring after `SESSION_HOURS`. The cookie
 names a random session id that the metadata store keeps until the session signs out or expires, so
 a copy of the cookie taken before signing out is worthless afterwards, on every server that shares
@@ -17,7 +18,6 @@ import hashlib
 import hmac
 import logging
 import math
-import os
 import re
 import secrets
 import time
@@ -30,10 +30,14 @@ from flask.typing import ResponseReturnValue
 from emulator.console.blueprint import backend, blueprint, wants_json
 from emulator.security.access import AccessKey, KeyRing, is_loopback
 from emulator.security.throttle import MAX_FAILURES, SignInThrottle
+from emulator.store.repositories import ConsoleSettings
 
 log = logging.getLogger(__name__)
 SESSION_HOURS = 8
-SESSION_SIGNING_KEY_FILE = "console-session.key"
+# The console setting holding the cookie signing secret (hex); a name, not a secret.
+SESSION_SECRET_SETTING = "session_secret"  # noqa: S105
+# Where releases before the secret was in the store kept it, in each data dir: adopted once, then removed.
+LEGACY_SECRET_FILE = "console-session.key"  # noqa: S105
 # Pages a visitor who has not signed in may see: the form itself and the style sheet it uses.
 _OPEN_ENDPOINTS = frozenset({"console.sign_in", "console.static"})
 # A console page to return to after signing in: /console, or below it, with a query or fragment.
@@ -41,27 +45,33 @@ _CONSOLE_PAGE = re.compile(r"/console(?:[/?#][^\s\x00-\x1f\x7f-\x9f\\]*)?")
 
 
 def configure(app: Flask) -> None:
-    """Session cookie settings; the signing secret is created once per data directory."""
-    settings = app.extensions["lookout_backend"].settings
-    app.secret_key = _session_secret(Path(settings.data_dir) / SESSION_SIGNING_KEY_FILE)
+    """Session cookie settings; the signing secret is the store's, shared by every server using it."""
+    store, settings = app.extensions["lookout_backend"].store, app.extensions["lookout_backend"].settings
+    app.secret_key = _session_secret(store.console_settings, Path(settings.data_dir) / LEGACY_SECRET_FILE)
     app.config.update(SESSION_COOKIE_NAME="lookout_console", SESSION_COOKIE_PATH="/console",
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=settings.tls_cert is not None,
                       PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=SESSION_HOURS))
     app.extensions["console_open_to_network"] = keys_of(app) is None and not is_loopback(settings.host)
-    app.extensions["console_signin_throttle"] = SignInThrottle(settings.signin_lockout_seconds)
+    app.extensions["console_signin_throttle"] = SignInThrottle(store.signin_attempts, settings.signin_lockout_seconds)
 
 
-def _session_secret(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_bytes(32)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(secret)
-        return secret
+def _session_secret(stored: ConsoleSettings, legacy: Path) -> bytes:
+    """The secret session cookies are signed with, created once per metadata store: the first server
+    to start sets it (nodes starting together agree on the winner). A data dir of an earlier release
+    offers the secret of its file instead, so that sessions signed before the upgrade stay valid; the
+    file is removed once the store holds a secret, which is from then on the only one."""
+    secret = stored.get(SESSION_SECRET_SETTING)
+    if secret is None:
+        try:
+            offered = legacy.read_bytes()
+        except FileNotFoundError:
+            offered = b""
+        secret = stored.setdefault(SESSION_SECRET_SETTING, (offered or secrets.token_bytes(32)).hex())
+        if offered and secret == offered.hex():
+            log.info("console: adopted the session signing secret of %s into the metadata store", legacy)
+    legacy.unlink(missing_ok=True)
+    return bytes.fromhex(secret)
 
 
 def keys_of(app: Flask) -> KeyRing | None:

@@ -1,6 +1,6 @@
 """The metadata store: projects, datasets and entries, models, packaging jobs, tags, client tokens,
-console settings, trial detections and which node hosts which model, behind per-resource
-repositories that return typed records.
+console settings, sessions and failed sign-ins, trial detections and which node hosts which model,
+behind per-resource repositories that return typed records.
 
     store = Store.open("sqlite:///data/metadata.sqlite3")    # or postgresql+psycopg://...
     with store.transaction():                                 # one write transaction, if needed
@@ -31,6 +31,7 @@ from emulator.store.repositories import (
     Models,
     PackagingJobs,
     Projects,
+    SignInAttempts,
     Tags,
     Trials,
 )
@@ -56,6 +57,7 @@ class Store:
         self.client_tokens = ClientTokens(database)
         self.console_settings = ConsoleSettings(database)
         self.console_sessions = ConsoleSessions(database)
+        self.signin_attempts = SignInAttempts(database)
         self.trials = Trials(database)
         self.hostings = Hostings(database)
 

@@ -72,6 +72,14 @@ def _by_key(table: Table, names: tuple[str, ...]) -> Select[Any]:
     return select(table).where(and_(*(table.c[name] == bindparam(name) for name in names)))
 
 
+def _database_now(database: Database) -> ColumnElement[Any]:
+    """The database's time in seconds since the epoch: what times shared by several nodes are written
+    in, so that nodes on machines whose clocks differ still agree."""
+    if database.dialect == "postgresql":
+        return func.extract("epoch", func.clock_timestamp())
+    return (func.julianday("now") - _JULIAN_DAY_OF_EPOCH) * _SECONDS_PER_DAY
+
+
 class _Repository:
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -481,6 +489,44 @@ class ConsoleSessions(_Repository):
         self._write(delete(schema.console_sessions).where(schema.console_sessions.c.id == session_id))
 
 
+class SignInAttempts(_Repository):
+    """Failed console sign-ins and the lockouts they led to, per name (an access key id, a client
+    address): shared by every node and kept across restarts, timed by the database's clock. The
+    rules (how many failures, how long) are the caller's (emulator.security.throttle)."""
+
+    def wait(self, names: Iterable[str]) -> float:
+        """Seconds until none of `names` is locked out; 0 when none is now."""
+        c = schema.signin_lockouts.c
+        left = self._first(select(func.max(c.locked_until - _database_now(self._db)))
+                           .where(c.name.in_(list(names))))
+        return max(0.0, float(left[0])) if left is not None and left[0] is not None else 0.0
+
+    def failed(self, names: Iterable[str], max_failures: int, lockout_seconds: float) -> list[str]:
+        """Count a failure against each name; the names it locks out: those with `max_failures`
+        failures within `lockout_seconds`, whose failures are then forgotten. Failures and lockouts
+        older than the period are deleted, so the tables hold no more than one period's attempts."""
+        failures, lockouts = schema.signin_failures, schema.signin_lockouts
+        locked = []
+        with self._db.transaction() as conn:
+            now = float(conn.execute(select(_database_now(self._db))).scalar_one())
+            conn.execute(delete(failures).where(failures.c.failed_at <= now - lockout_seconds))
+            conn.execute(delete(lockouts).where(lockouts.c.locked_until <= now))
+            for name in names:
+                conn.execute(insert(failures).values(name=name, failed_at=now))
+                counted = select(func.count()).select_from(failures).where(failures.c.name == name)
+                if conn.execute(counted).scalar_one() >= max_failures:
+                    conn.execute(delete(failures).where(failures.c.name == name))
+                    statement = self._upsert(lockouts).values(name=name, locked_until=now + lockout_seconds)
+                    conn.execute(statement.on_conflict_do_update(
+                        index_elements=["name"], set_={"locked_until": statement.excluded.locked_until}))
+                    locked.append(name)
+        return locked
+
+    def forget(self, names: Iterable[str]) -> None:
+        """A right secret: the failures of these names so far no longer count."""
+        self._write(delete(schema.signin_failures).where(schema.signin_failures.c.name.in_(list(names))))
+
+
 def _trial_image(row: Row[Any]) -> records.TrialImage:
     return records.TrialImage(
         source_ref=row.source_ref, is_anomalous=None if row.is_anomalous is None else bool(row.is_anomalous),
@@ -585,21 +631,15 @@ class Hostings(_Repository):
     heartbeats (callers pass three), and a dead node's rows are deleted by whichever node calls
     `forget_dead` first."""
 
-    def _now(self) -> ColumnElement[Any]:
-        """The database's time in seconds since the epoch."""
-        if self._db.dialect == "postgresql":
-            return func.extract("epoch", func.clock_timestamp())
-        return (func.julianday("now") - _JULIAN_DAY_OF_EPOCH) * _SECONDS_PER_DAY
-
     def _alive(self, missed: float) -> ColumnElement[bool]:
         """The condition on `nodes` of a node that has missed at most `missed` heartbeats."""
         c = schema.nodes.c
-        return c.heartbeat_at >= self._now() - missed * c.heartbeat_seconds
+        return c.heartbeat_at >= _database_now(self._db) - missed * c.heartbeat_seconds
 
     def beat(self, node_id: str, roles: Iterable[str], heartbeat_seconds: float) -> None:
         """Record that the node is alive (registering it on its first beat), and so is what it holds;
         it beats every `heartbeat_seconds`."""
-        now = self._now()
+        now = _database_now(self._db)
         statement = self._upsert(schema.nodes).values(node_id=node_id, roles=",".join(roles), started_at=now,
                                                       heartbeat_at=now, heartbeat_seconds=heartbeat_seconds)
         with self._db.transaction():
@@ -639,7 +679,7 @@ class Hostings(_Repository):
 
     def put(self, node_id: str, project: str, version: int, state: str, message: str | None) -> None:
         """Record what the node holds of a model."""
-        now = self._now()
+        now = _database_now(self._db)
         statement = self._upsert(schema.model_hostings).values(
             node_id=node_id, project=project, version=version, state=state, message=message, heartbeat_at=now)
         self._write(statement.on_conflict_do_update(

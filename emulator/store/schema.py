@@ -140,6 +140,24 @@ console_sessions = Table(  # console sign-ins not signed out (emulator.console.s
     Column("expires_at", Double, nullable=False),  # seconds since the epoch, as the cookie's own expiry
 )
 
+# Failed console sign-ins (emulator.security.throttle), in the store so that a guesser spread over
+# the nodes of a fleet by its balancer, or waiting out a restart, counts as one. Times are the
+# database's clock; rows older than the lockout period are deleted by the next failure.
+signin_failures = Table(  # one row per failed attempt, for each name it counts against
+    "signin_failures", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False),  # "access key <id>" or "address <client address>"
+    Column("failed_at", Double, nullable=False),
+)
+Index("ix_signin_failures_name", signin_failures.c.name, signin_failures.c.failed_at)
+Index("ix_signin_failures_failed_at", signin_failures.c.failed_at)  # pruning
+
+signin_lockouts = Table(  # names that may not try to sign in until a time
+    "signin_lockouts", metadata,
+    Column("name", Text, primary_key=True),
+    Column("locked_until", Double, nullable=False),
+)
+
 trial_detections = Table(  # web console trial detection tasks, kept until the project goes
     "trial_detections", metadata,
     Column("project", Text, ForeignKey("projects.name", ondelete="CASCADE"), primary_key=True),

@@ -10,12 +10,18 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 import requests
+from sqlalchemy import delete
 
+from emulator.console.signin import LEGACY_SECRET_FILE, SESSION_SECRET_SETTING
+from emulator.store import Store, schema, sqlite_url
 from emulator.testing import LocalEmulator
 from tests.access.access_support import FULL, READ_ONLY, make_client, unique
+from tests.api.core_support import ServerProcess
+
+Server = LocalEmulator | ServerProcess
 
 
-def signed_in(server: LocalEmulator, key: tuple[str, str], next_page: str = "") -> requests.Response:
+def signed_in(server: Server, key: tuple[str, str], next_page: str = "") -> requests.Response:
     return requests.post(f"{server.endpoint_url}/console/signin", allow_redirects=False, timeout=30,
                          data={"access_key_id": key[0], "secret_access_key": key[1], "next": next_page})
 
@@ -71,7 +77,7 @@ def test_a_read_only_session_may_not_post(secured: LocalEmulator) -> None:
     assert out.status_code == 303 and "lookout_console=;" in out.headers["Set-Cookie"]
 
 
-def _console(server: LocalEmulator, cookie: str, method: str = "GET", path: str = "/", **kwargs: Any
+def console(server: Server, cookie: str, method: str = "GET", path: str = "/", **kwargs: Any
              ) -> requests.Response:
     return requests.request(method, f"{server.endpoint_url}/console{path}", cookies={"lookout_console": cookie},
                             allow_redirects=False, timeout=30, **kwargs)
@@ -80,28 +86,28 @@ def _console(server: LocalEmulator, cookie: str, method: str = "GET", path: str 
 def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(secured: LocalEmulator) -> None:
     cookie, other = signed_in(secured, FULL).cookies["lookout_console"], signed_in(secured, FULL).cookies[
         "lookout_console"]
-    assert _console(secured, cookie).status_code == 200
-    assert _console(secured, cookie, "POST", "/signout").status_code == 303
-    assert _console(secured, cookie).status_code == 303  # back to the sign-in page
-    assert _console(secured, cookie, headers={"Accept": "application/json"}).status_code == 401
+    assert console(secured, cookie).status_code == 200
+    assert console(secured, cookie, "POST", "/signout").status_code == 303
+    assert console(secured, cookie).status_code == 303  # back to the sign-in page
+    assert console(secured, cookie, headers={"Accept": "application/json"}).status_code == 401
     name = unique("after-signout")
-    assert _console(secured, cookie, "POST", "/projects", data={"name": name}).status_code == 401
+    assert console(secured, cookie, "POST", "/projects", data={"name": name}).status_code == 401
     assert name not in [p["ProjectName"] for p in make_client(secured, "lookoutvision", FULL).list_projects(
         MaxResults=100)["Projects"]]
-    assert _console(secured, other).status_code == 200  # another sign-in of the same key goes on
+    assert console(secured, other).status_code == 200  # another sign-in of the same key goes on
 
 
 def test_a_signed_out_session_stays_ended_after_a_restart(credentials_file: Path, tmp_path: Path) -> None:
     with LocalEmulator(tmp_path, credentials_file=credentials_file) as server:
         ended, kept = signed_in(server, FULL).cookies["lookout_console"], signed_in(server, FULL).cookies[
             "lookout_console"]
-        assert _console(server, ended, "POST", "/signout").status_code == 303
+        assert console(server, ended, "POST", "/signout").status_code == 303
     with LocalEmulator(tmp_path, credentials_file=credentials_file) as server:
-        assert _console(server, ended).status_code == 303
-        assert _console(server, kept).status_code == 200
+        assert console(server, ended).status_code == 303
+        assert console(server, kept).status_code == 200
 
 
-def _sign_in_from(address: str, server: LocalEmulator, key: tuple[str, str]) -> tuple[int, str | None, str]:
+def sign_in_from(address: str, server: Server, key: tuple[str, str]) -> tuple[int, str | None, str]:
     """POST the sign-in form from a loopback `address` of our choice: its status, Retry-After and page."""
     url = urlsplit(server.endpoint_url)
     connection = http.client.HTTPConnection(str(url.hostname), url.port, timeout=30, source_address=(address, 0))
@@ -120,15 +126,57 @@ def test_failed_sign_ins_lock_the_key_and_the_address_out_for_a_while(
     with LocalEmulator(tmp_path, credentials_file=credentials_file, signin_lockout_seconds=lockout) as server:
         with caplog.at_level("WARNING"):
             for _ in range(5):
-                assert _sign_in_from("127.0.0.1", server, (FULL[0], "guess"))[0] == 401
-            status, retry_after, page = _sign_in_from("127.0.0.1", server, FULL)  # the right secret, too soon
+                assert sign_in_from("127.0.0.1", server, (FULL[0], "guess"))[0] == 401
+            status, retry_after, page = sign_in_from("127.0.0.1", server, FULL)  # the right secret, too soon
         assert status == 429 and retry_after is not None and 0 < int(retry_after) <= lockout
         assert "Too many failed sign-ins" in page
         assert any("locked out" in record.getMessage() and FULL[0] in record.getMessage()
                    for record in caplog.records)
         # The key is locked from any address, and any key from the address that guessed.
-        assert _sign_in_from("127.0.0.2", server, FULL)[0] == 429
-        assert _sign_in_from("127.0.0.1", server, READ_ONLY)[0] == 429
-        assert _sign_in_from("127.0.0.2", server, READ_ONLY)[0] == 303
+        assert sign_in_from("127.0.0.2", server, FULL)[0] == 429
+        assert sign_in_from("127.0.0.1", server, READ_ONLY)[0] == 429
+        assert sign_in_from("127.0.0.2", server, READ_ONLY)[0] == 303
         time.sleep(lockout)
-        assert _sign_in_from("127.0.0.1", server, FULL)[0] == 303
+        assert sign_in_from("127.0.0.1", server, FULL)[0] == 303
+
+
+def test_a_lockout_outlasts_a_restart(credentials_file: Path, tmp_path: Path) -> None:
+    with LocalEmulator(tmp_path, credentials_file=credentials_file, signin_lockout_seconds=600) as server:
+        for _ in range(5):
+            assert sign_in_from("127.0.0.1", server, (FULL[0], "guess"))[0] == 401
+    with LocalEmulator(tmp_path, credentials_file=credentials_file, signin_lockout_seconds=600) as server:
+        status, retry_after, _ = sign_in_from("127.0.0.2", server, FULL)
+        assert status == 429 and retry_after is not None and 500 < int(retry_after) <= 600
+
+
+def _as_the_previous_release_left_it(server: LocalEmulator) -> bytes:
+    """Turn a stopped server's data dir into what the release before the store kept the signing
+    secret left: the secret in the data dir's file, none in the store (sessions were already there)."""
+    store = Store.open(server.settings.database_url or sqlite_url(server.settings.db_path))
+    try:
+        secret = bytes.fromhex(str(store.console_settings.get(SESSION_SECRET_SETTING)))
+        with store.transaction() as conn:
+            settings = schema.console_settings
+            conn.execute(delete(settings).where(settings.c.name == SESSION_SECRET_SETTING))
+    finally:
+        store.close()
+    return secret
+
+
+def test_an_upgraded_data_dir_keeps_its_sessions(credentials_file: Path, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    legacy = tmp_path / LEGACY_SECRET_FILE
+    with LocalEmulator(tmp_path, credentials_file=credentials_file) as server:
+        cookie = signed_in(server, FULL).cookies["lookout_console"]
+    secret = _as_the_previous_release_left_it(server)
+    legacy.write_bytes(secret)
+    with caplog.at_level("INFO"), LocalEmulator(tmp_path, credentials_file=credentials_file) as server:
+        assert console(server, cookie).status_code == 200  # the file's secret was adopted
+    assert not legacy.exists()  # the store's copy is the only one now
+    assert any("adopted the session signing secret" in record.getMessage() for record in caplog.records)
+    assert secret.hex() not in caplog.text
+    with LocalEmulator(tmp_path, credentials_file=credentials_file) as server:
+        assert console(server, cookie).status_code == 200  # and kept
+    _as_the_previous_release_left_it(server)  # without the file, a new secret: the old cookie is no session
+    with LocalEmulator(tmp_path, credentials_file=credentials_file) as server:
+        assert console(server, cookie).status_code == 303

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.schema import DropTable
 
 from emulator.store import CorruptDatabase, SchemaBehind, Store, StoreError, schema, sqlite_url
@@ -239,6 +240,21 @@ def test_console_sessions_end_by_sign_out_or_expiry(store: Store) -> None:
     assert not store.console_sessions.is_live("a", "key", now=150.0)  # expired
     store.console_sessions.end("b")
     assert not store.console_sessions.is_live("b", "key", now=50.0)  # signed out
+
+
+def test_sign_in_failures_lock_out_and_are_pruned_after_the_period(store: Store) -> None:
+    attempts, period = store.signin_attempts, 0.5
+    for _ in range(4):
+        assert attempts.failed(["key", "address a"], 5, period) == []
+    attempts.forget(["address a"])  # a right secret from the address: its count starts again
+    assert attempts.failed(["key", "address a"], 5, period) == ["key"]
+    assert 0 < attempts.wait(["address a", "key"]) <= period and attempts.wait(["address a"]) == 0
+    time.sleep(period + 0.1)
+    assert attempts.wait(["key"]) == 0
+    assert attempts.failed(["address b"], 5, period) == []  # prunes every row of the period before
+    with store.transaction() as conn:
+        assert conn.execute(select(schema.signin_failures.c.name)).scalars().all() == ["address b"]
+        assert conn.execute(select(schema.signin_lockouts.c.name)).scalars().all() == []
 
 
 def test_readiness_sees_a_schema_another_node_changed(store: Store) -> None:
