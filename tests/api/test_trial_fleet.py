@@ -11,7 +11,7 @@ import requests
 
 from tests.api.core_support import ServerProcess
 from tests.api.models_support import ModelKit, encode, texture
-from tests.api.test_hosting_fleet import _node, _stop_all, _through, _trained
+from tests.api.test_hosting_fleet import _kill, _node, _stop_all, _through, _trained
 from tests.store.test_store import needs_postgres
 
 pytestmark = needs_postgres
@@ -72,6 +72,26 @@ def test_trials_on_one_model_from_two_nodes_share_its_hosting(tmp_path, database
         _run_trial(a, on_a, "hosted", short)
         _detected_all(_finished(a, on_a, "hosted"), 3)
         assert on_b.model("1")["Status"] == "HOSTED"
+    finally:
+        _stop_all(nodes)
+
+
+def test_a_trial_taken_over_by_another_node_stops_the_model_it_started(tmp_path, database_url, s3_endpoint):
+    nodes = [_node(tmp_path, "first", database_url, s3_endpoint)]
+    try:
+        first = nodes[0]
+        kit = _trained(first, s3_endpoint, "takeover")
+        _run_trial(first, kit, "long", _images(kit, "long", 60))  # it starts the model
+        deadline = time.monotonic() + 120
+        while not _trial_status(first, kit, "long")["StatusMessage"].startswith("Detected "):
+            assert time.monotonic() < deadline, "the trial did not begin detecting"
+            time.sleep(0.05)
+        _kill(first)  # mid-trial: the model stays HOSTED, and the trial's job is taken over
+        second = _node(tmp_path, "second", database_url, s3_endpoint)
+        nodes.append(second)
+        taken_over = _through(kit, second)
+        _detected_all(_finished(second, taken_over, "long"), 60)
+        assert taken_over.wait_model("1", timeout=60)["Status"] == "TRAINED"  # what a trial started, a trial stopped
     finally:
         _stop_all(nodes)
 
