@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
-from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 from emulator.api.errors import ConflictException, ResourceNotFoundException, ServiceError, ValidationException
 from emulator.api.statuses import ModelStatus, ResourceType
-from emulator.backend import Backend, per_backend
+from emulator.backend import Backend
+from emulator.config import INFERENCE
 from emulator.console.bucket import console_bucket
 from emulator.console.entries import labelled_line, put_lines
 from emulator.console.model_results import anomaly_score
@@ -29,8 +30,9 @@ from emulator.formats.manifests import SEGMENTATION_TYPE
 from emulator.jobs import Outcome, handler
 from emulator.s3.objects import ObjectNotFound
 from emulator.s3.uri import parse_s3_uri, s3_uri, split_s3_location
-from emulator.services import detection, model_lifecycle
+from emulator.services import artifacts, detection, hosting, model_lifecycle
 from emulator.services.evaluation_output import heatmap_png
+from emulator.services.lookups import get_model
 from emulator.store import records
 
 log = logging.getLogger(__name__)
@@ -142,16 +144,16 @@ def run_trial(backend: Backend, project: str, name: str) -> Outcome:
         if trial.status != IN_PROGRESS:  # a second run of a finished trial: nothing to do
             return Outcome.SKIPPED
         version = str(trial.model_version)
-        hosting = _trial_hosting(backend)
-        hosting.acquire(project, version)
+        _use_model(backend, project, version, name)
         try:
-            pending = backend.store.trials.pending(project, name)
-            for number, ref in enumerate(pending, start=1):
-                _detect_one(backend, project, name, version, ref)
-                _set_status(backend, project, name, IN_PROGRESS,
-                            f"Detected {number} of {count(len(pending), 'image')}.")
+            with _private_copy(backend, project, version) as served:
+                pending = backend.store.trials.pending(project, name)
+                for number, ref in enumerate(pending, start=1):
+                    _detect_one(backend, project, name, version, ref, served)
+                    _set_status(backend, project, name, IN_PROGRESS,
+                                f"Detected {number} of {count(len(pending), 'image')}.")
         finally:
-            hosting.release(project, version)
+            _done_with_model(backend, project, version, name)
         _set_status(backend, project, name, COMPLETED, _summary(backend, project, name))
     except ServiceError as refused:  # (if the project was deleted meanwhile, this updates nothing)
         _set_status(backend, project, name, FAILED, f"The trial detection failed: {refused.message}")
@@ -164,75 +166,84 @@ def run_trial(backend: Backend, project: str, name: str) -> Outcome:
     return Outcome.SUCCEEDED
 
 
-class _TrialHosting:
-    """The models trials use, per backend: which ones trials started, and how many trials run on each.
+# The model a trial runs on is hosted as StartModel hosts it, for every node of a fleet to see. A
+# trained model is started by a trial that needs it and recorded in the store as started by trials
+# (`trial_hostings`); the trial that ends last, on whichever node, stops it, which it decides from the
+# trials still IN_PROGRESS on the model, in the same write transaction as the StopModel. A model hosted
+# by a StartModel of the user's has no such record, and no trial stops it.
+def _use_model(backend: Backend, project: str, version: str, trial: str) -> None:
+    """Use the model for a trial: host it if it is only trained, and wait until it is hosted."""
+    store = backend.store
+    while True:
+        _wait(backend, project, version, ModelStatus.STARTING_HOSTING, ModelStatus.STOPPING_HOSTING)
+        with store.transaction():  # (another node's trial may have started or stopped it meanwhile)
+            status = get_model(backend, project, version).status
+            if status not in (ModelStatus.STARTING_HOSTING, ModelStatus.HOSTED, ModelStatus.STOPPING_HOSTING):
+                # StartModel itself refuses the states a model can't be started from
+                model_lifecycle.start_model(backend, {"ProjectName": project, "ModelVersion": version,
+                                                      "MinInferenceUnits": 1})
+                store.trials.hosting_started(project, int(version))
+        if status != ModelStatus.STOPPING_HOSTING:
+            break
+    hosting.reconciler(backend).wake()  # its wake inside StartModel came before the commit
+    try:
+        model = _wait(backend, project, version, ModelStatus.STARTING_HOSTING)
+        if model["Status"] != ModelStatus.HOSTED:
+            raise ValidationException(f"model {version} could not be started ({model['Status']}: "
+                                      f"{model.get('StatusMessage') or 'no reason given'}).")
+    except BaseException:
+        _done_with_model(backend, project, version, trial)
+        raise
 
-    A trained model is started by the first trial that needs it and stopped when the last trial
-    running on it ends, so one trial never stops the model under another; a model hosted by anyone
-    else is left as it is. (Kept in memory: after a restart, a resumed trial finds its model hosted
-    again and leaves it hosted.)
-    """
 
-    def __init__(self, backend: Backend) -> None:
-        self._backend = backend
-        self._lock = threading.Lock()
-        self._users: Counter[tuple[str, str]] = Counter()
-        self._started: set[tuple[str, str]] = set()
-
-    def acquire(self, project: str, version: str) -> None:
-        """Use the model for a trial: host it if it is only trained, and wait until it is hosted."""
-        key = (project, version)
-        with self._lock:
-            self._users[key] += 1
-            try:
-                if key not in self._started and self._settled(project, version) != ModelStatus.HOSTED:
-                    # StartModel itself refuses the states a model can't be started from
-                    model_lifecycle.start_model(self._backend, {"ProjectName": project, "ModelVersion": version,
-                                                              "MinInferenceUnits": 1})
-                    self._started.add(key)
-            except BaseException:
-                self._users[key] -= 1
-                raise
+def _done_with_model(backend: Backend, project: str, version: str, trial: str) -> None:
+    """A trial is done with the model: the last trial running on it stops it if a trial started it."""
+    store = backend.store
+    with store.transaction():
+        if not store.trials.last_out(project, int(version), trial, IN_PROGRESS):
+            return
         try:
-            model = self._wait(project, version, ModelStatus.STARTING_HOSTING)
-            if model["Status"] != ModelStatus.HOSTED:
-                raise ValidationException(f"model {version} could not be started ({model['Status']}: "
-                                          f"{model.get('StatusMessage') or 'no reason given'}).")
-        except BaseException:
-            self.release(project, version)
-            raise
-
-    def release(self, project: str, version: str) -> None:
-        """A trial is done with the model: the last one stops it if a trial started it."""
-        key = (project, version)
-        with self._lock:
-            self._users[key] -= 1
-            if self._users[key] > 0 or key not in self._started:
-                return
-            self._started.discard(key)
-            try:
-                model_lifecycle.stop_model(self._backend, {"ProjectName": project, "ModelVersion": version})
-            except ServiceError as refused:  # e.g. someone stopped or deleted it meanwhile
-                log.info("trial hosting of %s/%s not stopped: %s", project, version, refused.message)
-
-    def _settled(self, project: str, version: str) -> str:
-        """The model's status once a start or stop in progress has finished."""
-        return str(self._wait(project, version, ModelStatus.STARTING_HOSTING, ModelStatus.STOPPING_HOSTING)["Status"])
-
-    def _wait(self, project: str, version: str, *busy: str) -> dict[str, Any]:
-        deadline = time.monotonic() + HOSTING_TIMEOUT_S
-        while (model := _model(self._backend, project, version))["Status"] in busy:
-            if time.monotonic() > deadline:
-                raise ValidationException(f"model {version} did not finish {model['Status']} within "
-                                          f"{HOSTING_TIMEOUT_S:.0f} s.")
-            time.sleep(0.1)
-        return model
+            model_lifecycle.stop_model(backend, {"ProjectName": project, "ModelVersion": version})
+        except ServiceError as refused:  # e.g. someone stopped or deleted it meanwhile
+            log.info("trial hosting of %s/%s not stopped: %s", project, version, refused.message)
+    hosting.reconciler(backend).wake()  # its wake inside StopModel came before the commit
 
 
-_trial_hosting = per_backend(_TrialHosting)
+def _wait(backend: Backend, project: str, version: str, *busy: str) -> dict[str, Any]:
+    """The model once its status is none of `busy` (a start or stop in progress has finished)."""
+    deadline = time.monotonic() + HOSTING_TIMEOUT_S
+    while (model := _model(backend, project, version))["Status"] in busy:
+        if time.monotonic() > deadline:
+            raise ValidationException(f"model {version} did not finish {model['Status']} within "
+                                      f"{HOSTING_TIMEOUT_S:.0f} s.")
+        time.sleep(0.1)
+    return model
 
 
-def _detect_one(backend: Backend, project: str, name: str, version: str, ref: str) -> None:
+@contextmanager
+def _private_copy(backend: Backend, project: str, version: str) -> Iterator[hosting.HostedModel | None]:
+    """The copy of the model a trial job predicts with: None on a node with the inference role (the
+    node's hosted copy), else one the job loads from the model's artifact for its own duration, as a
+    worker-only node of a split fleet runs trial jobs but hosts nothing. That copy is not recorded in
+    ``model_hostings``: it serves this job, not DetectAnomalies."""
+    if INFERENCE in backend.settings.roles:
+        yield None
+        return
+    try:
+        served = hosting.HostedModel(artifacts.local_engine(backend, project, int(version)), 1,
+                                     f"{project}-{version}-trial", backend.settings.device)
+    except Exception as error:  # noqa: BLE001 - the artifact is missing or unusable: the trial says why
+        log.exception("trial detection %s/%s could not load the model on this node", project, version)
+        raise ValidationException(f"model {version} could not be loaded for the trial "
+                                  f"({hosting.client_reason(backend, error)}).") from None
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+def _detect_one(backend: Backend, project: str, name: str, version: str, ref: str,
+                served: hosting.HostedModel | None) -> None:
     bucket, key = parse_s3_uri(ref)  # refs are built as S3 URIs
     trials = backend.store.trials
     try:
@@ -241,7 +252,8 @@ def _detect_one(backend: Backend, project: str, name: str, version: str, ref: st
         if found is None:
             raise ValidationException(f"{ref} is not a PNG or JPEG image.")
         result, prediction = detection.detect(backend, {"ProjectName": project, "ModelVersion": version,
-                                                        "Body": body, "ContentType": CONTENT_TYPES[found]})
+                                                        "Body": body, "ContentType": CONTENT_TYPES[found]},
+                                              served)
     except ObjectNotFound as missing:
         trials.record_image(project, name, ref, error=str(missing))
     except ValidationException as refused:

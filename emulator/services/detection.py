@@ -112,13 +112,16 @@ def detect_anomalies(backend: Backend, params: dict[str, Any]) -> dict[str, Any]
     return detect(backend, params)[0]
 
 
-def detect(backend: Backend, params: dict[str, Any]) -> tuple[dict[str, Any], engine.Prediction]:
+def detect(backend: Backend, params: dict[str, Any],
+           served: hosting.HostedModel | None = None) -> tuple[dict[str, Any], engine.Prediction]:
     """DetectAnomalies' answer with the engine's prediction it came from (whose anomaly map the
-    console's trial detections show as a heatmap, for every model)."""
+    console's trial detections show as a heatmap, for every model). `served` is a copy of the model
+    the caller loaded itself (a console trial on a node without the inference role); None: this
+    node's hosted copy."""
     row = get_model(backend, params["ProjectName"], params["ModelVersion"])
     if row.status != ModelStatus.HOSTED:
         raise conflict(row, "detect anomalies with")
-    hosted = _served_here(backend, row)
+    hosted = _served_here(backend, row) if served is None else served
     image = read_image(params["Body"], params["ContentType"], hosted.image_size)
     try:
         prediction = hosted.predict(image)

@@ -178,6 +178,9 @@ def start_model(backend: Backend, params: dict[str, Any]) -> dict[str, Any]:
                                                min_inference_units=units, max_inference_units=max_units):
             raise conflict(row, "start")
         backend.store.hostings.clear(row.project, row.version)  # a new start: earlier failures don't count
+        # Hosted by this start, not by an earlier trial's: no trial stops it (a trial that starts the
+        # model records itself after this, in the same transaction).
+        backend.store.trials.forget_hosting(row.project, row.version)
         backend.store.hostings.announce()  # every inference node loads it
     hosting.reconciler(backend).wake()
     return {"Status": STARTING_HOSTING}

@@ -621,6 +621,32 @@ class Trials(_Repository):
                            .values(status=status, status_message=message)) == 1
 
 
+    # The models trials started. Both decisions read and write in one write transaction, which every
+    # node's writers take in turn, so two nodes' trials never both start, or both stop, a model.
+    def hosting_started(self, project: str, version: int) -> None:
+        """Record that a trial started the model (in the caller's transaction, with its StartModel)."""
+        self._write(self._upsert(schema.trial_hostings).values(project=project, version=version)
+                    .on_conflict_do_nothing())
+
+    def forget_hosting(self, project: str, version: int) -> None:
+        """The model is not (or no longer) hosted for trials: a StartModel of its own hosts it now."""
+        h = schema.trial_hostings.c
+        self._write(delete(schema.trial_hostings).where(h.project == project, h.version == version))
+
+    def last_out(self, project: str, version: int, trial: str, running: str) -> bool:
+        """Trial `trial` is done with the model: True if a trial started the model and no other trial
+        of the project in status `running` uses it, after forgetting that trials started it (the
+        caller stops it in the same transaction)."""
+        t, h = schema.trial_detections.c, schema.trial_hostings.c
+        with self._db.transaction() as conn:
+            started = conn.execute(select(h.version).where(h.project == project, h.version == version)).first()
+            if started is None or conn.execute(select(t.name).where(
+                    t.project == project, t.model_version == version, t.status == running, t.name != trial)
+                    .limit(1)).first() is not None:
+                return False
+            conn.execute(delete(schema.trial_hostings).where(h.project == project, h.version == version))
+        return True
+
 class Hostings(_Repository):
     """The live nodes and the models each holds (hosting as desired state: emulator.services.hosting).
 

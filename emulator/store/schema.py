@@ -186,6 +186,14 @@ trial_images = Table(
                          ondelete="CASCADE"),
 )
 
+trial_hostings = Table(  # models that trial detections started (emulator.console.trial_runs): the last
+    # trial running on one, on whichever node, stops it; a model hosted any other way has no row here.
+    "trial_hostings", metadata,
+    Column("project", Text, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    ForeignKeyConstraint(["project", "version"], ["models.project", "models.version"], ondelete="CASCADE"),
+)
+
 # Hosting across nodes (emulator.services.hosting): the models table's status says what should be
 # hosted; these two say what each live server actually holds. Rows of a node whose heartbeat is older
 # than three heartbeats are a dead node's and are ignored, then deleted by whichever node notices.

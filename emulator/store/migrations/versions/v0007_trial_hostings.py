@@ -1,0 +1,30 @@
+"""The models trial detections started, in the database rather than one server's memory, so that in
+a fleet the last trial on any node stops the model and a trial never stops a model a user hosted
+(emulator.console.trial_runs).
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-05
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "trial_hostings",
+        sa.Column("project", sa.Text, primary_key=True),
+        sa.Column("version", sa.Integer, primary_key=True),
+        sa.ForeignKeyConstraint(["project", "version"], ["models.project", "models.version"], ondelete="CASCADE"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("trial_hostings")
