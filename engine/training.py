@@ -43,7 +43,7 @@ from .errors import EngineError
 from .features import PatchFeatureExtractor
 from .finetune import FineTuned, cell_targets
 from .finetune import out_of_fold as finetune_out_of_fold
-from .groups import grouped_folds, near_duplicate_groups
+from .groups import folds_hold_out_groups, grouped_folds, near_duplicate_groups
 from .images import working_size
 from .memory import MemoryBank, greedy_coreset, positional_offset
 from .metrics import auroc, prf
@@ -186,6 +186,10 @@ def fit(
         "n_masked": int(sum(m is not None for m in data.masks)),
         "n_cv_images": int(len(feats.cv_idx)),
         "near_duplicates": groups.summary(),
+        # Image folds (the fallback when a class has fewer than two groups) flatter the out-of-fold
+        # figures wherever near-duplicates exist: the report says which kind the choices were made on.
+        "cv_holds_out": ("groups" if folds_hold_out_groups(ycv, feats.groups[feats.cv_idx], opts.cv_folds, opts.seed)
+                         else "images (a class has fewer than two near-duplicate groups)"),
         "work_size": list(feats.work),
         "grid": list(feats.grid),
         "memory_bank": int(oneclass.bank.entries.shape[0]),
