@@ -13,10 +13,17 @@ segmentation head cell by cell, and its maximum is pushed towards the image labe
 random horizontal and vertical flips of the cached feature maps.
 
 The candidate is K networks, one per cross-validation fold. Each image's out-of-fold score comes from
-the network that did not see it, and the deployed scorer is the mean of the K networks' logits: a new
+the network that did not see it, and the deployed scorer is the mean of the K networks' scores: a new
 image is unseen by all of them, so the threshold chosen on out-of-fold scores keeps its meaning -- a
 network refit on all images would be more confident on new images than any fold network was, and the
 threshold would not transfer. Training is seeded and bounded by step counts, so it is reproducible.
+
+Each network's logit is put in units of its own held-out normals (``normal_score_stats``: median and
+upper spread of the normals of its fold) before anything is pooled or averaged. Fold networks trained
+from different batches end on different logit scales (KolektorSDD labels only, seed 0: held-out
+normals' medians -7.6 / -4.7 / -6.5, spreads 2.5 / 1.6 / 2.5), so raw out-of-fold logits pooled three
+scales into one threshold choice, and a network whose normals sat high supplied all the "false
+positives" the threshold was placed against; the deployed mean was on yet another scale.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ from torch import nn
 
 from .backbone import Trunk, upper_stages, weights_as_inputs
 from .segmentation import mask_to_grid
+from .threshold import normal_score_stats
 
 _BATCH_HALF = 4  # each step sees this many anomalies and this many normals
 _LR_UPPER = 3e-4  # pretrained stages: small steps keep what ImageNet taught them
@@ -58,35 +66,42 @@ class FineTunedNet(nn.Module):
         return self.cls(pooled)[:, 0], self.seg(h)[:, 0]
 
 
-class _MeanLogit(nn.Module):
-    """The fold networks as one module: the mean of their image logits (what gets traced)."""
+class _FoldLogits(nn.Module):
+    """The fold networks as one module: their image logits side by side (what gets traced)."""
 
     def __init__(self, nets: Sequence[FineTunedNet]) -> None:
         super().__init__()
         self.nets = nn.ModuleList(nets)
 
     def forward(self, base: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return torch.stack([net(base)[0] for net in self.nets]).mean(0)
+        return torch.stack([net(base)[0] for net in self.nets], 1)
 
 
 class FineTuned:
-    """The deployed candidate: the fold networks, scored as the mean of their image logits."""
+    """The deployed candidate: the fold networks, scored as the mean of their calibrated logits.
 
-    def __init__(self, nets: Sequence[FineTunedNet]) -> None:
+    ``calibration`` holds each network's (centre, scale) from its held-out normals (module
+    docstring); (0, 1) for each leaves the raw logits (artifacts written before calibration)."""
+
+    def __init__(self, nets: Sequence[FineTunedNet], calibration: Sequence[tuple[float, float]] | None = None) -> None:
         self.nets = list(nets)
-        self._mean = _MeanLogit(self.nets).eval()
+        self.calibration = [(float(c), float(s)) for c, s in calibration] if calibration is not None else \
+            [(0.0, 1.0)] * len(self.nets)
+        if len(self.calibration) != len(self.nets):
+            raise ValueError("one (centre, scale) per fold network")
+        self._logits = _FoldLogits(self.nets).eval()
         self._traced: dict[tuple[str, int, int], Callable[[torch.Tensor], torch.Tensor] | None] = {}
         self._lock = threading.Lock()
 
     def to(self, device: torch.device) -> FineTuned:
         """Move every network to ``device``."""
-        self._mean.to(device)
+        self._logits.to(device)
         self._traced.clear()
         return self
 
     @torch.inference_mode()
     def image_scores(self, base: torch.Tensor) -> np.ndarray:
-        """Mean image logit of the fold networks for finest-level features ``base``.
+        """Mean calibrated image logit of the fold networks for finest-level features ``base``.
 
         Runs a traced graph per input size, shared by every model of the same shape with the weights
         as its inputs (``weights_as_inputs``: a trace per model, frozen or not, stayed in memory for
@@ -94,15 +109,17 @@ class FineTuned:
         key = (str(base.device), int(base.shape[-2]), int(base.shape[-1]))
         with self._lock:  # concurrent first predictions trace once
             if key not in self._traced:
-                self._traced[key] = weights_as_inputs(self._mean, base[:1])
-            scorer = self._traced[key] or self._mean
-        return scorer(base).double().cpu().numpy()
+                self._traced[key] = weights_as_inputs(self._logits, base[:1])
+            scorer = self._traced[key] or self._logits
+        logits = scorer(base).double().cpu().numpy()
+        centre, scale = np.array(self.calibration).T
+        return ((logits - centre) / scale).mean(1)
 
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """Serialised form (see state.py): every fold network's parameters under ``<fold>.<name>``."""
         tensors = {f"{k}.{name}": value.detach().cpu() for k, net in enumerate(self.nets)
                    for name, value in net.state_dict().items()}
-        return {"folds": len(self.nets)}, tensors
+        return {"folds": len(self.nets), "calibration": [list(cs) for cs in self.calibration]}, tensors
 
     @classmethod
     def restore(cls, config: dict, tensors: dict[str, torch.Tensor], trunk: Trunk) -> FineTuned:
@@ -113,7 +130,7 @@ class FineTuned:
             prefix = f"{k}."
             net.load_state_dict({n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)})
             nets.append(net.eval())
-        return cls(nets)
+        return cls(nets, config.get("calibration"))
 
 
 def cell_targets(masks: Sequence[np.ndarray | None], labels: np.ndarray, n_labels: int,
@@ -175,14 +192,19 @@ def out_of_fold(trunk: Trunk, base: torch.Tensor, labels: np.ndarray, cells: tor
                 folds: Sequence[tuple[np.ndarray, np.ndarray]], epochs: int, seed: int, device: torch.device,
                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, FineTuned]:
     """One network per (train, held-out) fold (training holds out whole near-duplicate groups): each
-    image's score from the fold network that did not see it, and the fold networks together (the
-    deployed candidate)."""
+    image's calibrated score from the fold network that did not see it, and the fold networks together
+    (the deployed candidate), each calibrated on its own held-out normals."""
     scores = np.zeros(len(labels), dtype=np.float64)
-    nets = []
+    nets, calibration = [], []
     for k, (train, held) in enumerate(folds):
         net = train_net(trunk, base[train], labels[train], cells[train], epochs, seed + k, device)
-        scores[held] = FineTuned([net]).image_scores(base[held].to(device))
+        raw = FineTuned([net]).image_scores(base[held].to(device))
+        # Stratified folds hold out normals in every fold; (0, 1) keeps raw logits if one did not.
+        held_normals = raw[labels[held] == 0]
+        centre, scale = normal_score_stats(held_normals) if len(held_normals) else (0.0, 1.0)
+        scores[held] = (raw - centre) / scale
         nets.append(net)
+        calibration.append((centre, scale))
         if progress is not None:
             progress(k + 1)
-    return scores, FineTuned(nets)
+    return scores, FineTuned(nets, calibration)

@@ -121,6 +121,30 @@ def near_duplicate_groups(descriptors: np.ndarray, seed: int = 0) -> Groups:
     return Groups(order[inverse].astype(np.int64), cut)
 
 
+def _whole_group_folds(strata: np.ndarray, groups: np.ndarray, folds: int,
+                       seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Stratified K folds of whole groups, or None when no such split keeps every stratum in every
+    training part (a stratum with fewer than two groups)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels = np.unique(strata)
+    per_stratum = [len(np.unique(groups[strata == s])) for s in labels]
+    if min(per_stratum) < 2:
+        return None
+    split = StratifiedGroupKFold(min(folds, *per_stratum), shuffle=True, random_state=seed)
+    pairs = list(split.split(np.zeros(len(strata)), strata, groups))
+    if all(len(np.unique(strata[tr])) == len(labels) for tr, _ in pairs):
+        return pairs
+    return None
+
+
+def folds_hold_out_groups(strata: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> bool:
+    """Whether ``grouped_folds`` holds out whole groups (True) or falls back to image folds (False):
+    the training report says so, since image folds make the out-of-fold figures optimistic when
+    near-duplicates exist."""
+    return _whole_group_folds(np.asarray(strata), np.asarray(groups), folds, seed) is not None
+
+
 def grouped_folds(strata: np.ndarray, groups: np.ndarray, folds: int,
                   seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified K-fold over whole groups: (train, held-out) index pairs; every group is held out
@@ -130,17 +154,13 @@ def grouped_folds(strata: np.ndarray, groups: np.ndarray, folds: int,
     alone). When a stratum has fewer than two groups (all anomalies of a set are near-duplicates of
     one another, say), no grouped split can do that, and the folds hold out images instead of groups:
     a flattering out-of-fold estimate is better than no candidate at all."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
 
     strata = np.asarray(strata)
     groups = np.asarray(groups)
-    labels = np.unique(strata)
-    per_stratum = [len(np.unique(groups[strata == s])) for s in labels]
-    if min(per_stratum) >= 2:
-        split = StratifiedGroupKFold(min(folds, *per_stratum), shuffle=True, random_state=seed)
-        pairs = list(split.split(np.zeros(len(strata)), strata, groups))
-        if all(len(np.unique(strata[tr])) == len(labels) for tr, _ in pairs):
-            return pairs
-    members = [int(np.sum(strata == s)) for s in labels]
+    pairs = _whole_group_folds(strata, groups, folds, seed)
+    if pairs is not None:
+        return pairs
+    members = [int(np.sum(strata == s)) for s in np.unique(strata)]
     split_images = StratifiedKFold(max(2, min(folds, *members)), shuffle=True, random_state=seed)
     return list(split_images.split(np.zeros(len(strata)), strata))

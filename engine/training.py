@@ -18,8 +18,9 @@
     K-fold out-of-fold, and "combined" (mean of it and the one-class score, each standardised).
  7. ``_finetuned_candidate`` (enough labelled anomalies): the backbone's upper stages fine-tuned on
     image labels and masks, one network per fold; out-of-fold scores (finetune.py).
- 8. ``_choose``: the best cross-validated AUROC wins; near-ties prefer combined, then oneclass (more
-    robust to defect types absent from training), then finetuned.
+ 8. ``_choose``: the best cross-validated AUROC wins; near-ties go to the best out-of-fold F1 at each
+    candidate's own threshold, then prefer combined, then oneclass (more robust to defect types absent
+    from training), then finetuned.
  9. ``_calibrate``: the decision threshold from the winner's out-of-fold scores (threshold.py).
 10. ``_pixel_calibration``: the pixel threshold of the anomaly map (segmentation: the one that best
     reproduces the training masks, its IoU reported by K-fold CV).
@@ -43,7 +44,7 @@ from .errors import EngineError
 from .features import PatchFeatureExtractor
 from .finetune import FineTuned, cell_targets
 from .finetune import out_of_fold as finetune_out_of_fold
-from .groups import grouped_folds, near_duplicate_groups
+from .groups import folds_hold_out_groups, grouped_folds, near_duplicate_groups
 from .images import working_size
 from .memory import MemoryBank, greedy_coreset, positional_offset
 from .metrics import auroc, prf
@@ -175,6 +176,7 @@ def fit(
     _finetuned_candidate(candidates, data, y, feats, opts, device, clock)
     ycv = y[feats.cv_idx]
     chosen, aucs = _choose(candidates, ycv, opts.candidates)
+    summaries = {name: _candidate_summary(scores, ycv) for name, scores in candidates.scores.items()}
     image_norm, threshold_report = _calibrate(candidates.scores[chosen], ycv)
     oof_pred = candidates.scores[chosen] >= image_norm.threshold
     pixel_source, pixel_norm, seg_report = _pixel_calibration(data, y, feats, oneclass, candidates, oof_pred,
@@ -186,14 +188,18 @@ def fit(
         "n_masked": int(sum(m is not None for m in data.masks)),
         "n_cv_images": int(len(feats.cv_idx)),
         "near_duplicates": groups.summary(),
+        # Image folds (the fallback when a class has fewer than two groups) flatter the out-of-fold
+        # figures wherever near-duplicates exist: the report says which kind the choices were made on.
+        "cv_holds_out": ("groups" if folds_hold_out_groups(ycv, feats.groups[feats.cv_idx], opts.cv_folds, opts.seed)
+                         else "images (a class has fewer than two near-duplicate groups)"),
         "work_size": list(feats.work),
         "grid": list(feats.grid),
         "memory_bank": int(oneclass.bank.entries.shape[0]),
         "device": str(device),
         "candidate": chosen,
         "cv_auroc": aucs,
-        "candidates": {name: _candidate_summary(scores, ycv) for name, scores in candidates.scores.items()},
-        "choice": _choice_reason(chosen, aucs, opts.candidates),
+        "candidates": summaries,
+        "choice": _choice_reason(chosen, aucs, opts.candidates, summaries),
         "skipped": candidates.skipped,
         **threshold_report,
         "seg_iou_cv": seg_report,
@@ -402,13 +408,14 @@ def _finetuned_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, 
                 "turned off (finetune_epochs=0)" if opts.finetune_epochs == 0 else
                 f"needs at least {opts.min_anomalies_for_supervised} labelled anomalies and normal images")
         return
-    ahead = _PREFERENCE[: _PREFERENCE.index("finetuned")]
-    for name in ahead:
-        auc = auroc(ycv, cands.scores[name]) if name in cands.scores else None
-        if (opts.candidates is None or name in opts.candidates) and auc is not None and auc >= 1 - _TIE:
-            # A candidate preferred on near-ties already separates the training images: fine-tuning
-            # could not be chosen, so its minutes are saved.
-            cands.skipped["finetuned"] = f"not needed: {name} already has cross-validated AUROC {auc:.4f}"
+    for name, scores in cands.scores.items():
+        auc = auroc(ycv, scores)
+        if (opts.candidates is None or name in opts.candidates) and auc is not None and auc >= 1 - _TIE \
+                and _candidate_summary(scores, ycv).get("cv_f1") == 1.0:
+            # A candidate already separates the training images out-of-fold, at its threshold too:
+            # fine-tuning could at best tie it, which is not worth its minutes.
+            cands.skipped["finetuned"] = (f"not needed: {name} already separates the training images "
+                                          f"(cross-validated AUROC {auc:.4f}, F1 1.0)")
             feats.base = None
             return
     gh, gw = feats.grid
@@ -428,13 +435,28 @@ def _finetuned_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, 
 
 def _choose(cands: _Candidates, ycv: np.ndarray,
             allowed: Sequence[str] | None) -> tuple[str, dict[str, float | None]]:
-    """The allowed candidate with the best out-of-fold AUROC (near-ties broken by _PREFERENCE)."""
+    """The allowed candidate with the best out-of-fold AUROC. Near-ties (within _TIE) go to the
+    highest out-of-fold F1 at each one's own threshold, then to _PREFERENCE.
+
+    AUROC ranks over every threshold; the model answers at one. Among candidates that rank equally
+    well, the one with fewer out-of-fold errors at its threshold is the one whose threshold held on
+    held-out parts: on the cookies the preferred "combined" candidate (AUROC 1.0) left a thin margin,
+    its threshold fell below a held-out normal for seeds 1 and 2 (F1 0.985) and one test normal was
+    flagged for seed 2, while "supervised" (AUROC 1.0, F1 1.0 every seed) was right on every test image.
+    Exact F1 ties keep the preference (defect types absent from training favour the one-class part)."""
     aucs = {name: auroc(ycv, scores) for name, scores in cands.scores.items()}
     valid = {k: a for k, a in aucs.items() if a is not None and (allowed is None or k in allowed)}
     if not valid:  # no labelled anomaly: the one-class model is the only choice
         return "oneclass", aucs
-    best = max(valid.values())
-    return next(c for c in _PREFERENCE if c in valid and valid[c] >= best - _TIE), aucs
+    tied = _near_ties(valid)
+    f1 = {c: _candidate_summary(cands.scores[c], ycv).get("cv_f1") or 0.0 for c in tied}
+    return max(tied, key=lambda c: f1[c]), aucs  # max keeps the first (preferred) of equal F1s
+
+
+def _near_ties(valid: Mapping[str, float | None]) -> list[str]:
+    """Candidates within _TIE of the best AUROC, in _PREFERENCE order."""
+    best = max(a for a in valid.values() if a is not None)
+    return [c for c in _PREFERENCE if (valid.get(c) or -1.0) >= best - _TIE]
 
 
 def _calibrate(scores: np.ndarray, ycv: np.ndarray) -> tuple[ScoreNormaliser, dict[str, Any]]:
@@ -524,17 +546,20 @@ def _candidate_summary(scores: np.ndarray, ycv: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def _choice_reason(chosen: str, aucs: dict[str, float | None], allowed: Sequence[str] | None) -> str:
+def _choice_reason(chosen: str, aucs: dict[str, float | None], allowed: Sequence[str] | None,
+                   summaries: Mapping[str, Mapping[str, Any]]) -> str:
     valid = {k: a for k, a in aucs.items() if a is not None and (allowed is None or k in allowed)}
     if not valid:
         if allowed is not None and any(a is not None for a in aucs.values()):
             return f"none of the allowed candidates ({', '.join(allowed)}) could run: one-class model"
         return "no labelled anomalies: one-class model (normal images only)"
-    best = max(valid, key=lambda k: valid[k])
-    if chosen == best:
+    tied = _near_ties(valid)
+    if len(tied) == 1:
         return f"highest cross-validated AUROC ({valid[chosen]:.4f})"
-    return (f"within {_TIE} of the best cross-validated AUROC ({best} {valid[best]:.4f}); "
-            f"{chosen} ({valid[chosen]:.4f}) is preferred on near-ties (order {', '.join(_PREFERENCE)})")
+    f1s = ", ".join(f"{c} {summaries[c].get('cv_f1') or 0.0:.3f}" for c in tied)
+    return (f"{', '.join(tied)} within {_TIE} of the best cross-validated AUROC; {chosen} "
+            f"(AUROC {valid[chosen]:.4f}) has the highest out-of-fold F1 at its own threshold ({f1s}; "
+            f"equal F1s go by the order {', '.join(_PREFERENCE)})")
 
 
 def _cv_subset(y: np.ndarray, masked: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:

@@ -64,3 +64,43 @@ def test_finetuning_needs_labelled_anomalies_and_can_be_turned_off():
         fit(train, options=fast_options(candidates=["bogus"]))
     with pytest.raises(EngineError, match="finetune_epochs"):
         fit(train, options=fast_options(finetune_epochs=-1))
+
+
+def test_fold_networks_score_in_units_of_their_own_held_out_normals():
+    """Fold networks end on different logit scales; pooling their raw out-of-fold logits mixed the
+    scales under one threshold. Each network's scores are now centred and scaled on the normals of its
+    own held-out fold, and the deployed score is the mean of those calibrated scores."""
+    import torch
+
+    from engine.backbone import Trunk, load_pretrained_state_dict, trunk_state_dict
+    from engine.finetune import FineTuned, out_of_fold
+    from engine.groups import grouped_folds
+    from engine.state import own, put
+
+    trunk = Trunk("efficientnet_lite0",
+                  trunk_state_dict("efficientnet_lite0", load_pretrained_state_dict("efficientnet_lite0")))
+    torch.manual_seed(0)
+    images = torch.rand(24, 3, 64, 64)
+    labels = np.array([0] * 16 + [1] * 8)
+    images[labels == 1, :, 20:40, 20:40] = 1.0  # a bright square on every anomaly
+    with torch.inference_mode():
+        base = trunk.eager(images)[0].clone()
+    cells = torch.full((len(labels), base.shape[-2] // 2, base.shape[-1] // 2), -1.0)  # the /16 grid
+    cells[labels == 0] = 0.0
+    folds = grouped_folds(labels, np.arange(len(labels)), 3, seed=0)
+    scores, tuned = out_of_fold(trunk, base, labels, cells, folds, 1, 0, torch.device("cpu"))
+    for _, held in folds:
+        normals = scores[held][labels[held] == 0]
+        assert abs(np.median(normals)) < 1e-9
+        assert abs(np.quantile(normals, 0.9) - np.median(normals) - 1.0) < 1e-9
+    assert len(set(tuned.calibration)) == 3 and all(scale > 0 for _, scale in tuned.calibration)
+    # Deployed: the mean of the calibrated logits, and the calibration survives save and load.
+    with torch.inference_mode():
+        raw = np.stack([FineTuned([net]).image_scores(base) for net in tuned.nets], 1)
+    centre, scale = np.array(tuned.calibration).T
+    assert np.allclose(tuned.image_scores(base), ((raw - centre) / scale).mean(1), atol=1e-5)
+    stored: dict = {}
+    tensors: dict = {}
+    put("finetuned", tuned, stored, tensors)
+    restored = FineTuned.restore(stored["finetuned"], own("finetuned", tensors), trunk)
+    assert np.allclose(restored.image_scores(base), tuned.image_scores(base), atol=1e-5)

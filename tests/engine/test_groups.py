@@ -8,7 +8,7 @@ import pytest
 from engine import fit
 from engine.backbone import load_pretrained_state_dict, trunk_state_dict
 from engine.features import PatchFeatureExtractor
-from engine.groups import grouped_folds, near_duplicate_groups
+from engine.groups import folds_hold_out_groups, grouped_folds, near_duplicate_groups
 from engine.images import working_size
 from tests.engine.engine_synth import cookies_dir, fast_options, make_items
 
@@ -74,6 +74,7 @@ def test_fit_reports_groups_and_expected_precision_recall():
     found = report["near_duplicates"]
     assert found["groups"] < len(items) and found["images_with_siblings"] >= 2, found
     assert 0.0 <= report["expected_precision"] <= 1.0 and 0.0 <= report["expected_recall"] <= 1.0
+    assert report["cv_holds_out"] == "groups"
 
 
 def test_folds_keep_every_class_in_training_when_one_class_is_a_single_group():
@@ -87,8 +88,10 @@ def test_folds_keep_every_class_in_training_when_one_class_is_a_single_group():
     for train, held_out in folds:
         assert set(strata[train]) == {0, 1} and set(strata[held_out]) == {0, 1}
     assert sorted(np.concatenate([held_out for _, held_out in folds]).tolist()) == list(range(18))
+    assert not folds_hold_out_groups(strata, groups, 3, seed=0)  # what the training report states
     # With two groups of anomalies, whole groups are held out again.
     groups[15:] = 13
+    assert folds_hold_out_groups(strata, groups, 3, seed=0)
     for train, held_out in grouped_folds(strata, groups, 3, seed=0):
         assert not set(groups[train]) & set(groups[held_out])
         assert set(strata[train]) == {0, 1}
