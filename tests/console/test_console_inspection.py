@@ -14,6 +14,7 @@ import urllib.request
 import numpy as np
 import pytest
 from PIL import Image
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
@@ -22,6 +23,8 @@ from tests.console.console_support import click_and_load, find, find_all, is_sta
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 BUCKET = "console-inspection-tests"
+# What the model page shows while a model trains, in the order a live line lists them.
+LIVE_FIGURES = ("#stage", "#percent-done", "#elapsed", "#time-left", "#status-message")
 
 
 def stage_datasets(lookout, s3, project: str, missing: bool = False) -> None:
@@ -68,21 +71,22 @@ def trained(browser, console_url, lookout, s3):
     def counted_or_settled() -> str | None:
         """'counted' once the page has counted the elapsed time up while the model trains; 'settled'
         when a quick training ended first (the settled page no longer shows live figures)."""
-        if text(driver, "#status") != "TRAINING":
+        line = _live_line(driver)
+        if line is None or text(driver, "#status") != "TRAINING":
             return "settled"
-        stages.add(text(driver, "#stage"))
-        lines.add(" | ".join(text(driver, css) for css in ("#stage", "#percent-done", "#elapsed", "#time-left",
-                                                          "#status-message")))
-        now = re.fullmatch(r"(\d+):(\d\d) elapsed", text(driver, "#elapsed"))
+        stages.add(line.split(" | ", 1)[0])
+        lines.add(line)
+        now = re.fullmatch(r"(\d+):(\d\d) elapsed", line.split(" | ")[2])
         return "counted" if now and int(now.group(1)) * 60 + int(now.group(2)) > first else None
 
     watched = elapsed != "settled" and until(counted_or_settled, 60,
                                              "the elapsed time to count up or the training to end") == "counted"
     if watched:
-        until(lambda: text(driver, "#status") != "TRAINING" or not text(driver, "#stage").startswith("copying"),
-              60, "a training stage after copying")
-        lines.add(" | ".join(text(driver, css) for css in ("#stage", "#percent-done", "#elapsed", "#time-left",
-                                                          "#status-message")))
+        until(lambda: (line := _live_line(driver)) is None or text(driver, "#status") != "TRAINING"
+              or not line.startswith("copying"), 60, "a training stage after copying")
+        line = _live_line(driver)  # None when the training ended meanwhile and the page has settled
+        if line is not None:
+            lines.add(line)
         shoot(driver, _screens(), "model-training") if _screens() else None
     wait_for_status(driver, "#status", "TRAINED")
     assert stages - {""}, stages
@@ -94,6 +98,15 @@ def trained(browser, console_url, lookout, s3):
         assert re.fullmatch(r"[a-z ,-]+ \| \d+% done \| \d+:\d\d elapsed \| (estimating the time left|"
                             r"less than a minute left|about \d+ minutes? left) \| ", line), line
     return project
+
+
+def _live_line(driver) -> str | None:
+    """The page's live progress figures in one line, or None once the page has settled: a settled page
+    shows none of them, and it replaces the live one whenever the training ends, even between two reads."""
+    try:
+        return " | ".join(text(driver, css) for css in LIVE_FIGURES)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
 
 
 def _screens():
