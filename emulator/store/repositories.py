@@ -28,7 +28,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -327,10 +326,6 @@ class Models(_Repository):
         """Move the model from one of the `expected` statuses to `status`, with other columns
         (JSON ones given as values); False if it was in none of them (or is gone)."""
         return self._transition(self._key(project, version), expected, status, message, columns) == 1
-
-    def transition_all(self, expected: Iterable[str], status: str, message: str, **columns: Any) -> int:
-        """`transition` for every model in one of the `expected` statuses; how many moved."""
-        return self._transition(true(), expected, status, message, columns)
 
     def set_message(self, project: str, version: int, status: str, message: str) -> bool:
         """Change the StatusMessage of a model that is still in `status` (e.g. training progress)."""
