@@ -86,10 +86,12 @@ def colour_mask(dataset: str, path: Path) -> np.ndarray:
         return np.asarray(mask.convert("RGB"))
 
 
-def write_results(results: dict[str, Any], path: Path | None) -> None:
-    """Close a benchmark's results: the load average at the end, printed as JSON and, if asked, saved."""
+def write_results(results: dict[str, Any], path: Path | None, echo: bool = True) -> None:
+    """Close a benchmark's results: the load average at the end, printed as JSON (unless `echo` is
+    False: a benchmark that prints a summary of its own) and, if asked, saved."""
     results["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     text = json.dumps(results, indent=2)
-    print(text)
+    if echo:
+        print(text)
     if path:
         path.write_text(text + "\n")

@@ -15,6 +15,7 @@ temporary data dir, so the server and this client do not share an interpreter. S
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -53,19 +54,39 @@ def start_server(data_dir: str) -> tuple[subprocess.Popen[str], str]:
     raise SystemExit("the emulator did not start")
 
 
-def cpu_seconds(pid: int | None) -> float | None:
+def _stat_fields(stat: Path) -> list[str]:
+    """/proc/PID/stat's fields after the command name (which may hold spaces): state, ppid, ..."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int | None, tree: bool = False) -> float | None:
     """CPU time (user + system, all threads) the server process has used so far; None if unknown.
+    With `tree`, also that of every process below it and of their children already ended: a training
+    runs in a child of the server's forkserver (emulator/training_process.py), which the server's
+    own figure leaves out.
 
     On a shared machine wall-clock figures depend on the other load; CPU time per step does not."""
     stat = Path(f"/proc/{pid}/stat")
     if pid is None or not stat.exists():
         return None
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if not tree:
+        fields = _stat_fields(stat)
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    processes: dict[int, tuple[int, int]] = {}  # pid: (parent, clock ticks: own and ended children's)
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            fields = _stat_fields(entry)
+            processes[int(entry.parent.name)] = (int(fields[1]), sum(int(fields[i]) for i in range(11, 15)))
+    below, ticks = [pid], 0
+    while below:
+        current = below.pop()
+        ticks += processes.get(current, (0, 0))[1]
+        below.extend(child for child, (parent, _) in processes.items() if parent == current)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_delta(pid: int | None, before: float | None, scale: float = 1.0) -> float | None:
-    after = cpu_seconds(pid)
+def cpu_delta(pid: int | None, before: float | None, scale: float = 1.0, tree: bool = False) -> float | None:
+    after = cpu_seconds(pid, tree)
     return None if after is None or before is None else round((after - before) * scale, 3)
 
 
@@ -118,10 +139,10 @@ def run(endpoint_url: str, server_pid: int | None, cookies: Path, latency_calls:
     def model() -> dict[str, Any]:
         return lookout.describe_model(ProjectName=PROJECT, ModelVersion="1")["ModelDescription"]
 
-    cpu = cpu_seconds(server_pid)
+    cpu = cpu_seconds(server_pid, tree=True)
     lookout.create_model(ProjectName=PROJECT, OutputConfig={"S3Location": {"Bucket": BUCKET, "Prefix": "output/"}})
     trained, train_seconds = wait_for(model, ("TRAINING",), 0.1)
-    train_cpu = cpu_delta(server_pid, cpu)
+    train_cpu = cpu_delta(server_pid, cpu, tree=True)
     if trained["Status"] != "TRAINED":
         raise SystemExit(f"training failed: {trained['StatusMessage']}")
     lookout.start_model(ProjectName=PROJECT, ModelVersion="1", MinInferenceUnits=2)

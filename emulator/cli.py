@@ -28,10 +28,12 @@ from urllib.parse import urlsplit
 from emulator.config import (
     DEFAULT_ACCOUNT_ID,
     DEFAULT_DEVICE,
+    DEFAULT_ENGINE_SEED,
     DEFAULT_FINETUNE_EPOCHS,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_REGION,
+    MAX_ENGINE_SEED,
     MAX_JOB_HEARTBEAT_SECONDS,
     ROLES,
     Settings,
@@ -254,6 +256,10 @@ def _finetune_epochs(text: str) -> int:
     return _whole_number_in(text, 0, MAX_FINETUNE_EPOCHS)
 
 
+def _engine_seed(text: str) -> int:
+    return _whole_number_in(text, 0, MAX_ENGINE_SEED)
+
+
 def _job_kinds(text: str) -> tuple[str, ...]:
     kinds = tuple(dict.fromkeys(kind.strip() for kind in text.split(",") if kind.strip()))
     unknown = [kind for kind in kinds if kind not in JOB_KINDS]
@@ -339,6 +345,9 @@ SERVE_OPTIONS = (
     Option("--finetune-epochs", "LOOKOUT_FINETUNE_EPOCHS", DEFAULT_FINETUNE_EPOCHS, _finetune_epochs,
            f"training budget: epochs of backbone fine-tuning per network when a dataset has enough labelled "
            f"anomalies, 0 to {MAX_FINETUNE_EPOCHS} (training time grows about linearly; 0 turns it off)", "N"),
+    Option("--engine-seed", "LOOKOUT_ENGINE_SEED", DEFAULT_ENGINE_SEED, _engine_seed,
+           f"seed of new models' trainings, 0 to {MAX_ENGINE_SEED}: the same data and seed give the same model; "
+           "another seed shows how much a result owes to chance", "N"),
     Option("--max-trainings", "LOOKOUT_MAX_TRAININGS", Settings.max_trainings, _positive,
            "with a PostgreSQL --database-url: models this node trains at once (other jobs run beside them)",
            "N"),
@@ -525,7 +534,7 @@ def main(argv: list[str] | None = None) -> None:
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
                         trusted_proxies=args.trusted_proxies,
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                        device=args.device, finetune_epochs=args.finetune_epochs,
+                        device=args.device, finetune_epochs=args.finetune_epochs, engine_seed=args.engine_seed,
                         metrics_token_file=args.metrics_token_file, database_url=args.database_url,
                         max_trainings=args.max_trainings, job_heartbeat_seconds=args.job_heartbeat,
                         roles=args.role, job_kinds=args.job_kinds)

@@ -20,6 +20,11 @@ DEFAULT_ACCOUNT_ID = "123456789012"
 DEFAULT_DEVICE = "auto"
 # The training budget: epochs of backbone fine-tuning per fold network (0 turns fine-tuning off).
 DEFAULT_FINETUNE_EPOCHS = FitOptions.finetune_epochs
+# The seed of every random choice a training makes (folds, subsamples, network initialisation): one
+# dataset trained with one seed gives one model. The engine derives further seeds from it (seed + 1,
+# seed + fold) and hands them to scikit-learn, which takes at most 2**32 - 1: this bound leaves room.
+DEFAULT_ENGINE_SEED = FitOptions.seed
+MAX_ENGINE_SEED = 2**31 - 1
 # How long failed console sign-ins count, and how long a key id or address that failed too often waits.
 DEFAULT_SIGNIN_LOCKOUT_SECONDS = 15 * 60.0
 # The longest job-queue heartbeat: a dead node's jobs are taken over within about four heartbeats
@@ -79,6 +84,9 @@ class Settings:
     # Epochs of backbone fine-tuning when a dataset has enough labelled anomalies: more can catch
     # subtler defects, at a training time that grows about linearly with it.
     finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
+    # The seed new models train with: another one shows how much a result owes to chance (benchmarks
+    # train the same data with several).
+    engine_seed: int = DEFAULT_ENGINE_SEED
     # Console sign-in: failures within this many seconds count together, and a key id or client address
     # with too many (emulator.security.throttle) waits as long before it may try again.
     signin_lockout_seconds: float = DEFAULT_SIGNIN_LOCKOUT_SECONDS

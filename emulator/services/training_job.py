@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FIT_SEED = 0
 TRAINING_MESSAGE = "Training in progress."
 # How often a model waiting for its datasets looks again whether their jobs have ended.
 WAIT_POLL_SECONDS = 0.5
@@ -188,7 +187,7 @@ def _train(backend: Backend, plan: TrainingPlan) -> Outcome:
             shutil.rmtree(directory / part, ignore_errors=True)
         train = _materialise(backend, plan.train, directory / "data" / "train", plan, None)
         test = _materialise(backend, plan.test, directory / "data" / "test", plan, train[0])
-        options = engine.FitOptions(seed=FIT_SEED, max_train_seconds=MAX_TRAINING_SECONDS,
+        options = engine.FitOptions(seed=backend.settings.engine_seed, max_train_seconds=MAX_TRAINING_SECONDS,
                                     backbone=backend.settings.backbone, device=backend.settings.device,
                                     finetune_epochs=backend.settings.finetune_epochs)
         with training_process.start(train, test, options, plan.label_colors or None,

@@ -1,6 +1,7 @@
 """The ``lookout-emulator`` console script: flags, defaults, serving, and clean shutdown."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,19 +15,21 @@ import pytest
 
 from emulator.cli import build_parser, parse_args
 from emulator.store.migrate import head
-from tests.api.core_support import ServerProcess, sqlite_file_only
+from tests.api.core_support import CLI, ServerProcess, sqlite_file_only
+from tests.api.models_support import new_kit
 
 SCRIPT = Path(sys.executable).with_name("lookout-emulator")
 
 
 def test_serve_flags_and_documented_defaults(monkeypatch):
     for name in ("LOOKOUT_HOST", "LOOKOUT_PORT", "LOOKOUT_DATA_DIR", "LOOKOUT_REGION", "LOOKOUT_ACCOUNT_ID",
-                 "LOOKOUT_S3_ENDPOINT_URL", "LOOKOUT_THREADS", "LOOKOUT_BACKBONE", "LOOKOUT_FINETUNE_EPOCHS"):
+                 "LOOKOUT_S3_ENDPOINT_URL", "LOOKOUT_THREADS", "LOOKOUT_BACKBONE", "LOOKOUT_FINETUNE_EPOCHS",
+                 "LOOKOUT_ENGINE_SEED"):
         monkeypatch.delenv(name, raising=False)
     args = parse_args(build_parser(), ["serve"])
     assert (args.host, args.port, str(args.data_dir), args.region, args.account_id, args.s3_endpoint_url,
             args.threads) == ("127.0.0.1", 5010, "lookout-data", "us-east-1", "123456789012", None, 8)
-    assert args.finetune_epochs == 6
+    assert (args.finetune_epochs, args.engine_seed) == (6, 0)
 
 
 def test_trusted_proxies_add_up_from_the_variable_and_the_flags(monkeypatch):
@@ -79,6 +82,9 @@ def one_line_refusal(result: subprocess.CompletedProcess[str]) -> str:
     (["--threads", "many"], "argument --threads: 'many' is not a whole number"),
     (["--finetune-epochs", "201"], "argument --finetune-epochs: must be 0 to 200, not 201"),
     (["--finetune-epochs", "1.5"], "argument --finetune-epochs: '1.5' is not a whole number"),
+    (["--engine-seed", "-1"], "argument --engine-seed: must be 0 to 2147483647, not -1"),
+    (["--engine-seed", "2147483648"], "argument --engine-seed: must be 0 to 2147483647, not 2147483648"),
+    (["--engine-seed", "one"], "argument --engine-seed: 'one' is not a whole number"),
     (["--host", "not a host"], "argument --host: 'not a host' is not an IP address or host name"),
     (["--region", "Mars"], "argument --region: 'Mars' is not a region name"),
     (["--account-id", "12345"], "argument --account-id: '12345' is not a 12-digit account id"),
@@ -189,6 +195,7 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
     ({"LOOKOUT_PORT": "abc"}, "environment variable LOOKOUT_PORT: 'abc' is not a port number"),
     ({"LOOKOUT_THREADS": "-3"}, "environment variable LOOKOUT_THREADS: must be 1 to 256"),
     ({"LOOKOUT_FINETUNE_EPOCHS": "-1"}, "environment variable LOOKOUT_FINETUNE_EPOCHS: must be 0 to 200"),
+    ({"LOOKOUT_ENGINE_SEED": "0x10"}, "environment variable LOOKOUT_ENGINE_SEED: '0x10' is not a whole number"),
     ({"LOOKOUT_BACKBONE": "vgg16"}, "environment variable LOOKOUT_BACKBONE: 'vgg16' is not one of"),
     ({"LOOKOUT_REGION": "x"}, "environment variable LOOKOUT_REGION: 'x' is not a region name"),
     ({"LOOKOUT_ALLOWED_HOSTS": "ok.example,bad name"}, "environment variable LOOKOUT_ALLOWED_HOSTS: 'bad name'"),
@@ -202,6 +209,22 @@ def test_a_flag_wins_over_its_environment_variable(monkeypatch):
     monkeypatch.setenv("LOOKOUT_REGION", "eu-west-1")
     args = parse_args(build_parser(), ["serve", "--port", "6001"])
     assert (args.port, args.region) == (6001, "eu-west-1")
+
+
+def test_the_engine_seed_reaches_the_models_a_server_trains(tmp_path):
+    """`--engine-seed` is what the server's trainings are seeded with: the model it saves records it
+    (and the variable, as every flag, sets it when the flag is absent)."""
+    server = ServerProcess(CLI, "--data-dir", str(tmp_path), "--engine-seed", "7", "--finetune-epochs", "0")
+    try:
+        kit = new_kit(server.client("lookoutvision"), server.client("s3"), "seeded")
+        kit.stage("train", normals=20, anomalies=10, size=(64, 64))
+        kit.create_model()
+        described = kit.wait_model("1")
+        assert described["Status"] == "TRAINED", described["StatusMessage"]
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+    saved = json.loads((tmp_path / "models" / "seeded" / "1" / "engine" / "model.json").read_text())
+    assert saved["options"]["seed"] == 7
 
 
 def test_version_and_plain_text_help():
