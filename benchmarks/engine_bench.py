@@ -15,7 +15,11 @@ Measures, on the shared cookies dataset (../shared/datasets/cookies, or --cookie
   * segmentation mean IoU by 5-fold cross-validation over the 32 masked training anomalies;
   * predict latency per image (p50 / p90) with torch at --threads threads, and its CPU time;
   * peak resident memory of a fit on --memory-images synthetic 576x768 images (child process,
-    ru_maxrss, includes the decoded images themselves).
+    ru_maxrss, includes the decoded images themselves);
+  * the training-time budget at the issue's second size (child process, --budget-images images of
+    --budget-size x --budget-size): KolektorSDD's train and test images, then their mirror images
+    until there are enough, resized, image labels only, default options - real defects, so that the
+    labelled candidates and fine-tuning run as they would for a user (skipped without KolektorSDD).
 """
 from __future__ import annotations
 
@@ -233,6 +237,40 @@ def memory_child(n: int, threads: int) -> None:
     }))
 
 
+def budget_child(root: Path, n: int, size: int, threads: int) -> None:
+    """Fit on ``n`` KolektorSDD images resized to size x size (labels only) and print JSON: fit time,
+    peak RSS, the candidate chosen. Mirrored copies fill up to ``n``: the set has 290 images."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from engine import FitOptions, Item, fit
+
+    torch.set_num_threads(threads)
+    pictures = kolektorsdd(root, "train") + kolektorsdd(root, "test")
+    items = []
+    for k in range(n):
+        pic = pictures[k % len(pictures)]
+        img = np.asarray(Image.fromarray(rgb(pic.path)).resize((size, size), Image.BILINEAR))
+        if k >= len(pictures):
+            img = img[:, ::-1].copy()
+        items.append(Item(img, pic.label, None, f"{pic.path.stem}-{k}"))
+    t0 = time.perf_counter()
+    model = fit(items, options=FitOptions(seed=0, max_train_seconds=3600))
+    r = model.training_report
+    print(json.dumps({
+        "images": n, "size": size, "anomalies": r["n_anomaly"], "fit_s": round(time.perf_counter() - t0, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "candidate": r["candidate"], "cv_auroc": r["cv_auroc"], "skipped": r["skipped"],
+    }))
+
+
+def _child(args: list[str]) -> dict:
+    """Run this script with ``args`` in a fresh process (its own peak RSS) and parse its JSON line."""
+    p = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cookies", help="cookies dataset directory")
@@ -246,10 +284,17 @@ def main() -> None:
     ap.add_argument("--kolektor-runs", default=",".join(KOLEKTOR_RUNS),
                     help=f"comma-separated subset of {', '.join(KOLEKTOR_RUNS)}")
     ap.add_argument("--json", help="also write results here")
+    ap.add_argument("--budget-images", type=int, default=300)
+    ap.add_argument("--budget-size", type=int, default=300)
+    ap.add_argument("--skip-budget", action="store_true")
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--budget-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.threads)
+        return
+    if args.budget_child:
+        budget_child(kolektor_dir(args.kolektor), args.budget_images, args.budget_size, args.threads)
         return
     res: dict = {"machine": machine(), "threads": args.threads}
     if not args.skip_cookies:
@@ -266,11 +311,11 @@ def main() -> None:
             sys.exit(f"--kolektor-runs: choose from {', '.join(KOLEKTOR_RUNS)}")
         res["kolektorsdd"] = bench_kolektor(root, args.threads, runs)
     if not args.skip_memory:
-        p = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(args.memory_images), "--threads", str(args.threads)],
-            capture_output=True, text=True, check=True,
-        )
-        res["memory"] = json.loads(p.stdout.strip().splitlines()[-1])
+        res["memory"] = _child(["--memory-child", str(args.memory_images), "--threads", str(args.threads)])
+    if not args.skip_budget and (kolektor_dir(args.kolektor) / "train").is_dir():
+        res["budget"] = _child(["--budget-child", "--budget-images", str(args.budget_images), "--budget-size",
+                                str(args.budget_size), "--threads", str(args.threads),
+                                *(["--kolektor", args.kolektor] if args.kolektor else [])])
     write_results(res, Path(args.json) if args.json else None)
 
 
