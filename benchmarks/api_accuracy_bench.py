@@ -83,9 +83,9 @@ from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, Picture, colour_mask, l
 from botocore.config import Config
 from lifecycle_bench import CREDENTIALS, LISTENING, cpu_delta, cpu_seconds, machine, percentile
 from PIL import Image
-from sklearn.metrics import roc_auc_score
 
 from emulator.services.evaluation_output import HEATMAP_REF
+from engine.metrics import PixelAurocAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("kolektorsdd-segmentation", "kolektorsdd-classification", "cookies-segmentation",
@@ -230,9 +230,9 @@ def evaluation_figures(s3: Any, trained: dict[str, Any], pictures: dict[str, Pic
 
     metrics = json.loads(read(trained["EvaluationResult"]))["AggregatedEvaluationResults"]["Metrics"]
     ious = {entry["ClassName"]: entry["AIOU"] for entry in metrics.get("PixelAnomalyClassMetrics", [])}
-    # The maps are 8-bit PNGs: pixel counts per grey level and class give the pooled AUROC exactly
-    # (roc_auc_score with the counts as weights), without holding every pixel of the test set.
-    counts = np.zeros((2, 256), np.int64)
+    # The engine's own pooled pixel AUROC (per-level counts, not every pixel of the test set held),
+    # fed the 8-bit maps as [0, 1] values: each grey level falls in a bin of its own, so it is exact.
+    pixels = PixelAurocAccumulator()
     scored = unmasked = 0
     for raw in read(trained["EvaluationManifest"]).decode().splitlines():
         line = json.loads(raw)
@@ -251,17 +251,14 @@ def evaluation_figures(s3: Any, trained: dict[str, Any], pictures: dict[str, Pic
             if grey.size != (truth.shape[1], truth.shape[0]):
                 grey = grey.resize((truth.shape[1], truth.shape[0]), Image.Resampling.BILINEAR)
             levels = np.asarray(grey)
-        counts[0] += np.bincount(levels[~truth], minlength=256)
-        counts[1] += np.bincount(levels[truth], minlength=256)
+        pixels.add(levels / 255.0, truth)
         scored += 1
-    pixel_auroc = None
-    if counts[1].sum() and counts[0].sum():
-        pixel_auroc = round(float(roc_auc_score(np.repeat([0, 1], 256), np.tile(np.arange(256), 2),
-                                                sample_weight=counts.ravel())), 4)
+    pixel_auroc = pixels.result()
     return {"test_roc_auc": metrics.get("ROCAUC"), "label_iou": ious,
             "mean_iou": round(statistics.mean(ious.values()), 4) if ious else None,
-            "pixel_auroc": pixel_auroc, "pixel_images": scored, "anomalies_without_mask": unmasked,
-            "defect_pixels": int(counts[1].sum()), "background_pixels": int(counts[0].sum())}
+            "pixel_auroc": None if pixel_auroc is None else round(pixel_auroc, 4),
+            "pixel_images": scored, "anomalies_without_mask": unmasked,
+            "defect_pixels": int(pixels.pos.sum()), "background_pixels": int(pixels.neg.sum())}
 
 
 def training_report(data_dir: Path, project: str) -> dict[str, Any]:
