@@ -175,8 +175,8 @@ def fit(
     _supervised_candidates(candidates, y, feats, oneclass, opts, clock)
     _finetuned_candidate(candidates, data, y, feats, opts, device, clock)
     ycv = y[feats.cv_idx]
-    chosen, aucs = _choose(candidates, ycv, opts.candidates)
     summaries = {name: _candidate_summary(scores, ycv) for name, scores in candidates.scores.items()}
+    chosen, aucs = _choose(summaries, opts.candidates)
     image_norm, threshold_report = _calibrate(candidates.scores[chosen], ycv)
     oof_pred = candidates.scores[chosen] >= image_norm.threshold
     pixel_source, pixel_norm, seg_report = _pixel_calibration(data, y, feats, oneclass, candidates, oof_pred,
@@ -433,9 +433,10 @@ def _finetuned_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, 
     cands.finetuned = nets
 
 
-def _choose(cands: _Candidates, ycv: np.ndarray,
+def _choose(summaries: Mapping[str, Mapping[str, Any]],
             allowed: Sequence[str] | None) -> tuple[str, dict[str, float | None]]:
-    """The allowed candidate with the best out-of-fold AUROC. Near-ties (within _TIE) go to the
+    """The allowed candidate with the best out-of-fold AUROC (``summaries``: _candidate_summary of
+    every candidate, computed once for the choice and the report). Near-ties (within _TIE) go to the
     highest out-of-fold F1 at each one's own threshold, then to _PREFERENCE.
 
     AUROC ranks over every threshold; the model answers at one. Among candidates that rank equally
@@ -444,12 +445,12 @@ def _choose(cands: _Candidates, ycv: np.ndarray,
     its threshold fell below a held-out normal for seeds 1 and 2 (F1 0.985) and one test normal was
     flagged for seed 2, while "supervised" (AUROC 1.0, F1 1.0 every seed) was right on every test image.
     Exact F1 ties keep the preference (defect types absent from training favour the one-class part)."""
-    aucs = {name: auroc(ycv, scores) for name, scores in cands.scores.items()}
+    aucs = {name: summary["cv_auroc"] for name, summary in summaries.items()}
     valid = {k: a for k, a in aucs.items() if a is not None and (allowed is None or k in allowed)}
     if not valid:  # no labelled anomaly: the one-class model is the only choice
         return "oneclass", aucs
     tied = _near_ties(valid)
-    f1 = {c: _candidate_summary(cands.scores[c], ycv).get("cv_f1") or 0.0 for c in tied}
+    f1 = {c: summaries[c].get("cv_f1") or 0.0 for c in tied}
     return max(tied, key=lambda c: f1[c]), aucs  # max keeps the first (preferred) of equal F1s
 
 
