@@ -57,13 +57,7 @@ class FitOptions:
     # of the "finetuned" candidate, trained when the supervised candidates are (enough anomalies). The
     # training budget: fit time grows about linearly with it; 0 turns fine-tuning off.
     finetune_epochs: int = 6
-    # Fold networks (each trained without its fold; together the deployed scorer). Five rather than
-    # three: each network sees 80 % of the images instead of 67 %, so the out-of-fold scores the
-    # threshold is chosen on come from networks closer to the deployed ones, and the deployed mean
-    # averages more of them. KolektorSDD labels only, seeds 0/1/2: test F1 0.955 / 0.955 / 0.955 against
-    # 0.909 / 0.955 / 0.955 with three (BENCHMARKS.md, "Engine v3, round 4"), for about twice the
-    # fine-tuning time and ~5 ms more per prediction at cookies size.
-    finetune_folds: int = 5
+    finetune_folds: int = 3
 
     # Restrict the competition to these candidates (None: all that the data allows). "oneclass" always
     # runs (its memory bank gives the anomaly map) and is the fallback when none of these can run.

@@ -26,7 +26,7 @@ def test_finetuning_is_seeded_and_reproducible(data, tmp_path):
     a, b = _finetuned(train), _finetuned(train)
     assert a.report["candidate"] == "finetuned"
     tuned = [k for k in a.tensors if k.startswith("finetuned.")]
-    assert len(tuned) > 5 * 10  # five fold networks, each with upper stages and two heads
+    assert len(tuned) > 3 * 10  # three fold networks, each with upper stages and two heads
     for k, v in a.tensors.items():
         assert np.array_equal(v.numpy(), b.tensors[k].numpy()), k
     images = [t.image for t in test]
