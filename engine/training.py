@@ -201,6 +201,7 @@ def fit(
         "candidates": summaries,
         "choice": _choice_reason(chosen, aucs, opts.candidates, summaries),
         "skipped": candidates.skipped,
+        **({"finetuned_score": candidates.finetuned.score_name} if candidates.finetuned is not None else {}),
         **threshold_report,
         "seg_iou_cv": seg_report,
     }

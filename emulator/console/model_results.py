@@ -33,6 +33,7 @@ REPORT_LABELS = {
     "choice": "Why this scorer", "threshold_rule": "How the threshold was chosen",
     "candidates": "Scorers tried (cross-validated)", "cv_confusion": "Cross-validated confusion counts",
     "device": "Device", "skipped": "Scorers not trained, and why",
+    "finetuned_score": "What the fine-tuned scorer scores",
 }
 
 

@@ -66,29 +66,54 @@ def test_finetuning_needs_labelled_anomalies_and_can_be_turned_off():
         fit(train, options=fast_options(finetune_epochs=-1))
 
 
-def test_fold_networks_score_in_units_of_their_own_held_out_normals():
-    """Fold networks end on different logit scales; pooling their raw out-of-fold logits mixed the
-    scales under one threshold. Each network's scores are now centred and scaled on the normals of its
-    own held-out fold, and the deployed score is the mean of those calibrated scores."""
+def _bright_squares(with_masks: bool):
+    """A tiny fine-tuning problem (24 random images, a bright square on each of the 8 anomalies): the
+    trunk, the finest-level features, labels, cell targets with or without the squares' masks, and
+    three folds."""
     import torch
 
     from engine.backbone import Trunk, load_pretrained_state_dict, trunk_state_dict
-    from engine.finetune import FineTuned, out_of_fold
     from engine.groups import grouped_folds
-    from engine.state import own, put
 
     trunk = Trunk("efficientnet_lite0",
                   trunk_state_dict("efficientnet_lite0", load_pretrained_state_dict("efficientnet_lite0")))
     torch.manual_seed(0)
     images = torch.rand(24, 3, 64, 64)
     labels = np.array([0] * 16 + [1] * 8)
-    images[labels == 1, :, 20:40, 20:40] = 1.0  # a bright square on every anomaly
+    images[labels == 1, :, 20:40, 20:40] = 1.0
     with torch.inference_mode():
         base = trunk.eager(images)[0].clone()
     cells = torch.full((len(labels), base.shape[-2] // 2, base.shape[-1] // 2), -1.0)  # the /16 grid
     cells[labels == 0] = 0.0
-    folds = grouped_folds(labels, np.arange(len(labels)), 3, seed=0)
+    if with_masks:  # 64 px / 16 = 4x4 cells; the square covers pixels 20-39, cells 1-2
+        cells[labels == 1] = 0.0
+        cells[np.flatnonzero(labels == 1), 1:3, 1:3] = 1.0
+    return trunk, base, labels, cells, grouped_folds(labels, np.arange(len(labels)), 3, seed=0)
+
+
+def _round_trip(tuned, trunk, drop: tuple[str, ...] = ()):
+    """``tuned`` saved and restored, without the config keys ``drop`` (an older artifact)."""
+    from engine.finetune import FineTuned
+    from engine.state import own, put
+
+    stored: dict = {}
+    tensors: dict = {}
+    put("finetuned", tuned, stored, tensors)
+    config = {k: v for k, v in stored["finetuned"].items() if k not in drop}
+    return FineTuned.restore(config, own("finetuned", tensors), trunk)
+
+
+def test_fold_networks_score_in_units_of_their_own_held_out_normals():
+    """Fold networks end on different logit scales; pooling their raw out-of-fold logits mixed the
+    scales under one threshold. Each network's scores are now centred and scaled on the normals of its
+    own held-out fold, and the deployed score is the mean of those calibrated scores."""
+    import torch
+
+    from engine.finetune import out_of_fold
+
+    trunk, base, labels, cells, folds = _bright_squares(with_masks=False)
     scores, tuned = out_of_fold(trunk, base, labels, cells, folds, 1, 0, torch.device("cpu"))
+    assert not tuned.cells_in_score  # no masks: the image head alone
     for _, held in folds:
         normals = scores[held][labels[held] == 0]
         assert abs(np.median(normals)) < 1e-9
@@ -96,11 +121,38 @@ def test_fold_networks_score_in_units_of_their_own_held_out_normals():
     assert len(set(tuned.calibration)) == 3 and all(scale > 0 for _, scale in tuned.calibration)
     # Deployed: the mean of the calibrated logits, and the calibration survives save and load.
     with torch.inference_mode():
-        raw = np.stack([FineTuned([net]).image_scores(base) for net in tuned.nets], 1)
+        raw = np.stack([net(base)[0].double().numpy() for net in tuned.nets], 1)
     centre, scale = np.array(tuned.calibration).T
     assert np.allclose(tuned.image_scores(base), ((raw - centre) / scale).mean(1), atol=1e-5)
-    stored: dict = {}
-    tensors: dict = {}
-    put("finetuned", tuned, stored, tensors)
-    restored = FineTuned.restore(stored["finetuned"], own("finetuned", tensors), trunk)
+    restored = _round_trip(tuned, trunk)
     assert np.allclose(restored.image_scores(base), tuned.image_scores(base), atol=1e-5)
+
+
+def test_with_masks_the_cell_head_joins_the_image_score():
+    """When most anomalies have masks, a network's logit is its image logit plus the maximum of its
+    cell head (the localised verdict); fewer masks than that, or an artifact written before, and the
+    image logit alone."""
+    import torch
+
+    from engine.finetune import learned_from_masks, out_of_fold
+
+    trunk, base, labels, cells, folds = _bright_squares(with_masks=True)
+    anomalies = np.flatnonzero(labels == 1)
+    partly = cells.clone()
+    partly[anomalies[:5]] = -1.0  # 3 of 8 anomalies masked
+    assert learned_from_masks(cells, labels) and not learned_from_masks(partly, labels)
+    assert not learned_from_masks(cells[labels == 0], labels[labels == 0])
+    _, tuned = out_of_fold(trunk, base, labels, cells, folds, 1, 0, torch.device("cpu"))
+    assert tuned.cells_in_score and tuned.score_name == "image logit + maximum of the cell head"
+    with torch.inference_mode():
+        outputs = [net(base) for net in tuned.nets]
+    raw = np.stack([(image + cell.flatten(1).amax(1)).double().numpy() for image, cell in outputs], 1)
+    centre, scale = np.array(tuned.calibration).T
+    assert np.allclose(tuned.image_scores(base), ((raw - centre) / scale).mean(1), atol=1e-5)
+    restored = _round_trip(tuned, trunk)
+    assert restored.cells_in_score
+    assert np.allclose(restored.image_scores(base), tuned.image_scores(base), atol=1e-5)
+    # An artifact from before the cell head joined the score has no flag: it keeps the image logit.
+    older = _round_trip(tuned, trunk, drop=("cells_in_score",))
+    assert not older.cells_in_score
+    assert not np.allclose(older.image_scores(base), tuned.image_scores(base))
