@@ -438,21 +438,29 @@ def _choose(summaries: Mapping[str, Mapping[str, Any]],
             allowed: Sequence[str] | None) -> tuple[str, dict[str, float | None]]:
     """The allowed candidate with the best out-of-fold AUROC (``summaries``: _candidate_summary of
     every candidate, computed once for the choice and the report). Near-ties (within _TIE) go to the
-    highest out-of-fold F1 at each one's own threshold, then to _PREFERENCE.
+    highest out-of-fold F1 at each one's own threshold, then to the widest margin around that
+    threshold (``cv_margin``), then to _PREFERENCE.
 
     AUROC ranks over every threshold; the model answers at one. Among candidates that rank equally
     well, the one with fewer out-of-fold errors at its threshold is the one whose threshold held on
     held-out parts: on the cookies the preferred "combined" candidate (AUROC 1.0) left a thin margin,
     its threshold fell below a held-out normal for seeds 1 and 2 (F1 0.985) and one test normal was
     flagged for seed 2, while "supervised" (AUROC 1.0, F1 1.0 every seed) was right on every test image.
-    Exact F1 ties keep the preference (defect types absent from training favour the one-class part)."""
+    Where both separate the held-out images (F1 1.0 each), the margin says which threshold has room
+    for new parts: cookies seed 2, "combined" had 0.05 of its normals' spread between its threshold
+    and the nearest held-out score, and a test anomaly sat so close to it that the evaluation
+    DescribeModel reports missed it while DetectAnomalies did not; "supervised" had 0.57. Exact ties keep the preference (defect types absent from training favour the one-class
+    part)."""
     aucs = {name: summary["cv_auroc"] for name, summary in summaries.items()}
     valid = {k: a for k, a in aucs.items() if a is not None and (allowed is None or k in allowed)}
     if not valid:  # no labelled anomaly: the one-class model is the only choice
         return "oneclass", aucs
     tied = _near_ties(valid)
-    f1 = {c: summaries[c].get("cv_f1") or 0.0 for c in tied}
-    return max(tied, key=lambda c: f1[c]), aucs  # max keeps the first (preferred) of equal F1s
+
+    def merit(c: str) -> tuple[float, float]:
+        return summaries[c].get("cv_f1") or 0.0, summaries[c].get("cv_margin") or 0.0
+
+    return max(tied, key=merit), aucs  # max keeps the first (preferred) of equal merits
 
 
 def _near_ties(valid: Mapping[str, float | None]) -> list[str]:
@@ -535,7 +543,10 @@ def _final_heads(chosen: str, cands: _Candidates, oneclass: _OneClass, pixel_sou
 
 # ----------------------------------------------------------------------------------- helpers
 def _candidate_summary(scores: np.ndarray, ycv: np.ndarray) -> dict[str, Any]:
-    """Cross-validated figures of one candidate for the training report."""
+    """Cross-validated figures of one candidate for the training report and the choice: AUROC, F1 at
+    its own threshold, and ``cv_margin``, the distance from that threshold to the nearest held-out
+    score in units of the spread of its held-out normal scores (comparable across candidates, whose
+    scores come on different scales)."""
     neg, pos = scores[ycv == 0], scores[ycv == 1]
     out: dict[str, Any] = {"cv_auroc": auroc(ycv, scores)}
     if len(pos) and len(neg):
@@ -545,6 +556,7 @@ def _candidate_summary(scores: np.ndarray, ycv: np.ndarray) -> dict[str, Any]:
         fp = int((pred & (ycv == 0)).sum())
         fn = int((~pred & (ycv == 1)).sum())
         out["cv_f1"] = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else None
+        out["cv_margin"] = float(np.min(np.abs(scores - t))) / normal_score_stats(neg)[1]
     return out
 
 
@@ -558,10 +570,12 @@ def _choice_reason(chosen: str, aucs: dict[str, float | None], allowed: Sequence
     tied = _near_ties(valid)
     if len(tied) == 1:
         return f"highest cross-validated AUROC ({valid[chosen]:.4f})"
-    f1s = ", ".join(f"{c} {summaries[c].get('cv_f1') or 0.0:.3f}" for c in tied)
+    f1s = ", ".join(f"{c} {summaries[c].get('cv_f1') or 0.0:.3f} (margin {summaries[c].get('cv_margin') or 0.0:.2f})"
+                    for c in tied)
     return (f"{', '.join(tied)} within {_TIE} of the best cross-validated AUROC; {chosen} "
             f"(AUROC {valid[chosen]:.4f}) has the highest out-of-fold F1 at its own threshold ({f1s}; "
-            f"equal F1s go by the order {', '.join(_PREFERENCE)})")
+            f"equal F1s go to the wider margin around the threshold, in units of the held-out normals' "
+            f"spread, then by the order {', '.join(_PREFERENCE)})")
 
 
 def _cv_subset(y: np.ndarray, masked: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
