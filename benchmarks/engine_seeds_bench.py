@@ -6,6 +6,9 @@
 Runs (each fitted once per seed, on 2 torch threads by default):
   * kolektor_segmentation / kolektor_classification: KolektorSDD's own train/test split (no physical
     item in both), with masks / labels only; the test masks give pixel AUROC and (segmentation) IoU;
+  * kolektor_reversed_segmentation / kolektor_reversed_classification: the same split the other way
+    round (trained on items kos31-kos50, tested on kos01-kos30): a second held-out split by physical
+    item, so that a change is not judged on one test set alone;
   * cookies_segmentation / cookies_classification: the 63 template images, tested on the 22 test
     images (which have no masks: no pixel figures);
   * cookies_pixels: the cookies with masks, fitted on normals 1-20 and anomalies 1-20 and tested on
@@ -30,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, write_results  # noqa: E402
 from engine_bench import cookies_dir, fit_and_test, load_cookies, load_kolektor, machine  # noqa: E402
 
-RUNS = ("kolektor_segmentation", "kolektor_classification", "cookies_segmentation", "cookies_classification",
+RUNS = ("kolektor_segmentation", "kolektor_classification", "kolektor_reversed_segmentation",
+        "kolektor_reversed_classification", "cookies_segmentation", "cookies_classification",
         "cookies_pixels", "cookies_pixels_labels")
 # Cookies images whose index is at most this are trained on in the cookies_pixels run.
 _COOKIES_PIXELS_TRAIN_UP_TO = 20
@@ -40,8 +44,9 @@ def _split(run: str, cookies: Path, kolektor: Path) -> tuple[list, list, dict | 
     """(train, test, label colours) of a run."""
     dataset, kind = run.split("_", 1)
     if dataset == "kolektor":
-        masks = kind == "segmentation"
-        return (load_kolektor(kolektor, "train", masks), load_kolektor(kolektor, "test", True),
+        fit_on, test_on = ("test", "train") if kind.startswith("reversed_") else ("train", "test")
+        masks = kind.endswith("segmentation")
+        return (load_kolektor(kolektor, fit_on, masks), load_kolektor(kolektor, test_on, True),
                 LABEL_COLOURS["kolektorsdd"] if masks else None)
     colours = LABEL_COLOURS["cookies"]
     if kind.startswith("pixels"):

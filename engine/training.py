@@ -449,8 +449,8 @@ def _choose(summaries: Mapping[str, Mapping[str, Any]],
     Where both separate the held-out images (F1 1.0 each), the margin says which threshold has room
     for new parts: cookies seed 2, "combined" had 0.05 of its normals' spread between its threshold
     and the nearest held-out score, and a test anomaly sat so close to it that the evaluation
-    DescribeModel reports missed it while DetectAnomalies did not; "supervised" had 0.57. Exact ties keep the preference (defect types absent from training favour the one-class
-    part)."""
+    DescribeModel reports missed it while DetectAnomalies did not; "supervised" had 0.57. Exact ties
+    keep the preference (defect types absent from training favour the one-class part)."""
     aucs = {name: summary["cv_auroc"] for name, summary in summaries.items()}
     valid = {k: a for k, a in aucs.items() if a is not None and (allowed is None or k in allowed)}
     if not valid:  # no labelled anomaly: the one-class model is the only choice

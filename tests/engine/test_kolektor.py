@@ -48,9 +48,10 @@ def test_kolektorsdd_thin_cracks_meet_the_bar():
     assert report["candidate"] == "finetuned", report["candidates"]
     assert m.auroc >= 0.99, m.per_image
     assert m.recall >= 0.9 and m.f1 >= 0.9, [p for p in m.per_image if not p["correct"]]
-    # Engine v3 (2026-12-05, seeds 0/1/2 through the API): F1 0.933 / 0.933 / 0.913, out-of-fold F1
-    # 0.921 / 0.951 / 0.906 (the threshold's promise held on new parts within 0.03), pixel AUROC
-    # 0.992-0.993, mean IoU 0.22-0.24.
+    # Engine v3 round 5 (2026-12-05, seeds 0/1/2 through the API): F1 0.977 / 0.977 / 0.977, out-of-fold
+    # F1 0.935 / 0.983 / 0.951, pixel AUROC 0.992-0.993, mean IoU 0.22-0.24; seeds 3-5 (scratch runs)
+    # gave 0.913 / 0.955 / 0.933. With masks the fine-tuned networks' cell head is part of the score.
+    assert report["finetuned_score"] == "image logit + maximum of the cell head", report.get("finetuned_score")
     # KolektorSDD's captures are distinct regions of each part: no near-duplicates are found.
     assert abs(report["cv_f1"] - m.f1) <= 0.05, (report["cv_f1"], m.f1)
     assert report["near_duplicates"]["images_with_siblings"] == 0, report["near_duplicates"]
