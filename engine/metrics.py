@@ -45,7 +45,10 @@ def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
         return 1.0, 1.0, 1.0
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
+    # 2tp / (2tp + fp + fn) is the harmonic mean of p and r in one correctly rounded division: two
+    # confusions with the same F1 give the same float, so F1s compare equal where they are equal
+    # (training breaks exact ties between candidates on it).
+    f = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     return float(p), float(r), float(f)
 
 

@@ -19,9 +19,11 @@
  7. ``_finetuned_candidate`` (enough labelled anomalies): the backbone's upper stages fine-tuned on
     image labels and masks, one network per fold; out-of-fold scores (finetune.py).
  8. ``_choose``: the best cross-validated AUROC wins; near-ties go to the best out-of-fold F1 at each
-    candidate's own threshold, then prefer combined, then oneclass (more robust to defect types absent
-    from training), then finetuned.
- 9. ``_calibrate``: the decision threshold from the winner's out-of-fold scores (threshold.py).
+    candidate's own threshold (its ``_OperatingPoint``, threshold.py's rule), then to the widest margin
+    around it, then prefer combined, then oneclass (more robust to defect types absent from
+    training), then finetuned.
+ 9. ``_calibrate``: the winner's operating point is the decision threshold; scores are normalised
+    around it.
 10. ``_pixel_calibration``: the pixel threshold of the anomaly map (segmentation: the one that best
     reproduces the training masks, its IoU reported by K-fold CV).
 11. ``Model.assemble`` from the parts; the test set, when given, is only evaluated.
@@ -175,9 +177,10 @@ def fit(
     _supervised_candidates(candidates, y, feats, oneclass, opts, clock)
     _finetuned_candidate(candidates, data, y, feats, opts, device, clock)
     ycv = y[feats.cv_idx]
-    summaries = {name: _candidate_summary(scores, ycv) for name, scores in candidates.scores.items()}
+    points = {name: _OperatingPoint.of(scores, ycv) for name, scores in candidates.scores.items()}
+    summaries = {name: _candidate_summary(scores, ycv, points[name]) for name, scores in candidates.scores.items()}
     chosen, aucs = _choose(summaries, opts.candidates)
-    image_norm, threshold_report = _calibrate(candidates.scores[chosen], ycv)
+    image_norm, threshold_report = _calibrate(candidates.scores[chosen], ycv, points[chosen])
     oof_pred = candidates.scores[chosen] >= image_norm.threshold
     pixel_source, pixel_norm, seg_report = _pixel_calibration(data, y, feats, oneclass, candidates, oof_pred,
                                                               opts, clock)
@@ -412,7 +415,7 @@ def _finetuned_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, 
     for name, scores in cands.scores.items():
         auc = auroc(ycv, scores)
         if (opts.candidates is None or name in opts.candidates) and auc is not None and auc >= 1 - _TIE \
-                and _candidate_summary(scores, ycv).get("cv_f1") == 1.0:
+                and _OperatingPoint.of(scores, ycv).separates:
             # A candidate already separates the training images out-of-fold, at its threshold too:
             # fine-tuning could at best tie it, which is not worth its minutes.
             cands.skipped["finetuned"] = (f"not needed: {name} already separates the training images "
@@ -469,24 +472,19 @@ def _near_ties(valid: Mapping[str, float | None]) -> list[str]:
     return [c for c in _PREFERENCE if (valid.get(c) or -1.0) >= best - _TIE]
 
 
-def _calibrate(scores: np.ndarray, ycv: np.ndarray) -> tuple[ScoreNormaliser, dict[str, Any]]:
-    """Decision threshold and score normalisation from the chosen candidate's out-of-fold scores."""
-    neg, pos = scores[ycv == 0], scores[ycv == 1]
-    threshold, rule = choose_threshold(neg, pos)
-    norm = ScoreNormaliser.fit(threshold, neg, pos)
-    pred = scores >= threshold
-    tp = int((pred & (ycv == 1)).sum())
-    fp = int((pred & (ycv == 0)).sum())
-    fn = int((~pred & (ycv == 1)).sum())
-    precision, recall, f1 = prf(tp, fp, fn)
+def _calibrate(scores: np.ndarray, ycv: np.ndarray, point: _OperatingPoint) -> tuple[ScoreNormaliser, dict[str, Any]]:
+    """Score normalisation around the chosen candidate's threshold (``point``, on its out-of-fold
+    ``scores``) and the threshold's part of the training report."""
+    norm = ScoreNormaliser.fit(point.threshold, scores[ycv == 0], scores[ycv == 1])
+    precision, recall, f1 = point.prf
     return norm, {
-        "threshold": float(threshold),
-        "threshold_rule": rule,
+        "threshold": point.threshold,
+        "threshold_rule": point.rule,
         # What to expect on new parts at this threshold: out-of-fold scores held out by group.
         "expected_precision": precision,
         "expected_recall": recall,
         "cv_f1": f1,
-        "cv_confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": int(len(ycv) - tp - fp - fn)},
+        "cv_confusion": {"tp": point.tp, "fp": point.fp, "fn": point.fn, "tn": point.tn},
     }
 
 
@@ -542,21 +540,50 @@ def _final_heads(chosen: str, cands: _Candidates, oneclass: _OneClass, pixel_sou
 
 
 # ----------------------------------------------------------------------------------- helpers
-def _candidate_summary(scores: np.ndarray, ycv: np.ndarray) -> dict[str, Any]:
-    """Cross-validated figures of one candidate for the training report and the choice: AUROC, F1 at
-    its own threshold, and ``cv_margin``, the distance from that threshold to the nearest held-out
-    score in units of the spread of its held-out normal scores (comparable across candidates, whose
-    scores come on different scales)."""
-    neg, pos = scores[ycv == 0], scores[ycv == 1]
-    out: dict[str, Any] = {"cv_auroc": auroc(ycv, scores)}
-    if len(pos) and len(neg):
-        t, _ = choose_threshold(neg, pos)
-        pred = scores >= t
+@dataclass(frozen=True)
+class _OperatingPoint:
+    """A candidate's threshold on its out-of-fold scores and the confusion it makes there. Computed
+    once per candidate: the choice compares candidates at it, and the winner's becomes the model's
+    threshold, so the two can never disagree."""
+
+    threshold: float
+    rule: str
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    @classmethod
+    def of(cls, scores: np.ndarray, ycv: np.ndarray) -> _OperatingPoint:
+        """The threshold rule (threshold.choose_threshold) applied to out-of-fold ``scores``."""
+        threshold, rule = choose_threshold(scores[ycv == 0], scores[ycv == 1])
+        pred = scores >= threshold
         tp = int((pred & (ycv == 1)).sum())
         fp = int((pred & (ycv == 0)).sum())
         fn = int((~pred & (ycv == 1)).sum())
-        out["cv_f1"] = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else None
-        out["cv_margin"] = float(np.min(np.abs(scores - t))) / normal_score_stats(neg)[1]
+        return cls(float(threshold), rule, tp, fp, fn, int(len(ycv) - tp - fp - fn))
+
+    @property
+    def prf(self) -> tuple[float, float, float]:
+        """Out-of-fold precision, recall and F1 at the threshold."""
+        return prf(self.tp, self.fp, self.fn)
+
+    @property
+    def separates(self) -> bool:
+        """No out-of-fold error at the threshold."""
+        return self.fp == 0 and self.fn == 0
+
+
+def _candidate_summary(scores: np.ndarray, ycv: np.ndarray, point: _OperatingPoint) -> dict[str, Any]:
+    """Cross-validated figures of one candidate for the training report and the choice: AUROC, F1 at
+    its own threshold (``point``), and ``cv_margin``, the distance from that threshold to the nearest
+    held-out score in units of the spread of its held-out normal scores (comparable across
+    candidates, whose scores come on different scales)."""
+    neg, pos = scores[ycv == 0], scores[ycv == 1]
+    out: dict[str, Any] = {"cv_auroc": auroc(ycv, scores)}
+    if len(pos) and len(neg):
+        out["cv_f1"] = point.prf[2]
+        out["cv_margin"] = float(np.min(np.abs(scores - point.threshold))) / normal_score_stats(neg)[1]
     return out
 
 
