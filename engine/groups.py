@@ -32,6 +32,9 @@ import numpy as np
 _NEIGHBOURS = 8
 # Fewer images than this cannot show two distance populations: every image is its own group.
 _MIN_IMAGES = 6
+# Points at which the fitted mixture's density is evaluated to count its peaks (over the range of the
+# log distances): fine enough that two modes a few percent of the range apart stay distinct.
+_DENSITY_GRID = 512
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def _distance_cut(d: np.ndarray, seed: int) -> float | None:
         return None
     mix = fits[1]
     low = int(np.argmin(mix.means_[:, 0]))
-    grid = np.linspace(logs.min(), logs.max(), 512)[:, None]
+    grid = np.linspace(logs.min(), logs.max(), _DENSITY_GRID)[:, None]
     # Two populations means two modes: the k-th-neighbour distances of unrelated images also differ
     # by rank (the first neighbour is nearer than the eighth), a skew a two-component mixture fits
     # better without any second mode. Only a density with two peaks shows near-duplicates.

@@ -21,6 +21,13 @@ from .segmentation import mask_to_grid
 from .threshold import normal_score_stats
 
 _L2 = 1e-3  # on standardised inputs with a mean (class-balanced) loss
+# A label with no training cell gets this fixed logit offset: its probability is ~1e-13 of the
+# others', so it is never predicted, and the weights stay well defined for the optimiser.
+_ABSENT_LOGIT = -30.0
+# Background cells kept per image: about this many background rows in all, at least
+# _MIN_BACKGROUND_PER_IMAGE from each image (bounds the fit's cost on large training sets).
+_BACKGROUND_ROWS = 8000
+_MIN_BACKGROUND_PER_IMAGE = 32
 
 
 def patch_inputs(feats: torch.Tensor, dist_raw: torch.Tensor, dist_smooth: torch.Tensor) -> np.ndarray:
@@ -102,7 +109,7 @@ class PatchClassifier:
         sw = cw[t] / cw[t].sum()  # per-row weights summing to 1
         onehot = np.zeros((len(t), k))
         onehot[np.arange(len(t)), t] = 1.0
-        absent = np.where(present, 0.0, -30.0)
+        absent = np.where(present, 0.0, _ABSENT_LOGIT)
         reg = np.ones(f)
         reg[-1] = 0.0  # no penalty on the bias
 
@@ -134,7 +141,7 @@ def training_rows(cv_idx, y, masks, std_feats, raw_maps, oof_maps, gh, gw, n_lab
     subsampled per image (seeded) to bound the training set.
     """
     n_imgs = len(cv_idx)
-    neg_cap = max(32, 8000 // max(n_imgs, 1))
+    neg_cap = max(_MIN_BACKGROUND_PER_IMAGE, _BACKGROUND_ROWS // max(n_imgs, 1))
     rows = {}
     for i in cv_idx.tolist():
         if y[i] == 1 and masks[i] is None:

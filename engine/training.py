@@ -73,6 +73,12 @@ from .threshold import (
 from .types import Item
 
 _TIE = 0.005  # AUROC difference treated as a tie between candidates
+# Pixel thresholds tried for a segmentation map: this many quantiles of the masked training images'
+# map values, from the median up (a defect covers a small share of an image, so its pixels sit in
+# the upper tail). The count bounds the cost: every level is scored against every mask, in-sample
+# and in each IoU fold.
+_PIXEL_LEVELS = 60
+_PIXEL_LEVEL_QUANTILES = (0.5, 0.999)
 _PREFERENCE = ("combined", "oneclass", "finetuned", "patch", "supervised")
 
 
@@ -515,7 +521,7 @@ def _pixel_calibration(data: TrainingData, y: np.ndarray, feats: _Features, onec
         maps = {i: upsample(maps_of[i][None], wh, ww)[0].numpy() for i in masked}
         gts = {i: resize_mask(data.masks[i], wh, ww) > 0 for i in masked}
         allv = np.concatenate([maps[i].ravel() for i in masked])
-        levels = np.unique(np.quantile(allv, np.linspace(0.5, 0.999, 60)))
+        levels = np.unique(np.quantile(allv, np.linspace(*_PIXEL_LEVEL_QUANTILES, _PIXEL_LEVELS)))
         t_pix, _ = best_pixel_threshold([maps[i] for i in masked], [gts[i] for i in masked], levels)
         pix_pos = np.concatenate([maps[i][gts[i]] for i in masked])
         seg = cross_validated_iou(masked, feats.groups[masked], maps, gts, levels, cv_idx, oof_pred, opts)
