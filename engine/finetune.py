@@ -18,10 +18,11 @@ the network that did not see it, and the deployed scorer is the mean of the K ne
 image is unseen by all of them, so the threshold chosen on out-of-fold scores keeps its meaning -- a
 network refit on all images would be more confident on new images than any fold network was, and the
 threshold would not transfer. The mean of K networks is still steadier than any one of them: on
-KolektorSDD its test normals' upper spread was 0.59-1.09 against 1 by construction for one network's
-held-out normals (BENCHMARKS, engine v3 round 6), so where new parts resemble the training parts the
-out-of-fold figures tend to understate the deployed scorer rather than flatter it. Training is
-seeded and bounded by step counts, so it is reproducible.
+KolektorSDD's official split its test normals' upper spread was 0.59-1.09 (below 1 on 12 of 15
+runs) against 1 by construction for one network's held-out normals (BENCHMARKS, engine v3 round
+6), so where new parts resemble the training parts the out-of-fold figures tend to understate the
+deployed scorer rather than flatter it. Training is seeded and bounded by step counts, so it is
+reproducible.
 
 Each network's logit is put in units of its own held-out normals (``normal_score_stats``: median and
 upper spread of the normals of its fold) before anything is pooled or averaged. Fold networks trained
