@@ -22,7 +22,10 @@ KolektorSDD's official split its test normals' upper spread was 0.59-1.09 (below
 runs) against 1 by construction for one network's held-out normals (BENCHMARKS, engine v3 round
 6), so where new parts resemble the training parts the out-of-fold figures tend to understate the
 deployed scorer rather than flatter it. Training is seeded and bounded by step counts, so it is
-reproducible.
+reproducible on one machine with one torch thread count. Another thread count splits the
+convolutions' sums differently, the rounding differs, and the networks end elsewhere: KolektorSDD
+labels only, seed 0, test F1 0.933 at 2 threads and 0.878 at 1 (BENCHMARKS, engine v3 round 7), as
+far apart as two seeds.
 
 Each network's logit is put in units of its own held-out normals (``normal_score_stats``: median and
 upper spread of the normals of its fold) before anything is pooled or averaged. Fold networks trained
