@@ -13,26 +13,27 @@ segmentation head cell by cell, and its maximum is pushed towards the image labe
 anomalies have masks, a network's score is its image logit plus that maximum (``learned_from_masks``).
 Augmentation: random horizontal and vertical flips of the cached feature maps.
 
-The candidate is K networks, one per cross-validation fold. Each image's out-of-fold score comes from
-the network that did not see it, and the deployed scorer is the mean of the K networks' scores: a new
-image is unseen by all of them, so the threshold chosen on out-of-fold scores keeps its meaning -- a
-network refit on all images would be more confident on new images than any fold network was, and the
-threshold would not transfer. The mean of K networks is still steadier than any one of them: on
-KolektorSDD's official split its test normals' upper spread was 0.59-1.09 (below 1 on 12 of 15
-runs) against 1 by construction for one network's held-out normals (BENCHMARKS, engine v3 round
-6), so where new parts resemble the training parts the out-of-fold figures tend to understate the
-deployed scorer rather than flatter it. Training is seeded and bounded by step counts, so it is
-reproducible on one machine with one torch thread count. Another thread count splits the
-convolutions' sums differently, the rounding differs, and the networks end elsewhere: KolektorSDD
-labels only, seed 0, test F1 0.933 at 2 threads and 0.878 at 1 (BENCHMARKS, engine v3 round 7), as
-far apart as two seeds.
+The candidate is K networks, one per cross-validation fold. Each image's out-of-fold score comes
+from the network that did not see it, and the deployed scorer is the mean of the K networks' scores:
+a new image is unseen by all of them, so the threshold chosen on out-of-fold scores keeps its
+meaning -- a network refit on all images would be more confident on new images than any fold network
+was, and the threshold would not transfer. The mean of K networks is still steadier than any one of
+them: on KolektorSDD's official split, with each network scaled by its held-out normals' upper
+spread (q90 - median, the calibration until round 7), the deployed mean's test normals had an upper
+spread of 0.59-1.09 (below 1 on 12 of 15 runs) against 1 by construction for one network's held-out
+normals (BENCHMARKS, engine v3 round 6), so where new parts resemble the training parts the
+out-of-fold figures tend to understate the deployed scorer rather than flatter it. Training is
+seeded and bounded by step counts, so it is reproducible on one machine with one torch thread count.
+Another thread count splits the convolutions' sums differently, the rounding differs, and the
+networks end elsewhere: KolektorSDD labels only, seed 0, upper-spread calibration, test F1 0.933 at
+2 threads and 0.878 at 1 (BENCHMARKS, engine v3 round 7), as far apart as two seeds.
 
-Each network's logit is put in units of its own held-out normals (``normal_score_stats``: median and
-upper spread of the normals of its fold) before anything is pooled or averaged. Fold networks trained
-from different batches end on different logit scales (KolektorSDD labels only, seed 0: held-out
-normals' medians -7.6 / -4.7 / -6.5, spreads 2.5 / 1.6 / 2.5), so raw out-of-fold logits pooled three
-scales into one threshold choice, and a network whose normals sat high supplied all the "false
-positives" the threshold was placed against; the deployed mean was on yet another scale.
+Each network's logit is put in units of its own held-out normals (``held_out_normal_stats``: median
+and interquartile range of the normals of its fold) before anything is pooled or averaged. Fold
+networks trained from different batches end on different logit scales (KolektorSDD labels only, seed
+0: held-out normals' medians -7.6 / -4.7 / -6.5, spreads 2.5 / 1.6 / 2.5), so raw out-of-fold logits
+pooled three scales into one threshold choice, and a network whose normals sat high supplied all the
+"false positives" the threshold was placed against; the deployed mean was on yet another scale.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from torch import nn
 
 from .backbone import Trunk, upper_stages, weights_as_inputs
 from .segmentation import mask_to_grid
-from .threshold import normal_score_stats
+from .threshold import held_out_normal_stats
 
 _BATCH_HALF = 4  # each step sees this many anomalies and this many normals
 _LR_UPPER = 3e-4  # pretrained stages: small steps keep what ImageNet taught them
@@ -249,7 +250,7 @@ def out_of_fold(trunk: Trunk, base: torch.Tensor, labels: np.ndarray, cells: tor
         raw = FineTuned([net], cells_in_score=with_cells).image_scores(base[held].to(device))
         # Stratified folds hold out normals in every fold; (0, 1) keeps raw logits if one did not.
         held_normals = raw[labels[held] == 0]
-        centre, scale = normal_score_stats(held_normals) if len(held_normals) else (0.0, 1.0)
+        centre, scale = held_out_normal_stats(held_normals) if len(held_normals) else (0.0, 1.0)
         scores[held] = (raw - centre) / scale
         nets.append(net)
         calibration.append((centre, scale))

@@ -15,7 +15,13 @@ from engine.memory import greedy_coreset, knn_distance
 from engine.metrics import SegmentationAccumulator, auroc, prf
 from engine.patch_head import PatchClassifier
 from engine.segmentation import label_regions, render
-from engine.threshold import ScoreNormaliser, normal_only_threshold, youden_threshold
+from engine.threshold import (
+    ScoreNormaliser,
+    held_out_normal_stats,
+    normal_only_threshold,
+    normal_score_stats,
+    youden_threshold,
+)
 
 
 def test_lite0_weights_load_strictly_and_trunk_is_small():
@@ -142,6 +148,20 @@ def test_youden_threshold_separates_and_is_robust():
 def test_normal_only_threshold_above_bulk():
     neg = np.random.default_rng(0).normal(10, 1, 50)
     assert normal_only_threshold(neg) > np.quantile(neg, 0.95)
+
+
+def test_held_out_normal_stats_read_the_middle_half():
+    """A fold network's scale comes from the middle half of its few held-out normals, so the top few
+    scores cannot set it; the upper spread (q90 - median) of the same 33 normals is set by them."""
+    neg = np.random.default_rng(0).normal(size=33)
+    centre, scale = held_out_normal_stats(neg)
+    assert centre == np.median(neg)
+    assert scale == np.quantile(neg, 0.75) - np.quantile(neg, 0.25)
+    top = np.sort(neg)
+    top[-4:] = top[-5]  # the top four pulled down to the fifth
+    assert held_out_normal_stats(top) == (centre, scale)
+    assert normal_score_stats(top)[1] < normal_score_stats(neg)[1]
+    assert held_out_normal_stats(np.array([]))[1] == 1.0 and held_out_normal_stats(np.zeros(5))[1] > 0
 
 
 def test_score_normaliser_monotone_and_centred():
