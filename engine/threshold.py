@@ -134,8 +134,9 @@ def held_out_normal_stats(scores: np.ndarray) -> tuple[float, float]:
     Not ``normal_score_stats``' upper spread: a fold holds out a third of the training normals (32-47
     on KolektorSDD), and their q90 is read from the top 3-5. One misread scale inflates one network's
     scores, the threshold chosen on the pooled out-of-fold scores goes with it, and new parts' normals
-    cross it (KolektorSDD's split reversed, labels only, seed 5: a network's q90 - median was 0.82
-    against an IQR-sized spread of 1.40, and the test set got 33 false positives). The middle half of
+    cross it (KolektorSDD's split reversed, labels only, seed 5: the fold networks' q90 - median were
+    0.82 / 4.35 / 1.37 against IQRs of 1.30 / 2.24 / 1.08, so the first weighed 5.3 times the second
+    instead of 1.7, and the test set got 33 false positives). The middle half of
     the same normals gives a steadier scale. Scratch comparison on the same networks (BENCHMARKS,
     engine v3 round 7): 60 runs on the official and reversed splits, 233 errors against 271 and the
     worst run 11 against 33, all of it on the reversed split, the official one within half an image
