@@ -114,37 +114,40 @@ class ScoreNormaliser:
         return cls(float(d["threshold"]), float(d["scale_low"]), float(d["scale_high"]))
 
 
+def _median_and_spread(scores: np.ndarray, low: float | None, high: float) -> tuple[float, float]:
+    """(median, q(high) - q(low)) of ``scores``, q(low) being the median itself when ``low`` is None;
+    (0, 1) for no scores. The spread is floored just above 0 so that dividing by it stays finite when
+    the scores are (nearly) all equal."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) == 0:
+        return 0.0, 1.0
+    centre = float(np.median(scores))
+    bottom = centre if low is None else float(np.quantile(scores, low))
+    spread = float(np.quantile(scores, high)) - bottom
+    return centre, max(spread, 1e-6 * max(1.0, abs(centre)), 1e-9)
+
+
 def normal_score_stats(scores: np.ndarray) -> tuple[float, float]:
     """(centre, scale) of a model's scores on its own training normals: the median and the spread of
     the upper half (q90 - median). A supervised model fit on more data is more confident (its logits
     spread wider), so a threshold picked on fold models' out-of-fold scores does not transfer to the
     model refit on all data in raw units; in units of each model's own normal scores it does."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if len(scores) == 0:
-        return 0.0, 1.0
-    centre = float(np.median(scores))
-    spread = float(np.quantile(scores, 0.9)) - centre
-    return centre, max(spread, 1e-6 * max(1.0, abs(centre)), 1e-9)
+    return _median_and_spread(scores, None, 0.9)
 
 
 def held_out_normal_stats(scores: np.ndarray) -> tuple[float, float]:
-    """(centre, scale) of a fine-tuned fold network's scores on the normals held out from it: the median
-    and the interquartile range.
+    """(centre, scale) of a fine-tuned fold network's scores on the normals held out from it: the
+    median and the interquartile range.
 
     Not ``normal_score_stats``' upper spread: a fold holds out a third of the training normals (32-47
     on KolektorSDD), and their q90 is read from the top 3-5. One misread scale inflates one network's
     scores, the threshold chosen on the pooled out-of-fold scores goes with it, and new parts' normals
     cross it (KolektorSDD's split reversed, labels only, seed 5: the fold networks' q90 - median were
     0.82 / 4.35 / 1.37 against IQRs of 1.30 / 2.24 / 1.08, so the first weighed 5.3 times the second
-    instead of 1.7, and the test set got 33 false positives). The middle half of
-    the same normals gives a steadier scale. Scratch comparison on the same networks (BENCHMARKS,
-    engine v3 round 7): 60 runs on the official and reversed splits, 233 errors against 271 and the
-    worst run 11 against 33, all of it on the reversed split, the official one within half an image
-    per run; then, pre-registered, 20 runs on a third split (odd parts / even parts): 123 errors
-    against 126, mean test F1 0.866 / 0.886 against 0.864 / 0.884 (labels only / masks)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if len(scores) == 0:
-        return 0.0, 1.0
-    centre = float(np.median(scores))
-    q25, q75 = np.quantile(scores, [0.25, 0.75])
-    return centre, max(float(q75 - q25), 1e-6 * max(1.0, abs(centre)), 1e-9)
+    instead of 1.7, and the test set got 33 false positives). The middle half of the same normals
+    gives a steadier scale. Scratch comparison on the same networks (BENCHMARKS, engine v3 round 7):
+    60 runs on the official and reversed splits, 233 errors against 271 and the worst run 11 against
+    33, all of it on the reversed split, the official one within half an image per run; then,
+    pre-registered, 20 runs on a third split (odd parts / even parts): 123 errors against 126, mean
+    test F1 0.866 / 0.886 against 0.864 / 0.884 (labels only / masks)."""
+    return _median_and_spread(scores, 0.25, 0.75)
