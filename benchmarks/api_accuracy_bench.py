@@ -55,7 +55,8 @@ Without --endpoint-url the script starts ``lookout-emulator serve`` in a child p
 127.0.0.1 port with a temporary data dir, once per seed; the child inherits PYTHONPATH (this
 repository when unset) and runs outside the repository, so PYTHONPATH chooses the emulator and engine
 measured (a tree whose ``serve`` lacks ``--engine-seed`` cannot be measured this way). With
---endpoint-url the cases run once, with whatever seed that server was started with.
+--endpoint-url the cases run once, with whatever seed that server was started with. ``--serve-flags``
+adds flags to every server started (``--serve-flags "--finetune-repeats 2"`` measures that lever).
 A case that fails is reported with its error and the others still run.
 """
 from __future__ import annotations
@@ -64,13 +65,14 @@ import argparse
 import io
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.util import find_spec
@@ -405,7 +407,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 # --- the server -----------------------------------------------------------------------------------
 
-def start_server(data_dir: str, code_path: str, seed: int) -> tuple[subprocess.Popen[str], str]:
+def start_server(data_dir: str, code_path: str, seed: int,
+                 flags: Sequence[str] = ()) -> tuple[subprocess.Popen[str], str]:
     """`lookout-emulator serve --engine-seed SEED` on a free port, importing the emulator and engine from
     `code_path`.
 
@@ -413,7 +416,7 @@ def start_server(data_dir: str, code_path: str, seed: int) -> tuple[subprocess.P
     would import its packages ahead of PYTHONPATH and another tree could not be measured."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": code_path}
     process = subprocess.Popen([sys.executable, "-m", "emulator.cli", "serve", "--port", "0", "--data-dir", data_dir,
-                                "--engine-seed", str(seed)],
+                                "--engine-seed", str(seed), *flags],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=data_dir, env=env)
     assert process.stdout is not None
     for line in process.stdout:
@@ -425,13 +428,13 @@ def start_server(data_dir: str, code_path: str, seed: int) -> tuple[subprocess.P
 
 @contextmanager
 def emulator(endpoint_url: str | None, data_dir: str, code_path: str,
-             seed: int) -> Iterator[tuple[int | None, str]]:
+             seed: int, flags: Sequence[str] = ()) -> Iterator[tuple[int | None, str]]:
     """(server pid or None, endpoint URL): the running emulator named, or one started (with `seed`) and
     stopped here."""
     if endpoint_url:
         yield None, endpoint_url
         return
-    process, started_url = start_server(data_dir, code_path, seed)
+    process, started_url = start_server(data_dir, code_path, seed, flags)
     try:
         yield process.pid, started_url
     finally:
@@ -474,6 +477,8 @@ def main() -> None:
     parser.add_argument("--latency-calls", type=int, default=100,
                         help="at least this many timed DetectAnomalies calls, cycling over the test images "
                         "(default 100)")
+    parser.add_argument("--serve-flags", type=shlex.split, default=[],
+                        help="more flags for every server started, e.g. \"--finetune-repeats 2\"")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     names = [n.strip() for n in args.cases.split(",") if n.strip()]
@@ -487,11 +492,12 @@ def main() -> None:
     code_path = os.environ.get("PYTHONPATH") or str(REPO)
     roots = {"kolektorsdd": args.kolektorsdd, "cookies": args.cookies}
     results: dict[str, Any] = {"machine": machine(), "code": code_tree(code_path),
-                               "seeds": None if args.endpoint_url else seeds, "cases": {n: {} for n in names}}
+                               "seeds": None if args.endpoint_url else seeds,
+                               "serve_flags": args.serve_flags, "cases": {n: {} for n in names}}
     for seed in seeds:
         label = "server's" if args.endpoint_url else str(seed)
         with tempfile.TemporaryDirectory(prefix="api-accuracy-bench-") as data_dir, \
-                emulator(args.endpoint_url, data_dir, code_path, seed) as (server_pid, endpoint_url):
+                emulator(args.endpoint_url, data_dir, code_path, seed, args.serve_flags) as (server_pid, endpoint_url):
             for name in names:
                 print(f"[{time.strftime('%H:%M:%S')}] {name}, seed {label} ...", file=sys.stderr, flush=True)
                 try:

@@ -30,6 +30,7 @@ from emulator.config import (
     DEFAULT_DEVICE,
     DEFAULT_ENGINE_SEED,
     DEFAULT_FINETUNE_EPOCHS,
+    DEFAULT_FINETUNE_REPEATS,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_REGION,
@@ -41,7 +42,7 @@ from emulator.config import (
 from emulator.edge import DEFAULT_QUEUE_SIZE, DEFAULT_SOCKET
 from emulator.jobs import JOB_KINDS
 from emulator.security.proxies import IPNetwork
-from engine.options import BACKBONES, DEFAULT_BACKBONE, DEVICES, MAX_FINETUNE_EPOCHS
+from engine.options import BACKBONES, DEFAULT_BACKBONE, DEVICES, MAX_FINETUNE_EPOCHS, MAX_FINETUNE_REPEATS
 
 PROG = "lookout-emulator"
 DEFAULT_THREADS = 8
@@ -256,6 +257,10 @@ def _finetune_epochs(text: str) -> int:
     return _whole_number_in(text, 0, MAX_FINETUNE_EPOCHS)
 
 
+def _finetune_repeats(text: str) -> int:
+    return _whole_number_in(text, 1, MAX_FINETUNE_REPEATS)
+
+
 def _engine_seed(text: str) -> int:
     return _whole_number_in(text, 0, MAX_ENGINE_SEED)
 
@@ -345,6 +350,10 @@ SERVE_OPTIONS = (
     Option("--finetune-epochs", "LOOKOUT_FINETUNE_EPOCHS", DEFAULT_FINETUNE_EPOCHS, _finetune_epochs,
            f"training budget: epochs of backbone fine-tuning per network when a dataset has enough labelled "
            f"anomalies, 0 to {MAX_FINETUNE_EPOCHS} (training time grows about linearly; 0 turns it off)", "N"),
+    Option("--finetune-repeats", "LOOKOUT_FINETUNE_REPEATS", DEFAULT_FINETUNE_REPEATS, _finetune_repeats,
+           f"repetitions of the fine-tuning's cross-validation, 1 to {MAX_FINETUNE_REPEATS}: more give steadier "
+           "verdicts from one training to the next, each at the cost of another set of networks to train and to "
+           "run per prediction", "N"),
     Option("--engine-seed", "LOOKOUT_ENGINE_SEED", DEFAULT_ENGINE_SEED, _engine_seed,
            f"seed of new models' trainings, 0 to {MAX_ENGINE_SEED}: the same data and seed give the same model; "
            "another seed shows how much a result owes to chance", "N"),
@@ -534,7 +543,8 @@ def main(argv: list[str] | None = None) -> None:
                         backbone=args.backbone, allowed_hosts=args.allowed_hosts,
                         trusted_proxies=args.trusted_proxies,
                         credentials_file=args.credentials_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                        device=args.device, finetune_epochs=args.finetune_epochs, engine_seed=args.engine_seed,
+                        device=args.device, finetune_epochs=args.finetune_epochs,
+                        finetune_repeats=args.finetune_repeats, engine_seed=args.engine_seed,
                         metrics_token_file=args.metrics_token_file, database_url=args.database_url,
                         max_trainings=args.max_trainings, job_heartbeat_seconds=args.job_heartbeat,
                         roles=args.role, job_kinds=args.job_kinds)

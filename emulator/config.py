@@ -20,6 +20,8 @@ DEFAULT_ACCOUNT_ID = "123456789012"
 DEFAULT_DEVICE = "auto"
 # The training budget: epochs of backbone fine-tuning per fold network (0 turns fine-tuning off).
 DEFAULT_FINETUNE_EPOCHS = FitOptions.finetune_epochs
+# Repetitions of the fine-tuning's cross-validation (each trains and runs another set of fold networks).
+DEFAULT_FINETUNE_REPEATS = FitOptions.finetune_repeats
 # The seed of every random choice a training makes (folds, subsamples, network initialisation): one
 # dataset trained with one seed gives one model. The engine derives further seeds from it (seed + 1,
 # seed + fold) and hands them to scikit-learn, which takes at most 2**32 - 1: this bound leaves room.
@@ -84,6 +86,9 @@ class Settings:
     # Epochs of backbone fine-tuning when a dataset has enough labelled anomalies: more can catch
     # subtler defects, at a training time that grows about linearly with it.
     finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
+    # More than one: steadier verdicts from one training to the next (a seed ensemble), at that many
+    # times the fine-tuning's training time and its networks' share of each prediction.
+    finetune_repeats: int = DEFAULT_FINETUNE_REPEATS
     # The seed new models train with: another one shows how much a result owes to chance (benchmarks
     # train the same data with several).
     engine_seed: int = DEFAULT_ENGINE_SEED

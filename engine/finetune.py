@@ -59,6 +59,9 @@ _DEFECT_COVER = 0.1  # a cell counts as defect when the mask covers at least thi
 # The cell head joins the image score when at least this share of the labelled anomalies has a mask:
 # then its maximum was trained towards the image label on most of them (``learned_from_masks``).
 _MASKED_SHARE_FOR_CELLS = 0.5
+# Repetition r of the cross-validation draws its folds and networks from seed + this * r: farther apart
+# than any fold count, so no two networks of one fit share a seed.
+_REPEAT_SEED_STEP = 1000
 
 
 class FineTunedNet(nn.Module):
@@ -237,24 +240,37 @@ def learned_from_masks(cells: torch.Tensor, labels: np.ndarray) -> bool:
     return float(masked.float().mean()) >= _MASKED_SHARE_FOR_CELLS
 
 
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The seed of one repetition of the cross-validation: its fold partition is drawn from it and
+    its fold networks are seeded from it (+ k for fold k), so repetition 0 is the single run."""
+    return seed + _REPEAT_SEED_STEP * repeat
+
+
 def out_of_fold(trunk: Trunk, base: torch.Tensor, labels: np.ndarray, cells: torch.Tensor,
-                folds: Sequence[tuple[np.ndarray, np.ndarray]], epochs: int, seed: int, device: torch.device,
-                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, FineTuned]:
-    """One network per (train, held-out) fold (training holds out whole near-duplicate groups): each
-    image's calibrated score from the fold network that did not see it, and the fold networks together
-    (the deployed candidate), each calibrated on its own held-out normals."""
-    scores = np.zeros(len(labels), dtype=np.float64)
+                partitions: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], epochs: int, seed: int,
+                device: torch.device, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, FineTuned]:
+    """One network per (train, held-out) fold of each partition (training holds out whole
+    near-duplicate groups; partition r is drawn from ``repeat_seed(seed, r)``): each image's calibrated
+    score from the networks that did not see it, averaged over the partitions, and all the networks
+    together (the deployed candidate), each calibrated on its own held-out normals.
+
+    More than one partition (``FitOptions.finetune_repeats``) is a seed ensemble: every image's
+    out-of-fold score and the deployed mean average networks from different batches and different
+    folds, so two trainings on the same data disagree less (BENCHMARKS, engine v3 round 8), at one
+    partition's training and prediction cost per partition."""
+    totals = np.zeros(len(labels), dtype=np.float64)
     nets, calibration = [], []
     with_cells = learned_from_masks(cells, labels)
-    for k, (train, held) in enumerate(folds):
-        net = train_net(trunk, base[train], labels[train], cells[train], epochs, seed + k, device)
-        raw = FineTuned([net], cells_in_score=with_cells).image_scores(base[held].to(device))
-        # Stratified folds hold out normals in every fold; (0, 1) keeps raw logits if one did not.
-        held_normals = raw[labels[held] == 0]
-        centre, scale = held_out_normal_stats(held_normals) if len(held_normals) else (0.0, 1.0)
-        scores[held] = (raw - centre) / scale
-        nets.append(net)
-        calibration.append((centre, scale))
-        if progress is not None:
-            progress(k + 1)
-    return scores, FineTuned(nets, calibration, with_cells)
+    for r, folds in enumerate(partitions):
+        for k, (train, held) in enumerate(folds):
+            net = train_net(trunk, base[train], labels[train], cells[train], epochs, repeat_seed(seed, r) + k, device)
+            raw = FineTuned([net], cells_in_score=with_cells).image_scores(base[held].to(device))
+            # Stratified folds hold out normals in every fold; (0, 1) keeps raw logits if one did not.
+            held_normals = raw[labels[held] == 0]
+            centre, scale = held_out_normal_stats(held_normals) if len(held_normals) else (0.0, 1.0)
+            totals[held] += (raw - centre) / scale
+            nets.append(net)
+            calibration.append((centre, scale))
+            if progress is not None:
+                progress(len(nets))
+    return totals / max(1, len(partitions)), FineTuned(nets, calibration, with_cells)

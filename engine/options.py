@@ -14,6 +14,10 @@ DEVICES = ("cpu", "cuda", "auto")
 # The image scorers training compares by cross-validation (training.py says what each is).
 CANDIDATES = ("oneclass", "supervised", "combined", "patch", "finetuned")
 MAX_FINETUNE_EPOCHS = 200
+# Each repetition of the fine-tuning adds finetune_folds networks to train and to run per prediction
+# (~7 ms each on 2 CPU cores at cookies size), while what averaging removes of one seed's noise shrinks
+# like 1/repeats: past five, little is left to remove for the cost.
+MAX_FINETUNE_REPEATS = 5
 
 
 @dataclass
@@ -58,6 +62,10 @@ class FitOptions:
     # training budget: fit time grows about linearly with it; 0 turns fine-tuning off.
     finetune_epochs: int = 6
     finetune_folds: int = 3
+    # Repetitions of the fine-tuning's cross-validation, each with its own folds and seeds; every
+    # repetition adds finetune_folds networks to train and to run per prediction. More than one
+    # averages away part of what one seed's batches decide (BENCHMARKS, engine v3 round 8).
+    finetune_repeats: int = 1
 
     # Restrict the competition to these candidates (None: all that the data allows). "oneclass" always
     # runs (its memory bank gives the anomaly map) and is the fallback when none of these can run.
@@ -86,6 +94,8 @@ class FitOptions:
             raise EngineError(f"FitOptions.finetune_epochs must be in [0, {MAX_FINETUNE_EPOCHS}]")
         if not 2 <= self.finetune_folds <= 10:
             raise EngineError("FitOptions.finetune_folds must be in [2, 10]")
+        if not 1 <= self.finetune_repeats <= MAX_FINETUNE_REPEATS:
+            raise EngineError(f"FitOptions.finetune_repeats must be in [1, {MAX_FINETUNE_REPEATS}]")
         if self.candidates is not None and (
                 not isinstance(self.candidates, (list, tuple)) or not self.candidates
                 or any(c not in CANDIDATES for c in self.candidates)):

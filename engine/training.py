@@ -44,7 +44,7 @@ from .dataset import TrainingData, prepare
 from .device import resolve_device
 from .errors import EngineError
 from .features import PatchFeatureExtractor
-from .finetune import FineTuned, cell_targets
+from .finetune import FineTuned, cell_targets, repeat_seed
 from .finetune import out_of_fold as finetune_out_of_fold
 from .groups import folds_hold_out_groups, grouped_folds, near_duplicate_groups
 from .images import working_size
@@ -431,12 +431,14 @@ def _finetuned_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, 
     gh, gw = feats.grid
     cells = cell_targets([data.masks[i] for i in feats.cv_idx], ycv, len(data.labels), (gh // 2, gw // 2))
     folds = min(opts.finetune_folds, int(ycv.sum()), int((1 - ycv).sum()))
+    partitions = [grouped_folds(ycv, feats.groups[feats.cv_idx], folds, repeat_seed(opts.seed, r))
+                  for r in range(opts.finetune_repeats)]
+    networks = sum(len(partition) for partition in partitions)
 
     def progress(done: int) -> None:
-        clock.step(0.86 + 0.04 * done / folds, f"fine-tuning ({done}/{folds} networks)")
+        clock.step(0.86 + 0.04 * done / networks, f"fine-tuning ({done}/{networks} networks)")
 
-    scores, nets = finetune_out_of_fold(feats.extractor.trunk, feats.base, ycv, cells,
-                                        grouped_folds(ycv, feats.groups[feats.cv_idx], folds, opts.seed),
+    scores, nets = finetune_out_of_fold(feats.extractor.trunk, feats.base, ycv, cells, partitions,
                                         opts.finetune_epochs, opts.seed, device, progress)
     feats.base = None
     cands.scores["finetuned"] = scores

@@ -189,7 +189,8 @@ def _train(backend: Backend, plan: TrainingPlan) -> Outcome:
         test = _materialise(backend, plan.test, directory / "data" / "test", plan, train[0])
         options = engine.FitOptions(seed=backend.settings.engine_seed, max_train_seconds=MAX_TRAINING_SECONDS,
                                     backbone=backend.settings.backbone, device=backend.settings.device,
-                                    finetune_epochs=backend.settings.finetune_epochs)
+                                    finetune_epochs=backend.settings.finetune_epochs,
+                                    finetune_repeats=backend.settings.finetune_repeats)
         with training_process.start(train, test, options, plan.label_colors or None,
                                     engine_dir(backend, plan.project, plan.version), backend.jobs.stopping) as child:
             del train[:], test[:]  # the child has its copy; the images need not stay in the server's memory too

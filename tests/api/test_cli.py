@@ -24,12 +24,12 @@ SCRIPT = Path(sys.executable).with_name("lookout-emulator")
 def test_serve_flags_and_documented_defaults(monkeypatch):
     for name in ("LOOKOUT_HOST", "LOOKOUT_PORT", "LOOKOUT_DATA_DIR", "LOOKOUT_REGION", "LOOKOUT_ACCOUNT_ID",
                  "LOOKOUT_S3_ENDPOINT_URL", "LOOKOUT_THREADS", "LOOKOUT_BACKBONE", "LOOKOUT_FINETUNE_EPOCHS",
-                 "LOOKOUT_ENGINE_SEED"):
+                 "LOOKOUT_FINETUNE_REPEATS", "LOOKOUT_ENGINE_SEED"):
         monkeypatch.delenv(name, raising=False)
     args = parse_args(build_parser(), ["serve"])
     assert (args.host, args.port, str(args.data_dir), args.region, args.account_id, args.s3_endpoint_url,
             args.threads) == ("127.0.0.1", 5010, "lookout-data", "us-east-1", "123456789012", None, 8)
-    assert (args.finetune_epochs, args.engine_seed) == (6, 0)
+    assert (args.finetune_epochs, args.finetune_repeats, args.engine_seed) == (6, 1, 0)
 
 
 def test_trusted_proxies_add_up_from_the_variable_and_the_flags(monkeypatch):
@@ -82,6 +82,8 @@ def one_line_refusal(result: subprocess.CompletedProcess[str]) -> str:
     (["--threads", "many"], "argument --threads: 'many' is not a whole number"),
     (["--finetune-epochs", "201"], "argument --finetune-epochs: must be 0 to 200, not 201"),
     (["--finetune-epochs", "1.5"], "argument --finetune-epochs: '1.5' is not a whole number"),
+    (["--finetune-repeats", "0"], "argument --finetune-repeats: must be 1 to 5, not 0"),
+    (["--finetune-repeats", "6"], "argument --finetune-repeats: must be 1 to 5, not 6"),
     (["--engine-seed", "-1"], "argument --engine-seed: must be 0 to 2147483647, not -1"),
     (["--engine-seed", "2147483648"], "argument --engine-seed: must be 0 to 2147483647, not 2147483648"),
     (["--engine-seed", "one"], "argument --engine-seed: 'one' is not a whole number"),

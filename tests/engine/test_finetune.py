@@ -53,6 +53,17 @@ def test_finetuned_model_detects_and_explains(data):
     assert model.predict(test[0].image).anomaly_map.shape == test[0].image.shape[:2]
 
 
+def test_repeats_train_and_save_a_network_per_fold_of_each_partition(data, tmp_path):
+    train, test = data
+    model = fit(train, options=fast_options(candidates=["finetuned"], finetune_repeats=2), label_colors=COLOURS)
+    stored = {k.split(".")[1] for k in model.tensors if k.startswith("finetuned.")}
+    assert stored == {str(k) for k in range(6)}  # two partitions of three folds
+    model.save(tmp_path / "m")
+    images = [t.image for t in test]
+    assert [p.score for p in load_model(tmp_path / "m").predict_batch(images)] == \
+        [p.score for p in model.predict_batch(images)]
+
+
 def test_finetuning_needs_labelled_anomalies_and_can_be_turned_off():
     normal_only, _ = make_items(10, 0, seed=13)
     model = fit(normal_only, options=fast_options(candidates=["finetuned"]))
@@ -64,6 +75,8 @@ def test_finetuning_needs_labelled_anomalies_and_can_be_turned_off():
         fit(train, options=fast_options(candidates=["bogus"]))
     with pytest.raises(EngineError, match="finetune_epochs"):
         fit(train, options=fast_options(finetune_epochs=-1))
+    with pytest.raises(EngineError, match=r"finetune_repeats must be in \[1, 5\]"):
+        fit(train, options=fast_options(finetune_repeats=0))
 
 
 def _bright_squares(with_masks: bool):
@@ -112,7 +125,7 @@ def test_fold_networks_score_in_units_of_their_own_held_out_normals():
     from engine.finetune import out_of_fold
 
     trunk, base, labels, cells, folds = _bright_squares(with_masks=False)
-    scores, tuned = out_of_fold(trunk, base, labels, cells, folds, 1, 0, torch.device("cpu"))
+    scores, tuned = out_of_fold(trunk, base, labels, cells, [folds], 1, 0, torch.device("cpu"))
     assert not tuned.cells_in_score  # no masks: the image head alone
     for _, held in folds:
         normals = scores[held][labels[held] == 0]
@@ -142,7 +155,7 @@ def test_with_masks_the_cell_head_joins_the_image_score():
     partly[anomalies[:5]] = -1.0  # 3 of 8 anomalies masked
     assert learned_from_masks(cells, labels) and not learned_from_masks(partly, labels)
     assert not learned_from_masks(cells[labels == 0], labels[labels == 0])
-    _, tuned = out_of_fold(trunk, base, labels, cells, folds, 1, 0, torch.device("cpu"))
+    _, tuned = out_of_fold(trunk, base, labels, cells, [folds], 1, 0, torch.device("cpu"))
     assert tuned.cells_in_score and tuned.score_name == "image logit + maximum of the cell head"
     with torch.inference_mode():
         outputs = [net(base) for net in tuned.nets]
@@ -156,3 +169,26 @@ def test_with_masks_the_cell_head_joins_the_image_score():
     older = _round_trip(tuned, trunk, drop=("cells_in_score",))
     assert not older.cells_in_score
     assert not np.allclose(older.image_scores(base), tuned.image_scores(base))
+
+
+def test_repeated_cross_validation_averages_partitions_and_deploys_every_network():
+    """With two partitions (``finetune_repeats=2``) each image's out-of-fold score is the mean of its
+    scores from the two partitions' networks, the first partition is exactly the single run (same
+    folds, same seeds), and the deployed candidate is all six networks."""
+    import torch
+
+    from engine.finetune import out_of_fold, repeat_seed
+    from engine.groups import grouped_folds
+
+    trunk, base, labels, cells, folds = _bright_squares(with_masks=False)
+    other = grouped_folds(labels, np.arange(len(labels)), 3, seed=repeat_seed(0, 1))
+    assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(folds, other, strict=True))
+    cpu = torch.device("cpu")
+    done: list[int] = []
+    both, tuned = out_of_fold(trunk, base, labels, cells, [folds, other], 1, 0, cpu, done.append)
+    first, one = out_of_fold(trunk, base, labels, cells, [folds], 1, 0, cpu)
+    second, _ = out_of_fold(trunk, base, labels, cells, [other], 1, repeat_seed(0, 1), cpu)
+    assert done == [1, 2, 3, 4, 5, 6] and len(tuned.nets) == 6 and len(tuned.calibration) == 6
+    assert np.allclose(both, (first + second) / 2, atol=1e-9)
+    assert tuned.calibration[:3] == one.calibration
+    assert not np.allclose(both, first)
