@@ -24,7 +24,8 @@ DEFAULT_FINETUNE_EPOCHS = FitOptions.finetune_epochs
 DEFAULT_FINETUNE_REPEATS = FitOptions.finetune_repeats
 # The seed of every random choice a training makes (folds, subsamples, network initialisation): one
 # dataset trained with one seed gives one model. The engine derives further seeds from it (seed + 1,
-# seed + fold) and hands them to scikit-learn, which takes at most 2**32 - 1: this bound leaves room.
+# seed + fold, seed + 1000 x repetition) and hands them to scikit-learn, which takes at most
+# 2**32 - 1: this bound leaves room.
 DEFAULT_ENGINE_SEED = FitOptions.seed
 MAX_ENGINE_SEED = 2**31 - 1
 # How long failed console sign-ins count, and how long a key id or address that failed too often waits.

@@ -249,15 +249,17 @@ def repeat_seed(seed: int, repeat: int) -> int:
 def out_of_fold(trunk: Trunk, base: torch.Tensor, labels: np.ndarray, cells: torch.Tensor,
                 partitions: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], epochs: int, seed: int,
                 device: torch.device, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, FineTuned]:
-    """One network per (train, held-out) fold of each partition (training holds out whole
-    near-duplicate groups; partition r is drawn from ``repeat_seed(seed, r)``): each image's calibrated
+    """One network per (train, held-out) fold of each partition (the caller draws partition r from
+    ``repeat_seed(seed, r)``, holding out whole near-duplicate groups): each image's calibrated
     score from the networks that did not see it, averaged over the partitions, and all the networks
     together (the deployed candidate), each calibrated on its own held-out normals.
 
     More than one partition (``FitOptions.finetune_repeats``) is a seed ensemble: every image's
     out-of-fold score and the deployed mean average networks from different batches and different
-    folds, so two trainings on the same data disagree less (BENCHMARKS, engine v3 round 8), at one
-    partition's training and prediction cost per partition."""
+    folds. On KolektorSDD with labels only, two trainings with different seeds then disagreed less
+    (three splits: expected spread of three seeds' test F1 down 28-45%); with masks the gain was
+    smaller and not uniform (BENCHMARKS, engine v3 round 8). Each partition costs one partition's
+    training and networks per prediction."""
     totals = np.zeros(len(labels), dtype=np.float64)
     nets, calibration = [], []
     with_cells = learned_from_masks(cells, labels)
