@@ -213,9 +213,11 @@ def test_a_flag_wins_over_its_environment_variable(monkeypatch):
     assert (args.port, args.region) == (6001, "eu-west-1")
 
 
-def test_the_engine_seed_reaches_the_models_a_server_trains(tmp_path):
-    """`--engine-seed` is what the server's trainings are seeded with: the model it saves records it
-    (and the variable, as every flag, sets it when the flag is absent)."""
+def test_the_engine_seed_and_repeats_reach_the_models_a_server_trains(tmp_path, monkeypatch):
+    """`--engine-seed` is what the server's trainings are seeded with, and `--finetune-repeats` what
+    they fine-tune with: the model it saves records both (and the variable, as every flag, sets one
+    when the flag is absent)."""
+    monkeypatch.setenv("LOOKOUT_FINETUNE_REPEATS", "3")
     server = ServerProcess(CLI, "--data-dir", str(tmp_path), "--engine-seed", "7", "--finetune-epochs", "0")
     try:
         kit = new_kit(server.client("lookoutvision"), server.client("s3"), "seeded")
@@ -226,7 +228,7 @@ def test_the_engine_seed_reaches_the_models_a_server_trains(tmp_path):
     finally:
         assert server.stop(signal.SIGTERM) == 0
     saved = json.loads((tmp_path / "models" / "seeded" / "1" / "engine" / "model.json").read_text())
-    assert saved["options"]["seed"] == 7
+    assert (saved["options"]["seed"], saved["options"]["finetune_repeats"]) == (7, 3)
 
 
 def test_version_and_plain_text_help():
