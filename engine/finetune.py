@@ -15,7 +15,7 @@ Augmentation: random horizontal and vertical flips of the cached feature maps.
 
 The candidate is K networks, one per cross-validation fold (K per repetition when the
 cross-validation is repeated, ``out_of_fold``). Each image's out-of-fold score comes from the network
-that did not see it, and the deployed scorer is the mean of the K networks' scores:
+that did not see it, and the deployed scorer is the mean of all the networks' scores:
 a new image is unseen by all of them, so the threshold chosen on out-of-fold scores keeps its
 meaning -- a network refit on all images would be more confident on new images than any fold network
 was, and the threshold would not transfer. The mean of K networks is still steadier than any one of
