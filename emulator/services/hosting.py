@@ -66,6 +66,9 @@ POLL_SECONDS = 1.0  # how often a reconciler looks at the store when nothing wok
 DEAD_AFTER_HEARTBEATS = 3
 # How long DetectAnomalies waits for this node's own load of a HOSTED model before it gives up.
 LOAD_WAIT_SECONDS = 60.0
+# How long a stopping node waits for its reconciler and listener threads (a pass in progress, a
+# notification wait of LISTEN_TIMEOUT_S) before it leaves the fleet without them.
+THREAD_STOP_SECONDS = 10.0
 NOT_HOSTED_MESSAGE = "The model is trained and not hosted."
 HOSTED_MESSAGE = "The model is hosted and ready for DetectAnomalies."
 _WANTED = (ModelStatus.STARTING_HOSTING, ModelStatus.HOSTED)
@@ -199,7 +202,10 @@ class Reconciler:
             self._passes.notify_all()  # requests waiting in reconcile_now
         for thread in (self._thread, self._listener):
             if thread is not None:
-                thread.join()
+                thread.join(THREAD_STOP_SECONDS)
+                if thread.is_alive():
+                    log.warning("hosting node %s: thread %s did not stop within %.0f s; leaving without it",
+                                self.node_id, thread.name, THREAD_STOP_SECONDS)
         hosts = registry(self._backend)
         for key in hosts.held():
             hosts.stop(key)

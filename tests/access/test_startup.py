@@ -34,7 +34,7 @@ def test_serve_with_a_credentials_file_says_so_and_requires_signatures(tmp_path:
         assert refused(lambda: make_client(server, "lookoutvision", (FULL[0], "wrong-secret-xyz")).list_projects()) == (
             403, "InvalidSignatureException")
     finally:
-        assert server.stop(signal.SIGTERM) == 0
+        server.stop_cleanly(signal.SIGTERM)
     assert "refused GET /2020-11-20/projects from 127.0.0.1: signature (access key AKIDLOOKOUTFULL)" in server.output
     assert FULL[1] not in server.output and "wrong-secret-xyz" not in server.output
     assert "Signature=" not in server.output

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -129,9 +130,23 @@ class ServerProcess:
     def stop(self, signum: int, timeout: float = 60) -> int:
         """Send `signum` and wait for the process to end; returns its exit status."""
         self.process.send_signal(signum)
-        status = self.process.wait(timeout)
+        try:
+            status = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Where it is stuck: `serve` prints every thread's stack on SIGUSR1.
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            self.process.kill()
+            self._reader.join(10)
+            raise AssertionError(f"the server did not end within {timeout} s of signal {signum}:\n"
+                                 + self.output) from None
         self._reader.join(10)
         return status
+
+    def stop_cleanly(self, signum: int, timeout: float = 60) -> None:
+        """`stop`, asserting a clean shutdown (exit status 0), with the server's output if it was not."""
+        status = self.stop(signum, timeout)
+        assert status == 0, f"the server exited with status {status} after signal {signum}:\n{self.output}"
 
     def training_process(self, timeout: float = 60) -> int:
         """The pid of a training's child process (emulator.training_process: named in /proc/PID/comm,

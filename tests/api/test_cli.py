@@ -53,9 +53,24 @@ def test_console_script_serves_until_sigterm(tmp_path):
     arn = server.client("lookoutvision").create_project(ProjectName="cli")["ProjectMetadata"]["ProjectArn"]
     assert arn == "arn:aws:lookoutvision:eu-west-1:111122223333:project/cli"
     assert f"web console: {server.endpoint_url}/console/" in server.output
-    assert server.stop(signal.SIGTERM) == 0
+    server.stop_cleanly(signal.SIGTERM)
     assert "stopped" in server.output and "Traceback" not in server.output
     assert (tmp_path / "metadata.sqlite3").exists()
+
+
+def test_sigusr1_prints_every_thread_stack_and_the_server_goes_on(tmp_path):
+    """What an operator sends to a server that seems stuck (a shutdown past its deadline prints the same)."""
+    server = ServerProcess(CLI, "--data-dir", str(tmp_path))
+    server.process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "(most recent call first)" not in server.output:
+        assert time.monotonic() < deadline, "no stacks printed:\n" + server.output
+        time.sleep(0.05)
+    time.sleep(0.5)  # the rest of the dump
+    assert re.search(r"Thread 0x[0-9a-f]+ \(most recent call first\):\n  File ", server.output), server.output
+    assert "in serve" in server.output, server.output  # the main thread, waiting for a stop signal
+    assert server.client("lookoutvision").list_projects()["Projects"] == []
+    server.stop_cleanly(signal.SIGTERM)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -226,7 +241,7 @@ def test_the_engine_seed_and_repeats_reach_the_models_a_server_trains(tmp_path, 
         described = kit.wait_model("1")
         assert described["Status"] == "TRAINED", described["StatusMessage"]
     finally:
-        assert server.stop(signal.SIGTERM) == 0
+        server.stop_cleanly(signal.SIGTERM)
     saved = json.loads((tmp_path / "models" / "seeded" / "1" / "engine" / "model.json").read_text())
     assert (saved["options"]["seed"], saved["options"]["finetune_repeats"]) == (7, 3)
 
@@ -277,7 +292,7 @@ def test_a_second_server_on_one_data_dir_exits_at_once(tmp_path):
         assert after == before
         assert [p["ProjectName"] for p in first.client("lookoutvision").list_projects()["Projects"]] == ["kept"]
     finally:
-        assert first.stop(signal.SIGTERM) == 0
+        first.stop_cleanly(signal.SIGTERM)
     # The lock goes with the process: the directory serves again at once.
     again = ServerProcess([str(SCRIPT)], "--data-dir", str(tmp_path))
     try:

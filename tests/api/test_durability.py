@@ -47,7 +47,7 @@ def test_kill_9_loses_nothing_committed(tmp_path):
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="durable")["Contents"]] == ["images/0.png"]
     got = s3.get_object(Bucket="durable", Key="images/0.png")
     assert (got["Body"].read(), got["ContentType"]) == (b"\x89PNG...", "image/png")
-    assert server.stop(signal.SIGINT) == 0  # Ctrl-C: a clean shutdown
+    server.stop_cleanly(signal.SIGINT)  # Ctrl-C: a clean shutdown
     assert "stopped" in server.output
 
 

@@ -123,7 +123,7 @@ def test_hosting_reaches_every_node_outlives_a_dead_one_and_stops_everywhere(tmp
             assert (code, status) == ("ConflictException", 409) and "TRAINED" in message
         assert (_hosted_here(b), _hosted_here(restarted)) == (0, 0)
         for node in (b, restarted):
-            assert node.stop(signal.SIGTERM) == 0
+            node.stop_cleanly(signal.SIGTERM)
         assert _listed_nodes(database_url) == set()  # a node that stops leaves at once
     finally:
         _stop_all(nodes)
@@ -168,6 +168,6 @@ def test_roles_split_the_api_from_inference(tmp_path, database_url, s3_endpoint)
         assert on_api.wait_model("1", timeout=30)["Status"] == "TRAINED"
         assert _refused(_through(on_api, replacement))[0] == "ConflictException"
         for node in (api, replacement):
-            assert node.stop(signal.SIGTERM) == 0
+            node.stop_cleanly(signal.SIGTERM)
     finally:
         _stop_all(nodes)

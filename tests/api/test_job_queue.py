@@ -80,7 +80,7 @@ def _kill_mid_import(tmp_path: Path, node_a: ServerProcess, database_url: str, s
         assert "event=taken_over kind=dataset subject=takeover/train" in node_b.output
         assert _running_jobs(database_url) == 0
     finally:
-        assert node_b.stop(signal.SIGTERM) == 0
+        node_b.stop_cleanly(signal.SIGTERM)
 
 
 def test_one_client_token_through_two_nodes_makes_one_resource(tmp_path, database_url, s3_endpoint):
@@ -100,7 +100,7 @@ def test_one_client_token_through_two_nodes_makes_one_resource(tmp_path, databas
             assert [d["DatasetType"] for d in datasets] == ["train"]
     finally:
         for node in nodes:
-            assert node.stop(signal.SIGTERM) == 0
+            node.stop_cleanly(signal.SIGTERM)
 
 
 def test_each_job_kind_runs_on_the_nodes_that_take_it_and_progress_shows_on_every_node(tmp_path, database_url,
@@ -127,7 +127,7 @@ def test_each_job_kind_runs_on_the_nodes_that_take_it_and_progress_shows_on_ever
         assert page["stage"] and page["started"] and 0 <= page["progress"] <= 1, page
     finally:
         for node in (trainer, importer):
-            assert node.stop(signal.SIGTERM) == 0
+            node.stop_cleanly(signal.SIGTERM)
 
 
 def test_a_job_queued_by_the_release_before_job_kinds_runs_on_a_node_of_its_kind(tmp_path, database_url,
@@ -151,10 +151,10 @@ def test_a_job_queued_by_the_release_before_job_kinds_runs_on_a_node_of_its_kind
                     assert time.monotonic() < deadline + 30, importer.output
                     time.sleep(0.05)
             finally:
-                assert importer.stop(signal.SIGTERM) == 0
+                importer.stop_cleanly(signal.SIGTERM)
             assert "kind=dataset" not in trainer.output
         finally:
-            assert trainer.stop(signal.SIGTERM) == 0
+            trainer.stop_cleanly(signal.SIGTERM)
 
 
 def _progress_seen(node: ServerProcess, kit: ModelKit, version: str) -> tuple[str, dict[str, Any]]:

@@ -50,13 +50,13 @@ def test_trainings_and_packaging_cut_off_by_kill_9_or_ctrl_c_resume_at_start(tmp
         time.sleep(0.1)
     assert packaged["Status"] == "SUCCEEDED", packaged["StatusMessage"]
     assert kit.create_model()["ModelVersion"] == "4"  # versions go on counting
-    assert server.stop(signal.SIGINT) == 0  # Ctrl-C: a clean stop ends the training job early, not the model
+    server.stop_cleanly(signal.SIGINT)  # Ctrl-C: a clean stop ends the training job early, not the model
 
     server = ServerProcess(CLI, "--data-dir", str(tmp_path))
     kit = ModelKit(server.client("lookoutvision"), server.client("s3"), "interrupted")
     assert kit.model("4")["Status"] == "TRAINING"
     assert kit.wait_model("4")["Status"] == "TRAINED"
-    assert server.stop(signal.SIGINT) == 0
+    server.stop_cleanly(signal.SIGINT)
 
 
 def test_a_training_whose_process_is_killed_fails_alone(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_a_training_whose_process_is_killed_fails_alone(tmp_path: Path) -> None:
         kit.create_model()
         child = server.training_process()
     finally:
-        assert server.stop(signal.SIGTERM) == 0
+        server.stop_cleanly(signal.SIGTERM)
     assert_ends(child)  # a shutdown stops the training it interrupts
 
 
@@ -98,7 +98,7 @@ def test_ctrl_c_in_a_terminal_leaves_the_training_to_recovery(tmp_path: Path) ->
     server = ServerProcess(CLI, "--data-dir", str(tmp_path))
     kit = ModelKit(server.client("lookoutvision"), server.client("s3"), "ctrl-c")
     assert kit.wait_model(version)["Status"] == "TRAINED"
-    assert server.stop(signal.SIGTERM) == 0
+    server.stop_cleanly(signal.SIGTERM)
 
 
 def assert_ends(pid: int, timeout: float = 10) -> None:
@@ -150,4 +150,4 @@ def test_hosted_models_are_hosted_again_after_a_crash(emulator: Any, lookout: An
     assert kit.detect("1", hosted.anomalies[0][0])["IsAnomalous"] is True
     after_stop = ModelKit(lookout_after, server.client("s3"), stopping.kit.project).model("1")
     assert after_stop["Status"] == "TRAINED" and "MinInferenceUnits" not in after_stop
-    assert server.stop(signal.SIGINT) == 0
+    server.stop_cleanly(signal.SIGINT)
