@@ -11,15 +11,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import errno
-import faulthandler
 import ipaddress
 import logging
 import os
 import re
-import signal
 import socket
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,14 +42,8 @@ from emulator.jobs import JOB_KINDS
 from emulator.security.proxies import IPNetwork
 from engine.options import BACKBONES, DEFAULT_BACKBONE, DEVICES, MAX_FINETUNE_EPOCHS, MAX_FINETUNE_REPEATS
 
-log = logging.getLogger(__name__)
-
 PROG = "lookout-emulator"
 DEFAULT_THREADS = 8
-# A stop signal ends the process within this many seconds, cleanly or not (`serve`): under the 60 s grace
-# period of the deploy files (deploy/compose.yaml, deploy/kubernetes); a clean shutdown takes seconds,
-# its longest planned wait being a running job's grace (emulator.jobs.SHUTDOWN_GRACE_SECONDS).
-SHUTDOWN_DEADLINE_SECONDS = 45.0
 MAX_THREADS = 256
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 _ACCOUNT_ID = re.compile(r"\d{12}")
@@ -612,22 +603,13 @@ def console_url(endpoint_url: str, host: str) -> str:
 
 
 def serve(settings: Settings, threads: int = DEFAULT_THREADS) -> None:
-    """Serve until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly; the process's main loop.
-
-    The shutdown has a deadline, `SHUTDOWN_DEADLINE_SECONDS`, that runs to the end of the process
-    (interpreter exit joins library threads too): a node that hangs on its way down would otherwise
-    hold its port and its supervisor's patience with no word of why. Past it, every thread's stack goes
-    to stderr and the process exits with status 1, leaving what a crash leaves, which the fleet
-    recovers from (stalled jobs are queued again, hosting rows age out)."""
+    """Serve until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly, within a deadline
+    (emulator.process); the process's main loop."""
+    from emulator.process import install_stop_signals, wait_then_stop
     from emulator.security.access import startup_notice
     from emulator.server import Server
 
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    # `kill -USR1 PID` prints every thread's stack to stderr: what a server that seems stuck is doing,
-    # without stopping it.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    stopped = install_stop_signals()
     server = Server(settings, threads=threads).start()
     # Printed (not logged) so that scripts and tests can read the bound port; the console's address
     # follows on its own line for people.
@@ -637,13 +619,7 @@ def serve(settings: Settings, threads: int = DEFAULT_THREADS) -> None:
     print(notice, flush=True)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    try:
-        while server.running and not stop.wait(0.5):
-            pass
-    finally:
-        log.info("stopping; the process ends within %.0f s", SHUTDOWN_DEADLINE_SECONDS)
-        faulthandler.dump_traceback_later(SHUTDOWN_DEADLINE_SECONDS, exit=True)
-        server.stop()
+    wait_then_stop(stopped, server.stop, lambda: server.running)
 
 
 if __name__ == "__main__":

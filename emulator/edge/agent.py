@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import socket
 import stat
 import tempfile
@@ -41,6 +40,7 @@ from emulator.edge import edge_agent_pb2_grpc as pb2_grpc
 from emulator.edge.bitmaps import CHANNELS, BitmapError, check_shared, read_bitmap, write_shared
 from emulator.edge.package import COMPONENT_NAME, Package, PackageError, read_package, unpack_engine
 from emulator.inference import HostedModel, NotHosted, Overloaded
+from emulator.process import install_stop_signals, wait_then_stop
 
 log = logging.getLogger(__name__)
 
@@ -532,20 +532,12 @@ def claim_socket(path: str) -> None:
 
 def serve(options: AgentOptions, socket_path: str = DEFAULT_SOCKET, listen: str | None = None,
           components: Iterable[str] = ()) -> None:
-    """Run the agent until SIGINT or SIGTERM."""
+    """Run the agent until SIGINT or SIGTERM, then stop within a deadline (emulator.process)."""
     import engine  # noqa: F401 - its process settings must precede torch and the server's threads
 
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stopped = install_stop_signals()
     agent = Agent(options, socket_path, listen).start(components)
     where = agent.target + (f" and {agent.tcp_address}" if agent.tcp_address else "")
     # Printed (not logged) so that scripts and tests can wait for it.
     print(f"lookout-emulator edge agent listening on {where}", flush=True)
-    try:
-        # A timed wait: the signal may be delivered to another thread, and Python runs its handler
-        # only when the main thread gets to run bytecode.
-        while not stop.wait(0.5):
-            pass
-    finally:
-        agent.stop()
+    wait_then_stop(stopped, agent.stop)
