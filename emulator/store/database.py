@@ -11,7 +11,11 @@ pay for event dispatch.)
 
 PostgreSQL (psycopg 3): a write transaction first takes one transaction-scoped advisory lock, so
 writes serialise across every node exactly as ``BEGIN IMMEDIATE`` serialises them on SQLite: a
-check-then-write inside a transaction (the name is free, then insert) holds on both databases.
+check-then-write inside a transaction (the name is free, then insert) holds on both databases. One
+lock for the fleet means a node that freezes inside a write transaction (a paused VM, a network
+partition, a stopped process) would stop every node's writes until it came back; the server ends any of
+our sessions idle in a transaction for `IDLE_IN_TRANSACTION_TIMEOUT_S`, which rolls it back and frees
+the lock. Transactions here only run queries, so a live node is never idle in one that long.
 
 Connections are leased, not owned by threads: a thread holds one only while a query or transaction
 runs (nested calls on the thread reuse it, so they see the same transaction) and gives it back to the
@@ -35,6 +39,10 @@ POOL_SIZE = 8
 BUSY_TIMEOUT_S = 30
 # The advisory lock every PostgreSQL write transaction takes (any constant; "LFV" in ASCII).
 WRITE_LOCK_KEY = 0x4C4656
+# A frozen node's write transaction ends after this long (module docstring): shorter than a stalled
+# job's take-over (three job heartbeats, 30 s by default), so the lock is free by the time another
+# node takes the job over.
+IDLE_IN_TRANSACTION_TIMEOUT_S = 20
 # Repositories report whether a guarded change applied by its row count, which psycopg's INSERTs
 # only keep when asked.
 _OPTIONS = {"preserve_rowcount": True}
@@ -106,6 +114,7 @@ class Database:
             else:
                 self.engine = create_engine(self.url, pool_size=POOL_SIZE, max_overflow=-1, pool_pre_ping=True,
                                             execution_options=_OPTIONS)
+                _configure_postgresql(self.engine)
         except (ArgumentError, NoSuchModuleError) as exc:
             raise StoreError(f"the database URL {self.where} can't be used: {exc}") from None
         self._local = threading.local()
@@ -179,6 +188,14 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_S * 1000}")
+        dbapi_connection.commit()  # the SET began a transaction: the pool hands out idle connections
 
 
 __all__ = ["CorruptDatabase", "Database", "SQLAlchemyError", "SchemaBehind", "StoreError", "describe", "parse_url"]

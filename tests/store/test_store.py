@@ -3,6 +3,9 @@ names a server's maintenance database (else those cases are skipped, saying why)
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -217,6 +220,47 @@ def test_the_job_queue_schema_comes_and_goes_with_its_revision(postgres_url: str
     finally:
         store.close()
     assert Store.upgrade(postgres_url) == "0001"  # and back again
+
+
+_FROZEN_WRITER = """
+import sys, time
+from emulator.store import Store
+store = Store.open(sys.argv[1])
+with store.transaction():
+    store.projects.add("frozen", "arn:frozen", 1.0)
+    print("in the transaction", flush=True)
+    time.sleep(600)
+"""
+
+
+@needs_postgres
+def test_a_node_frozen_inside_a_write_transaction_stops_the_fleets_writes_for_a_bounded_time(
+        postgres_url: str) -> None:
+    """Every write takes one advisory lock: a node stopped while it holds it (a paused VM, SIGSTOP) must
+    not stop the other nodes' writes for good. The server ends its idle transaction and rolls it back."""
+    from emulator.store.database import IDLE_IN_TRANSACTION_TIMEOUT_S
+
+    Store.upgrade(postgres_url)
+    frozen = subprocess.Popen([sys.executable, "-c", _FROZEN_WRITER, postgres_url], stdout=subprocess.PIPE,
+                              text=True)
+    store = Store.open(postgres_url)
+    try:
+        assert frozen.stdout is not None and frozen.stdout.readline() == "in the transaction\n"
+        frozen.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        written = threading.Event()
+        # On a thread: without the bound the write would wait for as long as the node stays frozen.
+        threading.Thread(target=lambda: store.projects.add("live", "arn:live", 2.0) and written.set(),
+                         daemon=True).start()
+        assert written.wait(IDLE_IN_TRANSACTION_TIMEOUT_S + 10), "the frozen node still holds the write lock"
+        assert time.monotonic() - started > IDLE_IN_TRANSACTION_TIMEOUT_S / 2  # it did wait for that lock
+        assert store.projects.get("frozen") is None  # its transaction was rolled back, not half-kept
+        assert store.projects.get("live") is not None
+    finally:
+        frozen.kill()
+        frozen.wait(30)
+        frozen.stdout.close()
+        store.close()
 
 
 def test_tables_match_the_migrations(store: Store) -> None:
