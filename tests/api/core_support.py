@@ -99,7 +99,7 @@ class ServerProcess:
         self._listening.wait(timeout)
         announced = next((line for line in self.lines if line.startswith(LISTENING)), None)
         if announced is None:
-            self.process.kill()
+            self._dump_stacks_and_kill()
             raise AssertionError("the server did not start:\n" + self.output)
         self.endpoint_url = announced[len(LISTENING):].strip()
 
@@ -133,15 +133,20 @@ class ServerProcess:
         try:
             status = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            # Where it is stuck: `serve` prints every thread's stack on SIGUSR1.
-            self.process.send_signal(signal.SIGUSR1)
-            time.sleep(2)
-            self.process.kill()
-            self._reader.join(10)
+            self._dump_stacks_and_kill()
             raise AssertionError(f"the server did not end within {timeout} s of signal {signum}:\n"
                                  + self.output) from None
         self._reader.join(10)
         return status
+
+    def _dump_stacks_and_kill(self) -> None:
+        """For a server that hangs: where it is stuck (`serve` prints every thread's stack on SIGUSR1,
+        emulator.process) into `output`, then SIGKILL."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            self.process.kill()
+        self._reader.join(10)
 
     def stop_cleanly(self, signum: int, timeout: float = 60) -> None:
         """`stop`, asserting a clean shutdown (exit status 0), with the server's output if it was not."""
