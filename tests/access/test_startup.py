@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,9 +24,7 @@ def test_serve_with_a_credentials_file_says_so_and_requires_signatures(tmp_path:
     server = ServerProcess([sys.executable, "-m", "emulator.cli"], "--data-dir", str(tmp_path / "data"),
                            "--credentials-file", str(credentials), "--threads", "2")
     try:
-        deadline = time.monotonic() + 30
-        while "access control" not in server.output and time.monotonic() < deadline:
-            time.sleep(0.1)
+        server.wait_for("access control", timeout=30)
         assert (f"access control: requests must be signed (SigV4) with one of 2 access keys from {credentials} "
                 "(1 read-only)") in server.output
         assert make_client(server, "lookoutvision", FULL).list_projects()["Projects"] == []

@@ -116,6 +116,13 @@ class ServerProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
+    def wait_for(self, text: str, timeout: float) -> None:
+        """Wait until the output contains `text`; fail with the whole output if it has not within `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            assert time.monotonic() < deadline, f"{text!r} not printed within {timeout:.0f} s:\n{self.output}"
+            time.sleep(0.05)
+
     def seen_at(self, text: str) -> float | None:
         """When the first output line containing `text` arrived (time.monotonic()); None before then."""
         return next((self.arrivals[i] for i, line in enumerate(list(self.lines)) if text in line), None)
