@@ -147,7 +147,8 @@ def test_a_job_queued_by_the_release_before_job_kinds_runs_on_a_node_of_its_kind
                 time.sleep(0.05)
             importer = _node(tmp_path, "importer", database_url, s3_endpoint, "--job-kinds", "dataset")
             try:
-                importer.wait_for(f"event=finished kind=dataset subject={subject} outcome=skipped", timeout=60)
+                importer.wait_for(f"event=finished kind=dataset subject={subject} outcome=skipped",
+                                  timeout=deadline + 30 - time.monotonic())  # the test's bound, as before
             finally:
                 importer.stop_cleanly(signal.SIGTERM)
             assert "kind=dataset" not in trainer.output
