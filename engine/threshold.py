@@ -12,6 +12,7 @@ Threshold rules (never the test set):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,27 +24,36 @@ _NORMAL_ONLY_SIGMAS = 3.0
 _Z90 = 1.2816
 
 
-def youden_threshold(neg: np.ndarray, pos: np.ndarray) -> float:
-    """Threshold t (predict anomaly iff score >= t) maximising TPR - FPR on the given scores."""
+def youden_j(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> np.ndarray:
+    """TPR - FPR at each cut."""
+    return tp / np.maximum(tp + fn, 1) - fp / np.maximum(fp + tn, 1)
+
+
+def optimal_cut(neg: np.ndarray, pos: np.ndarray, metric: Callable[..., np.ndarray]) -> float:
+    """Threshold t (predict anomaly iff score >= t) maximising ``metric`` (a function of the (tp, fp,
+    fn, tn) arrays of every cut) on the given scores: the middle of the widest gap below an optimal cut,
+    so that the threshold has the most margin on both sides."""
     neg = np.asarray(neg, dtype=np.float64)
     pos = np.asarray(pos, dtype=np.float64)
     vals = np.unique(np.concatenate([neg, pos]))
     if len(vals) == 1:
         return float(vals[0])
     # Candidate cut between vals[i-1] and vals[i]: everything >= vals[i] is flagged.
-    neg_s, pos_s = np.sort(neg), np.sort(pos)
-    fpr = 1.0 - np.searchsorted(neg_s, vals, side="left") / max(len(neg), 1)
-    tpr = 1.0 - np.searchsorted(pos_s, vals, side="left") / max(len(pos), 1)
-    j = tpr - fpr
-    best = j.max()
-    ok = np.flatnonzero(j >= best - 1e-12)
+    tp = len(pos) - np.searchsorted(np.sort(pos), vals, side="left")
+    fp = len(neg) - np.searchsorted(np.sort(neg), vals, side="left")
+    value = metric(tp, fp, len(pos) - tp, len(neg) - fp)
+    ok = np.flatnonzero(value >= value.max() - 1e-12)
     ok = ok[ok > 0] if (ok > 0).any() else ok
-    # Gap below each optimal cut; pick the widest (most margin on both sides).
     gaps = np.array([vals[i] - vals[i - 1] if i > 0 else 0.0 for i in ok])
     i = int(ok[int(np.argmax(gaps))])
     if i == 0:
         return float(vals[0])
     return float(0.5 * (vals[i - 1] + vals[i]))
+
+
+def youden_threshold(neg: np.ndarray, pos: np.ndarray) -> float:
+    """Threshold maximising TPR - FPR on the given scores (``optimal_cut``)."""
+    return optimal_cut(neg, pos, youden_j)
 
 
 def choose_threshold(neg: np.ndarray, pos: np.ndarray) -> tuple[float, str]:
