@@ -1,0 +1,241 @@
+"""KolektorSDD's fine-tuned candidate on splits by physical part: many seeds, several threshold rules
+judged on the same networks.
+
+    .venv/bin/python benchmarks/engine_splits_bench.py --splits official --seeds 0,1,2 --json out.json
+    .venv/bin/python benchmarks/engine_splits_bench.py --splits mod6=1 --seeds 0-9 --threads 1
+
+Why a bench of its own: on KolektorSDD the model is the "finetuned" candidate, and what varies from
+one seed to the next is its fold networks and the threshold chosen on their out-of-fold scores.
+``engine_seeds_bench.py`` fits the whole model (every candidate, ~80 s per seed at 2 threads) on two
+fixed splits; engine v3's rounds 3-11 needed tens of seeds on fresh splits, and the same networks
+judged under more than one threshold rule. This runs the steps ``engine.training.fit`` takes for that
+candidate -- the same near-duplicate groups, grouped folds, cell targets, fold networks, calibration
+and ``choose_threshold`` -- from the frozen backbone's outputs, computed once per split, and keeps
+every run's out-of-fold and test scores in the JSON for later comparisons.
+
+Splits (``--splits``, comma-separated):
+  * ``official``: the dataset's own train / test folders, what ``benchmarks/api_accuracy_bench.py``
+    trains and tests through the API. In that order and at 2 torch threads a run gives the API's
+    verdicts on the same machine (engine v3 round 11, on an AMD EPYC: seed 0, labels only, 17 / 0 / 4
+    TP / FP / FN, out-of-fold F1 0.966, as the API's round 9 on that kind of machine).
+  * ``reversed``: the same folders the other way round.
+  * ``modK=R``: all 50 parts (``kosNN``); those with NN % K == R are the test set, the rest train.
+Modes (``--modes``): ``labels`` (image labels only) and ``masks`` (every training crack's mask).
+
+Threshold rules, each on the run's out-of-fold scores and applied to the same test scores: ``youden``
+(Youden's J), ``f1`` and ``mcc`` (the cut maximising out-of-fold F1 or Matthews' correlation); each
+the middle of the widest optimal gap (``engine.threshold.optimal_cut``).
+
+Threads: the networks depend on the torch thread count (finetune.py) and on the processor (its
+kernels round differently), so ``--threads`` and the machine are part of a run's identity; 2 threads
+reproduce the API on a 2-core machine. Two processes at ``--threads 1`` with
+different seeds use 2 cores about twice as well as one at 2.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, write_results  # noqa: E402
+from engine_bench import load_kolektor, machine  # noqa: E402
+
+from engine import FitOptions  # noqa: E402
+from engine.backbone import load_pretrained_state_dict, trunk_state_dict  # noqa: E402
+from engine.dataset import prepare  # noqa: E402
+from engine.features import PatchFeatureExtractor  # noqa: E402
+from engine.finetune import cell_targets, out_of_fold, repeat_seed  # noqa: E402
+from engine.groups import grouped_folds, near_duplicate_groups  # noqa: E402
+from engine.images import working_size  # noqa: E402
+from engine.metrics import auroc, prf  # noqa: E402
+from engine.threshold import optimal_cut, youden_threshold  # noqa: E402
+
+MODES = ("labels", "masks")
+RULES = ("youden", "f1", "mcc")
+_BATCH = 2  # images per backbone pass, as engine.training.fit describes its training images
+
+
+@dataclass
+class Split:
+    """One split's images in training order: (engine items with masks, their image features)."""
+
+    name: str
+    train: list  # engine Items, masks included (the labels mode drops them)
+    test: list
+    train_base: torch.Tensor  # (n, C0, gh, gw) finest-level features, the fine-tuned stages' input
+    train_pooled: np.ndarray  # (n, 2D) [mean, max]-pooled descriptors, what the groups are found from
+    test_base: torch.Tensor
+
+
+def part_of(item: Any) -> int:
+    """The physical part number NN of a KolektorSDD item named ``kosNN_PartM``."""
+    return int(item.name.split("_")[0][3:])
+
+
+def split_items(name: str, root: Path) -> tuple[list, list]:
+    """(train, test) engine Items of a split, masks attached to every anomaly."""
+    folders = {"official": ("train", "test"), "reversed": ("test", "train")}
+    if name in folders:
+        fit_on, test_on = folders[name]
+        return load_kolektor(root, fit_on, True), load_kolektor(root, test_on, True)
+    if not name.startswith("mod") or "=" not in name:
+        raise SystemExit(f"unknown split {name!r}: official, reversed or modK=R")
+    k, r = (int(v) for v in name[3:].split("="))
+    every = load_kolektor(root, "train", True) + load_kolektor(root, "test", True)
+    test = [it for it in every if part_of(it) % k == r]
+    return [it for it in every if part_of(it) % k != r], test
+
+
+def describe(extractor: PatchFeatureExtractor, items: list) -> tuple[torch.Tensor, np.ndarray]:
+    """(finest-level features, [mean, max]-pooled descriptors) of ``items`` in batches of _BATCH."""
+    bases, pooled = [], []
+    images = prepare(items, LABEL_COLOURS["kolektorsdd"]).images
+    for s in range(0, len(images), _BATCH):
+        f, b = extractor.describe(images[s : s + _BATCH], batch_size=_BATCH)
+        flat = f.cpu().flatten(2)
+        pooled.append(torch.cat([flat.mean(2), flat.amax(2)], 1))
+        bases.append(b.cpu())
+    return torch.cat(bases).contiguous(memory_format=torch.channels_last), torch.cat(pooled).double().numpy()
+
+
+def load_split(name: str, root: Path, opts: FitOptions) -> tuple[Split, PatchFeatureExtractor]:
+    """The split's items and features, computed once for every seed and mode."""
+    train, test = split_items(name, root)
+    height, width = train[0].image.shape[:2]
+    trunk = trunk_state_dict(opts.backbone, load_pretrained_state_dict(opts.backbone, opts.backbone_weights))
+    extractor = PatchFeatureExtractor(opts.backbone, trunk, working_size(width, height, opts.resolution,
+                                                                         opts.min_resolution))
+    train_base, train_pooled = describe(extractor, train)
+    test_base, _ = describe(extractor, test)
+    return Split(name, train, test, train_base, train_pooled, test_base), extractor
+
+
+# ----------------------------------------------------------------------------------- threshold rules
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> np.ndarray:
+    return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+
+
+def _mcc(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> np.ndarray:
+    tp, fp, fn, tn = (a.astype(np.float64) for a in (tp, fp, fn, tn))
+    den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return np.where(den > 0, (tp * tn - fp * fn) / np.where(den > 0, den, 1.0), 0.0)
+
+
+def thresholds(neg: np.ndarray, pos: np.ndarray) -> dict[str, float]:
+    """Every rule's threshold from out-of-fold normal and anomaly scores."""
+    return {"youden": youden_threshold(neg, pos), "f1": optimal_cut(neg, pos, _f1),
+            "mcc": optimal_cut(neg, pos, _mcc)}
+
+
+# ----------------------------------------------------------------------------------- one run
+def run_once(split: Split, extractor: PatchFeatureExtractor, mode: str, seed: int, opts: FitOptions) -> dict[str, Any]:
+    """One seed of one mode: the fold networks, their out-of-fold and test scores, every rule's verdicts."""
+    t0 = time.perf_counter()
+    y = np.array([1 if it.label == "anomaly" else 0 for it in split.train])
+    groups = near_duplicate_groups(split.train_pooled, seed).ids
+    masks = prepare(split.train, LABEL_COLOURS["kolektorsdd"]).masks if mode == "masks" else [None] * len(y)
+    gh, gw = extractor.grid
+    cells = cell_targets(masks, y, 1 if mode == "masks" else 0, (gh // 2, gw // 2))
+    folds = min(opts.finetune_folds, int(y.sum()), int((1 - y).sum()))
+    partitions = [grouped_folds(y, groups, folds, repeat_seed(seed, r)) for r in range(opts.finetune_repeats)]
+    oof, nets = out_of_fold(extractor.trunk, split.train_base, y, cells, partitions, opts.finetune_epochs, seed,
+                            torch.device("cpu"))
+    test_scores = nets.image_scores(split.test_base)
+    y_test = np.array([1 if it.label == "anomaly" else 0 for it in split.test])
+    names = [it.name for it in split.test]
+    rules: dict[str, Any] = {}
+    for rule, cut in thresholds(oof[y == 0], oof[y == 1]).items():
+        flagged = test_scores >= cut
+        tp, fp = int((flagged & (y_test == 1)).sum()), int((flagged & (y_test == 0)).sum())
+        fn = int(((~flagged) & (y_test == 1)).sum())
+        oof_flagged = oof >= cut
+        oof_f1 = prf(int((oof_flagged & (y == 1)).sum()), int((oof_flagged & (y == 0)).sum()),
+                     int(((~oof_flagged) & (y == 1)).sum()))[2]
+        rules[rule] = {"threshold": cut, "tp": tp, "fp": fp, "fn": fn, "test_f1": prf(tp, fp, fn)[2],
+                       "cv_f1": oof_f1,
+                       "false_positives": [n for n, f, t in zip(names, flagged, y_test, strict=True) if f and not t],
+                       "misses": [n for n, f, t in zip(names, flagged, y_test, strict=True) if t and not f]}
+    return {"split": split.name, "mode": mode, "seed": seed, "groups": int(len(np.unique(groups))),
+            "cv_auroc": auroc(y, oof), "test_auroc": auroc(y_test, test_scores), "rules": rules,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "oof_scores": [round(float(s), 6) for s in oof], "oof_labels": y.tolist(),
+            "test_scores": [round(float(s), 6) for s in test_scores], "test_labels": y_test.tolist(),
+            "test_names": names}
+
+
+def summary(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows: per split, mode and rule, errors over the seeds and the test F1 of each."""
+    rows = ["| split | mode | rule | errors (FP/FN) | mean test F1 | sd | min | test F1 per seed |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    keys = sorted({(r["split"], r["mode"]) for r in runs})
+    for split, mode in keys:
+        mine = sorted((r for r in runs if (r["split"], r["mode"]) == (split, mode)), key=lambda r: r["seed"])
+        for rule in RULES:
+            picks = [r["rules"][rule] for r in mine]
+            f1s = [p["test_f1"] for p in picks]
+            fp, fn = sum(p["fp"] for p in picks), sum(p["fn"] for p in picks)
+            sd = statistics.stdev(f1s) if len(f1s) > 1 else 0.0
+            rows.append(f"| {split} | {mode} | {rule} | {fp + fn} ({fp}/{fn}) | {statistics.mean(f1s):.3f} | "
+                        f"{sd:.3f} | {min(f1s):.3f} | {' '.join(f'{f:.3f}' for f in f1s)} |")
+    return rows
+
+
+def seed_list(text: str) -> list[int]:
+    """'0,1,2' or '0-9'."""
+    if "-" in text:
+        lo, hi = (int(v) for v in text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(v) for v in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kolektorsdd", type=Path, default=DEFAULT_ROOTS["kolektorsdd"])
+    parser.add_argument("--splits", default="official")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=FitOptions().finetune_epochs)
+    parser.add_argument("--repeats", type=int, default=FitOptions().finetune_repeats)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not (args.kolektorsdd / "train").is_dir():
+        raise SystemExit(f"KolektorSDD is not at {args.kolektorsdd}: pass --kolektorsdd")
+    modes = args.modes.split(",")
+    if not set(modes) <= set(MODES):
+        raise SystemExit(f"--modes: {', '.join(MODES)}")
+    torch.set_num_threads(args.threads)
+    opts = FitOptions(finetune_epochs=args.epochs, finetune_repeats=args.repeats)
+    opts.validate()
+    results: dict[str, Any] = {"machine": {**machine(), "torch_threads": args.threads},
+                               "options": {"epochs": args.epochs, "repeats": args.repeats}, "runs": []}
+    for name in args.splits.split(","):
+        split, extractor = load_split(name, args.kolektorsdd, opts)
+        for mode in modes:
+            for seed in seed_list(args.seeds):
+                run = run_once(split, extractor, mode, seed, opts)
+                results["runs"].append(run)
+                youden = run["rules"]["youden"]
+                print(f"{name} {mode} seed {seed}: youden {youden['tp']}/{youden['fp']}/{youden['fn']} "
+                      f"F1 {youden['test_f1']:.3f} (cv {youden['cv_f1']:.3f}); "
+                      + ", ".join(f"{r} F1 {run['rules'][r]['test_f1']:.3f}" for r in RULES[1:])
+                      + f"; test AUROC {run['test_auroc']:.4f}; {run['seconds']} s", flush=True)
+                if args.json:  # after every run, so an interrupted bench keeps what it measured
+                    write_results(results, args.json, echo=False)
+    results["summary"] = summary(results["runs"])
+    print("\n".join(results["summary"]))
+    write_results(results, args.json, echo=False)
+
+
+if __name__ == "__main__":
+    main()
