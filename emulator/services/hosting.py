@@ -137,11 +137,22 @@ class HostingRegistry:
         return sum(1 for load in self.held().values() if load.state()[0] == SERVING)
 
     def stop(self, key: ModelKey) -> None:
-        """Stop hosting: new requests see None at once; requests in flight finish first."""
+        """Stop hosting: new requests see None at once; requests in flight finish first.
+
+        A load in progress is not waited for: it can take as long as fetching a large artifact from
+        the object store, and the reconciler that calls this would miss its heartbeats meanwhile (and
+        a leaving node its stop deadline). The model is closed when its load ends instead, on the
+        loader's thread; a loaded one is closed here and now."""
         with self._lock:
             found = self._hosted.pop(key, None)
-        if found is not None and found.future.exception() is None:
-            found.future.result().close()
+        if found is not None:
+            found.future.add_done_callback(_close_if_loaded)
+
+
+def _close_if_loaded(load: Future[HostedModel]) -> None:
+    """Close a model whose hosting was stopped, once its load has ended (a failed load holds nothing)."""
+    if load.exception() is None:
+        load.result().close()
 
 
 class Reconciler:

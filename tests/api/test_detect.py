@@ -256,3 +256,36 @@ def test_a_request_racing_stop_model_finds_the_model_stopped(hosted: Trained, em
     assert own.get(key) is None
     with pytest.raises(NotHosted):
         served.predict(texture(1))
+
+
+def test_stopping_a_model_still_loading_does_not_wait_for_its_load(hosted: Trained, emulator: Any) -> None:
+    """A stop returns at once while the model is still loading (a reconciler calls it, and must keep
+    beating its heartbeat), and the model is closed as soon as its load ends: nothing stays loaded."""
+    import threading
+    import time
+
+    from emulator.services.hosting import HostingRegistry, NotHosted
+    from emulator.services.lookups import engine_dir
+
+    own = HostingRegistry()
+    key = (hosted.kit.project, 1)
+    release = threading.Event()
+
+    def locate() -> Any:
+        release.wait(20)  # a slow artifact fetch
+        return engine_dir(emulator.backend, *key)
+
+    loading = own.host(key, locate, 1)
+    own.stop(key)
+    assert not loading.done(), "stop waited for the load in progress"
+    assert own.get(key) is None
+    release.set()
+    served = loading.result(timeout=60)
+    deadline = time.monotonic() + 10
+    while True:  # closed by the load's completion callback, just after the future's result is set
+        try:
+            served.predict(texture(1))
+        except NotHosted:
+            break
+        assert time.monotonic() < deadline, "the stopped model was left loaded"
+        time.sleep(0.05)
