@@ -10,8 +10,10 @@ one seed to the next is its fold networks and the threshold chosen on their out-
 fixed splits; engine v3's rounds 3-11 needed tens of seeds on fresh splits, and the same networks
 judged under more than one threshold rule. This runs the steps ``engine.training.fit`` takes for that
 candidate -- the same near-duplicate groups, grouped folds, cell targets, fold networks, calibration
-and ``choose_threshold`` -- from the frozen backbone's outputs, computed once per split, and keeps
-every run's out-of-fold and test scores in the JSON for later comparisons.
+and threshold -- from the frozen backbone's outputs, computed once per split, and keeps every run's
+out-of-fold and test scores in the JSON for later comparisons. Unlike ``fit`` it scores every training
+image out of fold, even past ``FitOptions.max_cv_images`` (240; splits modK=R with K >= 6 can train on
+more).
 
 Splits (``--splits``, comma-separated):
   * ``official``: the dataset's own train / test folders, what ``benchmarks/api_accuracy_bench.py``
