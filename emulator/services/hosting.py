@@ -114,14 +114,6 @@ class HostingRegistry:
                 self._hosted[key] = found
             return found.future
 
-    def get(self, key: ModelKey) -> HostedModel | None:
-        """The hosted model, waiting for a load in progress; None if it is not hosted or failed to load."""
-        with self._lock:
-            found = self._hosted.get(key)
-        if found is None or found.future.exception() is not None:
-            return None
-        return found.future.result()
-
     def load_of(self, key: ModelKey) -> Load | None:
         """The model's load on this node, done or in progress (None: this node does not hold it)."""
         with self._lock:

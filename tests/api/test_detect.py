@@ -19,6 +19,13 @@ from tests.api.datasets_support import error_of
 from tests.api.models_support import COLOUR, LABEL, SIZE, Trained, encode, new_kit, texture, trained
 
 
+def served_model(backend: Any, key: tuple[str, int]) -> Any:
+    """The model this node serves for ``key``, once its load has ended; fails the test if it holds none."""
+    load = registry(backend).load_of(key)
+    assert load is not None, f"this node holds no load of {key}"
+    return load.future.result(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def hosted(lookout: Any, s3: Any) -> Iterator[Trained]:
     """The shared classification model, hosted with two inference units for this module."""
@@ -70,8 +77,8 @@ def test_segmentation_life_cycle(lookout: Any, s3: Any, emulator: Any) -> None:
 
     described = kit.host("1", MaxInferenceUnits=3)
     assert (described["MinInferenceUnits"], described["MaxInferenceUnits"]) == (1, 3)
-    served = registry(emulator.backend).get((kit.project, 1))
-    assert served is not None and served.units == 3  # workers start on demand up to the maximum
+    served = served_model(emulator.backend, (kit.project, 1))
+    assert served.units == 3  # workers start on demand up to the maximum
     body, truth = model.anomalies[0]
     result = kit.detect("1", body)
     assert result["IsAnomalous"] is True
@@ -104,8 +111,8 @@ def test_segmentation_life_cycle(lookout: Any, s3: Any, emulator: Any) -> None:
 def test_concurrent_requests_each_get_their_own_result(hosted: Trained, emulator: Any) -> None:
     """With 2 units, requests that arrive together are predicted together; each answer must still be
     the one its own image gets alone."""
-    served = registry(emulator.backend).get((hosted.kit.project, 1))
-    assert served is not None and served.units == 2
+    served = served_model(emulator.backend, (hosted.kit.project, 1))
+    assert served.units == 2
     bodies = hosted.normals[:3] + [body for body, _ in hosted.anomalies[:3]]
     alone = [hosted.kit.detect("1", body) for body in bodies]
     with ThreadPoolExecutor(6) as pool:
@@ -239,8 +246,7 @@ def test_a_hosted_model_this_node_does_not_hold_is_loaded_for_the_request(hosted
     key = (hosted.kit.project, 1)
     hosts.stop(key)
     assert hosted.kit.detect("1", hosted.normals[0])["IsAnomalous"] is False
-    served = hosts.get(key)
-    assert served is not None and served.units == 2
+    assert served_model(emulator.backend, key).units == 2
 
 
 def test_a_request_racing_stop_model_finds_the_model_stopped(hosted: Trained, emulator: Any) -> None:
@@ -251,9 +257,10 @@ def test_a_request_racing_stop_model_finds_the_model_stopped(hosted: Trained, em
     own = HostingRegistry()
     key = (hosted.kit.project, 1)
     served = own.host(key, lambda: engine_dir(emulator.backend, *key), 1).result()
-    assert own.get(key) is served
+    load = own.load_of(key)
+    assert load is not None and load.future.result() is served
     own.stop(key)
-    assert own.get(key) is None
+    assert own.load_of(key) is None
     with pytest.raises(NotHosted):
         served.predict(texture(1))
 
@@ -278,7 +285,7 @@ def test_stopping_a_model_still_loading_does_not_wait_for_its_load(hosted: Train
     loading = own.host(key, locate, 1)
     own.stop(key)
     assert not loading.done(), "stop waited for the load in progress"
-    assert own.get(key) is None
+    assert own.load_of(key) is None
     release.set()
     served = loading.result(timeout=60)
     deadline = time.monotonic() + 10
