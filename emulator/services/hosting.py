@@ -129,7 +129,8 @@ class HostingRegistry:
         return sum(1 for load in self.held().values() if load.state()[0] == SERVING)
 
     def stop(self, key: ModelKey) -> None:
-        """Stop hosting: new requests see None at once; requests in flight finish first.
+        """Stop hosting: ``load_of`` finds nothing from now on, so new requests are refused; requests
+        in flight finish first.
 
         A load in progress is not waited for: it can take as long as fetching a large artifact from
         the object store, and the reconciler that calls this would miss its heartbeats meanwhile (and
