@@ -81,7 +81,7 @@ from typing import Any
 
 import boto3
 import numpy as np
-from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, Picture, colour_mask, load_split, write_results
+from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, Picture, colour_mask, load_split, seed_list, write_results
 from botocore.config import Config
 from lifecycle_bench import CREDENTIALS, LISTENING, cpu_delta, cpu_seconds, machine, percentile
 from PIL import Image
@@ -452,17 +452,6 @@ def code_tree(code_path: str) -> dict[str, Any]:
                            capture_output=True, text=True, check=False).stdout.strip()
     return {"engine": str(engine_dir), "found_by_this_process": spec.origin if spec else None,
             "commit": commit + ("+uncommitted engine changes" if dirty else "")}
-
-
-def seed_list(text: str) -> list[int]:
-    """``--seeds``: comma-separated non-negative whole numbers, each once."""
-    try:
-        seeds = [int(word) for word in text.split(",") if word.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
-    if not seeds or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: name one or more seeds, each 0 or more")
-    return list(dict.fromkeys(seeds))
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The shared datasets as the benchmarks split them, and how a benchmark hands its results over.
+"""The shared datasets as the benchmarks split them, how a benchmark is told its seeds, and how it
+hands its results over.
 
 - KolektorSDD (``../shared/datasets/kolektorsdd``): its own train (140 normal, 29 anomaly) and test
   (100 normal, 21 anomaly) splits, no physical item in both; every anomaly has a crack mask, stored
@@ -10,6 +11,7 @@ Only reads the datasets; masks are handed out as colour arrays (one anomaly labe
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import dataclass
@@ -84,6 +86,24 @@ def colour_mask(dataset: str, path: Path) -> np.ndarray:
             out[marked] = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
             return out
         return np.asarray(mask.convert("RGB"))
+
+
+def seed_list(text: str) -> list[int]:
+    """``--seeds``: comma-separated non-negative whole numbers or inclusive ranges (``0,1,2``, ``0-9``,
+    ``0-4,7``), each seed once, in the order given."""
+    seeds: list[int] = []
+    try:
+        for word in (w.strip() for w in text.split(",")):
+            if not word:
+                continue
+            low, _, high = word.partition("-")
+            seeds.extend(range(int(low), int(high) + 1) if high else [int(low)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers or ranges "
+                                         "A-B") from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: name one or more seeds, each 0 or more")
+    return list(dict.fromkeys(seeds))
 
 
 def write_results(results: dict[str, Any], path: Path | None, echo: bool = True) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, write_results  # noqa: E402
+from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, seed_list, write_results  # noqa: E402
 from engine_bench import cookies_dir, fit_and_test, load_cookies, load_kolektor, machine  # noqa: E402
 
 RUNS = ("kolektor_segmentation", "kolektor_classification", "kolektor_reversed_segmentation",
@@ -62,7 +62,7 @@ def _split(run: str, cookies: Path, kolektor: Path) -> tuple[list, list, dict | 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {', '.join(RUNS)}")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", type=seed_list, default="0,1,2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cookies", help="cookies dataset directory")
     ap.add_argument("--kolektor", help="KolektorSDD directory (default ../shared/datasets/kolektorsdd)")
@@ -71,15 +71,14 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",")]
     kolektor = Path(args.kolektor) if args.kolektor else DEFAULT_ROOTS["kolektorsdd"]
-    res: dict = {"machine": machine(), "threads": args.threads, "seeds": seeds}
+    res: dict = {"machine": machine(), "threads": args.threads, "seeds": args.seeds}
     for run in args.runs.split(","):
         if run not in RUNS:
             raise SystemExit(f"unknown run {run!r}; choose from {', '.join(RUNS)}")
         train, test, colours = _split(run, cookies_dir(args.cookies), kolektor)
         fits = []
-        for seed in seeds:
+        for seed in args.seeds:
             fits.append(fit_and_test(train, test, colours, seed))
             print(run, {k: fits[-1][k] for k in ("seed", "test_f1", "cv_f1", "test_auroc", "pixel_auroc",
                                                  "test_mean_iou", "candidate", "fit_s")}, flush=True)

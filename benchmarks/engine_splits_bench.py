@@ -49,7 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, write_results  # noqa: E402
+from bench_datasets import DEFAULT_ROOTS, LABEL_COLOURS, seed_list, write_results  # noqa: E402
 from engine_bench import load_kolektor, machine  # noqa: E402
 
 from engine import FitOptions  # noqa: E402
@@ -69,11 +69,13 @@ _BATCH = 2  # images per backbone pass, as engine.training.fit describes its tra
 
 @dataclass
 class Split:
-    """One split's images in training order: (engine items with masks, their image features)."""
+    """One split's images in training order, with what every seed and mode reuses: the training masks
+    decoded once and the backbone's outputs."""
 
     name: str
-    train: list  # engine Items, masks included (the labels mode drops them)
+    train: list  # engine Items
     test: list
+    train_masks: list  # label-index maps (None for normals): the cell targets of the masks mode
     train_base: torch.Tensor  # (n, C0, gh, gw) finest-level features, the fine-tuned stages' input
     train_pooled: np.ndarray  # (n, 2D) [mean, max]-pooled descriptors, what the groups are found from
     test_base: torch.Tensor
@@ -98,10 +100,9 @@ def split_items(name: str, root: Path) -> tuple[list, list]:
     return [it for it in every if part_of(it) % k != r], test
 
 
-def describe(extractor: PatchFeatureExtractor, items: list) -> tuple[torch.Tensor, np.ndarray]:
-    """(finest-level features, [mean, max]-pooled descriptors) of ``items`` in batches of _BATCH."""
+def describe(extractor: PatchFeatureExtractor, images: list[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
+    """(finest-level features, [mean, max]-pooled descriptors) of ``images`` in batches of _BATCH."""
     bases, pooled = [], []
-    images = prepare(items, LABEL_COLOURS["kolektorsdd"]).images
     for s in range(0, len(images), _BATCH):
         f, b = extractor.describe(images[s : s + _BATCH], batch_size=_BATCH)
         flat = f.cpu().flatten(2)
@@ -117,9 +118,10 @@ def load_split(name: str, root: Path, opts: FitOptions) -> tuple[Split, PatchFea
     trunk = trunk_state_dict(opts.backbone, load_pretrained_state_dict(opts.backbone, opts.backbone_weights))
     extractor = PatchFeatureExtractor(opts.backbone, trunk, working_size(width, height, opts.resolution,
                                                                          opts.min_resolution))
-    train_base, train_pooled = describe(extractor, train)
-    test_base, _ = describe(extractor, test)
-    return Split(name, train, test, train_base, train_pooled, test_base), extractor
+    prepared = prepare(train, LABEL_COLOURS["kolektorsdd"])
+    train_base, train_pooled = describe(extractor, prepared.images)
+    test_base, _ = describe(extractor, prepare(test, LABEL_COLOURS["kolektorsdd"]).images)
+    return Split(name, train, test, prepared.masks, train_base, train_pooled, test_base), extractor
 
 
 # ----------------------------------------------------------------------------------- threshold rules
@@ -139,13 +141,19 @@ def thresholds(neg: np.ndarray, pos: np.ndarray) -> dict[str, float]:
             "mcc": optimal_cut(neg, pos, _mcc)}
 
 
+def confusion(flagged: np.ndarray, labels: np.ndarray) -> tuple[int, int, int]:
+    """(tp, fp, fn) of the verdicts ``flagged`` against ``labels`` (1 = anomaly)."""
+    return (int((flagged & (labels == 1)).sum()), int((flagged & (labels == 0)).sum()),
+            int((~flagged & (labels == 1)).sum()))
+
+
 # ----------------------------------------------------------------------------------- one run
 def run_once(split: Split, extractor: PatchFeatureExtractor, mode: str, seed: int, opts: FitOptions) -> dict[str, Any]:
     """One seed of one mode: the fold networks, their out-of-fold and test scores, every rule's verdicts."""
     t0 = time.perf_counter()
     y = np.array([1 if it.label == "anomaly" else 0 for it in split.train])
     groups = near_duplicate_groups(split.train_pooled, seed).ids
-    masks = prepare(split.train, LABEL_COLOURS["kolektorsdd"]).masks if mode == "masks" else [None] * len(y)
+    masks = split.train_masks if mode == "masks" else [None] * len(y)
     gh, gw = extractor.grid
     cells = cell_targets(masks, y, 1 if mode == "masks" else 0, (gh // 2, gw // 2))
     folds = min(opts.finetune_folds, int(y.sum()), int((1 - y).sum()))
@@ -158,13 +166,9 @@ def run_once(split: Split, extractor: PatchFeatureExtractor, mode: str, seed: in
     rules: dict[str, Any] = {}
     for rule, cut in thresholds(oof[y == 0], oof[y == 1]).items():
         flagged = test_scores >= cut
-        tp, fp = int((flagged & (y_test == 1)).sum()), int((flagged & (y_test == 0)).sum())
-        fn = int(((~flagged) & (y_test == 1)).sum())
-        oof_flagged = oof >= cut
-        oof_f1 = prf(int((oof_flagged & (y == 1)).sum()), int((oof_flagged & (y == 0)).sum()),
-                     int(((~oof_flagged) & (y == 1)).sum()))[2]
+        tp, fp, fn = confusion(flagged, y_test)
         rules[rule] = {"threshold": cut, "tp": tp, "fp": fp, "fn": fn, "test_f1": prf(tp, fp, fn)[2],
-                       "cv_f1": oof_f1,
+                       "cv_f1": prf(*confusion(oof >= cut, y))[2],
                        "false_positives": [n for n, f, t in zip(names, flagged, y_test, strict=True) if f and not t],
                        "misses": [n for n, f, t in zip(names, flagged, y_test, strict=True) if t and not f]}
     return {"split": split.name, "mode": mode, "seed": seed, "groups": int(len(np.unique(groups))),
@@ -192,20 +196,12 @@ def summary(runs: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
-def seed_list(text: str) -> list[int]:
-    """'0,1,2' or '0-9'."""
-    if "-" in text:
-        lo, hi = (int(v) for v in text.split("-"))
-        return list(range(lo, hi + 1))
-    return [int(v) for v in text.split(",")]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kolektorsdd", type=Path, default=DEFAULT_ROOTS["kolektorsdd"])
     parser.add_argument("--splits", default="official")
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=FitOptions().finetune_epochs)
     parser.add_argument("--repeats", type=int, default=FitOptions().finetune_repeats)
@@ -224,7 +220,7 @@ def main() -> None:
     for name in args.splits.split(","):
         split, extractor = load_split(name, args.kolektorsdd, opts)
         for mode in modes:
-            for seed in seed_list(args.seeds):
+            for seed in args.seeds:
                 run = run_once(split, extractor, mode, seed, opts)
                 results["runs"].append(run)
                 youden = run["rules"]["youden"]
