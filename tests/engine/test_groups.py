@@ -95,3 +95,32 @@ def test_folds_keep_every_class_in_training_when_one_class_is_a_single_group():
     for train, held_out in grouped_folds(strata, groups, 3, seed=0):
         assert not set(groups[train]) & set(groups[held_out])
         assert set(strata[train]) == {0, 1}
+
+
+def test_copies_of_one_image_are_one_group_and_hide_no_other_near_duplicates():
+    """A file uploaded twice is one image. Three copies among 121 descriptors used to stretch the
+    distance population so far that neither they nor seven pairs of noisy captures were grouped."""
+    rng = np.random.default_rng(0)
+    parts = rng.normal(size=(114, 64))
+    captures = np.concatenate([parts, parts[:7] + 0.3 * rng.normal(size=(7, 64))])  # parts 0-6 twice
+    part = np.concatenate([np.arange(114), np.arange(7)])
+    without = near_duplicate_groups(captures)
+    with_copies = near_duplicate_groups(np.concatenate([captures, captures[[50, 51, 52]]]))
+    part_with_copies = np.concatenate([part, [50, 51, 52]])
+    # The same groups among the original descriptors, found with or without the copies ...
+    assert (with_copies.ids[: len(captures)] == without.ids).all()
+    assert with_copies.cut == without.cut
+    # ... and they are the parts: each group is one part, each part one group.
+    for ids, owner in ((without.ids, part), (with_copies.ids, part_with_copies)):
+        assert all(len(set(owner[ids == g])) == 1 for g in np.unique(ids)), ids
+        assert all(len(set(ids[owner == p])) == 1 for p in np.unique(owner)), ids
+
+
+def test_copies_alone_are_grouped():
+    """Only copies, no near-duplicates: the copies are grouped (cut 0.0) and nothing else."""
+    images = np.random.default_rng(2).normal(size=(120, 64))
+    assert near_duplicate_groups(images).cut is None
+    groups = near_duplicate_groups(np.concatenate([images, images[:2]]))
+    assert groups.cut == 0.0
+    assert groups.ids[120] == groups.ids[0] and groups.ids[121] == groups.ids[1]
+    assert groups.summary()["images_with_siblings"] == 4 and groups.count == 120
