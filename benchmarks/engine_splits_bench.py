@@ -152,7 +152,7 @@ def run_once(split: Split, extractor: PatchFeatureExtractor, mode: str, seed: in
     """One seed of one mode: the fold networks, their out-of-fold and test scores, every rule's verdicts."""
     t0 = time.perf_counter()
     y = np.array([1 if it.label == "anomaly" else 0 for it in split.train])
-    groups = near_duplicate_groups(split.train_pooled, seed).ids
+    groups = near_duplicate_groups(split.train_pooled).ids
     masks = split.train_masks if mode == "masks" else [None] * len(y)
     gh, gw = extractor.grid
     cells = cell_targets(masks, y, 1 if mode == "masks" else 0, (gh // 2, gw // 2))

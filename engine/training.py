@@ -175,7 +175,7 @@ def fit(
     feats = _extract_features(data, y, opts, device, rng, clock)
     # [mean, max]-pooled descriptors: the max keeps where a part's distinctive details are, which
     # separated captures of one part from other parts far better than the mean alone (groups.py).
-    groups = near_duplicate_groups(torch.cat([feats.pooled_mean, feats.pooled_max], 1).double().numpy(), opts.seed)
+    groups = near_duplicate_groups(torch.cat([feats.pooled_mean, feats.pooled_max], 1).double().numpy())
     feats.groups = groups.ids
     oneclass = _oneclass_out_of_fold(feats, y, opts, clock)
     candidates = _Candidates(scores={"oneclass": oneclass.scores})

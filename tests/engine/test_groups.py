@@ -45,7 +45,7 @@ def test_captures_of_one_part_end_up_in_one_fold():
     parts = _cookies(range(3, 15))  # normal-1 and normal-2 are two photographs of one cookie
     images = [capture for image in parts for capture in _exposures(image)]
     part = np.repeat(np.arange(len(parts)), len(GAINS))
-    groups = near_duplicate_groups(_descriptors(images), seed=0)
+    groups = near_duplicate_groups(_descriptors(images))
     # Every group is one part (distinct cookies are never merged) ...
     for g in range(groups.count):
         assert len(set(part[groups.ids == g])) == 1, groups.ids
@@ -61,7 +61,7 @@ def test_captures_of_one_part_end_up_in_one_fold():
 
 def test_distinct_parts_stay_apart():
     """Photographs of different cookies (one each): nothing is grouped."""
-    groups = near_duplicate_groups(_descriptors(_cookies(range(3, 32))), seed=0)
+    groups = near_duplicate_groups(_descriptors(_cookies(range(3, 32))))
     assert groups.summary()["images_with_siblings"] == 0, groups.ids
 
 
@@ -124,3 +124,18 @@ def test_copies_alone_are_grouped():
     assert groups.cut == 0.0
     assert groups.ids[120] == groups.ids[0] and groups.ids[121] == groups.ids[1]
     assert groups.summary()["images_with_siblings"] == 4 and groups.count == 120
+
+
+def test_a_few_parts_captured_twice_among_many_are_found_in_any_order():
+    """Three of 118 parts photographed twice: a small near population, which one fit of the mixture
+    found or missed depending on its start (seed 0 missed it; KolektorSDD's kos38 / kos39 pairs went
+    the same way). The groups are the parts for every order of the images."""
+    rng = np.random.default_rng(0)
+    parts = rng.normal(size=(118, 64))
+    captures = np.concatenate([parts, parts[:3] + 1.2 * rng.normal(size=(3, 64))])
+    part = np.concatenate([np.arange(118), np.arange(3)])
+    for shuffle in range(3):
+        order = np.random.default_rng(shuffle).permutation(len(captures)) if shuffle else np.arange(len(captures))
+        ids, owner = near_duplicate_groups(captures[order]).ids, part[order]
+        assert all(len(set(owner[ids == g])) == 1 for g in np.unique(ids)), ids
+        assert all(len(set(ids[owner == p])) == 1 for p in np.unique(owner)), ids
