@@ -23,8 +23,8 @@ together, so it finds out from the images' own global descriptors:
   mixture says, and count once in it. At distance zero they are the extreme of the near population,
   yet they left it unseen: their log distances lie far below every other (-20.7, the floor of
   log 1e-9, against -2.3 for KolektorSDD's closest captures), the density grid stretched to reach
-  them, and no second peak remained inside it -- three copies among 121 random descriptors with 7 noisy pairs hid the
-  copies and the pairs alike.
+  them, and no second peak remained inside it -- three copies among 121 random descriptors with 7
+  noisy pairs hid the copies and the pairs alike.
 
 ``grouped_folds`` then hands out stratified K folds of whole groups.
 """

@@ -110,10 +110,9 @@ def test_copies_of_one_image_are_one_group_and_hide_no_other_near_duplicates():
     # The same groups among the original descriptors, found with or without the copies ...
     assert (with_copies.ids[: len(captures)] == without.ids).all()
     assert with_copies.cut == without.cut
-    # ... and they are the parts: each group is one part, each part one group.
-    for ids, owner in ((without.ids, part), (with_copies.ids, part_with_copies)):
-        assert all(len(set(owner[ids == g])) == 1 for g in np.unique(ids)), ids
-        assert all(len(set(ids[owner == p])) == 1 for p in np.unique(owner)), ids
+    # ... and they are the parts.
+    _assert_groups_are_parts(without.ids, part)
+    _assert_groups_are_parts(with_copies.ids, part_with_copies)
 
 
 def test_copies_alone_are_grouped():
@@ -136,6 +135,10 @@ def test_a_few_parts_captured_twice_among_many_are_found_in_any_order():
     part = np.concatenate([np.arange(118), np.arange(3)])
     for shuffle in range(3):
         order = np.random.default_rng(shuffle).permutation(len(captures)) if shuffle else np.arange(len(captures))
-        ids, owner = near_duplicate_groups(captures[order]).ids, part[order]
-        assert all(len(set(owner[ids == g])) == 1 for g in np.unique(ids)), ids
-        assert all(len(set(ids[owner == p])) == 1 for p in np.unique(owner)), ids
+        _assert_groups_are_parts(near_duplicate_groups(captures[order]).ids, part[order])
+
+
+def _assert_groups_are_parts(ids: np.ndarray, part: np.ndarray) -> None:
+    """Each group is one part, and each part is one group."""
+    assert all(len(set(part[ids == g])) == 1 for g in np.unique(ids)), ids
+    assert all(len(set(ids[part == p])) == 1 for p in np.unique(part)), ids
