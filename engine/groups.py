@@ -112,9 +112,8 @@ def _distance_cut(d: np.ndarray) -> float | None:
     # Sorted: the fits' random starts pick values by position, and the images' order must not matter.
     logs = np.sort(np.log(np.maximum(near.ravel(), 1e-9)))[:, None]
     single = GaussianMixture(1).fit(logs).bic(logs)
-    cuts = [cut for start in range(_MIXTURE_STARTS)
-            if (cut := _two_population_cut(GaussianMixture(2, random_state=start, n_init=2).fit(logs), logs,
-                                           single)) is not None]
+    fits = (GaussianMixture(2, random_state=start, n_init=2).fit(logs) for start in range(_MIXTURE_STARTS))
+    cuts = [cut for cut in (_two_population_cut(mix, logs, single) for mix in fits) if cut is not None]
     return min(cuts) if cuts else None
 
 
@@ -146,11 +145,14 @@ def near_duplicate_groups(descriptors: np.ndarray) -> Groups:
     descriptors = np.asarray(descriptors)
     if len(descriptors) == 0:
         return Groups(np.zeros(0, dtype=np.int64), None)
-    original = _first_copy(correlation_distances(descriptors))
+    d = correlation_distances(descriptors)
+    original = _first_copy(d)
     distinct = np.unique(original)  # the first of each image's copies, in order
-    found = _near_duplicates(descriptors[distinct])
-    ids = _by_first_appearance(found.ids[np.searchsorted(distinct, original)])
     copies = len(distinct) < len(descriptors)
+    if copies:  # the distances among distinct images, standardised without the copies
+        d = correlation_distances(descriptors[distinct])
+    found = _near_duplicates(d)
+    ids = _by_first_appearance(found.ids[np.searchsorted(distinct, original)])
     return Groups(ids, found.cut if found.cut is not None or not copies else 0.0)
 
 
@@ -159,13 +161,12 @@ def _first_copy(d: np.ndarray) -> np.ndarray:
     return np.argmax(d <= _COPY_DISTANCE, axis=1)  # the diagonal is 0: every row has a match
 
 
-def _near_duplicates(descriptors: np.ndarray) -> Groups:
-    """Groups of near-duplicate images among descriptors of distinct images."""
-    n = len(descriptors)
+def _near_duplicates(d: np.ndarray) -> Groups:
+    """Groups of near-duplicate images from the (n, n) correlation distances of distinct images."""
+    n = len(d)
     singletons = Groups(np.arange(n), None)
     if n < _MIN_IMAGES:
         return singletons
-    d = correlation_distances(descriptors)
     cut = _distance_cut(d)
     if cut is None:
         return singletons
