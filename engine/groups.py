@@ -10,13 +10,15 @@ together, so it finds out from the images' own global descriptors:
   training images, and compared by correlation distance (1 - Pearson correlation), which ignores a
   capture's overall offset and gain in feature space (a brighter exposure of the same part);
 * the threshold comes from the data's nearest-neighbour distances: the log distances from each image
-  to its few nearest neighbours form one population when images are unrelated, and two when some
-  images have siblings (siblings much closer than anything else). A Gaussian mixture with one or two
-  components is fitted; near-duplicates exist when the Bayesian information criterion prefers two
-  and the fitted density really has two peaks. The cut is then where the near component stops being
-  the likelier one; otherwise there are no near-duplicates. The two-component fit is repeated from
-  fixed starts and any fit that shows two populations counts (``_MIXTURE_STARTS``), so the groups
-  depend on the images alone: neither the training seed nor the images' order changes them;
+  to its k nearest neighbours form one population when images are unrelated, and two when some
+  images have siblings (siblings much closer than anything else). k must exceed a part's captures,
+  so it is 8, and where that finds nothing, 16 and then 32 in sets large enough (``_NEIGHBOURS``). A
+  Gaussian mixture with one or two components is fitted; near-duplicates exist when the Bayesian
+  information criterion prefers two and the fitted density really has two peaks. The cut is then
+  where the near component stops being the likelier one; otherwise there are no near-duplicates. The
+  two-component fit is repeated from fixed starts and any fit that shows two populations counts
+  (``_MIXTURE_STARTS``), so the groups depend on the images alone: neither the training seed nor the
+  images' order changes them;
 * images closer than the cut are grouped by average linkage (average rather than single linkage, so
   a chain of merely similar parts does not fuse into one large group);
 * the groups must then stand out from chance. On small sets the mixture also "finds" two
@@ -49,10 +51,17 @@ import numpy as np
 if TYPE_CHECKING:
     from sklearn.mixture import GaussianMixture
 
-# How many nearest neighbours of each image enter the distance population. It must exceed the number
-# of captures one part is likely to have, so that the population also holds the distances to other
-# parts (the second mode the mixture needs to see).
-_NEIGHBOURS = 8
+# How many nearest neighbours of each image enter the distance population, tried in this order until
+# groups are found. The count must exceed the number of captures of one part, so that the population
+# also holds the distances to other parts (the second mode the mixture needs to see): with 8 alone,
+# parts captured 10 or 12 times (10-40 parts, random descriptors) got no groups at all, nor did 40
+# parts captured 8 times with noisy captures.
+_NEIGHBOURS = (8, 16, 32)
+# A count past the first is tried only in sets of at least this many times as many images: a part
+# captured more than 8 times in a set of fewer than 64 images leaves too few parts to hold out anyway.
+# The whole search takes 0.1-0.4 s for 300 images and 0.7-1.3 s for 1,000 (2 vCPU; most when nothing
+# is found and every count is tried).
+_IMAGES_PER_NEIGHBOUR = 4
 # Correlation distance up to which two descriptors are copies of one image: float rounding of equal
 # descriptors leaves ~1e-15, and distinct photographs, even of one part, are orders of magnitude apart.
 _COPY_DISTANCE = 1e-9
@@ -75,8 +84,7 @@ _DENSITY_GRID = 512
 # Sets of unrelated images that the images said to have siblings must be more sibling-like than
 # (``_beats_unrelated_images``). Beating all 19 would be a test at the 5% level if the draws were
 # exchangeable with the data; they are more uneven than unrelated images (module docstring), so it is
-# stricter. 30 sets of 20-240 random descriptors grouped before: none now. 0.3 s at 300 images with
-# near-duplicates, 1.4 s at 1,000 (a set without a cut skips the draws).
+# stricter. Of 180 sets of 20-240 random descriptors, 30 got groups before; none now.
 _NULL_SETS = 19
 # Distances are floored here before their logarithm is taken (copies were set aside before, so only
 # float rounding of nearly equal descriptors reaches down to it).
@@ -126,33 +134,38 @@ def correlation_distances(descriptors: np.ndarray) -> np.ndarray:
     return np.clip(d, 0.0, 2.0)
 
 
-def _neighbour_distances(d: np.ndarray) -> np.ndarray:
+def _neighbour_counts(n: int) -> list[int]:
+    """The neighbour counts a set of n images is searched with, in order (``_NEIGHBOURS``)."""
+    first, *more = _NEIGHBOURS
+    return [min(first, n - 1), *(k for k in more if k * _IMAGES_PER_NEIGHBOUR <= n)]
+
+
+def _neighbour_distances(d: np.ndarray, k: int) -> np.ndarray:
     """(n, k) distances from each image to its k nearest neighbours, nearest first."""
-    n = d.shape[0]
-    return np.sort(d + np.diag(np.full(n, np.inf)), axis=1)[:, : min(_NEIGHBOURS, n - 1)]
+    return np.sort(d + np.diag(np.full(d.shape[0], np.inf)), axis=1)[:, :k]
 
 
-def _distance_cut(d: np.ndarray) -> float | None:
+def _distance_cut(d: np.ndarray, k: int) -> float | None:
     """The distance below which two images are near-duplicates, or None when the nearest-neighbour
     distances show a single population in every start of the mixture (see the module docstring)."""
     from sklearn.mixture import GaussianMixture
 
     # Sorted: the fits' random starts pick values by position, and the images' order must not matter.
-    logs = np.sort(np.log(np.maximum(_neighbour_distances(d).ravel(), _DISTANCE_FLOOR)))[:, None]
+    logs = np.sort(np.log(np.maximum(_neighbour_distances(d, k).ravel(), _DISTANCE_FLOOR)))[:, None]
     single = GaussianMixture(1).fit(logs).bic(logs)
     fits = (GaussianMixture(2, random_state=start, n_init=2).fit(logs) for start in range(_MIXTURE_STARTS))
     cuts = [cut for cut in (_two_population_cut(mix, logs, single) for mix in fits) if cut is not None]
     return min(cuts) if cuts else None
 
 
-def _sibling_contrast(d: np.ndarray, m: int) -> float:
+def _sibling_contrast(d: np.ndarray, m: int, k: int) -> float:
     """Mean of the m lowest per-image log(nearest-neighbour distance / k-th-neighbour distance): low
     when m images have a sibling much closer than their other neighbours."""
-    near = np.maximum(_neighbour_distances(d), _DISTANCE_FLOOR)
+    near = np.maximum(_neighbour_distances(d, k), _DISTANCE_FLOOR)
     return float(np.mean(np.sort(np.log(near[:, 0] / near[:, -1]))[:m]))
 
 
-def _beats_unrelated_images(descriptors: np.ndarray, d: np.ndarray, m: int) -> bool:
+def _beats_unrelated_images(descriptors: np.ndarray, d: np.ndarray, m: int, k: int) -> bool:
     """Whether the m images said to have siblings are more sibling-like (``_sibling_contrast``) than the
     m most sibling-like images of every one of ``_NULL_SETS`` sets of unrelated images, each drawn as
     as many images from one Gaussian with the descriptors' mean and covariance. The images are put in
@@ -160,10 +173,10 @@ def _beats_unrelated_images(descriptors: np.ndarray, d: np.ndarray, m: int) -> b
     x = np.asarray(descriptors, dtype=np.float64)
     x = x[np.lexsort(x.T[::-1])]
     centred = (x - x.mean(0)) / np.sqrt(len(x) - 1)
-    observed = _sibling_contrast(d, m)
+    observed = _sibling_contrast(d, m, k)
     rng = np.random.default_rng(0)
-    return all(_sibling_contrast(correlation_distances(rng.standard_normal((len(x), len(x))) @ centred), m) > observed
-               for _ in range(_NULL_SETS))
+    unrelated = (correlation_distances(rng.standard_normal((len(x), len(x))) @ centred) for _ in range(_NULL_SETS))
+    return all(_sibling_contrast(null, m, k) > observed for null in unrelated)
 
 
 def _two_population_cut(mix: GaussianMixture, logs: np.ndarray, single_bic: float) -> float | None:
@@ -214,19 +227,27 @@ def _near_duplicates(descriptors: np.ndarray, d: np.ndarray) -> Groups:
     """Groups of near-duplicate images from the descriptors of distinct images and their (n, n)
     correlation distances ``d``."""
     n = len(d)
-    singletons = Groups(np.arange(n), None)
-    if n < _MIN_IMAGES:
-        return singletons
-    cut = _distance_cut(d)
+    if n >= _MIN_IMAGES:
+        for k in _neighbour_counts(n):
+            found = _groups_with_neighbours(descriptors, d, k)
+            if found is not None:
+                return found
+    return Groups(np.arange(n), None)
+
+
+def _groups_with_neighbours(descriptors: np.ndarray, d: np.ndarray, k: int) -> Groups | None:
+    """The groups the search finds with k neighbours per image, or None when it finds none that stand
+    out from unrelated images."""
+    cut = _distance_cut(d, k)
     if cut is None:
-        return singletons
+        return None
     from sklearn.cluster import AgglomerativeClustering
 
     labels = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
                                      distance_threshold=cut).fit_predict(d)
     found = Groups(_by_first_appearance(labels), cut)
-    if found.with_siblings and not _beats_unrelated_images(descriptors, d, found.with_siblings):
-        return singletons
+    if not found.with_siblings or not _beats_unrelated_images(descriptors, d, found.with_siblings, k):
+        return None
     return found
 
 

@@ -157,3 +157,11 @@ def test_small_sets_of_unrelated_descriptors_are_not_grouped():
     for r in range(10):
         images = np.random.default_rng(20_640 + r).normal(size=(20 + r, 64))
         assert near_duplicate_groups(images).summary()["images_with_siblings"] == 0, r
+
+
+def test_parts_captured_more_often_than_the_first_neighbour_count_are_found():
+    """Ten parts captured twelve times each: the 8 nearest neighbours of every image are its own part's
+    captures, one population, and with 8 neighbours alone nothing was grouped."""
+    rng = np.random.default_rng(12)
+    captures = np.repeat(rng.normal(size=(10, 64)), 12, axis=0) + 0.5 * rng.normal(size=(120, 64))
+    _assert_groups_are_parts(near_duplicate_groups(captures).ids, np.repeat(np.arange(10), 12))
