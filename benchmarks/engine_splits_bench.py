@@ -58,7 +58,7 @@ from engine.backbone import load_pretrained_state_dict, trunk_state_dict  # noqa
 from engine.dataset import prepare  # noqa: E402
 from engine.features import PatchFeatureExtractor  # noqa: E402
 from engine.finetune import cell_targets, out_of_fold, repeat_seed  # noqa: E402
-from engine.groups import grouped_folds, near_duplicate_groups  # noqa: E402
+from engine.groups import grouped_folds, near_duplicate_groups, tone_free_thumbnails  # noqa: E402
 from engine.images import working_size  # noqa: E402
 from engine.metrics import auroc, prf  # noqa: E402
 from engine.threshold import optimal_cut, youden_threshold  # noqa: E402
@@ -78,7 +78,8 @@ class Split:
     test: list
     train_masks: list  # label-index maps (None for normals): the cell targets of the masks mode
     train_base: torch.Tensor  # (n, C0, gh, gw) finest-level features, the fine-tuned stages' input
-    train_pooled: np.ndarray  # (n, 2D) [mean, max]-pooled descriptors, what the groups are found from
+    train_pooled: np.ndarray  # (n, 2D) [mean, max]-pooled descriptors, one view the groups are found from
+    train_thumbnails: np.ndarray  # the other (engine.groups.tone_free_thumbnails)
     test_base: torch.Tensor
 
 
@@ -130,7 +131,8 @@ def load_split(name: str, root: Path, opts: FitOptions) -> tuple[Split, PatchFea
     prepared = prepare(train, LABEL_COLOURS["kolektorsdd"])
     train_base, train_pooled = describe(extractor, prepared.images)
     test_base, _ = describe(extractor, prepare(test, LABEL_COLOURS["kolektorsdd"]).images)
-    return Split(name, train, test, prepared.masks, train_base, train_pooled, test_base), extractor
+    return (Split(name, train, test, prepared.masks, train_base, train_pooled, tone_free_thumbnails(prepared.images),
+                  test_base), extractor)
 
 
 # ----------------------------------------------------------------------------------- threshold rules
@@ -161,7 +163,7 @@ def run_once(split: Split, extractor: PatchFeatureExtractor, mode: str, seed: in
     """One seed of one mode: the fold networks, their out-of-fold and test scores, every rule's verdicts."""
     t0 = time.perf_counter()
     y = np.array([1 if it.label == "anomaly" else 0 for it in split.train])
-    groups = near_duplicate_groups(split.train_pooled).ids
+    groups = near_duplicate_groups(split.train_pooled, split.train_thumbnails).ids
     masks = split.train_masks if mode == "masks" else [None] * len(y)
     gh, gw = extractor.grid
     cells = cell_targets(masks, y, 1 if mode == "masks" else 0, (gh // 2, gw // 2))

@@ -20,8 +20,9 @@ answered them with scratch scripts):
 
 It measures the ``engine`` of the tree it sits in; to measure an older commit, run a copy of it from
 a worktree of that commit (``git worktree add``).
-Descriptors are computed as ``engine.training.fit`` computes them ([mean, max]-pooled patch features
-at the engine's working size).
+The real sets are searched in both views ``engine.training.fit`` searches: [mean, max]-pooled patch
+features at the engine's working size, and tone-free thumbnails; the random and synthetic sets are one
+view of random descriptors.
 """
 from __future__ import annotations
 
@@ -43,10 +44,15 @@ from engine_bench import load_cookies, load_kolektor, machine  # noqa: E402
 from engine import FitOptions  # noqa: E402
 from engine.backbone import load_pretrained_state_dict, trunk_state_dict  # noqa: E402
 from engine.features import PatchFeatureExtractor  # noqa: E402
-from engine.groups import near_duplicate_groups  # noqa: E402
+from engine.groups import near_duplicate_groups, tone_free_thumbnails  # noqa: E402
 from engine.images import working_size  # noqa: E402
 
 _BATCH = 2  # images per backbone pass, as training describes its images
+
+
+def views(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The two views training searches: descriptors and tone-free thumbnails."""
+    return descriptors(images), tone_free_thumbnails(images)
 
 
 def descriptors(images: list[np.ndarray]) -> np.ndarray:
@@ -63,9 +69,9 @@ def descriptors(images: list[np.ndarray]) -> np.ndarray:
     return torch.cat(pooled).double().numpy()
 
 
-def siblings(x: np.ndarray) -> int:
+def siblings(x: np.ndarray, thumbnails: np.ndarray | None = None) -> int:
     """Images that near_duplicate_groups gives a sibling."""
-    return int(near_duplicate_groups(x).summary()["images_with_siblings"])
+    return int(near_duplicate_groups(x, thumbnails).summary()["images_with_siblings"])
 
 
 def random_sets() -> dict[str, int]:
@@ -75,12 +81,13 @@ def random_sets() -> dict[str, int]:
             for n in (20, 30, 45, 60, 120, 240)}
 
 
-def subsets(sets: dict[str, np.ndarray]) -> dict[str, Any]:
+def subsets(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
     """Per real set and subset size: images with siblings in each of 12 random subsets."""
     out: dict[str, Any] = {}
-    for name, x in sets.items():
+    for name, (x, thumbnails) in sets.items():
         for n in (20, 30, 45, 60):
-            found = [siblings(x[np.random.default_rng(r).choice(len(x), n, replace=False)]) for r in range(12)]
+            picks = [np.random.default_rng(r).choice(len(x), n, replace=False) for r in range(12)]
+            found = [siblings(x[pick], thumbnails[pick]) for pick in picks]
             out[f"{name} {n}"] = {"with_groups": sum(f > 0 for f in found),
                                   "half_or_more_grouped": sum(f >= n / 2 for f in found), "siblings": found}
     return out
@@ -104,12 +111,12 @@ def twins() -> dict[str, int]:
     return {"sets": total, "exact": exact}
 
 
-def orders(x: np.ndarray) -> int:
-    """Distinct partitions of ``x`` over six orders of its rows (1: the order does not matter)."""
+def orders(x: np.ndarray, thumbnails: np.ndarray) -> int:
+    """Distinct partitions of the images over six orders (1: the order does not matter)."""
     seen = set()
     for k in range(6):
         perm = np.random.default_rng(k).permutation(len(x)) if k else np.arange(len(x))
-        ids = near_duplicate_groups(x[perm]).ids[np.argsort(perm)]
+        ids = near_duplicate_groups(x[perm], thumbnails[perm]).ids[np.argsort(perm)]
         seen.add(frozenset(frozenset(np.flatnonzero(ids == g).tolist()) for g in np.unique(ids)))
     return len(seen)
 
@@ -139,15 +146,15 @@ def main() -> None:
     cookies_train, cookies_test = load_cookies(args.cookies, masks=False)
     kolektor = {folder: [it.image for it in load_kolektor(args.kolektorsdd, folder, False)]
                 for folder in ("train", "test")}
-    sets = {"kolektorsdd train (kos01-30)": descriptors(kolektor["train"]),
-            "kolektorsdd test (kos31-50)": descriptors(kolektor["test"]),
-            "cookies (train + test)": descriptors([it.image for it in cookies_train + cookies_test])}
+    sets = {"kolektorsdd train (kos01-30)": views(kolektor["train"]),
+            "kolektorsdd test (kos31-50)": views(kolektor["test"]),
+            "cookies (train + test)": views([it.image for it in cookies_train + cookies_test])}
     results = {"machine": machine(),
                "random_sets_with_groups_of_30": random_sets(),
                "subsets": subsets(sets),
-               "full": {name: near_duplicate_groups(x).summary() for name, x in sets.items()},
+               "full": {name: near_duplicate_groups(*both).summary() for name, both in sets.items()},
                "twins": twins(),
-               "partitions_over_6_orders": orders(sets["kolektorsdd test (kos31-50)"]),
+               "partitions_over_6_orders": orders(*sets["kolektorsdd test (kos31-50)"]),
                "seconds": timings()}
     write_results(results, args.json)
 

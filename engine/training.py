@@ -7,8 +7,8 @@
     descriptors, and a bounded random sample of normal patches.
  3. ``_build_memory_bank``: channel statistics of normal patches and a greedy-coreset memory bank,
     each entry tagged with its source image.
- 3b. ``near_duplicate_groups`` (groups.py): captures of one part found from pooled descriptors;
-    every out-of-fold split below holds out whole groups.
+ 3b. ``near_duplicate_groups`` (groups.py): captures of one part found from pooled descriptors and
+    tone-free thumbnails; every out-of-fold split below holds out whole groups.
  4. ``_oneclass_out_of_fold``: k-NN maps for the cross-validation images, each scored with its
     group's bank entries masked out (leave-one-group-out; anomalies are never in the bank), less
     the border cells' excess measured on held-out normal maps (memory.positional_offset).
@@ -46,7 +46,7 @@ from .errors import EngineError
 from .features import PatchFeatureExtractor
 from .finetune import FineTuned, cell_targets, repeat_seed
 from .finetune import out_of_fold as finetune_out_of_fold
-from .groups import folds_hold_out_groups, grouped_folds, near_duplicate_groups
+from .groups import folds_hold_out_groups, grouped_folds, near_duplicate_groups, tone_free_thumbnails
 from .images import working_size
 from .memory import MemoryBank, greedy_coreset, positional_offset
 from .metrics import auroc, prf
@@ -174,8 +174,10 @@ def fit(
 
     feats = _extract_features(data, y, opts, device, rng, clock)
     # [mean, max]-pooled descriptors: the max keeps where a part's distinctive details are, which
-    # separated captures of one part from other parts far better than the mean alone (groups.py).
-    groups = near_duplicate_groups(torch.cat([feats.pooled_mean, feats.pooled_max], 1).double().numpy())
+    # separated captures of one part from other parts far better than the mean alone (groups.py); the
+    # tone-free thumbnails find the captures of one part under other exposures.
+    groups = near_duplicate_groups(torch.cat([feats.pooled_mean, feats.pooled_max], 1).double().numpy(),
+                                   tone_free_thumbnails(data.images))
     feats.groups = groups.ids
     oneclass = _oneclass_out_of_fold(feats, y, opts, clock)
     candidates = _Candidates(scores={"oneclass": oneclass.scores})

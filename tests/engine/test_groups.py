@@ -8,7 +8,7 @@ import pytest
 from engine import fit
 from engine.backbone import load_pretrained_state_dict, trunk_state_dict
 from engine.features import PatchFeatureExtractor
-from engine.groups import folds_hold_out_groups, grouped_folds, near_duplicate_groups
+from engine.groups import folds_hold_out_groups, grouped_folds, near_duplicate_groups, tone_free_thumbnails
 from engine.images import working_size
 from tests.engine.engine_synth import cookies_dir, fast_options, make_items
 
@@ -165,3 +165,26 @@ def test_parts_captured_more_often_than_the_first_neighbour_count_are_found():
     rng = np.random.default_rng(12)
     captures = np.repeat(rng.normal(size=(10, 64)), 12, axis=0) + 0.5 * rng.normal(size=(120, 64))
     _assert_groups_are_parts(near_duplicate_groups(captures).ids, np.repeat(np.arange(10), 12))
+
+
+def _tone_curves(image: np.ndarray) -> list[np.ndarray]:
+    """One part under four exposures: gamma curves from dark to bright."""
+    scaled = image.astype(np.float64) / 255.0
+    return [np.clip(255.0 * scaled ** g, 0, 255).astype(np.uint8) for g in (0.6, 0.85, 1.2, 1.6)]
+
+
+def test_exposures_of_one_part_end_up_in_one_group():
+    """Twelve cookies, each under four tone curves: the backbone's descriptors move with the light,
+    and alone they split most cookies' exposures over several groups (a fold could then hold out one
+    exposure and train on another). The tone-free thumbnails put each cookie's four together."""
+    images = [exposure for image in _cookies(range(3, 15)) for exposure in _tone_curves(image)]
+    part = np.repeat(np.arange(12), 4)
+    groups = near_duplicate_groups(_descriptors(images), tone_free_thumbnails(images))
+    _assert_groups_are_parts(groups.ids, part)
+
+
+def test_a_tone_curve_leaves_the_thumbnail_as_it_was():
+    image = _cookies(range(5, 6))[0]
+    before, *after = tone_free_thumbnails([image, *_tone_curves(image)])
+    for thumbnail in after:
+        assert np.abs(thumbnail - before).max() < 0.05
