@@ -92,7 +92,9 @@ _DENSITY_GRID = 512
 # Sets of unrelated images that the images said to have siblings must be more sibling-like than
 # (``_beats_unrelated_images``). Beating all 19 would be a test at the 5% level if the draws were
 # exchangeable with the data; they are more uneven than unrelated images (module docstring), so it is
-# stricter. Of 180 sets of 20-240 random descriptors, 30 got groups before; none now.
+# stricter. Of 180 sets of 20-240 random descriptors, 30 got groups before; none now. The draws are
+# the search's main cost in a wide view: thumbnails of 2,560 values with near-duplicates take 0.7 s for
+# 320 images and 4.9 s for 1,000 (2 vCPU).
 _NULL_SETS = 19
 # Shorter side of the tone-free thumbnails (px), and the most their longer side may have: enough to
 # tell parts apart, small enough to blur what a capture's small shifts and the sensor's noise change.
