@@ -100,6 +100,12 @@ _NULL_SETS = 19
 # tell parts apart, small enough to blur what a capture's small shifts and the sensor's noise change.
 _THUMBNAIL_SIDE = 32
 _THUMBNAIL_LONGEST = 128
+# The thumbnails are there to find the same picture up to its tone, so their cut is at most this
+# distance (a correlation of 0.85). Measured: a part under tone curves 0.003-0.012, KolektorSDD's kos38
+# / kos39 twins (one commutator photographed twice) 0.014-0.055, one cookie photographed twice 0.062;
+# different parts 0.31 and more (different cookies alike in shape on one tray; without this bound the
+# mixture's cut reached 0.66 in some sets of 30 cookies and grouped them).
+_SAME_PICTURE = 0.15
 # Larger images are sampled (every step-th pixel) down to about this shorter side before they are
 # equalised: the thumbnail's blocks average hundreds of samples either way, and a 12-megapixel image
 # took 0.55 s at full size (0.002 s for KolektorSDD's 256 x 640).
@@ -232,7 +238,7 @@ def near_duplicate_groups(descriptors: np.ndarray, thumbnails: np.ndarray | None
     by_descriptor = _groups_of_view(np.asarray(descriptors))
     if thumbnails is None:
         return by_descriptor
-    by_thumbnail = _groups_of_view(np.asarray(thumbnails))
+    by_thumbnail = _groups_of_view(np.asarray(thumbnails), _SAME_PICTURE)
     found = [(np.asarray(view), groups) for view, groups in ((descriptors, by_descriptor), (thumbnails, by_thumbnail))
              if groups.with_siblings]
     if len(found) == 2:
@@ -288,9 +294,9 @@ def _block_edges(length: int, blocks: int) -> np.ndarray:
     return np.linspace(0, length, max(1, min(blocks, length)) + 1).round().astype(np.int64)
 
 
-def _groups_of_view(descriptors: np.ndarray) -> Groups:
+def _groups_of_view(descriptors: np.ndarray, largest_cut: float = np.inf) -> Groups:
     """Groups of near-duplicate images from one (n, D) view of them; copies of one image are grouped
-    first and enter the search for near-duplicates once."""
+    first and enter the search for near-duplicates once. No cut is taken above ``largest_cut``."""
     if len(descriptors) == 0:
         return Groups(np.zeros(0, dtype=np.int64), None)
     d = correlation_distances(descriptors)
@@ -299,7 +305,7 @@ def _groups_of_view(descriptors: np.ndarray) -> Groups:
     copies = len(distinct) < len(descriptors)
     if copies:  # the distances among distinct images, standardised without the copies
         d = correlation_distances(descriptors[distinct])
-    found = _near_duplicates(descriptors[distinct], d)
+    found = _near_duplicates(descriptors[distinct], d, largest_cut)
     ids = _by_first_appearance(found.ids[np.searchsorted(distinct, original)])
     return Groups(ids, found.cut if found.cut is not None or not copies else 0.0)
 
@@ -309,24 +315,25 @@ def _first_copy(d: np.ndarray) -> np.ndarray:
     return np.argmax(d <= _COPY_DISTANCE, axis=1)  # the diagonal is 0: every row has a match
 
 
-def _near_duplicates(descriptors: np.ndarray, d: np.ndarray) -> Groups:
+def _near_duplicates(descriptors: np.ndarray, d: np.ndarray, largest_cut: float) -> Groups:
     """Groups of near-duplicate images from the descriptors of distinct images and their (n, n)
     correlation distances ``d``."""
     n = len(d)
     if n >= _MIN_IMAGES:
         for k in _neighbour_counts(n):
-            found = _groups_with_neighbours(descriptors, d, k)
+            found = _groups_with_neighbours(descriptors, d, k, largest_cut)
             if found is not None:
                 return found
     return Groups(np.arange(n), None)
 
 
-def _groups_with_neighbours(descriptors: np.ndarray, d: np.ndarray, k: int) -> Groups | None:
-    """The groups the search finds with k neighbours per image, or None when it finds none that stand
-    out from unrelated images."""
+def _groups_with_neighbours(descriptors: np.ndarray, d: np.ndarray, k: int, largest_cut: float) -> Groups | None:
+    """The groups the search finds with k neighbours per image (its cut at most ``largest_cut``), or
+    None when it finds none that stand out from unrelated images."""
     cut = _distance_cut(d, k)
     if cut is None:
         return None
+    cut = min(cut, largest_cut)
     from sklearn.cluster import AgglomerativeClustering
 
     labels = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
