@@ -42,9 +42,10 @@ together, so it finds out from the images' own global descriptors:
   (``tone_free_thumbnails``), which any monotonic change of tone leaves as they were. The backbone's
   descriptors move with the light: KolektorSDD images each taken under 4-12 tone curves (gamma
   0.6-1.6, gain 0.8-1.2) were split over several groups (0-5% of the parts whole), and the
-  thumbnails alone kept every part whole. Each view is searched as above; where both find groups,
-  their distances, each in units of its own cut, are joined by one average linkage
-  (``_joint_groups``): 94-100% of those parts whole, every group one part.
+  thumbnails alone kept every part whole. Each view is searched as above (the thumbnails' cut at
+  most ``_SAME_PICTURE``: they are for the same picture up to tone); where both find groups, their
+  distances, each in units of its own cut, are joined by one average linkage (``_joint_groups``):
+  94-100% of those parts whole, every group one part.
 
 ``grouped_folds`` then hands out stratified K folds of whole groups.
 """
