@@ -168,7 +168,7 @@ def test_parts_captured_more_often_than_the_first_neighbour_count_are_found():
 
 
 def _tone_curves(image: np.ndarray) -> list[np.ndarray]:
-    """One part under four exposures: gamma curves from dark to bright."""
+    """One part under four exposures: gamma curves that brighten (< 1) or darken (> 1) it."""
     scaled = image.astype(np.float64) / 255.0
     return [np.clip(255.0 * scaled ** g, 0, 255).astype(np.uint8) for g in (0.6, 0.85, 1.2, 1.6)]
 
@@ -184,7 +184,37 @@ def test_exposures_of_one_part_end_up_in_one_group():
 
 
 def test_a_tone_curve_leaves_the_thumbnail_as_it_was():
+    """Equalisation undoes any monotonic change of tone: the thumbnails of one cookie under four gamma
+    curves differ by a few thousandths where two different cookies' differ by more than half."""
     image = _cookies(range(5, 6))[0]
     before, *after = tone_free_thumbnails([image, *_tone_curves(image)])
     for thumbnail in after:
         assert np.abs(thumbnail - before).max() < 0.05
+
+
+# A random draw of 20 normal and 10 anomalous cookies (train and test folders) in which the thumbnail
+# view, before its cut was bounded, grouped normal-1 / normal-2 (one cookie photographed twice) with
+# test-normal-3 and test-normal-8, two other cookies of much the same shape on the same tray.
+_ROUND_COOKIES = ("test-normal-3 normal-10 normal-8 test-normal-14 normal-15 test-normal-8 normal-25 test-normal-9 "
+                  "normal-18 normal-24 normal-6 normal-29 normal-27 normal-1 test-normal-12 normal-3 normal-23 "
+                  "normal-20 normal-30 normal-2 anomaly-14 anomaly-1 anomaly-13 anomaly-26 anomaly-5 "
+                  "test-anomaly-4 anomaly-20 test-anomaly-2 anomaly-11 anomaly-25").split()
+
+
+def test_thumbnails_group_only_the_same_picture():
+    """Round cookies on one tray make similar thumbnails; only a cookie photographed twice is the same
+    picture up to tone (``_ROUND_COOKIES``)."""
+    from PIL import Image
+
+    root = cookies_dir()
+    if not (root / "test-images").is_dir():
+        pytest.skip(f"cookies dataset not found at {root} (set LOOKOUT_COOKIES_DIR)")
+    images = []
+    for name in _ROUND_COOKIES:
+        folder = root / "test-images" if name.startswith("test-") else root / "dataset-files" / "training-images"
+        with Image.open(folder / f"{name}.jpg") as im:
+            images.append(np.asarray(im.convert("RGB")))
+    ids = near_duplicate_groups(_descriptors(images), tone_free_thumbnails(images)).ids
+    group = dict(zip(_ROUND_COOKIES, ids, strict=True))
+    assert group["normal-1"] == group["normal-2"]
+    assert group["test-normal-3"] != group["normal-1"] and group["test-normal-8"] != group["normal-1"]
