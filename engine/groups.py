@@ -236,14 +236,14 @@ def near_duplicate_groups(descriptors: np.ndarray, thumbnails: np.ndarray | None
     """Groups of near-duplicate images from their (n, D) global descriptors and, when given, their
     ``tone_free_thumbnails``. Each view is searched on its own; where both find groups, one average
     linkage over their joint distance gives them (``_joint_groups``)."""
-    by_descriptor = _groups_of_view(np.asarray(descriptors))
+    by_descriptor, descriptor_distances = _groups_of_view(np.asarray(descriptors))
     if thumbnails is None:
         return by_descriptor
-    by_thumbnail = _groups_of_view(np.asarray(thumbnails), _SAME_PICTURE)
-    found = [(np.asarray(view), groups) for view, groups in ((descriptors, by_descriptor), (thumbnails, by_thumbnail))
+    by_thumbnail, thumbnail_distances = _groups_of_view(np.asarray(thumbnails), _SAME_PICTURE)
+    found = [(d, groups) for d, groups in ((descriptor_distances, by_descriptor), (thumbnail_distances, by_thumbnail))
              if groups.with_siblings]
     if len(found) == 2:
-        ids = _joint_groups([(view, groups.cut) for view, groups in found])
+        ids = _joint_groups([(d, groups.cut) for d, groups in found])
     elif found:
         ids = found[0][1].ids
     else:
@@ -252,17 +252,16 @@ def near_duplicate_groups(descriptors: np.ndarray, thumbnails: np.ndarray | None
 
 
 def _joint_groups(views: Sequence[tuple[np.ndarray, float | None]]) -> np.ndarray:
-    """Group ids from several views of the same images, each with the cut its own search found: a
+    """Group ids from several views of the same images, each given as its (n, n) correlation distances
+    and the cut its own search found: a
     pair's joint distance is the smallest of its distances in units of each view's cut (below 1:
     near-duplicates in some view), and average linkage joins below 1. Joining the two views'
     partitions instead chained a view's few mixed groups to whole parts (3-7% of the groups of
     KolektorSDD images taken under 4-12 exposures each held two parts; none this way)."""
     from sklearn.cluster import AgglomerativeClustering
 
-    scaled = []
-    for view, cut in views:
-        d = correlation_distances(view)
-        scaled.append(d / cut if cut else np.where(d <= _COPY_DISTANCE, 0.0, np.inf))  # cut 0: copies only
+    scaled = [d / cut if cut else np.where(d <= _COPY_DISTANCE, 0.0, np.inf)  # cut 0: copies only
+              for d, cut in views]
     joint = np.minimum.reduce(scaled)
     labels = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
                                      distance_threshold=1.0).fit_predict(np.minimum(joint, _FAR))
@@ -295,20 +294,21 @@ def _block_edges(length: int, blocks: int) -> np.ndarray:
     return np.linspace(0, length, max(1, min(blocks, length)) + 1).round().astype(np.int64)
 
 
-def _groups_of_view(descriptors: np.ndarray, largest_cut: float = np.inf) -> Groups:
-    """Groups of near-duplicate images from one (n, D) view of them; copies of one image are grouped
-    first and enter the search for near-duplicates once. No cut is taken above ``largest_cut``."""
+def _groups_of_view(descriptors: np.ndarray, largest_cut: float = np.inf) -> tuple[Groups, np.ndarray]:
+    """Groups of near-duplicate images from one (n, D) view of them, and the view's (n, n) correlation
+    distances (which ``_joint_groups`` reuses); copies of one image are grouped first and enter the
+    search for near-duplicates once. No cut is taken above ``largest_cut``."""
     if len(descriptors) == 0:
-        return Groups(np.zeros(0, dtype=np.int64), None)
-    d = correlation_distances(descriptors)
-    original = _first_copy(d)
+        return Groups(np.zeros(0, dtype=np.int64), None), np.zeros((0, 0))
+    every = correlation_distances(descriptors)
+    original = _first_copy(every)
     distinct = np.unique(original)  # the first of each image's copies, in order
     copies = len(distinct) < len(descriptors)
-    if copies:  # the distances among distinct images, standardised without the copies
-        d = correlation_distances(descriptors[distinct])
+    # Among distinct images the distances are standardised without the copies.
+    d = correlation_distances(descriptors[distinct]) if copies else every
     found = _near_duplicates(descriptors[distinct], d, largest_cut)
     ids = _by_first_appearance(found.ids[np.searchsorted(distinct, original)])
-    return Groups(ids, found.cut if found.cut is not None or not copies else 0.0)
+    return Groups(ids, found.cut if found.cut is not None or not copies else 0.0), every
 
 
 def _first_copy(d: np.ndarray) -> np.ndarray:
