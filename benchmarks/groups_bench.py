@@ -40,14 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_datasets import DEFAULT_ROOTS, write_results  # noqa: E402
 from engine_bench import load_cookies, load_kolektor, machine  # noqa: E402
+from engine_splits_bench import describe  # noqa: E402
 
 from engine import FitOptions  # noqa: E402
 from engine.backbone import load_pretrained_state_dict, trunk_state_dict  # noqa: E402
 from engine.features import PatchFeatureExtractor  # noqa: E402
 from engine.groups import near_duplicate_groups, tone_free_thumbnails  # noqa: E402
 from engine.images import working_size  # noqa: E402
-
-_BATCH = 2  # images per backbone pass, as training describes its images
 
 
 def views(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -56,17 +55,13 @@ def views(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def descriptors(images: list[np.ndarray]) -> np.ndarray:
-    """[mean, max]-pooled patch descriptors at the default options' working size."""
+    """[mean, max]-pooled patch descriptors at the default options' working size (the splits bench's
+    ``describe``)."""
     opts = FitOptions()
     trunk = trunk_state_dict(opts.backbone, load_pretrained_state_dict(opts.backbone, opts.backbone_weights))
     h, w = images[0].shape[:2]
     extractor = PatchFeatureExtractor(opts.backbone, trunk, working_size(w, h, opts.resolution, opts.min_resolution))
-    pooled = []
-    for s in range(0, len(images), _BATCH):
-        feats, _ = extractor.describe(images[s : s + _BATCH], batch_size=_BATCH)
-        flat = feats.cpu().flatten(2)
-        pooled.append(torch.cat([flat.mean(2), flat.amax(2)], 1))
-    return torch.cat(pooled).double().numpy()
+    return describe(extractor, images)[1]
 
 
 def siblings(x: np.ndarray, thumbnails: np.ndarray | None = None) -> int:
