@@ -56,7 +56,7 @@ from engine_bench import load_kolektor, machine  # noqa: E402
 from engine import FitOptions  # noqa: E402
 from engine.backbone import load_pretrained_state_dict, trunk_state_dict  # noqa: E402
 from engine.dataset import prepare  # noqa: E402
-from engine.features import PatchFeatureExtractor  # noqa: E402
+from engine.features import PatchFeatureExtractor, pooled  # noqa: E402
 from engine.finetune import cell_targets, out_of_fold, repeat_seed  # noqa: E402
 from engine.groups import grouped_folds, near_duplicate_groups, tone_free_thumbnails  # noqa: E402
 from engine.images import working_size  # noqa: E402
@@ -112,13 +112,12 @@ def split_items(name: str, root: Path) -> tuple[list, list]:
 
 def describe(extractor: PatchFeatureExtractor, images: list[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
     """(finest-level features, [mean, max]-pooled descriptors) of ``images`` in batches of _BATCH."""
-    bases, pooled = [], []
+    bases, descriptors = [], []
     for s in range(0, len(images), _BATCH):
         f, b = extractor.describe(images[s : s + _BATCH], batch_size=_BATCH)
-        flat = f.cpu().flatten(2)
-        pooled.append(torch.cat([flat.mean(2), flat.amax(2)], 1))
+        descriptors.append(pooled(f.cpu()))
         bases.append(b.cpu())
-    return torch.cat(bases).contiguous(memory_format=torch.channels_last), torch.cat(pooled).double().numpy()
+    return torch.cat(bases).contiguous(memory_format=torch.channels_last), torch.cat(descriptors).double().numpy()
 
 
 def load_split(name: str, root: Path, opts: FitOptions) -> tuple[Split, PatchFeatureExtractor]:

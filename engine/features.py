@@ -17,6 +17,17 @@ from .backbone import NORMALISATION, Trunk
 from .images import to_tensor_batch
 
 
+def pooled(descriptors: torch.Tensor) -> torch.Tensor:
+    """(B, D, gh, gw) descriptors -> (B, 2D) [mean, max] over the grid: one vector an image.
+
+    The mean says what a surface is made of; the max keeps where its distinctive details are (a
+    defect for the supervised head, a part's own marks for the near-duplicate search, groups.py).
+    Both commute with a per-channel standardisation (positive scale), so pooling raw descriptors and
+    standardising after gives the same vector as pooling standardised ones."""
+    flat = descriptors.flatten(2)
+    return torch.cat([flat.mean(2), flat.amax(2)], 1)
+
+
 class PatchFeatureExtractor:
     """Turns uint8 RGB images (already validated, all of one size) into (B, D, gh, gw) descriptors."""
 

@@ -17,7 +17,7 @@ import torch
 from . import artifact
 from .device import resolve_device
 from .errors import EngineError
-from .features import PatchFeatureExtractor
+from .features import PatchFeatureExtractor, pooled
 from .finetune import FineTuned
 from .images import decode_mask, defect_pixels, labelled_image, parse_hex, to_rgb_uint8
 from .memory import MemoryBank
@@ -27,7 +27,7 @@ from .patch_head import PatchClassifier, patch_inputs
 from .scoring import smooth, upsample
 from .segmentation import label_regions, render
 from .state import own, put, take
-from .supervised import LinearHead, pooled
+from .supervised import LinearHead
 from .threshold import ScoreNormaliser
 from .types import Item, Prediction
 

@@ -17,12 +17,6 @@ from threadpoolctl import threadpool_limits
 _CS = (0.003, 0.03, 0.3)
 
 
-def pooled(feats: torch.Tensor) -> torch.Tensor:
-    """(B, D, gh, gw) standardised descriptors -> (B, 2D) [mean, max] pooled."""
-    flat = feats.flatten(2)
-    return torch.cat([flat.mean(2), flat.amax(2)], 1)
-
-
 class LinearHead:
     """Standardise -> linear logit. Stored as plain arrays so artifacts need no pickle."""
 

@@ -43,7 +43,7 @@ from .backbone import load_pretrained_state_dict, trunk_state_dict
 from .dataset import TrainingData, prepare
 from .device import resolve_device
 from .errors import EngineError
-from .features import PatchFeatureExtractor
+from .features import PatchFeatureExtractor, pooled
 from .finetune import FineTuned, cell_targets, repeat_seed
 from .finetune import out_of_fold as finetune_out_of_fold
 from .groups import folds_hold_out_groups, grouped_folds, near_duplicate_groups, tone_free_thumbnails
@@ -114,8 +114,7 @@ class _Features:
     kept: torch.Tensor  # (len(cv_idx), D, gh, gw) raw descriptors of those images
     samples: torch.Tensor  # (N, D) random normal patches the memory bank is drawn from
     origin: np.ndarray  # (N,) the image each sample came from
-    pooled_mean: torch.Tensor  # (n, D) per image
-    pooled_max: torch.Tensor
+    pooled: torch.Tensor  # (n, 2D) [mean, max]-pooled raw descriptors of every image (features.pooled)
     base: torch.Tensor | None  # (len(cv_idx), C0, gh, gw) finest-level features, if fine-tuning may run
     # (n,) near-duplicate group of every image (groups.py): every out-of-fold split holds out whole
     # groups. Set once the pooled descriptors exist; until then each image is its own group.
@@ -173,11 +172,10 @@ def fit(
     y = np.array(data.y, dtype=np.int64)
 
     feats = _extract_features(data, y, opts, device, rng, clock)
-    # [mean, max]-pooled descriptors: the max keeps where a part's distinctive details are, which
+    # The pooled descriptors: the max keeps where a part's distinctive details are, which
     # separated captures of one part from other parts far better than the mean alone (groups.py); the
     # tone-free thumbnails find the captures of one part under other exposures.
-    groups = near_duplicate_groups(torch.cat([feats.pooled_mean, feats.pooled_max], 1).double().numpy(),
-                                   tone_free_thumbnails(data.images))
+    groups = near_duplicate_groups(feats.pooled.double().numpy(), tone_free_thumbnails(data.images))
     feats.groups = groups.ids
     oneclass = _oneclass_out_of_fold(feats, y, opts, clock)
     candidates = _Candidates(scores={"oneclass": oneclass.scores})
@@ -266,7 +264,7 @@ def _extract_features(data: TrainingData, y: np.ndarray, opts: FitOptions, devic
     # Preallocated buffers: one allocation each instead of thousands of small ones, which keeps the
     # allocator from fragmenting (RSS on 1,000 images dropped by ~1 GB).
     samples: torch.Tensor | None = None
-    kept = pooled_mean = pooled_max = torch.empty(0)
+    kept = pooled_all = torch.empty(0)
     c, bs = 0, 2
     for s in range(0, n, bs):
         f, b = extractor.describe(data.images[s : s + bs], batch_size=bs)
@@ -277,10 +275,9 @@ def _extract_features(data: TrainingData, y: np.ndarray, opts: FitOptions, devic
             kept = torch.empty(len(cv_idx), d, gh, gw)
             if _finetuning_runs(y[cv_idx], opts):
                 base = torch.empty(len(cv_idx), b.shape[1], gh, gw, memory_format=torch.channels_last)
-            pooled_mean, pooled_max = torch.empty(n, d), torch.empty(n, d)
+            pooled_all = torch.empty(n, 2 * d)
+        pooled_all[s : s + f.shape[0]] = pooled(f)
         flat = f.flatten(2)
-        pooled_mean[s : s + f.shape[0]] = flat.mean(2)
-        pooled_max[s : s + f.shape[0]] = flat.amax(2)
         for j in range(f.shape[0]):
             i = s + j
             if y[i] == 0:
@@ -296,7 +293,7 @@ def _extract_features(data: TrainingData, y: np.ndarray, opts: FitOptions, devic
     if samples is None:  # unreachable: prepare() guarantees at least two images
         raise EngineError("no training images")
     return _Features(extractor, trunk, work, cv_idx, kept, samples, np.repeat(normals, per_image),
-                     pooled_mean, pooled_max, base)
+                     pooled_all, base)
 
 
 def _build_memory_bank(feats: _Features, opts: FitOptions) -> tuple[MemoryBank, torch.Tensor]:
@@ -385,7 +382,9 @@ def _supervised_candidates(cands: _Candidates, y: np.ndarray, feats: _Features, 
     if min(n_pos, n_neg) < opts.min_anomalies_for_supervised:
         return
     mu, sd = oneclass.bank.mean, oneclass.bank.std
-    pooled_all = torch.cat([(feats.pooled_mean - mu) / sd, (feats.pooled_max - mu) / sd], 1).double().numpy()
+    # Pooling commutes with the bank's standardisation (features.pooled), so this is the vector the
+    # deployed model pools from standardised descriptors.
+    pooled_all = ((feats.pooled - torch.cat([mu, mu])) / torch.cat([sd, sd])).double().numpy()
     xcv = pooled_all[feats.cv_idx]
     sup = np.zeros(len(ycv))
     for tr, te in grouped_folds(ycv, feats.groups[feats.cv_idx], opts.cv_folds, opts.seed):

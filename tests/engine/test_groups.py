@@ -7,7 +7,7 @@ import pytest
 
 from engine import fit
 from engine.backbone import load_pretrained_state_dict, trunk_state_dict
-from engine.features import PatchFeatureExtractor
+from engine.features import PatchFeatureExtractor, pooled
 from engine.groups import folds_hold_out_groups, grouped_folds, near_duplicate_groups, tone_free_thumbnails
 from engine.images import working_size
 from tests.engine.engine_synth import cookies_dir, fast_options, make_items
@@ -37,8 +37,7 @@ def _descriptors(images: list[np.ndarray]) -> np.ndarray:
     trunk = trunk_state_dict("efficientnet_lite0", load_pretrained_state_dict("efficientnet_lite0", None))
     h, w = images[0].shape[:2]
     feats, _ = PatchFeatureExtractor("efficientnet_lite0", trunk, working_size(w, h, 384, 160)).describe(images)
-    flat = feats.flatten(2)
-    return np.concatenate([flat.mean(2).numpy(), flat.amax(2).numpy()], 1)
+    return pooled(feats).double().numpy()
 
 
 def test_captures_of_one_part_end_up_in_one_fold():
