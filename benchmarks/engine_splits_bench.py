@@ -57,7 +57,7 @@ from engine import FitOptions  # noqa: E402
 from engine.backbone import load_pretrained_state_dict, trunk_state_dict  # noqa: E402
 from engine.dataset import prepare  # noqa: E402
 from engine.features import PatchFeatureExtractor, pooled  # noqa: E402
-from engine.finetune import cell_targets, out_of_fold, repeat_seed  # noqa: E402
+from engine.finetune import cell_targets, flipped_views, out_of_fold, repeat_seed  # noqa: E402
 from engine.groups import grouped_folds, near_duplicate_groups, tone_free_thumbnails  # noqa: E402
 from engine.images import working_size  # noqa: E402
 from engine.metrics import auroc, prf  # noqa: E402
@@ -77,7 +77,7 @@ class Split:
     train: list  # engine Items
     test: list
     train_masks: list  # label-index maps (None for normals): the cell targets of the masks mode
-    train_base: torch.Tensor  # (n, C0, gh, gw) finest-level features, the fine-tuned stages' input
+    train_views: torch.Tensor  # (n, 4, C0, gh, gw) finest-level features of each image's flips (finetune.flipped_views)
     train_pooled: np.ndarray  # (n, 2D) [mean, max]-pooled descriptors, one view the groups are found from
     train_thumbnails: np.ndarray  # the other (engine.groups.tone_free_thumbnails)
     test_base: torch.Tensor
@@ -129,8 +129,9 @@ def load_split(name: str, root: Path, opts: FitOptions) -> tuple[Split, PatchFea
                                                                          opts.min_resolution))
     prepared = prepare(train, LABEL_COLOURS["kolektorsdd"])
     train_base, train_pooled = describe(extractor, prepared.images)
+    train_views = flipped_views(extractor, prepared.images, train_base, _BATCH)
     test_base, _ = describe(extractor, prepare(test, LABEL_COLOURS["kolektorsdd"]).images)
-    return (Split(name, train, test, prepared.masks, train_base, train_pooled, tone_free_thumbnails(prepared.images),
+    return (Split(name, train, test, prepared.masks, train_views, train_pooled, tone_free_thumbnails(prepared.images),
                   test_base), extractor)
 
 
@@ -168,7 +169,7 @@ def run_once(split: Split, extractor: PatchFeatureExtractor, mode: str, seed: in
     cells = cell_targets(masks, y, 1 if mode == "masks" else 0, (gh // 2, gw // 2))
     folds = min(opts.finetune_folds, int(y.sum()), int((1 - y).sum()))
     partitions = [grouped_folds(y, groups, folds, repeat_seed(seed, r)) for r in range(opts.finetune_repeats)]
-    oof, nets = out_of_fold(extractor.trunk, split.train_base, y, cells, partitions, opts.finetune_epochs, seed,
+    oof, nets = out_of_fold(extractor.trunk, split.train_views, y, cells, partitions, opts.finetune_epochs, seed,
                             torch.device("cpu"))
     test_scores = nets.image_scores(split.test_base)
     y_test = np.array([1 if it.label == "anomaly" else 0 for it in split.test])

@@ -17,7 +17,8 @@
  6. ``_supervised_candidates`` (enough labelled anomalies): a logistic head on pooled descriptors,
     K-fold out-of-fold, and "combined" (mean of it and the one-class score, each standardised).
  7. ``_finetuned_candidate`` (enough labelled anomalies): the backbone's upper stages fine-tuned on
-    image labels and masks, one network per fold; out-of-fold scores (finetune.py).
+    image labels and masks, one network per fold, on the stem's features of each image and of its
+    three flips; out-of-fold scores (finetune.py).
  8. ``_choose``: the best cross-validated AUROC wins; near-ties go to the best out-of-fold F1 at each
     candidate's own threshold (its ``_OperatingPoint``, threshold.py's rule), then to the widest margin
     around it, then prefer combined, then oneclass (more robust to defect types absent from
@@ -44,7 +45,7 @@ from .dataset import TrainingData, prepare
 from .device import resolve_device
 from .errors import EngineError
 from .features import PatchFeatureExtractor, pooled
-from .finetune import FineTuned, cell_targets, repeat_seed
+from .finetune import FineTuned, cell_targets, flipped_views, repeat_seed
 from .finetune import out_of_fold as finetune_out_of_fold
 from .groups import folds_hold_out_groups, grouped_folds, near_duplicate_groups, tone_free_thumbnails
 from .images import working_size
@@ -429,6 +430,11 @@ def _finetuned_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, 
                                           f"(cross-validated AUROC {auc:.4f}, F1 1.0)")
             feats.base = None
             return
+    # Computed only now: where another candidate already separates the images (the cookies), fine-tuning
+    # and these three extra stem passes are skipped.
+    views = flipped_views(feats.extractor, [data.images[i] for i in feats.cv_idx], feats.base)
+    feats.base = None
+    clock.step(0.86, "features of the flipped images")
     gh, gw = feats.grid
     cells = cell_targets([data.masks[i] for i in feats.cv_idx], ycv, len(data.labels), (gh // 2, gw // 2))
     folds = min(opts.finetune_folds, int(ycv.sum()), int((1 - ycv).sum()))
@@ -439,9 +445,8 @@ def _finetuned_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, 
     def progress(done: int) -> None:
         clock.step(0.86 + 0.04 * done / networks, f"fine-tuning ({done}/{networks} networks)")
 
-    scores, nets = finetune_out_of_fold(feats.extractor.trunk, feats.base, ycv, cells, partitions,
+    scores, nets = finetune_out_of_fold(feats.extractor.trunk, views, ycv, cells, partitions,
                                         opts.finetune_epochs, opts.seed, device, progress)
-    feats.base = None
     cands.scores["finetuned"] = scores
     cands.finetuned = nets
 

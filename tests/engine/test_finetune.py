@@ -81,11 +81,12 @@ def test_finetuning_needs_labelled_anomalies_and_can_be_turned_off():
 
 def _bright_squares(with_masks: bool):
     """A tiny fine-tuning problem (24 random images, a bright square on each of the 8 anomalies): the
-    trunk, the finest-level features, labels, cell targets with or without the squares' masks, and
-    three folds."""
+    trunk, the finest-level features, those of the images' flipped views (what fine-tuning trains on),
+    labels, cell targets with or without the squares' masks, and three folds."""
     import torch
 
     from engine.backbone import Trunk, load_pretrained_state_dict, trunk_state_dict
+    from engine.finetune import FLIP_VIEWS, flip_maps
     from engine.groups import grouped_folds
 
     trunk = Trunk("efficientnet_lite0",
@@ -95,13 +96,14 @@ def _bright_squares(with_masks: bool):
     labels = np.array([0] * 16 + [1] * 8)
     images[labels == 1, :, 20:40, 20:40] = 1.0
     with torch.inference_mode():
-        base = trunk.eager(images)[0].clone()
+        views = torch.stack([trunk.eager(flip_maps(images, view))[0] for view in range(FLIP_VIEWS)], 1).clone()
+    base = views[:, 0]
     cells = torch.full((len(labels), base.shape[-2] // 2, base.shape[-1] // 2), -1.0)  # the /16 grid
     cells[labels == 0] = 0.0
     if with_masks:  # 64 px / 16 = 4x4 cells; the square covers pixels 20-39, cells 1-2
         cells[labels == 1] = 0.0
         cells[np.flatnonzero(labels == 1), 1:3, 1:3] = 1.0
-    return trunk, base, labels, cells, grouped_folds(labels, np.arange(len(labels)), 3, seed=0)
+    return trunk, base, views, labels, cells, grouped_folds(labels, np.arange(len(labels)), 3, seed=0)
 
 
 def _round_trip(tuned, trunk, drop: tuple[str, ...] = ()):
@@ -124,8 +126,8 @@ def test_fold_networks_score_in_units_of_their_own_held_out_normals():
 
     from engine.finetune import out_of_fold
 
-    trunk, base, labels, cells, folds = _bright_squares(with_masks=False)
-    scores, tuned = out_of_fold(trunk, base, labels, cells, [folds], 1, 0, torch.device("cpu"))
+    trunk, base, views, labels, cells, folds = _bright_squares(with_masks=False)
+    scores, tuned = out_of_fold(trunk, views, labels, cells, [folds], 1, 0, torch.device("cpu"))
     assert not tuned.cells_in_score  # no masks: the image head alone
     for _, held in folds:
         normals = scores[held][labels[held] == 0]
@@ -149,13 +151,13 @@ def test_with_masks_the_cell_head_joins_the_image_score():
 
     from engine.finetune import learned_from_masks, out_of_fold
 
-    trunk, base, labels, cells, folds = _bright_squares(with_masks=True)
+    trunk, base, views, labels, cells, folds = _bright_squares(with_masks=True)
     anomalies = np.flatnonzero(labels == 1)
     partly = cells.clone()
     partly[anomalies[:5]] = -1.0  # 3 of 8 anomalies masked
     assert learned_from_masks(cells, labels) and not learned_from_masks(partly, labels)
     assert not learned_from_masks(cells[labels == 0], labels[labels == 0])
-    _, tuned = out_of_fold(trunk, base, labels, cells, [folds], 1, 0, torch.device("cpu"))
+    _, tuned = out_of_fold(trunk, views, labels, cells, [folds], 1, 0, torch.device("cpu"))
     assert tuned.cells_in_score and tuned.score_name == "image logit + maximum of the cell head"
     with torch.inference_mode():
         outputs = [net(base) for net in tuned.nets]
@@ -180,15 +182,38 @@ def test_repeated_cross_validation_averages_partitions_and_deploys_every_network
     from engine.finetune import out_of_fold, repeat_seed
     from engine.groups import grouped_folds
 
-    trunk, base, labels, cells, folds = _bright_squares(with_masks=False)
+    trunk, _, views, labels, cells, folds = _bright_squares(with_masks=False)
     other = grouped_folds(labels, np.arange(len(labels)), 3, seed=repeat_seed(0, 1))
     assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(folds, other, strict=True))
     cpu = torch.device("cpu")
     done: list[int] = []
-    both, tuned = out_of_fold(trunk, base, labels, cells, [folds, other], 1, 0, cpu, done.append)
-    first, one = out_of_fold(trunk, base, labels, cells, [folds], 1, 0, cpu)
-    second, _ = out_of_fold(trunk, base, labels, cells, [other], 1, repeat_seed(0, 1), cpu)
+    both, tuned = out_of_fold(trunk, views, labels, cells, [folds, other], 1, 0, cpu, done.append)
+    first, one = out_of_fold(trunk, views, labels, cells, [folds], 1, 0, cpu)
+    second, _ = out_of_fold(trunk, views, labels, cells, [other], 1, repeat_seed(0, 1), cpu)
     assert done == [1, 2, 3, 4, 5, 6] and len(tuned.nets) == 6 and len(tuned.calibration) == 6
     assert np.allclose(both, (first + second) / 2, atol=1e-9)
     assert tuned.calibration[:3] == one.calibration
     assert not np.allclose(both, first)
+
+
+def test_fine_tuning_trains_on_the_stems_features_of_flipped_images():
+    """Flipping cached feature maps is not flipping the image: the stem's oriented kernels see a mirrored
+    edge differently. The views the networks train on are the stem's features of the flipped images
+    themselves; until round 15 they were the flipped maps, three of four inputs no image produces."""
+    import torch
+
+    from engine.backbone import load_pretrained_state_dict, trunk_state_dict
+    from engine.features import PatchFeatureExtractor
+    from engine.finetune import FLIP_VIEWS, flip_image, flip_maps, flipped_views
+
+    extractor = PatchFeatureExtractor("efficientnet_lite0", trunk_state_dict(
+        "efficientnet_lite0", load_pretrained_state_dict("efficientnet_lite0")), (64, 96))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (96, 64, 3), dtype=np.uint8) for _ in range(3)]
+    _, base = extractor.describe(images)
+    views = flipped_views(extractor, images, base)
+    assert views.shape == (3, FLIP_VIEWS, *base.shape[1:]) and torch.equal(views[:, 0], base)
+    for view in range(1, FLIP_VIEWS):
+        _, own = extractor.describe([flip_image(image, view) for image in images])
+        assert torch.allclose(views[:, view], own)
+        assert not torch.allclose(views[:, view], flip_maps(base, view), atol=1e-2)
