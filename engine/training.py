@@ -317,22 +317,28 @@ def _oneclass_out_of_fold(feats: _Features, y: np.ndarray, opts: FitOptions, clo
     bank, origin = _build_memory_bank(feats, opts)
     clock.step(0.65, "memory bank built")
     origin_group = torch.from_numpy(feats.groups[origin.numpy()])
-    raw_maps: dict[int, torch.Tensor] = {}
-    oof_maps: dict[int, torch.Tensor] = {}
-    for r, i in enumerate(feats.cv_idx.tolist()):
+    cv = feats.cv_idx.tolist()
+    # Both stacks are allocated before the loops: a map allocated inside the loop outlives the
+    # multi-megabyte distance matrices around it, and in the one shared heap (runtime.py) such small
+    # long-lived blocks split the freed space. The 1,000-image fit's peak then varied from 2.4 to
+    # 3.2 GB between runs of one commit, with how torch's threads' allocations interleaved
+    # (BENCHMARKS, engine v3 round 16).
+    raw = torch.empty((len(cv), *feats.kept.shape[2:]))
+    oof = torch.empty_like(raw)
+    for r, i in enumerate(cv):
         excl: torch.Tensor | None = origin_group == int(feats.groups[i])
         if excl is not None and (bool(excl.all()) or not bool(excl.any())):
             excl = None  # nothing to mask, or a group holding every normal (the bank must stay usable)
-        raw_maps[i] = bank.distances(bank.standardise(feats.kept[r : r + 1]), exclude=excl)[0]
-    normals = [i for i in feats.cv_idx.tolist() if y[i] == 0]
-    bank.offset = positional_offset(torch.stack([raw_maps[i] for i in normals])) if normals else None
-    for i in feats.cv_idx.tolist():
-        if bank.offset is not None:
-            raw_maps[i] = raw_maps[i] - bank.offset
-        oof_maps[i] = smooth(raw_maps[i][None], opts.map_sigma)[0]
+        raw[r] = bank.distances(bank.standardise(feats.kept[r : r + 1]), exclude=excl)[0]
+    normals = [r for r, i in enumerate(cv) if y[i] == 0]
+    bank.offset = positional_offset(raw[normals]) if normals else None
+    if bank.offset is not None:
+        raw -= bank.offset
+    for r in range(len(cv)):
+        oof[r] = smooth(raw[r : r + 1], opts.map_sigma)[0]
     clock.step(0.72, "cross-validated one-class scores")
-    scores = np.array([float(oof_maps[i].max()) for i in feats.cv_idx], dtype=np.float64)
-    return _OneClass(bank, origin, raw_maps, oof_maps, scores)
+    scores = oof.amax((1, 2)).double().numpy()
+    return _OneClass(bank, origin, dict(zip(cv, raw, strict=True)), dict(zip(cv, oof, strict=True)), scores)
 
 
 def _patch_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, feats: _Features,
