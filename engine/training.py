@@ -321,8 +321,8 @@ def _oneclass_out_of_fold(feats: _Features, y: np.ndarray, opts: FitOptions, clo
     # Both stacks are allocated before the loops: a map allocated inside the loop outlives the
     # multi-megabyte distance matrices around it, and in the one shared heap (runtime.py) such small
     # long-lived blocks split the freed space. The 1,000-image fit's peak then varied from 2.4 to
-    # 3.2 GB between runs of one commit, with how torch's threads' allocations interleaved
-    # (BENCHMARKS, engine v3 round 16).
+    # 3.2 GB between runs of one commit, most likely with how torch's threads' allocations
+    # interleaved (BENCHMARKS, engine v3 round 16).
     raw = torch.empty((len(cv), *feats.kept.shape[2:]))
     oof = torch.empty_like(raw)
     for r, i in enumerate(cv):
