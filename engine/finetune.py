@@ -37,12 +37,12 @@ networks end elsewhere: KolektorSDD labels only, seed 0, upper-spread calibratio
 2 threads and 0.878 at 1 (BENCHMARKS, engine v3 round 7), as far apart as two seeds.
 
 Each network's logit is put in units of its own held-out normals (``held_out_normal_stats``: median
-and interquartile range of the normals of its fold) before anything is pooled or averaged. Fold
-networks trained from different batches end on different logit scales (KolektorSDD labels only, seed
-0: held-out normals' medians -7.6 / -4.7 / -6.5, upper spreads 2.5 / 1.6 / 2.5), so raw out-of-fold
-logits pooled three scales into one threshold choice, and a network whose normals sat high supplied
-all the "false positives" the threshold was placed against; the deployed mean was on yet another
-scale.
+and a robust standard deviation, Qn, of the normals of its fold) before anything is pooled or
+averaged. Fold networks trained from different batches end on different logit scales (KolektorSDD
+labels only, seed 0: held-out normals' medians -7.6 / -4.7 / -6.5, upper spreads 2.5 / 1.6 / 2.5), so
+raw out-of-fold logits pooled three scales into one threshold choice, and a network whose normals sat
+high supplied all the "false positives" the threshold was placed against; the deployed mean was on
+yet another scale.
 """
 from __future__ import annotations
 

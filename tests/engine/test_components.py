@@ -20,6 +20,7 @@ from engine.threshold import (
     held_out_normal_stats,
     normal_only_threshold,
     normal_score_stats,
+    qn_scale,
     youden_threshold,
 )
 
@@ -150,18 +151,38 @@ def test_normal_only_threshold_above_bulk():
     assert normal_only_threshold(neg) > np.quantile(neg, 0.95)
 
 
-def test_held_out_normal_stats_read_the_middle_half():
-    """A fold network's scale comes from the middle half of its few held-out normals, so the top few
-    scores cannot set it; the upper spread (q90 - median) of the same 33 normals is set by them."""
-    neg = np.random.default_rng(0).normal(size=33)
+def test_held_out_normal_stats_are_robust_and_steady():
+    """A fold network's scale is Qn of its few held-out normals: a few crack-like normals cannot set it
+    (the upper spread q90 - median of the same normals follows them), and it varies less from one
+    sample of ~47 normals to the next than the interquartile range did (why it replaced it)."""
+    rng = np.random.default_rng(0)
+    neg = rng.normal(size=47)
     centre, scale = held_out_normal_stats(neg)
     assert centre == np.median(neg)
-    assert scale == np.quantile(neg, 0.75) - np.quantile(neg, 0.25)
-    top = np.sort(neg)
-    top[-4:] = top[-5]  # the top four pulled down to the fifth
-    assert held_out_normal_stats(top) == (centre, scale)
-    assert normal_score_stats(top)[1] < normal_score_stats(neg)[1]
-    assert held_out_normal_stats(np.array([]))[1] == 1.0 and held_out_normal_stats(np.zeros(5))[1] > 0
+    assert scale == qn_scale(neg)
+    crack_like = neg.copy()
+    crack_like[np.argsort(crack_like)[-6:]] += 20.0  # six normals that score like cracks
+    assert held_out_normal_stats(crack_like)[1] == pytest.approx(scale, rel=0.05)
+    assert normal_score_stats(crack_like)[1] > 3 * normal_score_stats(neg)[1]
+    assert np.std(crack_like) > 3 * np.std(neg)  # and the plain standard deviation
+    samples = rng.normal(size=(2000, 47))
+    qn = np.array([qn_scale(x) for x in samples])
+    iqr = np.subtract(*np.quantile(samples, [0.75, 0.25], axis=1)) / 1.349  # IQR of a unit Gaussian
+    assert abs(qn.mean() - 1.0) < 0.06  # Qn estimates the standard deviation of Gaussian scores
+    assert qn.std() / qn.mean() < 0.8 * iqr.std() / iqr.mean()
+    assert held_out_normal_stats(np.array([])) == (0.0, 1.0)
+    assert held_out_normal_stats(np.zeros(5))[1] > 0 and held_out_normal_stats(np.array([2.0]))[1] > 0
+
+
+def test_qn_scale_is_the_kth_pairwise_distance():
+    """Qn by its definition, on a small sample where the pairs can be listed by hand: n = 5 gives h = 3
+    and k = 3, the third smallest of the ten distances."""
+    x = np.array([0.0, 1.0, 3.0, 7.0, 15.0])
+    # distances: 1 2 3 4 6 7 8 12 14 15 -> the third smallest is 3; two scores 1 apart: distance 1
+    # (h = 2, k = 1), so the ratio cancels the Gaussian factor
+    assert qn_scale(x) / qn_scale(np.array([0.0, 1.0])) == pytest.approx(3.0)
+    assert qn_scale(x[::-1]) == qn_scale(x)
+    assert qn_scale(np.array([1.0])) == 0.0
 
 
 def test_score_normaliser_monotone_and_centred():
