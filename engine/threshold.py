@@ -129,21 +129,14 @@ class ScoreNormaliser:
         return cls(float(d["threshold"]), float(d["scale_low"]), float(d["scale_high"]))
 
 
-def _floored(spread: float, centre: float) -> float:
-    """``spread`` floored just above 0, so that dividing by it stays finite when the scores are
-    (nearly) all equal."""
-    return max(spread, 1e-6 * max(1.0, abs(centre)), 1e-9)
-
-
-def _median_and_spread(scores: np.ndarray, low: float | None, high: float) -> tuple[float, float]:
-    """(median, q(high) - q(low)) of ``scores``, q(low) being the median itself when ``low`` is None;
-    (0, 1) for no scores."""
+def _median_and_spread(scores: np.ndarray, spread_of: Callable[[np.ndarray, float], float]) -> tuple[float, float]:
+    """(median, ``spread_of(scores, median)``) of ``scores``; (0, 1) for no scores. The spread is
+    floored just above 0 so that dividing by it stays finite when the scores are (nearly) all equal."""
     scores = np.asarray(scores, dtype=np.float64)
     if len(scores) == 0:
         return 0.0, 1.0
     centre = float(np.median(scores))
-    bottom = centre if low is None else float(np.quantile(scores, low))
-    return centre, _floored(float(np.quantile(scores, high)) - bottom, centre)
+    return centre, max(spread_of(scores, centre), 1e-6 * max(1.0, abs(centre)), 1e-9)
 
 
 def normal_score_stats(scores: np.ndarray) -> tuple[float, float]:
@@ -151,7 +144,7 @@ def normal_score_stats(scores: np.ndarray) -> tuple[float, float]:
     the upper half (q90 - median). A supervised model fit on more data is more confident (its logits
     spread wider), so a threshold picked on fold models' out-of-fold scores does not transfer to the
     model refit on all data in raw units; in units of each model's own normal scores it does."""
-    return _median_and_spread(scores, None, 0.9)
+    return _median_and_spread(scores, lambda x, centre: float(np.quantile(x, 0.9)) - centre)
 
 
 def qn_scale(scores: np.ndarray) -> float:
@@ -193,8 +186,4 @@ def held_out_normal_stats(scores: np.ndarray) -> tuple[float, float]:
     masks); a split not used before (parts kosNN with NN % 3 == 1 as the test set) 70 against 73, sd
     0.020 / 0.039 against 0.038 / 0.039. The gain is with labels only; with masks the seeds disagree as
     much as before."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if len(scores) == 0:
-        return 0.0, 1.0
-    centre = float(np.median(scores))
-    return centre, _floored(qn_scale(scores), centre)
+    return _median_and_spread(scores, lambda x, _: qn_scale(x))
