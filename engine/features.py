@@ -7,7 +7,7 @@ finest grid, and levels are concatenated. A /8 grid at the default working resol
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -58,13 +58,23 @@ class PatchFeatureExtractor:
         """(descriptors (B, D, gh, gw), the finest level's raw features (B, C0, gh, gw)): the second
         is the input of the fine-tuned upper stages (finetune.py)."""
         out, base = [], []
-        for i in range(0, len(images), batch_size):
-            x = to_tensor_batch(list(images[i : i + batch_size]), self.work_w, self.work_h).to(self.device)
-            x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        for x in self._batches(images, batch_size):
             maps = self.trunk(x)
             out.append(self._describe(maps))
             base.append(maps[0].float())
         return torch.cat(out, 0), torch.cat(base, 0)
+
+    @torch.inference_mode()
+    def finest(self, images: Sequence[np.ndarray], batch_size: int = 2) -> torch.Tensor:
+        """The finest level's raw features (B, C0, gh, gw) alone: ``describe``'s second output
+        without the coarser stages and the descriptors (``Trunk.finest``)."""
+        return torch.cat([self.trunk.finest(x).float() for x in self._batches(images, batch_size)], 0)
+
+    def _batches(self, images: Sequence[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
+        """``images`` as normalised, channels-last input batches on the extractor's device."""
+        for i in range(0, len(images), batch_size):
+            x = to_tensor_batch(list(images[i : i + batch_size]), self.work_w, self.work_h).to(self.device)
+            yield ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def _describe(self, maps: list[torch.Tensor]) -> torch.Tensor:
         gh, gw = self.grid

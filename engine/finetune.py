@@ -216,7 +216,7 @@ def flipped_views(extractor: PatchFeatureExtractor, images: Sequence[np.ndarray]
     views[:, 0] = base
     for view in range(1, FLIP_VIEWS):
         for s in range(0, len(images), batch_size):
-            _, finest = extractor.describe([flip_image(im, view) for im in images[s : s + batch_size]], batch_size)
+            finest = extractor.finest([flip_image(im, view) for im in images[s : s + batch_size]], batch_size)
             views[s : s + len(finest), view] = finest.cpu()
     return views
 
