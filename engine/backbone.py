@@ -49,7 +49,7 @@ class SameConv2d(nn.Conv2d):
     pads asymmetrically (more at bottom/right) depending on the input size, as TensorFlow does.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         k = self.kernel_size[0]
         self._static = self.stride == (1, 1) and k % 2 == 1

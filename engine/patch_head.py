@@ -11,11 +11,14 @@ linear, it cannot memorise a few dozen images. It yields:
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
 from .groups import grouped_folds
+from .options import FitOptions
 from .scoring import smooth
 from .segmentation import mask_to_grid
 from .threshold import normal_score_stats
@@ -28,6 +31,9 @@ _ABSENT_LOGIT = -30.0
 # _MIN_BACKGROUND_PER_IMAGE from each image (bounds the fit's cost on large training sets).
 _BACKGROUND_ROWS = 8000
 _MIN_BACKGROUND_PER_IMAGE = 32
+
+# The patch classifier's training rows of each image that has some, by image index: (inputs, targets).
+Rows = dict[int, tuple[np.ndarray, np.ndarray]]
 
 
 def patch_inputs(feats: torch.Tensor, dist_raw: torch.Tensor, dist_smooth: torch.Tensor) -> np.ndarray:
@@ -132,7 +138,10 @@ class PatchClassifier:
         return cls(mean, scale, w[:, :-1].copy(), w[:, -1] + absent)
 
 
-def training_rows(cv_idx, y, masks, std_feats, raw_maps, oof_maps, gh, gw, n_labels, opts, rng):
+def training_rows(cv_idx: np.ndarray, y: np.ndarray, masks: Sequence[np.ndarray | None],
+                  std_feats: Callable[[int], torch.Tensor], raw_maps: dict[int, torch.Tensor],
+                  oof_maps: dict[int, torch.Tensor], gh: int, gw: int, n_labels: int, opts: FitOptions,
+                  rng: np.random.Generator) -> Rows:
     """Per image: (inputs, targets) rows for the patch classifier.
 
     Normal images: all cells background. Masked anomalies: a cell is label l if >= 50% covered by
@@ -142,7 +151,7 @@ def training_rows(cv_idx, y, masks, std_feats, raw_maps, oof_maps, gh, gw, n_lab
     """
     n_imgs = len(cv_idx)
     neg_cap = max(_MIN_BACKGROUND_PER_IMAGE, _BACKGROUND_ROWS // max(n_imgs, 1))
-    rows = {}
+    rows: Rows = {}
     for i in cv_idx.tolist():
         if y[i] == 1 and masks[i] is None:
             continue
@@ -165,7 +174,8 @@ def training_rows(cv_idx, y, masks, std_feats, raw_maps, oof_maps, gh, gw, n_lab
     return rows
 
 
-def stack_rows(rows, idx):
+def stack_rows(rows: Rows, idx: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the images ``idx`` (those that have some), inputs and targets each in one array."""
     xs = [rows[i][0] for i in idx if i in rows]
     ts = [rows[i][1] for i in idx if i in rows]
     return np.concatenate(xs), np.concatenate(ts)
@@ -177,7 +187,8 @@ def image_score_map(clf: PatchClassifier, x: np.ndarray, gh: int, gw: int, sigma
     return smooth(torch.from_numpy(logit.astype(np.float32)).view(1, gh, gw), sigma)[0]
 
 
-def out_of_fold_maps(cv_idx, y, has_mask, groups, rows, inputs_of, n_labels, opts, gh, gw
+def out_of_fold_maps(cv_idx: np.ndarray, y: np.ndarray, has_mask: np.ndarray, groups: np.ndarray, rows: Rows,
+                     inputs_of: Callable[[int], np.ndarray], n_labels: int, opts: FitOptions, gh: int, gw: int
                      ) -> tuple[dict[int, torch.Tensor], dict[int, tuple[float, float]]]:
     """Out-of-fold smoothed anomaly-logit maps of every CV image (stratified K-fold over whole
     near-duplicate ``groups``, indexed by image), and for each image the in-sample normal-score

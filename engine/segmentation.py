@@ -8,12 +8,16 @@ label: a vote of its pixels for their grid cell's most likely label under the pa
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 from scipy import ndimage
 
 from .groups import grouped_folds
 from .images import BACKGROUND_HEX, parse_hex
+from .options import FitOptions
 
 # If an image is judged anomalous but no pixel reaches the pixel threshold (e.g. the supervised
 # head fired), paint the strongest region: pixels within this fraction of the map's maximum.
@@ -107,7 +111,9 @@ def best_pixel_threshold(maps: list[np.ndarray], gts: list[np.ndarray], candidat
     return best_t, best
 
 
-def cross_validated_iou(masked, groups, maps, gts, cands, cv_idx, oof_pred, opts) -> dict:
+def cross_validated_iou(masked: Sequence[int], groups: np.ndarray, maps: dict[int, np.ndarray],
+                        gts: dict[int, np.ndarray], cands: np.ndarray, cv_idx: np.ndarray, oof_pred: np.ndarray,
+                        opts: FitOptions) -> dict[str, Any]:
     """K-fold CV of the pixel threshold over masked anomalies (whole near-duplicate ``groups``, one
     per masked image, held out together): pick t on the other folds, measure IoU on the held-out fold
     (a held-out image judged normal by its OOF score gets an empty mask)."""

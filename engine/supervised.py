@@ -9,10 +9,14 @@ dozen images -- with its L2 strength chosen by inner cross-validation.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 _CS = (0.003, 0.03, 0.3)
 
@@ -81,7 +85,7 @@ class LinearHead:
         return cls(mean, scale, m.coef_[0], float(m.intercept_[0]))
 
 
-def _lr(c: float):
+def _lr(c: float) -> LogisticRegression:
     from sklearn.linear_model import LogisticRegression
 
     warnings.filterwarnings("ignore", message=".*lbfgs failed to converge.*")
