@@ -128,11 +128,15 @@ class _Features:
 
 @dataclass
 class _OneClass:
+    """The one-class candidate's out-of-fold pass (``_oneclass_out_of_fold``): the memory bank, and each
+    cross-validation image's map with its own near-duplicate group left out of the bank. The maps are
+    keyed by image index, not by position in ``cv_idx``, because the patch classifier and the pixel
+    calibration look them up image by image."""
+
     bank: MemoryBank
-    bank_origin: torch.Tensor
-    raw_maps: dict[int, torch.Tensor]
-    oof_maps: dict[int, torch.Tensor]
-    scores: np.ndarray  # aligned with cv_idx
+    raw_maps: dict[int, torch.Tensor]  # image index -> (gh, gw) k-NN distances, positional offset removed
+    oof_maps: dict[int, torch.Tensor]  # image index -> the same map smoothed (``opts.map_sigma``)
+    scores: np.ndarray  # aligned with cv_idx: each smoothed map's maximum
 
 
 @dataclass
@@ -338,7 +342,7 @@ def _oneclass_out_of_fold(feats: _Features, y: np.ndarray, opts: FitOptions, clo
         oof[r] = smooth(raw[r : r + 1], opts.map_sigma)[0]
     clock.step(0.72, "cross-validated one-class scores")
     scores = oof.amax((1, 2)).double().numpy()
-    return _OneClass(bank, origin, dict(zip(cv, raw, strict=True)), dict(zip(cv, oof, strict=True)), scores)
+    return _OneClass(bank, dict(zip(cv, raw, strict=True)), dict(zip(cv, oof, strict=True)), scores)
 
 
 def _patch_candidate(cands: _Candidates, data: TrainingData, y: np.ndarray, feats: _Features,
