@@ -134,7 +134,7 @@ class _OneClass:
     calibration look them up image by image."""
 
     bank: MemoryBank
-    raw_maps: dict[int, torch.Tensor]  # image index -> (gh, gw) k-NN distances, positional offset removed
+    raw_maps: dict[int, torch.Tensor]  # image index -> (gh, gw) k-NN distances less the bank's offset, if any
     oof_maps: dict[int, torch.Tensor]  # image index -> the same map smoothed (``opts.map_sigma``)
     scores: np.ndarray  # aligned with cv_idx: each smoothed map's maximum
 
