@@ -29,6 +29,10 @@ Threshold rules, each on the run's out-of-fold scores and applied to the same te
 (Youden's J), ``f1`` and ``mcc`` (the cut maximising out-of-fold F1 or Matthews' correlation); each
 the middle of the widest optimal gap (``engine.threshold.optimal_cut``).
 
+Working size (``--resolution``, ``--min-resolution``, as ``FitOptions``): KolektorSDD's 256x640 images
+are used at native size by default; ``--resolution 512 --min-resolution 384`` upscales them 1.5x to
+384x960 (engine v3 round 23), at about 2.2x the time of a run.
+
 Threads: the networks depend on the torch thread count (finetune.py) and on the processor (its
 kernels round differently), so ``--threads`` and the machine are part of a run's identity; 2 threads
 reproduce the API on a 2-core machine. Two processes at ``--threads 1`` with
@@ -237,6 +241,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=FitOptions().finetune_epochs)
     parser.add_argument("--repeats", type=int, default=FitOptions().finetune_repeats)
+    parser.add_argument("--resolution", type=int, default=FitOptions().resolution,
+                        help="FitOptions.resolution: the working size's pixel budget")
+    parser.add_argument("--min-resolution", type=int, default=FitOptions().min_resolution,
+                        help="FitOptions.min_resolution: a shorter side below this is upscaled to it")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not (args.kolektorsdd / "train").is_dir():
@@ -245,10 +253,13 @@ def main() -> None:
     if not set(modes) <= set(MODES):
         raise SystemExit(f"--modes: {', '.join(MODES)}")
     torch.set_num_threads(args.threads)
-    opts = FitOptions(finetune_epochs=args.epochs, finetune_repeats=args.repeats)
+    opts = FitOptions(finetune_epochs=args.epochs, finetune_repeats=args.repeats, resolution=args.resolution,
+                      min_resolution=args.min_resolution)
     opts.validate()
     results: dict[str, Any] = {"machine": {**machine(), "torch_threads": args.threads},
-                               "options": {"epochs": args.epochs, "repeats": args.repeats}, "runs": []}
+                               "options": {"epochs": args.epochs, "repeats": args.repeats,
+                                           "resolution": args.resolution, "min_resolution": args.min_resolution},
+                               "runs": []}
     for name in args.splits.split(","):
         split, extractor = load_split(name, args.kolektorsdd, opts)
         for mode in modes:
