@@ -11,9 +11,9 @@ fixed splits; engine v3's rounds 3-11 needed tens of seeds on fresh splits, and 
 judged under more than one threshold rule. This runs the steps ``engine.training.fit`` takes for that
 candidate -- the same near-duplicate groups, grouped folds, cell targets, fold networks, calibration
 and threshold -- from the frozen backbone's outputs, computed once per split, and keeps every run's
-out-of-fold and test scores in the JSON for later comparisons. Unlike ``fit`` it scores every training
-image out of fold, even past ``FitOptions.max_cv_images`` (240; splits modK=R with K >= 6 can train on
-more).
+out-of-fold and test scores (and each fold network's test scores) in the JSON for later comparisons.
+Unlike ``fit`` it scores every training image out of fold, even past ``FitOptions.max_cv_images`` (240;
+splits modK=R with K >= 6 can train on more).
 
 Splits (``--splits``, comma-separated):
   * ``official``: the dataset's own train / test folders, what ``benchmarks/api_accuracy_bench.py``
@@ -61,7 +61,7 @@ from engine import FitOptions  # noqa: E402
 from engine.backbone import load_pretrained_state_dict, trunk_state_dict  # noqa: E402
 from engine.dataset import prepare  # noqa: E402
 from engine.features import PatchFeatureExtractor, pooled  # noqa: E402
-from engine.finetune import cell_targets, flipped_views, out_of_fold, repeat_seed  # noqa: E402
+from engine.finetune import FineTuned, cell_targets, flipped_views, out_of_fold, repeat_seed  # noqa: E402
 from engine.groups import grouped_folds, near_duplicate_groups, tone_free_thumbnails  # noqa: E402
 from engine.images import working_size  # noqa: E402
 from engine.metrics import auroc, prf  # noqa: E402
@@ -176,6 +176,14 @@ def fewest_errors(scores: np.ndarray, labels: np.ndarray) -> int:
     return min(fp + fn, int((labels == 1).sum()))
 
 
+def network_scores(nets: FineTuned, base: torch.Tensor) -> list[np.ndarray]:
+    """Each fold network's calibrated score of every image in ``base``; their mean is ``nets``' score.
+    Kept because an out-of-fold score comes from one network and a deployed one from their mean:
+    these show how much of the difference is one network's noise (engine v3 round 23)."""
+    return [FineTuned([net], [calibration], nets.cells_in_score).image_scores(base)
+            for net, calibration in zip(nets.nets, nets.calibration, strict=True)]
+
+
 # ----------------------------------------------------------------------------------- one run
 def run_once(split: Split, extractor: PatchFeatureExtractor, mode: str, seed: int, opts: FitOptions) -> dict[str, Any]:
     """One seed of one mode: the fold networks, their out-of-fold and test scores, every rule's verdicts."""
@@ -202,10 +210,12 @@ def run_once(split: Split, extractor: PatchFeatureExtractor, mode: str, seed: in
                        "keeps_every_oof_anomaly": bool(cut <= oof[y == 1].min()),
                        "false_positives": [n for n, f, t in zip(names, flagged, y_test, strict=True) if f and not t],
                        "misses": [n for n, f, t in zip(names, flagged, y_test, strict=True) if t and not f]}
+    seconds = round(time.perf_counter() - t0, 1)
     return {"split": split.name, "mode": mode, "seed": seed, "groups": int(len(np.unique(groups))),
             "cv_auroc": auroc(y, oof), "test_auroc": auroc(y_test, test_scores),
             "test_fewest_errors": fewest_errors(test_scores, y_test), "rules": rules,
-            "seconds": round(time.perf_counter() - t0, 1),
+            "seconds": seconds,
+            "test_network_scores": [[round(float(s), 6) for s in row] for row in network_scores(nets, split.test_base)],
             "oof_scores": [round(float(s), 6) for s in oof], "oof_labels": y.tolist(),
             "oof_names": [it.name for it in split.train],
             "test_scores": [round(float(s), 6) for s in test_scores], "test_labels": y_test.tolist(),
