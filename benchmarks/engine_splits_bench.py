@@ -61,7 +61,7 @@ from engine import FitOptions  # noqa: E402
 from engine.backbone import load_pretrained_state_dict, trunk_state_dict  # noqa: E402
 from engine.dataset import prepare  # noqa: E402
 from engine.features import PatchFeatureExtractor, pooled  # noqa: E402
-from engine.finetune import FineTuned, cell_targets, flipped_views, out_of_fold, repeat_seed  # noqa: E402
+from engine.finetune import cell_targets, flipped_views, out_of_fold, repeat_seed  # noqa: E402
 from engine.groups import grouped_folds, near_duplicate_groups, tone_free_thumbnails  # noqa: E402
 from engine.images import working_size  # noqa: E402
 from engine.metrics import auroc, prf  # noqa: E402
@@ -176,14 +176,6 @@ def fewest_errors(scores: np.ndarray, labels: np.ndarray) -> int:
     return min(fp + fn, int((labels == 1).sum()))
 
 
-def network_scores(nets: FineTuned, base: torch.Tensor) -> list[np.ndarray]:
-    """Each fold network's calibrated score of every image in ``base``; their mean is ``nets``' score.
-    Kept because an out-of-fold score comes from one network and a deployed one from their mean:
-    these show how much of the difference is one network's noise (engine v3 round 23)."""
-    return [FineTuned([net], [calibration], nets.cells_in_score).image_scores(base)
-            for net, calibration in zip(nets.nets, nets.calibration, strict=True)]
-
-
 # ----------------------------------------------------------------------------------- one run
 def run_once(split: Split, extractor: PatchFeatureExtractor, mode: str, seed: int, opts: FitOptions) -> dict[str, Any]:
     """One seed of one mode: the fold networks, their out-of-fold and test scores, every rule's verdicts."""
@@ -197,7 +189,11 @@ def run_once(split: Split, extractor: PatchFeatureExtractor, mode: str, seed: in
     partitions = [grouped_folds(y, groups, folds, repeat_seed(seed, r)) for r in range(opts.finetune_repeats)]
     oof, nets = out_of_fold(extractor.trunk, split.train_views, y, cells, partitions, opts.finetune_epochs, seed,
                             torch.device("cpu"))
-    test_scores = nets.image_scores(split.test_base)
+    # Each fold network's test scores are kept too: an out-of-fold score comes from one network and a
+    # deployed one from their mean, and these show how much of the difference is one network's noise
+    # (engine v3 round 23). Their mean is the deployed score, computed in the same pass.
+    per_network = nets.network_scores(split.test_base)
+    test_scores = per_network.mean(1)
     y_test = np.array([1 if it.label == "anomaly" else 0 for it in split.test])
     names = [it.name for it in split.test]
     rules: dict[str, Any] = {}
@@ -210,12 +206,11 @@ def run_once(split: Split, extractor: PatchFeatureExtractor, mode: str, seed: in
                        "keeps_every_oof_anomaly": bool(cut <= oof[y == 1].min()),
                        "false_positives": [n for n, f, t in zip(names, flagged, y_test, strict=True) if f and not t],
                        "misses": [n for n, f, t in zip(names, flagged, y_test, strict=True) if t and not f]}
-    seconds = round(time.perf_counter() - t0, 1)
     return {"split": split.name, "mode": mode, "seed": seed, "groups": int(len(np.unique(groups))),
             "cv_auroc": auroc(y, oof), "test_auroc": auroc(y_test, test_scores),
             "test_fewest_errors": fewest_errors(test_scores, y_test), "rules": rules,
-            "seconds": seconds,
-            "test_network_scores": [[round(float(s), 6) for s in row] for row in network_scores(nets, split.test_base)],
+            "seconds": round(time.perf_counter() - t0, 1),
+            "test_network_scores": [[round(float(s), 6) for s in row] for row in per_network.T],
             "oof_scores": [round(float(s), 6) for s in oof], "oof_labels": y.tolist(),
             "oof_names": [it.name for it in split.train],
             "test_scores": [round(float(s), 6) for s in test_scores], "test_labels": y_test.tolist(),

@@ -142,9 +142,15 @@ class FineTuned:
         self._traced.clear()
         return self
 
-    @torch.inference_mode()
     def image_scores(self, base: torch.Tensor) -> np.ndarray:
-        """Mean calibrated logit of the fold networks for finest-level features ``base``.
+        """Mean calibrated logit of the fold networks for finest-level features ``base``."""
+        return self.network_scores(base).mean(1)
+
+    @torch.inference_mode()
+    def network_scores(self, base: torch.Tensor) -> np.ndarray:
+        """(B, K): each fold network's calibrated logit for finest-level features ``base``, the terms
+        of ``image_scores``' mean (the splits bench keeps them: an out-of-fold score comes from one
+        network, a deployed score from all of them).
 
         Runs a traced graph per input size, shared by every model of the same shape with the weights
         as its inputs (``weights_as_inputs``: a trace per model, frozen or not, stayed in memory for
@@ -157,7 +163,8 @@ class FineTuned:
         pairs = scorer(base).double().cpu().numpy()
         logits = pairs[..., 0] + pairs[..., 1] if self.cells_in_score else pairs[..., 0]
         centre, scale = np.array(self.calibration).T
-        return ((logits - centre) / scale).mean(1)
+        result: np.ndarray = (logits - centre) / scale
+        return result
 
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """Serialised form (see state.py): every fold network's parameters under ``<fold>.<name>``."""
