@@ -81,7 +81,7 @@ class Split:
     train: list  # engine Items
     test: list
     train_masks: list  # label-index maps (None for normals): the cell targets of the masks mode
-    train_views: torch.Tensor  # (n, 4, C0, gh, gw) finest-level features of each image's flips (finetune.flipped_views)
+    train_views: torch.Tensor  # (n, 4, C0, h0, w0) base-stage features of each image's flips (finetune.flipped_views)
     train_pooled: np.ndarray  # (n, 2D) [mean, max]-pooled descriptors, one view the groups are found from
     train_thumbnails: np.ndarray  # the other (engine.groups.tone_free_thumbnails)
     test_base: torch.Tensor
@@ -115,7 +115,7 @@ def split_items(name: str, root: Path) -> tuple[list, list]:
 
 
 def describe(extractor: PatchFeatureExtractor, images: list[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
-    """(finest-level features, [mean, max]-pooled descriptors) of ``images`` in batches of _BATCH."""
+    """(base-stage features, [mean, max]-pooled descriptors) of ``images`` in batches of _BATCH."""
     bases, descriptors = [], []
     for s in range(0, len(images), _BATCH):
         f, b = extractor.describe(images[s : s + _BATCH], batch_size=_BATCH)

@@ -55,20 +55,20 @@ class PatchFeatureExtractor:
 
     @torch.inference_mode()
     def describe(self, images: Sequence[np.ndarray], batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-        """(descriptors (B, D, gh, gw), the finest level's raw features (B, C0, gh, gw)): the second
-        is the input of the fine-tuned upper stages (finetune.py)."""
-        out, base = [], []
+        """(descriptors (B, D, gh, gw), the base stage's raw features (B, C0, h0, w0)): the second is
+        the input of the fine-tuned upper stages (finetune.py, ``Trunk.base_stage``)."""
+        out, bases = [], []
         for x in self._batches(images, batch_size):
-            maps = self.trunk(x)
-            out.append(self._describe(maps))
-            base.append(maps[0].float())
-        return torch.cat(out, 0), torch.cat(base, 0)
+            base, *levels = self.trunk(x)
+            out.append(self._describe(levels))
+            bases.append(base.float())
+        return torch.cat(out, 0), torch.cat(bases, 0)
 
     @torch.inference_mode()
-    def finest(self, images: Sequence[np.ndarray], batch_size: int = 2) -> torch.Tensor:
-        """The finest level's raw features (B, C0, gh, gw) alone: ``describe``'s second output
-        without the coarser stages and the descriptors (``Trunk.finest``)."""
-        return torch.cat([self.trunk.finest(x).float() for x in self._batches(images, batch_size)], 0)
+    def base(self, images: Sequence[np.ndarray], batch_size: int = 2) -> torch.Tensor:
+        """The base stage's raw features (B, C0, h0, w0) alone: ``describe``'s second output without
+        the patch levels and the descriptors (``Trunk.base``)."""
+        return torch.cat([self.trunk.base(x).float() for x in self._batches(images, batch_size)], 0)
 
     def _batches(self, images: Sequence[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
         """``images`` as normalised, channels-last input batches on the extractor's device."""

@@ -3,16 +3,17 @@
 Frozen ImageNet features separate some defects poorly (thin low-contrast cracks, defects on textures
 unlike ImageNet's); with labelled anomalies the features themselves can adapt. What is trained:
 
-* the stages between the finest and the coarsest patch level (Lite0: stages 3-4), initialised from
-  the pretrained weights, fed with the finest level's features computed once by the frozen stem
-  (so an epoch costs the small, coarse part of the network only);
+* the stages above the trunk's base stage up to the coarsest patch level (Lite0: stages 2-4, so the
+  finest patch level adapts too: ``backbone.BASE_STAGE``), initialised from the pretrained weights,
+  fed with the base stage's features computed once by the frozen stem (so an epoch costs the upper
+  part of the network only);
 * an image head (linear on [mean, max]-pooled output) and a 1x1 segmentation head on the output grid.
 
 Mixed supervision: every labelled image trains the image head; images with a mask also train the
 segmentation head cell by cell, and its maximum is pushed towards the image label. When most
 anomalies have masks, a network's score is its image logit plus that maximum (``learned_from_masks``).
 Augmentation: each step shows its batch as it is, flipped left-right, upside down or both. The
-finest-level features of the four views are computed once per image by the frozen stem
+base-stage features of the four views are computed once per image by the frozen stem
 (``flipped_views``). Flipping the cached feature maps instead, as until round 15, is not the same: the
 stem's oriented kernels make stem(flip(image)) differ from flip(stem(image)), so three of four training
 inputs were maps no real image produces, while the deployed networks only ever see real ones. On
@@ -54,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import Trunk, upper_stages, weights_as_inputs
+from .backbone import Trunk, stages_between, upper_stages, weights_as_inputs
 from .features import PatchFeatureExtractor
 from .segmentation import mask_to_grid
 from .threshold import held_out_normal_stats
@@ -88,7 +89,7 @@ class FineTunedNet(nn.Module):
         self.cls = nn.Linear(2 * channels, 1)
 
     def forward(self, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C0, h, w) finest-level features -> (image logits (B,), cell logits (B, h', w'))."""
+        """(B, C0, h, w) base-stage features -> (image logits (B,), cell logits (B, h', w'))."""
         h = self.upper(base)
         pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)
         return self.cls(pooled)[:, 0], self.seg(h)[:, 0]
@@ -97,13 +98,16 @@ class FineTunedNet(nn.Module):
 class _FoldLogits(nn.Module):
     """The fold networks as one module (what gets traced): each network's image logit and the maximum
     of its cell logits, (B, K, 2). Both are always computed, so one traced graph serves models that
-    score with the cell head and models that do not."""
+    score with the cell head and models that do not. ``lead``: frozen trunk stages run once before the
+    networks, from the trunk's base stage to the networks' input (``FineTuned.restore``)."""
 
-    def __init__(self, nets: Sequence[FineTunedNet]) -> None:
+    def __init__(self, nets: Sequence[FineTunedNet], lead: nn.Module) -> None:
         super().__init__()
         self.nets = nn.ModuleList(nets)
+        self.lead = lead
 
     def forward(self, base: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        base = self.lead(base)
         pairs = []
         for net in self.nets:
             image, cells = net(base)
@@ -117,17 +121,20 @@ class FineTuned:
     ``calibration`` holds each network's (centre, scale) from its held-out normals (module
     docstring); (0, 1) for each leaves the raw logits (artifacts written before calibration).
     ``cells_in_score``: a network's logit is its image logit plus the maximum of its cell logits
-    (``learned_from_masks``); otherwise the image logit alone (and in artifacts written before it)."""
+    (``learned_from_masks``); otherwise the image logit alone (and in artifacts written before it).
+    ``input_stage``: the trunk stage whose output the networks take (saved with them); ``lead``, the
+    frozen stages that bring the trunk's base-stage features there (identity when they are equal)."""
 
     def __init__(self, nets: Sequence[FineTunedNet], calibration: Sequence[tuple[float, float]] | None = None,
-                 cells_in_score: bool = False) -> None:
+                 cells_in_score: bool = False, *, input_stage: int, lead: nn.Module | None = None) -> None:
         self.nets = list(nets)
         self.cells_in_score = bool(cells_in_score)
+        self.input_stage = int(input_stage)
         self.calibration = [(float(c), float(s)) for c, s in calibration] if calibration is not None else \
             [(0.0, 1.0)] * len(self.nets)
         if len(self.calibration) != len(self.nets):
             raise ValueError("one (centre, scale) per fold network")
-        self._logits = _FoldLogits(self.nets).eval()
+        self._logits = _FoldLogits(self.nets, lead if lead is not None else nn.Sequential()).eval()
         self._traced: dict[tuple[str, int, int], Callable[[torch.Tensor], torch.Tensor] | None] = {}
         self._lock = threading.Lock()
 
@@ -143,12 +150,12 @@ class FineTuned:
         return self
 
     def image_scores(self, base: torch.Tensor) -> np.ndarray:
-        """Mean calibrated logit of the fold networks for finest-level features ``base``."""
+        """Mean calibrated logit of the fold networks for base-stage features ``base``."""
         return self.network_scores(base).mean(1)
 
     @torch.inference_mode()
     def network_scores(self, base: torch.Tensor) -> np.ndarray:
-        """(B, K): each fold network's calibrated logit for finest-level features ``base``, the terms
+        """(B, K): each fold network's calibrated logit for base-stage features ``base``, the terms
         of ``image_scores``' mean (the splits bench keeps them: an out-of-fold score comes from one
         network, a deployed score from all of them).
 
@@ -171,18 +178,26 @@ class FineTuned:
         tensors = {f"{k}.{name}": value.detach().cpu() for k, net in enumerate(self.nets)
                    for name, value in net.state_dict().items()}
         return {"folds": len(self.nets), "calibration": [list(cs) for cs in self.calibration],
-                "cells_in_score": self.cells_in_score}, tensors
+                "cells_in_score": self.cells_in_score, "input_stage": self.input_stage}, tensors
 
     @classmethod
     def restore(cls, config: dict, tensors: dict[str, torch.Tensor], trunk: Trunk) -> FineTuned:
-        """Inverse of ``state``; the network shape comes from the model's own (frozen) trunk."""
+        """Inverse of ``state``; the network shape comes from the model's own (frozen) trunk.
+
+        Networks of artifacts written before ``input_stage`` was saved start from the finest patch level;
+        the model hands them the trunk's base stage, so the frozen stages in between run first."""
+        stage = int(config.get("input_stage", trunk.levels[0]))
+        if not trunk.base_stage <= stage < trunk.levels[-1]:
+            raise ValueError(f"fine-tuned networks start at stage {stage}, outside this trunk's "
+                             f"{trunk.base_stage}-{trunk.levels[-1] - 1}")
         nets = []
         for k in range(int(config["folds"])):
-            net = FineTunedNet(upper_stages(trunk))
+            net = FineTunedNet(upper_stages(trunk, stage))
             prefix = f"{k}."
             net.load_state_dict({n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)})
             nets.append(net.eval())
-        return cls(nets, config.get("calibration"), bool(config.get("cells_in_score", False)))
+        return cls(nets, config.get("calibration"), bool(config.get("cells_in_score", False)), input_stage=stage,
+                   lead=stages_between(trunk, trunk.base_stage, stage))
 
 
 def cell_targets(masks: Sequence[np.ndarray | None], labels: np.ndarray, n_labels: int,
@@ -217,14 +232,14 @@ def flip_maps(maps: torch.Tensor, view: int) -> torch.Tensor:
 
 def flipped_views(extractor: PatchFeatureExtractor, images: Sequence[np.ndarray], base: torch.Tensor,
                   batch_size: int = 2) -> torch.Tensor:
-    """(N, FLIP_VIEWS, C0, h, w): each image's finest-level features ``base`` (N, C0, h, w) and those
+    """(N, FLIP_VIEWS, C0, h, w): each image's base-stage features ``base`` (N, C0, h, w) and those
     of its flipped views, computed by the frozen stem -- what ``train_net`` trains on (module docstring)."""
     views = torch.empty(len(images), FLIP_VIEWS, *base.shape[1:])
     views[:, 0] = base
     for view in range(1, FLIP_VIEWS):
         for s in range(0, len(images), batch_size):
-            finest = extractor.finest([flip_image(im, view) for im in images[s : s + batch_size]], batch_size)
-            views[s : s + len(finest), view] = finest.cpu()
+            flipped = extractor.base([flip_image(im, view) for im in images[s : s + batch_size]], batch_size)
+            views[s : s + len(flipped), view] = flipped.cpu()
     return views
 
 
@@ -313,7 +328,7 @@ def out_of_fold(trunk: Trunk, views: torch.Tensor, labels: np.ndarray, cells: to
         for k, (train, held) in enumerate(folds):
             net = train_net(trunk, views[train], labels[train], cells[train], epochs, repeat_seed(seed, r) + k, device)
             held_base = views[held, 0].contiguous(memory_format=torch.channels_last).to(device)
-            raw = FineTuned([net], cells_in_score=with_cells).image_scores(held_base)
+            raw = FineTuned([net], cells_in_score=with_cells, input_stage=trunk.base_stage).image_scores(held_base)
             # Stratified folds hold out normals in every fold; (0, 1) keeps raw logits if one did not.
             held_normals = raw[labels[held] == 0]
             centre, scale = held_out_normal_stats(held_normals) if len(held_normals) else (0.0, 1.0)
@@ -322,4 +337,4 @@ def out_of_fold(trunk: Trunk, views: torch.Tensor, labels: np.ndarray, cells: to
             calibration.append((centre, scale))
             if progress is not None:
                 progress(len(nets))
-    return totals / max(1, len(partitions)), FineTuned(nets, calibration, with_cells)
+    return totals / max(1, len(partitions)), FineTuned(nets, calibration, with_cells, input_stage=trunk.base_stage)

@@ -119,7 +119,7 @@ class Model:
     # ------------------------------------------------------------------ features and raw scores
     def standardised_features(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """((B, D, gh, gw) descriptors standardised with the training normals' channel statistics,
-        the finest level's raw features (the fine-tuned networks' input)), on the model's device."""
+        the base stage's raw features (the fine-tuned networks' input)), on the model's device."""
         feats, base = self._extractor.describe(images)
         return self._bank.standardise(feats), base
 

@@ -116,7 +116,7 @@ class _Features:
     samples: torch.Tensor  # (N, D) random normal patches the memory bank is drawn from
     origin: np.ndarray  # (N,) the image each sample came from
     pooled: torch.Tensor  # (n, 2D) [mean, max]-pooled raw descriptors of every image (features.pooled)
-    base: torch.Tensor | None  # (len(cv_idx), C0, gh, gw) finest-level features, if fine-tuning may run
+    base: torch.Tensor | None  # (len(cv_idx), C0, h0, w0) base-stage features, if fine-tuning may run
     # (n,) near-duplicate group of every image (groups.py): every out-of-fold split holds out whole
     # groups. Set once the pooled descriptors exist; until then each image is its own group.
     groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -279,7 +279,7 @@ def _extract_features(data: TrainingData, y: np.ndarray, opts: FitOptions, devic
             samples = torch.empty(len(normals) * per_image, d)
             kept = torch.empty(len(cv_idx), d, gh, gw)
             if _finetuning_runs(y[cv_idx], opts):
-                base = torch.empty(len(cv_idx), b.shape[1], gh, gw, memory_format=torch.channels_last)
+                base = torch.empty(len(cv_idx), *b.shape[1:], memory_format=torch.channels_last)
             pooled_all = torch.empty(n, 2 * d)
         pooled_all[s : s + f.shape[0]] = pooled(f)
         flat = f.flatten(2)

@@ -71,9 +71,9 @@ def test_traced_trunk_matches_eager():
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_the_finest_level_alone_is_the_full_trunks_finest_level():
-    """Fine-tuning's flipped views stop the trunk at its finest level (``Trunk.finest``); the networks
-    must see the same map the full, traced trunk gives the images they are later applied to."""
+def test_the_base_stage_alone_is_the_full_trunks_base_stage():
+    """Fine-tuning's flipped views stop the trunk at its base stage (``Trunk.base``); the networks must
+    see the same map the full, traced trunk gives the images they are later applied to."""
     from engine.features import PatchFeatureExtractor
 
     sd = trunk_state_dict("efficientnet_lite0", load_pretrained_state_dict("efficientnet_lite0"))
@@ -81,9 +81,9 @@ def test_the_finest_level_alone_is_the_full_trunks_finest_level():
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (96, 64, 3), dtype=np.uint8) for _ in range(3)]
     _, base = extractor.describe(images)
-    finest = extractor.finest(images)
-    assert finest.shape == base.shape and finest.dtype == base.dtype
-    assert torch.allclose(finest, base, atol=1e-5)
+    alone = extractor.base(images)
+    assert alone.shape == base.shape == (3, 24, 24, 16) and alone.dtype == base.dtype
+    assert torch.allclose(alone, base, atol=1e-5)
 
 
 def test_unknown_backbone_and_missing_weights_are_engine_errors(monkeypatch, tmp_path):

@@ -81,7 +81,7 @@ def test_finetuning_needs_labelled_anomalies_and_can_be_turned_off():
 
 def _bright_squares(with_masks: bool):
     """A tiny fine-tuning problem (24 random images, a bright square on each of the 8 anomalies): the
-    trunk, the finest-level features, those of the images' flipped views (what fine-tuning trains on),
+    trunk, the base-stage features, those of the images' flipped views (what fine-tuning trains on),
     labels, cell targets with or without the squares' masks, and three folds."""
     import torch
 
@@ -98,7 +98,7 @@ def _bright_squares(with_masks: bool):
     with torch.inference_mode():
         views = torch.stack([trunk.eager(flip_maps(images, view))[0] for view in range(FLIP_VIEWS)], 1).clone()
     base = views[:, 0]
-    cells = torch.full((len(labels), base.shape[-2] // 2, base.shape[-1] // 2), -1.0)  # the /16 grid
+    cells = torch.full((len(labels), 4, 4), -1.0)  # the networks' /16 grid on 64 px images
     cells[labels == 0] = 0.0
     if with_masks:  # 64 px / 16 = 4x4 cells; the square covers pixels 20-39, cells 1-2
         cells[labels == 1] = 0.0
@@ -172,6 +172,38 @@ def test_with_masks_the_cell_head_joins_the_image_score():
     older = _round_trip(tuned, trunk, drop=("cells_in_score",))
     assert not older.cells_in_score
     assert not np.allclose(older.image_scores(base), tuned.image_scores(base))
+
+
+def test_networks_of_older_artifacts_start_from_the_finest_patch_level():
+    """Until round 24 the networks started from the finest patch level (Lite0 stage 2), and artifacts
+    did not say so. Restored, such networks are handed the trunk's base stage like any model's, run
+    the frozen stage in between first, and score as they did on the finest level's own features."""
+    import torch
+
+    from engine.backbone import Trunk, load_pretrained_state_dict, trunk_state_dict, upper_stages
+    from engine.finetune import FineTuned, FineTunedNet
+
+    trunk = Trunk("efficientnet_lite0",
+                  trunk_state_dict("efficientnet_lite0", load_pretrained_state_dict("efficientnet_lite0")))
+    finest = trunk.levels[0]
+    assert trunk.base_stage < finest
+    torch.manual_seed(0)
+    nets = [FineTunedNet(upper_stages(trunk, finest)).eval() for _ in range(3)]
+    older = FineTuned(nets, [(0.5, 2.0), (-1.0, 1.5), (0.0, 3.0)], input_stage=finest)
+    with torch.inference_mode():
+        base, finest_maps = trunk.eager(torch.rand(4, 3, 64, 64))[:2]
+        raw = np.stack([net(finest_maps)[0].double().numpy() for net in nets], 1)
+    centre, scale = np.array(older.calibration).T
+    restored = _round_trip(older, trunk, drop=("input_stage",))
+    assert restored.input_stage == finest
+    assert np.allclose(restored.image_scores(base), ((raw - centre) / scale).mean(1), atol=1e-5)
+    # Networks trained now start at the base stage and say so; a stage this trunk lacks is refused.
+    current = FineTuned([FineTunedNet(upper_stages(trunk)).eval()], input_stage=trunk.base_stage)
+    assert _round_trip(current, trunk).input_stage == trunk.base_stage
+    for stage in (trunk.base_stage - 1, trunk.levels[-1]):
+        wrong = FineTuned([FineTunedNet(upper_stages(trunk)).eval()], input_stage=stage)
+        with pytest.raises(ValueError, match="outside this trunk"):
+            _round_trip(wrong, trunk)
 
 
 def test_repeated_cross_validation_averages_partitions_and_deploys_every_network():

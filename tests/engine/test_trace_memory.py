@@ -71,11 +71,11 @@ def test_fine_tuned_networks_share_one_trace_and_loads_leave_nothing_behind():
 
     def model(seed: int) -> FineTuned:
         torch.manual_seed(seed)
-        return FineTuned([FineTunedNet(upper_stages(trunk)).eval() for _ in range(3)])
+        return FineTuned([FineTunedNet(upper_stages(trunk)).eval() for _ in range(3)], input_stage=trunk.base_stage)
 
     first, second = model(1), model(2)
     fast_first, fast_second = first.image_scores(base), second.image_scores(base)
-    assert first._traced[("cpu", 12, 12)] is not None
+    assert first._traced[("cpu", *base.shape[-2:])] is not None
     with torch.inference_mode():
         for scores, fine_tuned in ((fast_first, first), (fast_second, second)):
             image_logits = fine_tuned._logits(base)[..., 0]  # (B, K, [image logit, cell maximum])
