@@ -15,7 +15,7 @@ DEVICES = ("cpu", "cuda", "auto")
 CANDIDATES = ("oneclass", "supervised", "combined", "patch", "finetuned")
 MAX_FINETUNE_EPOCHS = 200
 # Each repetition of the fine-tuning adds finetune_folds networks to train and to run per prediction
-# (~7 ms each on 2 CPU cores at cookies size), while what averaging removes of one seed's noise shrinks
+# (~10 ms each on 2 CPU cores at cookies size), while what averaging removes of one seed's noise shrinks
 # like 1/repeats: past five, little is left to remove for the cost.
 MAX_FINETUNE_REPEATS = 5
 
