@@ -370,7 +370,7 @@ class Trunk(nn.Module):
 
     def fingerprint(self) -> str:
         """A digest of the trunk's architecture and (BN-folded) weights: equal trunks trace alike."""
-        digest = hashlib.blake2b(f"{self.name}{self.levels}".encode(), digest_size=16)
+        digest = hashlib.blake2b(f"{self.name}{self.levels}{self.base_stage}".encode(), digest_size=16)
         for name, tensor in self.state_dict().items():
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
