@@ -29,8 +29,8 @@ every seed gets a server of its own, started with ``serve --engine-seed SEED``, 
    with --endpoint-url they are absent;
 5. StartModel (1 inference unit) -> HOSTED, then sequential DetectAnomalies calls after 3 warm-up
    calls: the first pass over the test images gives precision, recall and F1 of the IsAnomalous
-   answers (anomaly positive); the latency p50 / p99 is over at least --latency-calls calls, cycling
-   over the test images; StopModel.
+   answers (anomaly positive), and the names of the images it got wrong; the latency p50 / p99 is
+   over at least --latency-calls calls, cycling over the test images; StopModel.
 
 The output is a markdown table, one row per case and seed, and the spread (max - min) of the test F1
 across the seeds of each case; --json also writes every figure.
@@ -288,6 +288,7 @@ def detection(lookout: Any, project: str, pictures: list[Picture], server_pid: i
     for picture, body in bodies[:WARM_UP_CALLS]:
         detect(picture, body)
     latencies, pairs, masks_returned = [], [], 0
+    wrong: dict[str, list[str]] = {"false_positives": [], "misses": []}
     cpu = cpu_seconds(server_pid)
     for call in range(max(len(bodies), latency_calls)):
         picture, body = bodies[call % len(bodies)]
@@ -295,9 +296,14 @@ def detection(lookout: Any, project: str, pictures: list[Picture], server_pid: i
         answer = detect(picture, body)
         latencies.append((time.perf_counter() - started) * 1000)
         if call < len(bodies):  # the first pass over the test images gives the accuracy
-            pairs.append((bool(answer["IsAnomalous"]), picture.label == "anomaly"))
+            flagged, anomalous = bool(answer["IsAnomalous"]), picture.label == "anomaly"
+            pairs.append((flagged, anomalous))
             masks_returned += "AnomalyMask" in answer
-    return {"detect_anomalies": {**confusion(pairs), "masks_returned": masks_returned},
+            # Which images were wrong, by name: the same few images recur from seed to seed and split
+            # to split (kos32_Part1, kos38_Part1 with its twin kos39_Part7, ...), and a count hides that.
+            if flagged != anomalous:
+                wrong["false_positives" if flagged else "misses"].append(picture.path.stem)
+    return {"detect_anomalies": {**confusion(pairs), "masks_returned": masks_returned, **wrong},
             "detect_latency_ms": {"calls": len(latencies), "p50": round(statistics.median(latencies), 1),
                                   "p99": round(percentile(latencies, 0.99), 1),
                                   "server_cpu_ms_per_call": cpu_delta(server_pid, cpu, 1000 / len(latencies))}}
